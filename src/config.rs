@@ -1,0 +1,246 @@
+//! Configuration: built-in defaults, an optional TOML file, then `MSNGATE__SECTION__KEY`
+//! environment variables, in that order of precedence (last wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration. `config/msngate.toml` documents every key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    pub client: ClientConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where MSN clients log in (the notification server).
+    pub notification_listen: SocketAddr,
+    /// Where switchboard (chat) connections arrive.
+    pub switchboard_listen: SocketAddr,
+    /// The host clients are told to connect to in XFR and RNG replies.
+    pub public_host: String,
+    /// An optional dispatch server that refers clients to the notification server.
+    pub dispatch_listen: Option<SocketAddr>,
+    /// The most simultaneous client connections over all listeners; more are closed at once.
+    pub max_connections: usize,
+    /// Seconds a connection may take from connecting to a completed login.
+    pub login_timeout_secs: u64,
+    /// Seconds a write to a client may block before the client is disconnected as stalled.
+    pub write_timeout_secs: u64,
+    /// Seconds a switchboard cookie (from XFR SB or RNG) stays valid.
+    pub cookie_lifetime_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            notification_listen: "127.0.0.1:1863".parse().expect("valid default"),
+            switchboard_listen: "127.0.0.1:1864".parse().expect("valid default"),
+            public_host: "127.0.0.1".into(),
+            dispatch_listen: None,
+            max_connections: 10_000,
+            login_timeout_secs: 60,
+            write_timeout_secs: 30,
+            cookie_lifetime_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The SQLite database file; created when missing.
+    pub database: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database: "msngate.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `msngate=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// What the server tells clients about client versions and web pages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub recommended_version: String,
+    pub minimum_version: String,
+    pub download_url: String,
+    pub info_url: String,
+    /// The page the client's URL command (e-mail, password, profile menus) is sent to.
+    pub web_url: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            recommended_version: "1.0.0863".into(),
+            minimum_version: "1.0.0863".into(),
+            download_url: "http://127.0.0.1/msngate/download".into(),
+            info_url: "http://127.0.0.1/msngate/info".into(),
+            web_url: "http://127.0.0.1/msngate/".into(),
+        }
+    }
+}
+
+/// A configuration that can't be used, with the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MSNGATE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        let host = &self.server.public_host;
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid(
+                "server.public_host",
+                "must be a host name or address without spaces",
+            );
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        for (key, value) in [
+            ("server.login_timeout_secs", self.server.login_timeout_secs),
+            ("server.write_timeout_secs", self.server.write_timeout_secs),
+            (
+                "server.cookie_lifetime_secs",
+                self.server.cookie_lifetime_secs,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.storage.database.as_os_str().is_empty() {
+            return invalid("storage.database", "must name a file");
+        }
+        let c = &self.client;
+        for (key, value) in [
+            ("client.recommended_version", &c.recommended_version),
+            ("client.minimum_version", &c.minimum_version),
+            ("client.download_url", &c.download_url),
+            ("client.info_url", &c.info_url),
+            ("client.web_url", &c.web_url),
+        ] {
+            if value.is_empty()
+                || value
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return invalid(key, "must be one word without spaces");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn documented_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/msngate.toml");
+        assert_eq!(Config::load(Some(&path)).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "[server]\nnotification_listen = \"127.0.0.1:5000\"\npublic_host = \"chat.example.org\"\n\
+             dispatch_listen = \"0.0.0.0:1863\"\n[storage]\ndatabase = \"/var/lib/msngate/db\"\n",
+        );
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.server.notification_listen.port(), 5000);
+        assert_eq!(c.server.public_host, "chat.example.org");
+        assert_eq!(
+            c.server.dispatch_listen,
+            Some("0.0.0.0:1863".parse().unwrap())
+        );
+        assert_eq!(c.storage.database, PathBuf::from("/var/lib/msngate/db"));
+        assert_eq!(
+            c.server.switchboard_listen,
+            ServerConfig::default().switchboard_listen
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[server]\nnotification_listen = \"not an address\"\n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("notification_listen"), "{err}");
+        let path = write(&dir, "[server]\npublic_host = \"a b\"\n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("server.public_host"), "{err}");
+        let path = write(&dir, "[server]\nnotifcation_listen = \"127.0.0.1:1\"\n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("notifcation_listen"), "{err}");
+        let path = write(&dir, "[server\n");
+        assert!(Config::load(Some(&path)).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

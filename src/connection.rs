@@ -1,0 +1,306 @@
+//! One client connection: framing, the read/write loop, and the bounded outbound queue.
+//!
+//! Each connection is one task. Its loop waits on the socket, its outbound queue (lines other
+//! tasks send it: presence, rings, chat messages), a kick token and the server's shutdown token.
+//! A role (notification, switchboard, dispatch) decides what each command means; this module
+//! only moves bytes. Replies to the connection's own commands are written directly after each
+//! batch of commands; lines from other tasks go through the queue, which is bounded: a client
+//! that stops reading fills it and is disconnected instead of holding anyone else up.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::protocol::{self, ClientCommand, FrameError, ParseError, ServerCommand};
+
+/// How many lines from other tasks may wait for one client before it counts as stalled.
+pub const OUTBOUND_QUEUE: usize = 1024;
+/// Replies are flushed once this many bytes have piled up, so pipelined requests for long
+/// lists can't grow the write buffer without bound.
+const FLUSH_AT: usize = 16 * 1024;
+/// A read buffer that grew for a long line or payload is released above this size once empty.
+const KEEP_BUFFER: usize = 4 * 1024;
+
+static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How other tasks reach a connection: its outbound queue and its kick switch. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    id: u64,
+    queue: mpsc::Sender<Bytes>,
+    kick: CancellationToken,
+}
+
+impl Peer {
+    /// A unique id, to tell two connections of the same user apart.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues bytes for the client without waiting. When the queue is full the client is not
+    /// reading: it is disconnected and `false` returned. `false` also means it is gone.
+    pub fn send(&self, bytes: Bytes) -> bool {
+        match self.queue.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(peer = self.id, "client is not reading; disconnecting it");
+                self.kick.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn send_command(&self, command: &ServerCommand) -> bool {
+        debug!(peer = self.id, "<< {}", loggable(command));
+        self.send(command.to_bytes())
+    }
+
+    /// Queues a last command, then closes the connection once the queue has been written.
+    pub fn send_and_close(&self, command: &ServerCommand) {
+        self.send_command(command);
+        // The closing marker is an empty frame: the writer closes when it reaches it.
+        let _ = self.queue.try_send(Bytes::new());
+    }
+
+    /// Disconnects the client at once.
+    pub fn kick(&self) {
+        self.kick.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.kick.is_cancelled() || self.queue.is_closed()
+    }
+}
+
+/// What a role wants after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// Replies to the connection's own commands, written after the current batch.
+#[derive(Default)]
+pub struct Replies {
+    buf: BytesMut,
+}
+
+impl Replies {
+    pub fn push(&mut self, command: ServerCommand) {
+        debug!("<< {}", loggable(&command));
+        command.write_to(&mut self.buf);
+    }
+
+    pub fn error(&mut self, code: protocol::ErrorCode, trid: protocol::TrId) {
+        self.push(ServerCommand::Error { code, trid });
+    }
+}
+
+fn loggable(command: &ServerCommand) -> String {
+    // Lines that carry cookies or challenges are cut off after their TrID.
+    protocol::loggable_line(command.to_string().as_bytes())
+}
+
+/// What a server role does with a connection's commands.
+pub trait Role: Send {
+    /// Whether login has completed; until then the login timeout applies.
+    fn logged_in(&self) -> bool;
+
+    /// Handles one command (or a line that did not parse).
+    fn handle(
+        &mut self,
+        command: Result<ClientCommand, ParseError>,
+        replies: &mut Replies,
+    ) -> impl Future<Output = Flow> + Send;
+
+    /// The last line to send when the server shuts down.
+    fn shutdown_command(&self) -> Option<ServerCommand> {
+        None
+    }
+
+    /// Cleans up after the connection ended, however it ended.
+    fn closed(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Timeouts for one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub login: Duration,
+    pub write: Duration,
+}
+
+/// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
+pub async fn serve<R, F>(
+    stream: TcpStream,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    make_role: F,
+) where
+    R: Role,
+    F: FnOnce(Peer) -> R,
+{
+    let _ = stream.set_nodelay(true);
+    let (queue, mut inbox) = mpsc::channel(OUTBOUND_QUEUE);
+    let kick = CancellationToken::new();
+    let peer = Peer {
+        id: NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed),
+        queue,
+        kick: kick.clone(),
+    };
+    let mut role = make_role(peer);
+    let (reader, mut writer) = stream.into_split();
+    let mut input = BytesMut::new();
+    let mut replies = Replies::default();
+    let login_deadline = tokio::time::Instant::now() + timeouts.login;
+    let writing = Writing {
+        timeout: timeouts.write,
+        kick: &kick,
+    };
+
+    let end: &str = 'conn: loop {
+        // Handle every complete frame already read, answering them in one write.
+        loop {
+            let frame = match protocol::decode(&mut input) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = writing.write(&mut writer, &replies.buf).await;
+                    break 'conn framing_end(&e);
+                }
+            };
+            debug!(">> {}", protocol::loggable_line(&frame.line));
+            let flow = role.handle(ClientCommand::parse(frame), &mut replies).await;
+            if flow == Flow::Close {
+                let _ = writing.write(&mut writer, &replies.buf).await;
+                break 'conn "closed by the server";
+            }
+            if replies.buf.len() >= FLUSH_AT
+                && writing.flush(&mut writer, &mut replies.buf).await.is_err()
+            {
+                break 'conn "write failed";
+            }
+        }
+        if writing.flush(&mut writer, &mut replies.buf).await.is_err() {
+            break 'conn "write failed";
+        }
+        if input.is_empty() && input.capacity() > KEEP_BUFFER {
+            input = BytesMut::new();
+        }
+        let login_timer = async {
+            if role.logged_in() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(login_deadline).await
+            }
+        };
+        tokio::select! {
+            ready = reader.readable() => {
+                if ready.is_err() {
+                    break 'conn "read failed";
+                }
+                match read_available(&reader, &mut input) {
+                    Ok(0) => break 'conn "client closed the connection",
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break 'conn "read failed",
+                }
+            }
+            Some(first) = inbox.recv() => {
+                if first.is_empty() {
+                    break 'conn "closed after a final line";
+                }
+                // Write whatever else is already queued along with it, in one go.
+                let mut batch = BytesMut::from(&first[..]);
+                let mut closing = false;
+                while batch.len() < FLUSH_AT {
+                    match inbox.try_recv() {
+                        Ok(more) if more.is_empty() => { closing = true; break; }
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if writing.write(&mut writer, &batch).await.is_err() {
+                    break 'conn "write failed";
+                }
+                if closing {
+                    break 'conn "closed after a final line";
+                }
+            }
+            _ = kick.cancelled() => break 'conn "disconnected by the server",
+            _ = login_timer => break 'conn "login timed out",
+            _ = shutdown.cancelled() => {
+                if let Some(last) = role.shutdown_command() {
+                    let mut buf = BytesMut::new();
+                    last.write_to(&mut buf);
+                    let _ = writing.write(&mut writer, &buf).await;
+                }
+                break 'conn "server shutting down";
+            }
+        }
+    };
+    info!(reason = end, "connection ended");
+    inbox.close();
+    role.closed().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}
+
+fn framing_end(error: &FrameError) -> &'static str {
+    warn!(%error, "closing the connection: input can't be framed");
+    match error {
+        FrameError::LineTooLong => "line too long",
+        FrameError::BadPayloadLength => "bad payload length",
+        FrameError::PayloadTooLong(_) => "payload too long",
+    }
+}
+
+/// Reads what the socket has into `input`. The read goes through a buffer on this function's
+/// stack so an idle connection keeps no heap buffer at all.
+fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0u8; 4096];
+    let n = reader.try_read(&mut chunk)?;
+    input.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+struct Writing<'a> {
+    timeout: Duration,
+    kick: &'a CancellationToken,
+}
+
+impl Writing<'_> {
+    /// Writes all of `bytes`, giving up when the client stalls past the timeout or is kicked.
+    async fn write(&self, writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = tokio::time::timeout(self.timeout, writer.write_all(bytes)) => match r {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!("client stalled on a write; disconnecting it");
+                    Err(io::ErrorKind::TimedOut.into())
+                }
+            },
+            _ = self.kick.cancelled() => Err(io::ErrorKind::ConnectionAborted.into()),
+        }
+    }
+
+    async fn flush(&self, writer: &mut OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<()> {
+        let result = self.write(writer, buf).await;
+        buf.clear();
+        if buf.capacity() > KEEP_BUFFER {
+            *buf = BytesMut::new();
+        }
+        result
+    }
+}

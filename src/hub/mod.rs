@@ -1,0 +1,124 @@
+//! The hub: who is online, with which state and name, and how to reach them; switchboard
+//! cookies; running switchboard sessions.
+//!
+//! Everything here is in memory and synchronous. Locks (DashMap shards, the cookie mutex) are
+//! held only for a map operation and never across an `.await`; sending to a [`Peer`] never
+//! waits.
+
+mod cookies;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+pub use cookies::{CookieGrant, Cookies};
+
+use crate::connection::Peer;
+use crate::protocol::{FriendlyName, ServerCommand, Status, UserHandle};
+use crate::switchboard::SessionHandle;
+
+/// A logged-in notification session.
+#[derive(Clone, Debug)]
+pub struct OnlineUser {
+    pub peer: Peer,
+    /// FLN from login until the first CHG.
+    pub status: Status,
+    pub name: FriendlyName,
+}
+
+/// The shared in-memory state of the server.
+pub struct Hub {
+    users: DashMap<UserHandle, OnlineUser>,
+    pub cookies: Cookies,
+    switchboards: DashMap<u32, SessionHandle>,
+}
+
+impl Hub {
+    pub fn new(cookies: Cookies) -> Hub {
+        Hub {
+            users: DashMap::new(),
+            cookies,
+            switchboards: DashMap::new(),
+        }
+    }
+
+    /// Registers a new login, returning the session it replaces, if any.
+    pub fn log_in(&self, handle: UserHandle, peer: Peer, name: FriendlyName) -> Option<OnlineUser> {
+        self.users.insert(
+            handle,
+            OnlineUser {
+                peer,
+                status: Status::Offline,
+                name,
+            },
+        )
+    }
+
+    /// Removes a login, but only if it is still the one with this peer id (a newer login of
+    /// the same handle must not be removed by the old connection's cleanup). Returns the state
+    /// it had.
+    pub fn log_out(&self, handle: &UserHandle, peer_id: u64) -> Option<OnlineUser> {
+        self.users
+            .remove_if(handle, |_, u| u.peer.id() == peer_id)
+            .map(|(_, u)| u)
+    }
+
+    /// The state and name of a logged-in user.
+    pub fn presence(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.users.get(handle).map(|u| (u.status, u.name.clone()))
+    }
+
+    /// The state a user shows to others who are allowed to see them.
+    pub fn visible_status(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.presence(handle).filter(|(s, _)| s.is_visible())
+    }
+
+    pub fn peer(&self, handle: &UserHandle) -> Option<Peer> {
+        self.users.get(handle).map(|u| u.peer.clone())
+    }
+
+    /// Sets a user's state, returning the previous one.
+    pub fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status> {
+        self.users
+            .get_mut(handle)
+            .map(|mut u| std::mem::replace(&mut u.status, status))
+    }
+
+    pub fn set_name(&self, handle: &UserHandle, name: FriendlyName) {
+        if let Some(mut u) = self.users.get_mut(handle) {
+            u.name = name;
+        }
+    }
+
+    /// Sends a command to a user's notification connection if they are logged in.
+    pub fn send(&self, handle: &UserHandle, command: &ServerCommand) -> bool {
+        match self.peer(handle) {
+            Some(peer) => peer.send_command(command),
+            None => false,
+        }
+    }
+
+    /// Sends already-encoded bytes to a user's notification connection if they are logged in.
+    pub fn send_bytes(&self, handle: &UserHandle, bytes: Bytes) -> bool {
+        self.peer(handle).is_some_and(|p| p.send(bytes))
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn add_switchboard(&self, id: u32, session: SessionHandle) {
+        self.switchboards.insert(id, session);
+    }
+
+    pub fn switchboard(&self, id: u32) -> Option<SessionHandle> {
+        self.switchboards.get(&id).map(|s| s.clone())
+    }
+
+    pub fn remove_switchboard(&self, id: u32) {
+        self.switchboards.remove(&id);
+    }
+
+    pub fn switchboard_count(&self) -> usize {
+        self.switchboards.len()
+    }
+}

@@ -1,0 +1,13 @@
+//! msngate: an MSN Messenger 1.0 (MSNP2) server whose accounts can be local or bridged.
+//!
+//! See docs/ARCHITECTURE.md for the map of this crate.
+
+pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod hub;
+pub mod notification;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod switchboard;

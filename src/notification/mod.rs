@@ -1,0 +1,569 @@
+//! The notification server: login, lists and settings, presence, and referral to switchboards.
+//!
+//! Each connection runs [`NotificationSession`] as its [`Role`]. All state checks happen in one
+//! place, [`NotificationSession::handle`], a `match` over (state, command); each arm calls a
+//! handler that returns `Result<(), ErrorCode>` and [`error_code`] maps domain errors to MSN
+//! codes.
+
+mod lists;
+mod presence;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tracing::{info, warn, Span};
+
+use crate::connection::{Flow, Peer, Replies, Role};
+use crate::hub::CookieGrant;
+use crate::protocol::{
+    AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, OutReason, ParseError,
+    ServerCommand, Status, TrId, UserHandle,
+};
+use crate::server::Services;
+use crate::store::{password, PasswordHash, StoreError};
+
+/// Failed logins allowed on one connection before it is closed.
+const MAX_AUTH_FAILURES: u32 = 5;
+
+/// Maps a store error to the MSN error code the client gets.
+pub fn error_code(error: &StoreError) -> ErrorCode {
+    match error {
+        StoreError::NoSuchAccount => ErrorCode::InvalidUser,
+        StoreError::AccountExists | StoreError::AlreadyThere => ErrorCode::AlreadyThere,
+        StoreError::NotOnList => ErrorCode::NotOnList,
+        StoreError::InOppositeList => ErrorCode::AlreadyInOppositeList,
+        StoreError::ListFull => ErrorCode::ListFull,
+        StoreError::AlreadyInMode => ErrorCode::AlreadyInMode,
+        StoreError::ReverseListIsServerOnly => ErrorCode::InvalidParameter,
+        StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
+            warn!(%error, "database error");
+            ErrorCode::DbServer
+        }
+        StoreError::Closed => ErrorCode::ServerGoingDown,
+    }
+}
+
+impl From<StoreError> for ErrorCode {
+    fn from(e: StoreError) -> ErrorCode {
+        error_code(&e)
+    }
+}
+
+/// Where a notification connection is in its life.
+enum State {
+    AwaitingVersion,
+    AwaitingAuth {
+        dialect: Dialect,
+        challenge: Option<(UserHandle, Option<PasswordHash>)>,
+        failures: u32,
+    },
+    Online(Online),
+}
+
+/// A logged-in user's connection.
+struct Online {
+    #[allow(dead_code)] // Kept for the later dialects (MSNP3-7), which change reply shapes.
+    dialect: Dialect,
+    handle: UserHandle,
+    /// Whether the first CHG (which sends the ILN burst) has happened.
+    initial_state_sent: bool,
+}
+
+/// One notification server connection.
+pub struct NotificationSession {
+    services: Arc<Services>,
+    peer: Peer,
+    state: State,
+}
+
+impl NotificationSession {
+    pub fn new(services: Arc<Services>, peer: Peer) -> NotificationSession {
+        NotificationSession {
+            services,
+            peer,
+            state: State::AwaitingVersion,
+        }
+    }
+}
+
+impl Role for NotificationSession {
+    fn logged_in(&self) -> bool {
+        matches!(self.state, State::Online(_))
+    }
+
+    async fn handle(
+        &mut self,
+        command: Result<ClientCommand, ParseError>,
+        out: &mut Replies,
+    ) -> Flow {
+        let command = match command {
+            Ok(c) => c,
+            Err(e) => {
+                out.error(e.code, e.trid.unwrap_or_default());
+                return Flow::Continue;
+            }
+        };
+        let trid = command.trid().unwrap_or_default();
+        let result = match (&mut self.state, command) {
+            (_, ClientCommand::Out) => {
+                out.push(ServerCommand::Out { reason: None });
+                return Flow::Close;
+            }
+            (_, ClientCommand::Ver { trid, dialects }) => {
+                return self.version(trid, &dialects, out);
+            }
+            (_, ClientCommand::Cvr { trid, .. }) => {
+                let c = &self.services.config.client;
+                out.push(ServerCommand::Cvr {
+                    trid,
+                    recommended: c.recommended_version.clone(),
+                    minimum: c.minimum_version.clone(),
+                    download_url: c.download_url.clone(),
+                    info_url: c.info_url.clone(),
+                });
+                Ok(())
+            }
+            (_, ClientCommand::Inf { trid }) => {
+                out.push(ServerCommand::Inf { trid });
+                Ok(())
+            }
+            (State::Online(_), ClientCommand::UsrAuth { .. } | ClientCommand::UsrCookie { .. }) => {
+                Err(ErrorCode::AlreadyLoggedIn)
+            }
+            (
+                State::AwaitingVersion | State::AwaitingAuth { .. },
+                ClientCommand::UsrAuth {
+                    trid,
+                    package,
+                    stage,
+                },
+            ) => {
+                return self.authenticate(trid, &package, stage, out).await;
+            }
+            (_, ClientCommand::UsrCookie { .. }) => Err(ErrorCode::AuthenticationFailed),
+            (
+                _,
+                ClientCommand::Msg { .. } | ClientCommand::Cal { .. } | ClientCommand::Ans { .. },
+            ) => Err(ErrorCode::NotExpected),
+            (State::AwaitingVersion | State::AwaitingAuth { .. }, _) => Err(ErrorCode::NotLoggedIn),
+            (State::Online(online), command) => {
+                let me = online.handle.clone();
+                self.online_command(me, command, out).await
+            }
+        };
+        if let Err(code) = result {
+            out.error(code, trid);
+        }
+        Flow::Continue
+    }
+
+    fn shutdown_command(&self) -> Option<ServerCommand> {
+        Some(ServerCommand::Out {
+            reason: Some(OutReason::ServerShutdown),
+        })
+    }
+
+    async fn closed(self) {
+        if let State::Online(online) = self.state {
+            if let Some(user) = self.services.hub.log_out(&online.handle, self.peer.id()) {
+                info!(handle = %online.handle, "logged out");
+                presence::announce(&self.services, &online.handle, user.status, Status::Offline)
+                    .await;
+            }
+        }
+    }
+}
+
+impl NotificationSession {
+    fn version(&mut self, trid: TrId, offered: &[String], out: &mut Replies) -> Flow {
+        let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
+        out.push(ServerCommand::Ver { trid, dialect });
+        match (dialect, &mut self.state) {
+            (None, _) => Flow::Close,
+            (Some(d), State::AwaitingVersion) => {
+                self.state = State::AwaitingAuth {
+                    dialect: d,
+                    challenge: None,
+                    failures: 0,
+                };
+                Flow::Continue
+            }
+            (Some(d), State::AwaitingAuth { dialect, .. }) => {
+                *dialect = d;
+                Flow::Continue
+            }
+            (Some(_), State::Online(_)) => Flow::Continue,
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        trid: TrId,
+        package: &str,
+        stage: AuthStage,
+        out: &mut Replies,
+    ) -> Flow {
+        if matches!(self.state, State::AwaitingVersion) {
+            // A client that skips VER gets the only dialect there is.
+            self.state = State::AwaitingAuth {
+                dialect: Dialect::Msnp2,
+                challenge: None,
+                failures: 0,
+            };
+        }
+        let State::AwaitingAuth {
+            dialect,
+            challenge,
+            failures,
+        } = &mut self.state
+        else {
+            return Flow::Continue;
+        };
+        let dialect = *dialect;
+        if package != "MD5" {
+            out.error(ErrorCode::AuthenticationFailed, trid);
+            return Flow::Continue;
+        }
+        match stage {
+            AuthStage::Initial(handle) => {
+                let lookup = handle.clone();
+                let stored = match self
+                    .services
+                    .store
+                    .call(move |db| db.credentials(&lookup))
+                    .await
+                {
+                    Ok(c) => c.map(|c| c.password),
+                    Err(e) => {
+                        out.error(error_code(&e), trid);
+                        return Flow::Continue;
+                    }
+                };
+                let text = match &stored {
+                    Some(hash) => hash.salt.clone(),
+                    None => password::fake_challenge(&self.services.secret, handle.as_str()),
+                };
+                *challenge = Some((handle, stored));
+                out.push(ServerCommand::UsrChallenge {
+                    trid,
+                    challenge: text,
+                });
+                Flow::Continue
+            }
+            AuthStage::Subsequent(response) => {
+                let verified = match challenge.take() {
+                    Some((handle, Some(hash))) if password::verify_response(&hash, &response) => {
+                        Some(handle)
+                    }
+                    _ => None,
+                };
+                let Some(handle) = verified else {
+                    *failures += 1;
+                    warn!(failures = *failures, "login failed");
+                    out.error(ErrorCode::AuthenticationFailed, trid);
+                    return if *failures >= MAX_AUTH_FAILURES {
+                        Flow::Close
+                    } else {
+                        Flow::Continue
+                    };
+                };
+                self.log_in(trid, dialect, handle, out).await
+            }
+        }
+    }
+
+    async fn log_in(
+        &mut self,
+        trid: TrId,
+        dialect: Dialect,
+        handle: UserHandle,
+        out: &mut Replies,
+    ) -> Flow {
+        let lookup = handle.clone();
+        let account = match self
+            .services
+            .store
+            .call(move |db| db.account(&lookup))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                out.error(error_code(&e), trid);
+                return Flow::Continue;
+            }
+        };
+        let hub = &self.services.hub;
+        if let Some(previous) = hub.log_in(handle.clone(), self.peer.clone(), account.name.clone())
+        {
+            info!(%handle, "logged in elsewhere; closing the older connection");
+            previous.peer.send_and_close(&ServerCommand::Out {
+                reason: Some(OutReason::OtherLogin),
+            });
+            presence::announce(&self.services, &handle, previous.status, Status::Offline).await;
+        }
+        Span::current().record("handle", handle.as_str());
+        info!(%handle, "logged in");
+        out.push(ServerCommand::UsrOk {
+            trid,
+            handle: handle.clone(),
+            name: account.name,
+        });
+        out.push(profile_message());
+        self.state = State::Online(Online {
+            dialect,
+            handle,
+            initial_state_sent: false,
+        });
+        Flow::Continue
+    }
+
+    async fn online_command(
+        &mut self,
+        me: UserHandle,
+        command: ClientCommand,
+        out: &mut Replies,
+    ) -> Result<(), ErrorCode> {
+        let services = &self.services;
+        match command {
+            ClientCommand::Syn { trid, serial } => {
+                lists::synchronize(services, &me, trid, serial, out).await
+            }
+            ClientCommand::Lst { trid, list } => {
+                lists::send_list(services, &me, trid, list, out).await
+            }
+            ClientCommand::Gtc { trid, setting } => {
+                let serial = services
+                    .store
+                    .call(move |db| db.set_gtc(&me, setting))
+                    .await?;
+                out.push(ServerCommand::Gtc {
+                    trid,
+                    serial,
+                    setting,
+                });
+                Ok(())
+            }
+            ClientCommand::Blp { trid, setting } => {
+                lists::set_privacy_mode(services, &me, trid, setting, out).await
+            }
+            ClientCommand::Add {
+                trid,
+                list,
+                handle,
+                name,
+            } => lists::add(services, &me, trid, list, handle, name, out).await,
+            ClientCommand::Rem { trid, list, handle } => {
+                lists::remove(services, &me, trid, list, handle, out).await
+            }
+            ClientCommand::Chg { trid, status } => self.change_status(me, trid, status, out).await,
+            ClientCommand::Rea { trid, handle, name } => {
+                rename(services, &me, trid, handle, name, out).await
+            }
+            ClientCommand::Xfr { trid, kind } => {
+                if kind != "SB" {
+                    return Err(ErrorCode::InvalidParameter);
+                }
+                let visible = services
+                    .hub
+                    .presence(&me)
+                    .is_some_and(|(s, _)| s.is_visible());
+                if !visible {
+                    return Err(ErrorCode::NotAllowedWhenOffline);
+                }
+                let cookie = services
+                    .hub
+                    .cookies
+                    .issue(CookieGrant::NewSession { handle: me })
+                    .ok_or(ErrorCode::ServerBusy)?;
+                out.push(ServerCommand::XfrSb {
+                    trid,
+                    address: services.switchboard_address.clone(),
+                    cookie,
+                });
+                Ok(())
+            }
+            ClientCommand::Url { trid, .. } => {
+                out.push(ServerCommand::Url {
+                    trid,
+                    url: services.config.client.web_url.clone(),
+                });
+                Ok(())
+            }
+            ClientCommand::Fnd { trid, args } => find(services, trid, &args, out).await,
+            ClientCommand::Snd { trid, args } => {
+                // Inviting a friend by e-mail: there is no mailer, so the address is only checked.
+                match args.as_slice() {
+                    [address, ..] if address.parse::<UserHandle>().is_ok() => {
+                        out.push(ServerCommand::Snd { trid });
+                        Ok(())
+                    }
+                    _ => Err(ErrorCode::InvalidParameter),
+                }
+            }
+            // Everything else was dealt with before a login was needed.
+            _ => Err(ErrorCode::NotExpected),
+        }
+    }
+
+    async fn change_status(
+        &mut self,
+        me: UserHandle,
+        trid: TrId,
+        status: Status,
+        out: &mut Replies,
+    ) -> Result<(), ErrorCode> {
+        if status == Status::Offline {
+            return Err(ErrorCode::InvalidParameter);
+        }
+        let services = &self.services;
+        let previous = services
+            .hub
+            .set_status(&me, status)
+            .unwrap_or(Status::Offline);
+        out.push(ServerCommand::Chg { trid, status });
+        let State::Online(online) = &mut self.state else {
+            return Ok(());
+        };
+        if !online.initial_state_sent {
+            online.initial_state_sent = true;
+            presence::initial_states(services, &me, trid, out).await?;
+        }
+        if previous != status {
+            presence::announce(services, &me, previous, status).await;
+        }
+        Ok(())
+    }
+}
+
+/// `REA`: renames the user, or a contact on their FL.
+async fn rename(
+    services: &Services,
+    me: &UserHandle,
+    trid: TrId,
+    handle: UserHandle,
+    name: FriendlyName,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    let (owner, new_name) = (me.clone(), name.clone());
+    if &handle == me {
+        let serial = services
+            .store
+            .call(move |db| db.rename(&owner, &new_name))
+            .await?;
+        services.hub.set_name(me, name.clone());
+        out.push(ServerCommand::Rea {
+            trid,
+            serial,
+            handle,
+            name,
+        });
+        if let Some((status, _)) = services.hub.visible_status(me) {
+            presence::announce(services, me, status, status).await;
+        }
+    } else {
+        let contact = handle.clone();
+        let serial = services
+            .store
+            .call(move |db| db.rename_contact(&owner, &contact, &new_name))
+            .await?;
+        out.push(ServerCommand::Rea {
+            trid,
+            serial,
+            handle,
+            name,
+        });
+    }
+    Ok(())
+}
+
+/// The most results one FND returns.
+const MAX_FIND_RESULTS: usize = 10;
+
+/// `FND TrID fname=X lname=Y city=* state=* country=*`: searches this server's accounts by
+/// friendly name. A result shows the name split into first and last name, as the directory
+/// of the time did; handles are not disclosed.
+async fn find(
+    services: &Services,
+    trid: TrId,
+    args: &[String],
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    let field = |key: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse::<FriendlyName>().ok())
+    };
+    let (Some(first), Some(last)) = (field("fname"), field("lname")) else {
+        return Err(ErrorCode::InvalidParameter);
+    };
+    let wanted: Vec<String> = [first.as_str(), last.as_str()]
+        .into_iter()
+        .filter(|w| *w != "*")
+        .map(str::to_lowercase)
+        .collect();
+    let query = wanted.first().cloned().unwrap_or_default();
+    if query.is_empty() {
+        return Err(ErrorCode::InvalidParameter);
+    }
+    let found = services
+        .store
+        .call(move |db| db.find(&query, MAX_FIND_RESULTS * 10))
+        .await?;
+    let matches: Vec<FriendlyName> = found
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| {
+            let lower = name.as_str().to_lowercase();
+            wanted.iter().all(|w| lower.contains(w.as_str()))
+        })
+        .take(MAX_FIND_RESULTS)
+        .collect();
+    if matches.is_empty() {
+        out.push(ServerCommand::Fnd {
+            trid,
+            index: 0,
+            total: 0,
+            fields: vec![],
+        });
+    }
+    let total = matches.len();
+    for (i, name) in matches.into_iter().enumerate() {
+        let text = name.as_str();
+        let (f, l) = text.split_once(' ').unwrap_or((text, "*"));
+        let enc = |s: &str| {
+            FriendlyName::new(s)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "*".into())
+        };
+        out.push(ServerCommand::Fnd {
+            trid,
+            index: i + 1,
+            total,
+            fields: vec![
+                format!("fname={}", enc(f)),
+                format!("lname={}", enc(l)),
+                "city=*".into(),
+                "state=*".into(),
+                "country=*".into(),
+            ],
+        });
+    }
+    Ok(())
+}
+
+/// The profile message MSN 1.0 expects right after `USR OK`.
+fn profile_message() -> ServerCommand {
+    let login_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let payload = format!(
+        "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nLoginTime: {login_time}\r\n\r\n"
+    );
+    ServerCommand::Msg {
+        sender: "Hotmail".into(),
+        sender_name: "Hotmail".into(),
+        payload: Bytes::from(payload),
+    }
+}

@@ -1,0 +1,65 @@
+//! MSN error codes (draft section 7.11, plus 217 which MSN servers used for CAL).
+
+use std::fmt;
+
+/// An MSN error code as sent on the wire: `eee TrID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    SyntaxError = 200,
+    InvalidParameter = 201,
+    InvalidUser = 205,
+    FqdnMissing = 206,
+    AlreadyLoggedIn = 207,
+    InvalidUsername = 208,
+    InvalidFriendlyName = 209,
+    ListFull = 210,
+    AlreadyThere = 215,
+    NotOnList = 216,
+    /// Not in the draft; the code MSN servers answered a CAL to someone offline or hidden with.
+    NotOnline = 217,
+    AlreadyInMode = 218,
+    AlreadyInOppositeList = 219,
+    SwitchboardFailed = 280,
+    NotifyXfrFailed = 281,
+    RequiredFieldsMissing = 300,
+    NotLoggedIn = 302,
+    InternalServer = 500,
+    DbServer = 501,
+    ServerBusy = 600,
+    ServerUnavailable = 601,
+    ServerGoingDown = 604,
+    SessionOverload = 712,
+    UserTooActive = 713,
+    TooManySessions = 714,
+    NotExpected = 715,
+    AuthenticationFailed = 911,
+    NotAllowedWhenOffline = 913,
+    NotAcceptingNewUsers = 920,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_draft() {
+        assert_eq!(ErrorCode::SyntaxError.to_string(), "200");
+        assert_eq!(ErrorCode::NotLoggedIn.code(), 302);
+        assert_eq!(ErrorCode::AuthenticationFailed.code(), 911);
+        assert_eq!(ErrorCode::NotAllowedWhenOffline.code(), 913);
+        assert_eq!(ErrorCode::AlreadyInOppositeList.code(), 219);
+    }
+}

@@ -1,0 +1,230 @@
+//! Starting and stopping the server: listeners, the shared [`Services`], graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::connection::{self, Peer, Role, Timeouts};
+use crate::dispatch::DispatchConnection;
+use crate::hub::{Cookies, Hub};
+use crate::notification::NotificationSession;
+use crate::store::{Store, StoreError};
+use crate::switchboard::SwitchboardConnection;
+
+/// Everything the connections share. One per server, passed as `Arc<Services>`.
+pub struct Services {
+    pub config: Config,
+    pub store: Store,
+    pub hub: Hub,
+    /// Keys the stable fake challenges for unknown handles.
+    pub secret: Vec<u8>,
+    /// `public_host:port` of the notification server, for XFR NS.
+    pub notification_address: String,
+    /// `public_host:port` of the switchboard, for XFR SB and RNG.
+    pub switchboard_address: String,
+    pub tracker: TaskTracker,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("cannot listen on {address} ({role}): {source}")]
+    Listen {
+        address: SocketAddr,
+        role: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct Running {
+    pub notification_address: SocketAddr,
+    pub switchboard_address: SocketAddr,
+    pub dispatch_address: Option<SocketAddr>,
+    pub services: Arc<Services>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Notification,
+    Switchboard,
+    Dispatch,
+}
+
+async fn bind(address: SocketAddr, role: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen {
+            address,
+            role,
+            source,
+        })
+}
+
+/// Opens the store, binds the listeners and starts accepting. Ports given as 0 are chosen by
+/// the system; the addresses actually bound are in [`Running`] and in XFR/RNG replies.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let db_path = config.storage.database.clone();
+    let store_error = |source| StartError::Store {
+        path: db_path.display().to_string(),
+        source,
+    };
+    let store = Store::open(&db_path).map_err(store_error)?;
+    let secret = store
+        .call(|db| db.server_secret())
+        .await
+        .map_err(store_error)?;
+
+    let ns = bind(config.server.notification_listen, "notification").await?;
+    let sb = bind(config.server.switchboard_listen, "switchboard").await?;
+    let ds = match config.server.dispatch_listen {
+        Some(address) => Some(bind(address, "dispatch").await?),
+        None => None,
+    };
+    let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
+    let (ns_addr, sb_addr) = (local(&ns), local(&sb));
+    let host = config.server.public_host.clone();
+    let services = Arc::new(Services {
+        hub: Hub::new(Cookies::new(Duration::from_secs(
+            config.server.cookie_lifetime_secs,
+        ))),
+        store,
+        secret,
+        notification_address: format!("{host}:{}", ns_addr.port()),
+        switchboard_address: format!("{host}:{}", sb_addr.port()),
+        tracker: TaskTracker::new(),
+        config,
+    });
+    let shutdown = CancellationToken::new();
+    let limit = Arc::new(Semaphore::new(services.config.server.max_connections));
+    let mut listeners = vec![(ns, Kind::Notification), (sb, Kind::Switchboard)];
+    let dispatch_address = ds.as_ref().map(local);
+    if let Some(ds) = ds {
+        listeners.push((ds, Kind::Dispatch));
+    }
+    for (listener, kind) in listeners {
+        let (services, shutdown, limit) = (services.clone(), shutdown.clone(), limit.clone());
+        services
+            .tracker
+            .clone()
+            .spawn(accept_loop(listener, kind, services, shutdown, limit));
+    }
+    info!(notification = %ns_addr, switchboard = %sb_addr, dispatch = ?dispatch_address, "msngate is listening");
+    Ok(Running {
+        notification_address: ns_addr,
+        switchboard_address: sb_addr,
+        dispatch_address,
+        services,
+        shutdown,
+    })
+}
+
+impl Running {
+    /// Stops accepting, sends `OUT SSD` to everyone, and waits (up to 10 s) for every
+    /// connection and session to finish.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        self.shutdown.cancel();
+        self.services.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.services.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not finish within 10 s");
+        }
+        info!("stopped");
+    }
+}
+
+/// Runs the server until `stop` is cancelled (by a signal, in `main`).
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), StartError> {
+    let running = start(config).await?;
+    stop.cancelled().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    services: Arc<Services>,
+    shutdown: CancellationToken,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, address) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%address, "connection limit reached; closing the new connection");
+            drop(stream);
+            continue;
+        };
+        let (services2, shutdown2) = (services.clone(), shutdown.clone());
+        let span = match kind {
+            Kind::Notification => info_span!("ns", peer = %address, handle = tracing::field::Empty),
+            Kind::Switchboard => info_span!("sb", peer = %address),
+            Kind::Dispatch => info_span!("ds", peer = %address),
+        };
+        services.tracker.spawn(
+            async move {
+                match kind {
+                    Kind::Notification => {
+                        run_role(stream, &services2, shutdown2, |peer| {
+                            NotificationSession::new(services2.clone(), peer)
+                        })
+                        .await
+                    }
+                    Kind::Switchboard => {
+                        run_role(stream, &services2, shutdown2, |peer| {
+                            SwitchboardConnection::new(services2.clone(), peer)
+                        })
+                        .await
+                    }
+                    Kind::Dispatch => {
+                        run_role(stream, &services2, shutdown2, |_| {
+                            DispatchConnection::new(services2.clone())
+                        })
+                        .await
+                    }
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
+    stream: TcpStream,
+    services: &Services,
+    shutdown: CancellationToken,
+    make_role: F,
+) {
+    let s = &services.config.server;
+    let timeouts = Timeouts {
+        login: Duration::from_secs(s.login_timeout_secs),
+        write: Duration::from_secs(s.write_timeout_secs),
+    };
+    connection::serve(stream, timeouts, shutdown, make_role).await;
+}

@@ -1,0 +1,307 @@
+//! The switchboard server: chat sessions between two or more users (draft section 8).
+//!
+//! A connection authenticates with a cookie, either starting a new session (`USR`, cookie from
+//! `XFR SB`) or joining one it was rung into (`ANS`, cookie from `RNG`). In a session it can
+//! `CAL` others in and send `MSG`s, which the session's task relays to everyone else.
+
+mod session;
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::connection::{Flow, Peer, Replies, Role};
+use crate::hub::CookieGrant;
+use crate::protocol::{
+    AckMode, ClientCommand, ErrorCode, FriendlyName, ParseError, ServerCommand, TrId, UserHandle,
+};
+use crate::server::Services;
+
+pub use session::{Participant, SessionHandle, MAX_PARTICIPANTS};
+
+enum State {
+    AwaitingAuth,
+    InSession {
+        me: UserHandle,
+        name: FriendlyName,
+        session: SessionHandle,
+    },
+}
+
+/// One switchboard connection.
+pub struct SwitchboardConnection {
+    services: Arc<Services>,
+    peer: Peer,
+    state: State,
+}
+
+impl SwitchboardConnection {
+    pub fn new(services: Arc<Services>, peer: Peer) -> SwitchboardConnection {
+        SwitchboardConnection {
+            services,
+            peer,
+            state: State::AwaitingAuth,
+        }
+    }
+
+    /// The friendly name to show for a user: their live one, else the stored one.
+    async fn name_of(&self, handle: &UserHandle) -> Option<FriendlyName> {
+        if let Some((_, name)) = self.services.hub.presence(handle) {
+            return Some(name);
+        }
+        let lookup = handle.clone();
+        self.services
+            .store
+            .call(move |db| db.account(&lookup))
+            .await
+            .ok()
+            .map(|a| a.name)
+    }
+}
+
+impl Role for SwitchboardConnection {
+    fn logged_in(&self) -> bool {
+        matches!(self.state, State::InSession { .. })
+    }
+
+    async fn handle(
+        &mut self,
+        command: Result<ClientCommand, ParseError>,
+        out: &mut Replies,
+    ) -> Flow {
+        let command = match command {
+            Ok(c) => c,
+            Err(e) => {
+                out.error(e.code, e.trid.unwrap_or_default());
+                return Flow::Continue;
+            }
+        };
+        let trid = command.trid().unwrap_or_default();
+        let result = match (&self.state, command) {
+            (_, ClientCommand::Out) => return Flow::Close,
+            (
+                State::AwaitingAuth,
+                ClientCommand::UsrCookie {
+                    trid,
+                    handle,
+                    cookie,
+                },
+            ) => {
+                return self.start_session(trid, handle, &cookie, out).await;
+            }
+            (
+                State::AwaitingAuth,
+                ClientCommand::Ans {
+                    trid,
+                    handle,
+                    cookie,
+                    session_id,
+                },
+            ) => {
+                return self.answer(trid, handle, &cookie, session_id, out).await;
+            }
+            (State::AwaitingAuth, ClientCommand::UsrAuth { .. }) => {
+                out.error(ErrorCode::AuthenticationFailed, trid);
+                return Flow::Close;
+            }
+            (State::AwaitingAuth, _) => Err(ErrorCode::NotLoggedIn),
+            (
+                State::InSession { .. },
+                ClientCommand::UsrCookie { .. }
+                | ClientCommand::UsrAuth { .. }
+                | ClientCommand::Ans { .. },
+            ) => Err(ErrorCode::AlreadyLoggedIn),
+            (State::InSession { me, name, session }, ClientCommand::Cal { trid, handle }) => {
+                let (me, name, session) = (me.clone(), name.clone(), session.clone());
+                self.call(&me, &name, &session, trid, handle, out).await
+            }
+            (
+                State::InSession { me, name, session },
+                ClientCommand::Msg {
+                    trid,
+                    mode,
+                    payload,
+                },
+            ) => {
+                let bytes = ServerCommand::Msg {
+                    sender: me.to_string(),
+                    sender_name: name.to_string(),
+                    payload,
+                }
+                .to_bytes();
+                let wait = mode != AckMode::Unacknowledged;
+                let delivered = session.relay(self.peer.id(), bytes, wait).await;
+                match (mode, delivered) {
+                    (AckMode::Acknowledged, true) => out.push(ServerCommand::Ack { trid }),
+                    (AckMode::Acknowledged | AckMode::NegativeOnly, false) => {
+                        out.push(ServerCommand::Nak { trid })
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            (State::InSession { .. }, _) => Err(ErrorCode::NotExpected),
+        };
+        if let Err(code) = result {
+            out.error(code, trid);
+        }
+        Flow::Continue
+    }
+
+    async fn closed(self) {
+        if let State::InSession { session, .. } = self.state {
+            session.leave(self.peer.id()).await;
+        }
+    }
+}
+
+impl SwitchboardConnection {
+    /// `USR TrID handle cookie`: a cookie from XFR SB starts a new session.
+    async fn start_session(
+        &mut self,
+        trid: TrId,
+        handle: UserHandle,
+        cookie: &str,
+        out: &mut Replies,
+    ) -> Flow {
+        let granted = matches!(
+            self.services.hub.cookies.redeem(cookie, &handle),
+            Some(CookieGrant::NewSession { .. })
+        );
+        let name = match granted {
+            true => self.name_of(&handle).await,
+            false => None,
+        };
+        let Some(name) = name else {
+            warn!(%handle, "switchboard login with an invalid cookie");
+            out.error(ErrorCode::AuthenticationFailed, trid);
+            return Flow::Close;
+        };
+        let participant = Participant {
+            handle: handle.clone(),
+            name: name.clone(),
+            peer: self.peer.clone(),
+        };
+        let session = SessionHandle::start(&self.services, participant);
+        out.push(ServerCommand::UsrOk {
+            trid,
+            handle: handle.clone(),
+            name: name.clone(),
+        });
+        self.state = State::InSession {
+            me: handle,
+            name,
+            session,
+        };
+        Flow::Continue
+    }
+
+    /// `ANS TrID handle cookie session-id`: a cookie from RNG joins that session.
+    async fn answer(
+        &mut self,
+        trid: TrId,
+        handle: UserHandle,
+        cookie: &str,
+        session_id: u32,
+        out: &mut Replies,
+    ) -> Flow {
+        let session = match self.services.hub.cookies.redeem(cookie, &handle) {
+            Some(CookieGrant::Invite { session_id: id, .. }) if id == session_id => {
+                self.services.hub.switchboard(id)
+            }
+            _ => None,
+        };
+        let name = match session {
+            Some(_) => self.name_of(&handle).await,
+            None => None,
+        };
+        let (Some(session), Some(name)) = (session, name) else {
+            warn!(%handle, "switchboard answer with an invalid cookie or session");
+            out.error(ErrorCode::AuthenticationFailed, trid);
+            return Flow::Close;
+        };
+        let participant = Participant {
+            handle: handle.clone(),
+            name: name.clone(),
+            peer: self.peer.clone(),
+        };
+        let roster = match session.join(participant).await {
+            Ok(roster) => roster,
+            Err(code) => {
+                out.error(code, trid);
+                return Flow::Close;
+            }
+        };
+        let total = roster.len();
+        for (i, (h, n)) in roster.into_iter().enumerate() {
+            out.push(ServerCommand::Iro {
+                trid,
+                index: i + 1,
+                total,
+                handle: h,
+                name: n,
+            });
+        }
+        out.push(ServerCommand::AnsOk { trid });
+        info!(%handle, session = session_id, "joined a switchboard session");
+        self.state = State::InSession {
+            me: handle,
+            name,
+            session,
+        };
+        Flow::Continue
+    }
+
+    /// `CAL TrID handle`: rings someone into the session, if they can be reached and allow it.
+    async fn call(
+        &self,
+        me: &UserHandle,
+        my_name: &FriendlyName,
+        session: &SessionHandle,
+        trid: TrId,
+        callee: UserHandle,
+        out: &mut Replies,
+    ) -> Result<(), ErrorCode> {
+        if &callee == me {
+            return Err(ErrorCode::AlreadyThere);
+        }
+        session.can_call(callee.clone()).await?;
+        let hub = &self.services.hub;
+        let peer = hub
+            .visible_status(&callee)
+            .and_then(|_| hub.peer(&callee))
+            .ok_or(ErrorCode::NotOnline)?;
+        let (owner, caller) = (callee.clone(), me.clone());
+        let permission = self
+            .services
+            .store
+            .call(move |db| db.permission(&owner, &caller))
+            .await?;
+        if !permission.allows() {
+            // Said the same way as "offline", so a block can't be told from absence.
+            return Err(ErrorCode::NotOnline);
+        }
+        let cookie = hub
+            .cookies
+            .issue(CookieGrant::Invite {
+                handle: callee.clone(),
+                session_id: session.id(),
+            })
+            .ok_or(ErrorCode::ServerBusy)?;
+        let ring = ServerCommand::Rng {
+            session_id: session.id(),
+            address: self.services.switchboard_address.clone(),
+            cookie,
+            caller: me.clone(),
+            caller_name: my_name.clone(),
+        };
+        if !peer.send_command(&ring) {
+            return Err(ErrorCode::NotOnline);
+        }
+        out.push(ServerCommand::Cal {
+            trid,
+            session_id: session.id(),
+        });
+        Ok(())
+    }
+}
