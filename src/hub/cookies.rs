@@ -63,19 +63,23 @@ impl Cookies {
         Some(cookie)
     }
 
-    /// Takes a cookie presented by `handle`. It is used up only when it is valid: unexpired
-    /// and issued to that handle.
-    pub fn redeem(&self, cookie: &str, handle: &UserHandle) -> Option<CookieGrant> {
+    /// Takes a cookie presented for `wanted` (a handle starting a session, or a handle joining
+    /// a given session). It is used up only when it was issued for exactly that and has not
+    /// expired, so a mistaken or hostile attempt can't spoil a cookie for its owner.
+    pub fn redeem(&self, cookie: &str, wanted: &CookieGrant) -> bool {
         let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        let (grant, expires) = issued.get(cookie)?;
+        let Some((grant, expires)) = issued.get(cookie) else {
+            return false;
+        };
         if *expires <= Instant::now() {
             issued.remove(cookie);
-            return None;
+            return false;
         }
-        if grant.handle() != handle {
-            return None;
+        if grant != wanted {
+            return false;
         }
-        issued.remove(cookie).map(|(grant, _)| grant)
+        issued.remove(cookie);
+        true
     }
 
     pub fn outstanding(&self) -> usize {
@@ -100,15 +104,41 @@ mod tests {
         };
         let c = cookies.issue(grant.clone()).unwrap();
         assert_eq!(c.len(), 32);
-        assert_eq!(cookies.redeem("wrong", &alice), None);
+        assert!(!cookies.redeem("wrong", &grant));
         // Someone else presenting it gets nothing and does not use it up.
-        assert_eq!(cookies.redeem(&c, &h("mallory@x.com")), None);
-        assert_eq!(cookies.redeem(&c, &alice), Some(grant.clone()));
-        assert_eq!(cookies.redeem(&c, &alice), None);
+        assert!(!cookies.redeem(
+            &c,
+            &CookieGrant::NewSession {
+                handle: h("mallory@x.com")
+            }
+        ));
+        assert!(!cookies.redeem(
+            &c,
+            &CookieGrant::Invite {
+                handle: alice.clone(),
+                session_id: 1
+            }
+        ));
+        assert!(cookies.redeem(&c, &grant));
+        assert!(!cookies.redeem(&c, &grant));
 
-        let c = cookies.issue(grant).unwrap();
+        let invite = CookieGrant::Invite {
+            handle: alice.clone(),
+            session_id: 7,
+        };
+        let c = cookies.issue(invite.clone()).unwrap();
+        assert!(!cookies.redeem(
+            &c,
+            &CookieGrant::Invite {
+                handle: alice.clone(),
+                session_id: 8
+            }
+        ));
+        assert!(cookies.redeem(&c, &invite));
+
+        let c = cookies.issue(grant.clone()).unwrap();
         tokio::time::advance(Duration::from_secs(121)).await;
-        assert_eq!(cookies.redeem(&c, &alice), None);
+        assert!(!cookies.redeem(&c, &grant));
         assert_eq!(cookies.outstanding(), 0);
     }
 

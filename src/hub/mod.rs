@@ -97,9 +97,16 @@ impl Hub {
         }
     }
 
-    /// Sends already-encoded bytes to a user's notification connection if they are logged in.
-    pub fn send_bytes(&self, handle: &UserHandle, bytes: Bytes) -> bool {
-        self.peer(handle).is_some_and(|p| p.send(bytes))
+    /// Sends a presence line (NLN, FLN) to a watcher. Only sessions past their first CHG get
+    /// presence: before it a client is still synchronizing, and the ILN burst of that first
+    /// CHG gives it every state at once.
+    pub fn send_presence(&self, watcher: &UserHandle, bytes: Bytes) -> bool {
+        let peer = self
+            .users
+            .get(watcher)
+            .filter(|u| u.status != Status::Offline)
+            .map(|u| u.peer.clone());
+        peer.is_some_and(|p| p.send(bytes))
     }
 
     pub fn online_count(&self) -> usize {

@@ -45,7 +45,7 @@ pub async fn announce(services: &Services, handle: &UserHandle, old: Status, new
     let bytes = line.to_bytes();
     for (watcher, permission) in watchers {
         if permission.allows() {
-            services.hub.send_bytes(&watcher, bytes.clone());
+            services.hub.send_presence(&watcher, bytes.clone());
         }
     }
 }

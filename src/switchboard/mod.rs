@@ -164,10 +164,10 @@ impl SwitchboardConnection {
         cookie: &str,
         out: &mut Replies,
     ) -> Flow {
-        let granted = matches!(
-            self.services.hub.cookies.redeem(cookie, &handle),
-            Some(CookieGrant::NewSession { .. })
-        );
+        let wanted = CookieGrant::NewSession {
+            handle: handle.clone(),
+        };
+        let granted = self.services.hub.cookies.redeem(cookie, &wanted);
         let name = match granted {
             true => self.name_of(&handle).await,
             false => None,
@@ -205,11 +205,13 @@ impl SwitchboardConnection {
         session_id: u32,
         out: &mut Replies,
     ) -> Flow {
-        let session = match self.services.hub.cookies.redeem(cookie, &handle) {
-            Some(CookieGrant::Invite { session_id: id, .. }) if id == session_id => {
-                self.services.hub.switchboard(id)
-            }
-            _ => None,
+        let wanted = CookieGrant::Invite {
+            handle: handle.clone(),
+            session_id,
+        };
+        let session = match self.services.hub.cookies.redeem(cookie, &wanted) {
+            true => self.services.hub.switchboard(session_id),
+            false => None,
         };
         let name = match session {
             Some(_) => self.name_of(&handle).await,

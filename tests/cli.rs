@@ -1,0 +1,308 @@
+//! The msngate binary as an operator uses it: `user` commands, config files and environment
+//! overrides, `serve` with SIGTERM, and durability when the process is killed.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+fn msngate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_msngate"));
+    c.env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MSNGATE") {
+            c.env_remove(key);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    ns_port: u16,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ns_port = free_port();
+    let config = dir.path().join("msngate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nnotification_listen = \"127.0.0.1:{ns_port}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
+             public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n",
+            free_port(),
+            dir.path().join("msngate.db").display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        config,
+        ns_port,
+    }
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    msngate()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn serve(config: &Path) -> Child {
+    msngate()
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn user_commands_manage_accounts() {
+    let s = setup();
+    let ok = run(
+        &s.config,
+        &[
+            "user",
+            "add",
+            "Alice@Example.com",
+            "--password",
+            "pa",
+            "--name",
+            "Alice A",
+        ],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(run(
+        &s.config,
+        &["user", "add", "bob@example.com", "--password", "pb"]
+    )
+    .status
+    .success());
+    let list = run(&s.config, &["user", "list"]);
+    assert_eq!(
+        stdout(&list),
+        "alice@example.com\tlocal\tAlice A\nbob@example.com\tlocal\tbob@example.com\n"
+    );
+
+    for (args, needle) in [
+        (
+            vec!["user", "add", "alice@example.com", "--password", "x"],
+            "already exists",
+        ),
+        (
+            vec!["user", "add", "not-an-email", "--password", "x"],
+            "invalid handle",
+        ),
+        (
+            vec!["user", "add", &"a".repeat(130), "--password", "x"],
+            "invalid handle",
+        ),
+        (
+            vec!["user", "add", "c@example.com", "--password", ""],
+            "password",
+        ),
+        (
+            vec!["user", "passwd", "nobody@example.com", "--password", "x"],
+            "no account",
+        ),
+        (vec!["user", "remove", "nobody@example.com"], "no account"),
+    ] {
+        let out = run(&s.config, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert!(run(
+        &s.config,
+        &["user", "passwd", "bob@example.com", "--password", "new"]
+    )
+    .status
+    .success());
+    assert!(run(&s.config, &["user", "remove", "alice@example.com"])
+        .status
+        .success());
+    assert_eq!(
+        stdout(&run(&s.config, &["user", "list"])),
+        "bob@example.com\tlocal\tbob@example.com\n"
+    );
+}
+
+#[test]
+fn bad_configuration_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nswitchboard_listen = \"nowhere\"\n").unwrap();
+    let out = run(&file, &["serve"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("switchboard_listen"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&dir.path().join("missing.toml"), &["user", "list"]);
+    assert!(!out.status.success());
+
+    // The environment wins over the file, and bad values there are reported the same way.
+    let s = setup();
+    let out = msngate()
+        .arg("--config")
+        .arg(&s.config)
+        .args(["serve"])
+        .env("MSNGATE__SERVER__PUBLIC_HOST", "has space")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("server.public_host"),
+        "{}",
+        stderr(&out)
+    );
+    let other_db = s.dir.path().join("other.db");
+    let out = msngate()
+        .arg("--config")
+        .arg(&s.config)
+        .args(["user", "add", "x@example.com", "--password", "p"])
+        .env("MSNGATE__STORAGE__DATABASE", &other_db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(other_db.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_gracefully_on_sigterm() {
+    let s = setup();
+    assert!(run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"]
+    )
+    .status
+    .success());
+    let mut child = serve(&s.config);
+    wait_listening(s.ns_port);
+    let mut alice = Client::login(
+        format!("127.0.0.1:{}", s.ns_port).parse().unwrap(),
+        "alice@example.com",
+        "pa",
+    )
+    .await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    alice.expect_closed_after(&["OUT SSD"]).await;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_nothing_it_acknowledged() {
+    let s = setup();
+    for h in ["alice@example.com", "bob@example.com"] {
+        assert!(run(&s.config, &["user", "add", h, "--password", "pw"])
+            .status
+            .success());
+    }
+    let address = format!("127.0.0.1:{}", s.ns_port).parse().unwrap();
+    let mut child = serve(&s.config);
+    wait_listening(s.ns_port);
+    let mut alice = Client::login(address, "alice@example.com", "pw").await;
+    let t = alice.cmd("ADD", "FL bob@example.com Bob").await;
+    alice
+        .expect(&format!("ADD {t} FL 1 bob@example.com Bob"))
+        .await;
+    let t = alice.cmd("REA", "alice@example.com Renamed").await;
+    alice
+        .expect(&format!("REA {t} 2 alice@example.com Renamed"))
+        .await;
+    // SIGKILL right after the replies: no chance to flush anything more.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = serve(&s.config);
+    wait_listening(s.ns_port);
+    let mut alice = Client::login(address, "alice@example.com", "pw").await;
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} 2")).await;
+    alice.expect(&format!("GTC {t} 2 A")).await;
+    alice.expect(&format!("BLP {t} 2 AL")).await;
+    alice
+        .expect(&format!("LST {t} FL 2 1 1 bob@example.com Bob"))
+        .await;
+    let mut bob = Client::login(address, "bob@example.com", "pw").await;
+    let t = bob.cmd("LST", "RL").await;
+    bob.expect(&format!(
+        "LST {t} RL 1 1 1 alice@example.com alice@example.com"
+    ))
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn serve_runs_on_embedded_defaults_without_a_config_file() {
+    // The README's first command: no file, the default database in the working directory.
+    let dir = tempfile::tempdir().unwrap();
+    let ns = free_port();
+    let mut child = msngate()
+        .current_dir(dir.path())
+        .arg("serve")
+        .env(
+            "MSNGATE__SERVER__NOTIFICATION_LISTEN",
+            format!("127.0.0.1:{ns}"),
+        )
+        .env(
+            "MSNGATE__SERVER__SWITCHBOARD_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(ns);
+    assert!(dir.path().join("msngate.db").exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,558 @@
+//! Test harness: a real msngate server on 127.0.0.1:0 with a temporary database, a plain TCP
+//! client that speaks lines like an MSN client, and a runner for transcript files.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use msngate::config::Config;
+use msngate::protocol::{FriendlyName, UserHandle};
+use msngate::server::{self, Running};
+use msngate::store::Database;
+
+/// How long a test waits for a line it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A server with its own database in a temporary directory.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub config: Config,
+}
+
+impl TestServer {
+    /// A config on free loopback ports with the database in `dir`.
+    pub fn config(dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.server.notification_listen = "127.0.0.1:0".parse().unwrap();
+        config.server.switchboard_listen = "127.0.0.1:0".parse().unwrap();
+        config.storage.database = dir.join("msngate.db");
+        config
+    }
+
+    /// Starts a server with these accounts: (handle, password, name).
+    pub async fn start(accounts: &[(&str, &str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Self::config(dir.path());
+        Self::start_with(dir, config, accounts).await
+    }
+
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        config: Config,
+        accounts: &[(&str, &str, &str)],
+    ) -> TestServer {
+        create_accounts(&config.storage.database, accounts);
+        let running = server::start(config.clone()).await.expect("server starts");
+        TestServer {
+            dir,
+            running: Some(running),
+            config,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("server running")
+    }
+
+    pub fn ns(&self) -> SocketAddr {
+        self.running().notification_address
+    }
+
+    pub fn sb(&self) -> SocketAddr {
+        self.running().switchboard_address
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.storage.database.clone()
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// Stops and starts again on the same database (and new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.running = Some(
+            server::start(self.config.clone())
+                .await
+                .expect("server restarts"),
+        );
+    }
+
+    pub async fn login(&self, handle: &str, password: &str) -> Client {
+        Client::login(self.ns(), handle, password).await
+    }
+}
+
+pub fn create_accounts(db: &Path, accounts: &[(&str, &str, &str)]) {
+    let mut database = Database::open(db).unwrap();
+    for (handle, password, name) in accounts {
+        let handle: UserHandle = handle.parse().unwrap();
+        database
+            .create_account(&handle, &FriendlyName::new(name).unwrap(), password)
+            .unwrap();
+    }
+}
+
+pub fn md5_hex(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+/// One line from the server, split into tokens, with its payload if it was a MSG.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub tokens: Vec<String>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Line {
+    pub fn text(&self) -> String {
+        self.tokens.join(" ")
+    }
+
+    pub fn payload_text(&self) -> String {
+        String::from_utf8(self.payload.clone().unwrap_or_default()).unwrap()
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        self.tokens.get(i).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Whether a line matches a pattern of tokens where `*` matches any one token.
+pub fn matches(line: &Line, pattern: &str) -> bool {
+    let p: Vec<&str> = pattern.split(' ').collect();
+    p.len() == line.tokens.len() && p.iter().zip(&line.tokens).all(|(p, t)| *p == "*" || p == t)
+}
+
+/// A client connection that reads and writes protocol lines.
+pub struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    pub trid: u32,
+    pub name: String,
+}
+
+impl Client {
+    pub async fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address).await.expect("connect");
+        let (r, w) = stream.into_split();
+        Client {
+            reader: BufReader::new(r),
+            writer: w,
+            trid: 0,
+            name: String::new(),
+        }
+    }
+
+    /// Connects to the address in an `XFR`/`RNG` reply (`host:port`).
+    pub async fn connect_to(host_port: &str) -> Client {
+        Client::connect(host_port.parse().expect("host:port")).await
+    }
+
+    pub fn next_trid(&mut self) -> u32 {
+        self.trid += 1;
+        self.trid
+    }
+
+    /// Sends a line; CRLF is added.
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends `VERB trid args...` with the next TrID and returns that TrID.
+    pub async fn cmd(&mut self, verb: &str, args: &str) -> u32 {
+        let trid = self.next_trid();
+        let line = if args.is_empty() {
+            format!("{verb} {trid}")
+        } else {
+            format!("{verb} {trid} {args}")
+        };
+        self.send(&line).await;
+        trid
+    }
+
+    /// Sends a switchboard MSG with a payload.
+    pub async fn msg(&mut self, mode: &str, payload: &[u8]) -> u32 {
+        let trid = self.next_trid();
+        let mut bytes = format!("MSG {trid} {mode} {}\r\n", payload.len()).into_bytes();
+        bytes.extend_from_slice(payload);
+        self.send_raw(&bytes).await;
+        trid
+    }
+
+    /// The next line, or `None` if the server closed the connection.
+    pub async fn try_recv(&mut self) -> Option<Line> {
+        let mut raw = Vec::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_until(b'\n', &mut raw))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no line from the server within {WAIT:?}", self.name))
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        assert!(
+            raw.ends_with(b"\r\n"),
+            "{}: line not ended by CRLF: {raw:?}",
+            self.name
+        );
+        let text =
+            String::from_utf8(raw[..raw.len() - 2].to_vec()).expect("server lines are UTF-8");
+        let tokens: Vec<String> = text.split(' ').map(String::from).collect();
+        let payload = if tokens[0] == "MSG" {
+            let n: usize = tokens.last().unwrap().parse().expect("MSG length");
+            let mut p = vec![0; n];
+            tokio::time::timeout(WAIT, self.reader.read_exact(&mut p))
+                .await
+                .expect("payload in time")
+                .expect("payload");
+            Some(p)
+        } else {
+            None
+        };
+        Some(Line { tokens, payload })
+    }
+
+    pub async fn recv(&mut self) -> Line {
+        let name = self.name.clone();
+        self.try_recv()
+            .await
+            .unwrap_or_else(|| panic!("{name}: connection closed"))
+    }
+
+    /// Asserts the next line matches `pattern` (`*` matches one token) and returns it.
+    pub async fn expect(&mut self, pattern: &str) -> Line {
+        let line = self.recv().await;
+        assert!(
+            matches(&line, pattern),
+            "{}: expected `{pattern}`, got `{}`",
+            self.name,
+            line.text()
+        );
+        line
+    }
+
+    /// Reads lines until one matches `pattern`, returning it; fails after [`WAIT`].
+    pub async fn wait_for(&mut self, pattern: &str) -> Line {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no `{pattern}` within {WAIT:?}", self.name));
+            if matches(&line, pattern) {
+                return line;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `ms` milliseconds.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        let mut raw = Vec::new();
+        if let Ok(r) = tokio::time::timeout(
+            Duration::from_millis(ms),
+            self.reader.read_until(b'\n', &mut raw),
+        )
+        .await
+        {
+            let n = r.unwrap_or(0);
+            panic!(
+                "{}: expected silence, got {n} bytes: {:?}",
+                self.name,
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+
+    /// Asserts the server closes the connection (after any lines still in flight).
+    pub async fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{}: connection not closed within {WAIT:?}", self.name));
+        if let Err(e) = r {
+            assert!(
+                matches!(e.kind(), std::io::ErrorKind::ConnectionReset),
+                "{}: unexpected read error {e}",
+                self.name
+            );
+        }
+    }
+
+    /// Asserts the server closes the connection with nothing more than `lines` sent first.
+    pub async fn expect_closed_after(&mut self, lines: &[&str]) {
+        for l in lines {
+            self.expect(l).await;
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
+            .await
+            .expect("closed in time");
+        assert!(
+            rest.is_empty(),
+            "{}: more data before close: {:?}",
+            self.name,
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// Logs in the way MSN Messenger 1.0 does, up to and including the profile message.
+    pub async fn login(address: SocketAddr, handle: &str, password: &str) -> Client {
+        let mut c = Client::connect(address).await;
+        c.name = handle.to_string();
+        let t = c.cmd("VER", "MSNP2 CVR0").await;
+        c.expect(&format!("VER {t} MSNP2")).await;
+        let t = c.cmd("INF", "").await;
+        c.expect(&format!("INF {t} MD5")).await;
+        let t = c.cmd("USR", &format!("MD5 I {handle}")).await;
+        let challenge = c
+            .expect(&format!("USR {t} MD5 S *"))
+            .await
+            .get(4)
+            .to_string();
+        let t = c
+            .cmd(
+                "USR",
+                &format!("MD5 S {}", md5_hex(&format!("{challenge}{password}"))),
+            )
+            .await;
+        c.expect(&format!("USR {t} OK {} *", handle.to_ascii_lowercase()))
+            .await;
+        let profile = c.expect("MSG Hotmail Hotmail *").await;
+        assert!(profile.payload_text().contains("text/x-msmsgsprofile"));
+        c
+    }
+
+    /// SYN then CHG NLN (or another state), consuming the SYN burst and returning the ILNs.
+    pub async fn go_online(&mut self, state: &str) -> Vec<Line> {
+        let t = self.cmd("SYN", "0").await;
+        let syn = self.expect(&format!("SYN {t} *")).await;
+        if syn.get(2) != "0" {
+            self.expect(&format!("GTC {t} * *")).await;
+            self.expect(&format!("BLP {t} * *")).await;
+            for list in ["FL", "AL", "BL", "RL"] {
+                loop {
+                    let l = self.recv().await;
+                    let prefix = format!("LST {t} {list} ");
+                    assert!(
+                        l.text().starts_with(&prefix),
+                        "{}: expected `{prefix}...`, got `{}`",
+                        self.name,
+                        l.text()
+                    );
+                    if l.get(4) == l.get(5) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.chg(state).await
+    }
+
+    /// CHG to a state; returns the ILN lines of the first CHG (empty afterwards).
+    pub async fn chg(&mut self, state: &str) -> Vec<Line> {
+        let t = self.cmd("CHG", state).await;
+        self.expect(&format!("CHG {t} {state}")).await;
+        let mut ilns = Vec::new();
+        // ILNs follow in the same write; give them a moment to arrive.
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(150), self.try_recv()).await
+        {
+            assert_eq!(
+                line.get(0),
+                "ILN",
+                "unexpected line after CHG: {}",
+                line.text()
+            );
+            ilns.push(line);
+        }
+        ilns
+    }
+
+    /// Asks for a switchboard (XFR SB) and connects to it, returning the session connection.
+    pub async fn open_switchboard(&mut self, handle: &str) -> Client {
+        let t = self.cmd("XFR", "SB").await;
+        let xfr = self.expect(&format!("XFR {t} SB * CKI *")).await;
+        let mut sb = Client::connect_to(xfr.get(3)).await;
+        sb.name = format!("{handle}/sb");
+        let t = sb.cmd("USR", &format!("{handle} {}", xfr.get(5))).await;
+        sb.expect(&format!("USR {t} OK {handle} *")).await;
+        sb
+    }
+
+    /// Answers a RNG line received on the notification connection.
+    pub async fn answer(rng: &Line, handle: &str) -> (Client, Vec<Line>) {
+        let mut sb = Client::connect_to(rng.get(2)).await;
+        sb.name = format!("{handle}/sb");
+        let t = sb
+            .cmd("ANS", &format!("{handle} {} {}", rng.get(4), rng.get(1)))
+            .await;
+        let mut iro = Vec::new();
+        loop {
+            let line = sb.recv().await;
+            if matches(&line, &format!("ANS {t} OK")) {
+                return (sb, iro);
+            }
+            assert_eq!(
+                line.get(0),
+                "IRO",
+                "unexpected line while answering: {}",
+                line.text()
+            );
+            iro.push(line);
+        }
+    }
+}
+
+/// Runs a transcript file: see tests/transcripts/README.md for the format.
+pub async fn run_transcript(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut accounts: Vec<(String, String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("account ") {
+            let parts: Vec<&str> = rest.splitn(3, ' ').collect();
+            accounts.push((parts[0].into(), parts[1].into(), parts[2].into()));
+        }
+    }
+    let refs: Vec<(&str, &str, &str)> = accounts
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.server.dispatch_listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut server = TestServer::start_with(dir, config, &refs).await;
+    let mut clients: HashMap<String, Client> = HashMap::new();
+    let mut vars: HashMap<String, String> = HashMap::new();
+    // The payload of the last MSG each client received, for `C=`.
+    let mut payloads: HashMap<String, Vec<u8>> = HashMap::new();
+    let place = |n: usize| format!("{}:{}", path.display(), n + 1);
+    // `$VAR` tokens are replaced; `md5(A+B+...)` becomes the MD5 hex digest of the parts joined,
+    // each part being a `$VAR` or literal text.
+    let substitute = |s: &str, vars: &HashMap<String, String>| {
+        let one = |t: &str| {
+            t.strip_prefix('$')
+                .and_then(|v| vars.get(v))
+                .cloned()
+                .unwrap_or_else(|| t.to_string())
+        };
+        s.split(' ')
+            .map(
+                |t| match t.strip_prefix("md5(").and_then(|t| t.strip_suffix(')')) {
+                    Some(inner) => md5_hex(&inner.split('+').map(one).collect::<String>()),
+                    None => one(t),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("account ") {
+            continue;
+        }
+        let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
+        if head == "connect" {
+            let parts: Vec<&str> = rest.split(' ').collect();
+            let address = match parts[1] {
+                "ns" => server.ns(),
+                "sb" => server.sb(),
+                "ds" => server.running().dispatch_address.unwrap(),
+                other => substitute(other, &vars)
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{}: bad address", place(n))),
+            };
+            let mut c = Client::connect(address).await;
+            c.name = format!("{} ({})", parts[0], place(n));
+            clients.insert(parts[0].to_string(), c);
+        } else if head == "login" {
+            let parts: Vec<&str> = rest.split(' ').collect();
+            let mut c = Client::login(server.ns(), parts[1], parts[2]).await;
+            c.name = parts[0].to_string();
+            clients.insert(parts[0].to_string(), c);
+        } else if head == "sleep" {
+            tokio::time::sleep(Duration::from_millis(rest.parse().unwrap())).await;
+        } else if head == "shutdown" {
+            tokio::time::timeout(WAIT, server.stop())
+                .await
+                .unwrap_or_else(|_| panic!("{}: server not stopped within {WAIT:?}", place(n)));
+        } else if let Some((name, op)) = head.split_at_checked(head.len() - 1) {
+            if op == "!" {
+                let client = clients
+                    .remove(name)
+                    .unwrap_or_else(|| panic!("{}: no client {name}", place(n)));
+                drop(client);
+                continue;
+            }
+            let client = clients
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("{}: no client {name}", place(n)));
+            client.name = format!("{name} ({})", place(n));
+            match op {
+                ">" => {
+                    let line = substitute(rest, &vars).replace("\\r\\n", "\r\n");
+                    if rest.ends_with("\\NOCRLF") {
+                        client
+                            .send_raw(line.trim_end_matches("\\NOCRLF").as_bytes())
+                            .await;
+                    } else {
+                        client.send(&line).await;
+                    }
+                }
+                "<" => {
+                    let got = client.recv().await;
+                    let expected: Vec<&str> = rest.split(' ').collect();
+                    let ok = expected.len() == got.tokens.len()
+                        && expected.iter().zip(&got.tokens).all(|(e, g)| {
+                            match e.strip_prefix('$') {
+                                Some(var) => match vars.get(var) {
+                                    Some(v) => v == g,
+                                    None => {
+                                        vars.insert(var.to_string(), g.clone());
+                                        true
+                                    }
+                                },
+                                None => *e == "*" || e == g,
+                            }
+                        });
+                    assert!(ok, "{}: expected `{rest}`, got `{}`", place(n), got.text());
+                    if let Some(p) = got.payload {
+                        payloads.insert(name.to_string(), p);
+                    }
+                }
+                "=" => {
+                    let want = rest.replace("\\r\\n", "\r\n");
+                    let got = payloads.remove(name).unwrap_or_else(|| {
+                        panic!("{}: {name} has no MSG payload to check", place(n))
+                    });
+                    assert!(
+                        got == want.as_bytes(),
+                        "{}: expected payload {want:?}, got {:?}",
+                        place(n),
+                        String::from_utf8_lossy(&got)
+                    );
+                }
+                "~" => client.expect_silence(rest.parse().unwrap_or(200)).await,
+                "." => client.expect_closed().await,
+                _ => panic!("{}: unknown directive {head}", place(n)),
+            }
+        } else {
+            panic!("{}: unknown directive {head}", place(n));
+        }
+    }
+}

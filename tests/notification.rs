@@ -1,0 +1,314 @@
+//! Notification server scenarios over TCP: logon, lists, presence and privacy between several
+//! logged-in clients, persistence across restarts, and connection handling.
+
+mod common;
+
+use common::{Client, TestServer};
+
+const ALICE: (&str, &str, &str) = ("alice@example.com", "pa", "Alice");
+const BOB: (&str, &str, &str) = ("bob@example.com", "pb", "Bob Builder");
+const CAROL: (&str, &str, &str) = ("carol@example.com", "pc", "Carol");
+
+async fn server() -> TestServer {
+    TestServer::start(&[ALICE, BOB, CAROL]).await
+}
+
+/// Makes `owner` add `contact` to a list and checks the reply.
+async fn add(c: &mut Client, list: &str, contact: &str, name: &str) {
+    let t = c.cmd("ADD", &format!("{list} {contact} {name}")).await;
+    c.expect(&format!("ADD {t} {list} * {contact} {name}"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_msn_clients_see_each_other_come_and_go() {
+    let server = server().await;
+    // Alice and Bob log on the way MSN 1.0 does and have each other on their FLs.
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut bob = server.login("bob@example.com", "pb").await;
+    add(&mut alice, "FL", "bob@example.com", "Bob").await;
+    bob.wait_for("ADD 0 RL * alice@example.com Alice").await;
+    add(&mut bob, "FL", "alice@example.com", "Alice").await;
+    alice
+        .wait_for("ADD 0 RL * bob@example.com Bob%20Builder")
+        .await;
+
+    assert!(
+        alice.go_online("NLN").await.is_empty(),
+        "bob is not online yet"
+    );
+    let ilns = bob.go_online("NLN").await;
+    assert_eq!(ilns.len(), 1);
+    assert!(
+        common::matches(&ilns[0], "ILN * NLN alice@example.com Alice"),
+        "{}",
+        ilns[0].text()
+    );
+    alice.expect("NLN NLN bob@example.com Bob%20Builder").await;
+
+    for state in ["BSY", "IDL", "BRB", "AWY", "PHN", "LUN", "NLN"] {
+        bob.chg(state).await;
+        alice
+            .expect(&format!("NLN {state} bob@example.com Bob%20Builder"))
+            .await;
+    }
+    bob.chg("HDN").await;
+    alice.expect("FLN bob@example.com").await;
+    bob.chg("NLN").await;
+    alice.expect("NLN NLN bob@example.com Bob%20Builder").await;
+
+    // Renaming shows at once.
+    let t = bob.cmd("REA", "bob@example.com Robert").await;
+    bob.expect(&format!("REA {t} * bob@example.com Robert"))
+        .await;
+    alice.expect("NLN NLN bob@example.com Robert").await;
+
+    bob.send("OUT").await;
+    bob.expect_closed_after(&["OUT"]).await;
+    alice.expect("FLN bob@example.com").await;
+
+    // A dropped connection counts as going offline too.
+    let mut bob = server.login("bob@example.com", "pb").await;
+    bob.go_online("AWY").await;
+    alice.expect("NLN AWY bob@example.com Robert").await;
+    drop(bob);
+    alice.expect("FLN bob@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_users_see_others_but_are_not_seen() {
+    let server = server().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut bob = server.login("bob@example.com", "pb").await;
+    add(&mut alice, "FL", "bob@example.com", "Bob").await;
+    bob.expect("ADD 0 RL 1 alice@example.com Alice").await;
+    add(&mut bob, "FL", "alice@example.com", "Alice").await;
+    alice
+        .expect("ADD 0 RL 2 bob@example.com Bob%20Builder")
+        .await;
+    alice.go_online("HDN").await;
+    let ilns = bob.go_online("NLN").await;
+    assert!(ilns.is_empty(), "hidden alice must not appear: {:?}", ilns);
+    alice.wait_for("NLN NLN bob@example.com *").await;
+    bob.expect_silence(200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_lists_decide_who_sees_whom() {
+    let server = server().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut bob = server.login("bob@example.com", "pb").await;
+    let mut carol = server.login("carol@example.com", "pc").await;
+    add(&mut bob, "FL", "alice@example.com", "Alice").await;
+    add(&mut carol, "FL", "alice@example.com", "Alice").await;
+    alice
+        .expect("ADD 0 RL 1 bob@example.com Bob%20Builder")
+        .await;
+    alice.expect("ADD 0 RL 2 carol@example.com Carol").await;
+    bob.go_online("NLN").await;
+    carol.go_online("NLN").await;
+    alice.go_online("NLN").await;
+    bob.wait_for("NLN NLN alice@example.com Alice").await;
+    carol.wait_for("NLN NLN alice@example.com Alice").await;
+
+    // Blocking Bob makes Alice look offline to him, and only to him.
+    add(&mut alice, "BL", "bob@example.com", "Bob").await;
+    bob.expect("FLN alice@example.com").await;
+    alice.chg("BSY").await;
+    carol.expect("NLN BSY alice@example.com Alice").await;
+    bob.expect_silence(200).await;
+    let t = alice.cmd("REM", "BL bob@example.com").await;
+    alice.expect(&format!("REM {t} BL * bob@example.com")).await;
+    bob.expect("NLN BSY alice@example.com Alice").await;
+
+    // BLP=BL: only the AL sees her.
+    add(&mut alice, "AL", "carol@example.com", "Carol").await;
+    let t = alice.cmd("BLP", "BL").await;
+    alice.expect(&format!("BLP {t} * BL")).await;
+    bob.expect("FLN alice@example.com").await;
+    carol.expect_silence(200).await;
+    alice.chg("NLN").await;
+    carol.expect("NLN NLN alice@example.com Alice").await;
+    bob.expect_silence(200).await;
+
+    // ILN at logon honours it too: Bob logging in again sees nothing, Carol sees her.
+    bob.send("OUT").await;
+    let mut bob = server.login("bob@example.com", "pb").await;
+    assert!(bob.go_online("NLN").await.is_empty());
+    let ilns = Client::login(server.ns(), "carol@example.com", "pc")
+        .await
+        .go_online("NLN")
+        .await;
+    assert_eq!(ilns.len(), 1, "{ilns:?}");
+
+    // AL and BL are exclusive.
+    let t = alice.cmd("ADD", "BL carol@example.com Carol").await;
+    alice.expect(&format!("219 {t}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_online_contact_sends_its_state_with_the_add_trid() {
+    let server = server().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut bob = server.login("bob@example.com", "pb").await;
+    alice.go_online("NLN").await;
+    bob.go_online("LUN").await;
+    let t = alice.cmd("ADD", "FL bob@example.com Bob").await;
+    alice
+        .expect(&format!("ADD {t} FL 1 bob@example.com Bob"))
+        .await;
+    alice
+        .expect(&format!("ILN {t} LUN bob@example.com Bob%20Builder"))
+        .await;
+    bob.expect("ADD 0 RL 1 alice@example.com Alice").await;
+    // Removing tells Bob his RL changed.
+    let t = alice.cmd("REM", "FL bob@example.com").await;
+    alice.expect(&format!("REM {t} FL 2 bob@example.com")).await;
+    bob.expect("REM 0 RL 2 alice@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_survive_a_restart_and_syn_sends_them_in_order() {
+    let mut server = server().await;
+    {
+        let mut alice = server.login("alice@example.com", "pa").await;
+        add(&mut alice, "FL", "bob@example.com", "B%C3%B6b").await;
+        add(&mut alice, "FL", "carol@example.com", "Carol").await;
+        add(&mut alice, "AL", "bob@example.com", "Bob").await;
+        add(&mut alice, "BL", "carol@example.com", "Carol").await;
+        let t = alice.cmd("GTC", "N").await;
+        alice.expect(&format!("GTC {t} 5 N")).await;
+        let t = alice.cmd("BLP", "BL").await;
+        alice.expect(&format!("BLP {t} 6 BL")).await;
+        let t = alice.cmd("REA", "alice@example.com Alice%20L.").await;
+        alice
+            .expect(&format!("REA {t} 7 alice@example.com Alice%20L."))
+            .await;
+        let mut bob = server.login("bob@example.com", "pb").await;
+        add(&mut bob, "FL", "alice@example.com", "Alice").await;
+    }
+    server.restart().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let t = alice.cmd("SYN", "0").await;
+    for line in [
+        format!("SYN {t} 8"),
+        format!("GTC {t} 8 N"),
+        format!("BLP {t} 8 BL"),
+        format!("LST {t} FL 8 1 2 bob@example.com B%C3%B6b"),
+        format!("LST {t} FL 8 2 2 carol@example.com Carol"),
+        format!("LST {t} AL 8 1 1 bob@example.com Bob"),
+        format!("LST {t} BL 8 1 1 carol@example.com Carol"),
+        format!("LST {t} RL 8 1 1 bob@example.com Bob%20Builder"),
+    ] {
+        alice.expect(&line).await;
+    }
+    let t = alice.cmd("SYN", "8").await;
+    alice.expect(&format!("SYN {t} 8")).await;
+    alice.expect_silence(200).await;
+    let t = alice.cmd("USR", "MD5 I alice@example.com").await;
+    alice.expect(&format!("207 {t}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_logon_takes_over_and_shutdown_says_goodbye() {
+    let mut server = server().await;
+    let mut first = server.login("alice@example.com", "pa").await;
+    let mut watcher = server.login("bob@example.com", "pb").await;
+    add(&mut watcher, "FL", "alice@example.com", "Alice").await;
+    first
+        .expect("ADD 0 RL 1 bob@example.com Bob%20Builder")
+        .await;
+    watcher.go_online("NLN").await;
+    first.go_online("NLN").await;
+    watcher.expect("NLN NLN alice@example.com Alice").await;
+
+    let mut second = server.login("Alice@Example.com", "pa").await;
+    first.expect_closed_after(&["OUT OTH"]).await;
+    watcher.expect("FLN alice@example.com").await;
+    second.go_online("BRB").await;
+    watcher.expect("NLN BRB alice@example.com Alice").await;
+
+    server.stop().await;
+    second.expect_closed_after(&["OUT SSD"]).await;
+    watcher.expect_closed_after(&["OUT SSD"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_are_each_answered() {
+    let server = server().await;
+    let mut c = Client::connect(server.ns()).await;
+    c.send_raw(
+        b"VER 1 MSNP2 CVR0\r\nINF 2\r\nUSR 3 MD5 I alice@example.com\r\nFOO 4\r\nSYN 5 0\r\n",
+    )
+    .await;
+    c.expect("VER 1 MSNP2").await;
+    c.expect("INF 2 MD5").await;
+    c.expect("USR 3 MD5 S *").await;
+    c.expect("200 4").await;
+    c.expect("302 5").await;
+
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut burst = Vec::new();
+    for i in 0..200u32 {
+        burst.extend_from_slice(format!("LST {} FL\r\n", 1000 + i).as_bytes());
+    }
+    alice.send_raw(&burst).await;
+    for i in 0..200u32 {
+        alice.expect(&format!("LST {} FL 0 0 0", 1000 + i)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_closes_only_that_connection() {
+    let server = server().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut c = Client::connect(server.ns()).await;
+    c.send_raw(&vec![b'A'; 5000]).await;
+    c.expect_closed().await;
+    let mut c = Client::connect(server.ns()).await;
+    c.send_raw(b"MSG 1 A 99999999\r\n").await;
+    c.expect_closed().await;
+    let mut c = Client::connect(server.ns()).await;
+    c.send_raw(b"VER 1 MSNP2\r\n\xff\xfe\x00garbage\r\n").await;
+    c.expect("VER 1 MSNP2").await;
+    c.expect("200 0").await;
+    // The others carry on.
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} 0")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_logins_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.server.login_timeout_secs = 1;
+    let server = TestServer::start_with(dir, config, &[ALICE]).await;
+    let mut idle = Client::connect(server.ns()).await;
+    idle.send("VER 1 MSNP2").await;
+    idle.expect("VER 1 MSNP2").await;
+    idle.expect_closed().await;
+    // A logged-in client has no such limit.
+    let mut alice = server.login("alice@example.com", "pa").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} 0")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_refers_to_the_notification_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.server.dispatch_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = TestServer::start_with(dir, config, &[ALICE]).await;
+    let mut ds = Client::connect(server.running().dispatch_address.unwrap()).await;
+    let t = ds.cmd("VER", "MSNP2 CVR0").await;
+    ds.expect(&format!("VER {t} MSNP2")).await;
+    let t = ds.cmd("INF", "").await;
+    ds.expect(&format!("INF {t} MD5")).await;
+    let t = ds.cmd("USR", "MD5 I alice@example.com").await;
+    let xfr = ds.expect(&format!("XFR {t} NS *")).await;
+    ds.expect_closed().await;
+    assert_eq!(xfr.tokens.len(), 4, "MSNP2 form has no trailing field");
+    // Following the referral ends in a login.
+    Client::login(xfr.get(3).parse().unwrap(), "alice@example.com", "pa").await;
+}
