@@ -312,3 +312,103 @@ async fn dispatch_refers_to_the_notification_server() {
     // Following the referral ends in a login.
     Client::login(xfr.get(3).parse().unwrap(), "alice@example.com", "pa").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_state_changes_converge_for_every_watcher() {
+    use std::collections::HashMap;
+    const N: usize = 12;
+    let handles: Vec<String> = (0..N).map(|i| format!("user{i}@example.com")).collect();
+    let accounts: Vec<(&str, &str, &str)> =
+        handles.iter().map(|h| (h.as_str(), "pw", "U")).collect();
+    let server = TestServer::start(&accounts).await;
+    // Everyone has everyone on the FL, set up directly in the store.
+    {
+        let mut db = msngate::store::Database::open(&server.db_path()).unwrap();
+        let name = msngate::protocol::FriendlyName::new("U").unwrap();
+        for a in &handles {
+            for b in &handles {
+                if a != b {
+                    let (a, b) = (a.parse().unwrap(), b.parse().unwrap());
+                    db.add_entry(&a, msngate::protocol::ListKind::Forward, &b, &name)
+                        .unwrap();
+                }
+            }
+        }
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for (i, handle) in handles.iter().cloned().enumerate() {
+        let address = server.ns();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::login(address, &handle, "pw").await;
+            let states = ["NLN", "BSY", "AWY", "IDL", "BRB", "PHN", "LUN", "HDN"];
+            let mut seen: HashMap<String, String> = HashMap::new();
+            let mut record = |line: &common::Line| match line.get(0) {
+                "ILN" => {
+                    seen.insert(line.get(3).into(), line.get(2).into());
+                }
+                "NLN" => {
+                    seen.insert(line.get(2).into(), line.get(1).into());
+                }
+                "FLN" => {
+                    seen.insert(line.get(1).into(), "FLN".into());
+                }
+                "CHG" => {}
+                other => panic!("unexpected {other}"),
+            };
+            // Fifteen state changes, each sent once the previous one was answered, while
+            // everyone else does the same.
+            let mut last = "NLN";
+            for k in 0..15 {
+                if k > 0 {
+                    last = states[(i * 7 + k * 3) % states.len()];
+                }
+                let t = c.cmd("CHG", last).await;
+                loop {
+                    let line = c.recv().await;
+                    record(&line);
+                    if line.get(0) == "CHG" && line.get(1) == t.to_string() {
+                        break;
+                    }
+                }
+            }
+            // Then read everything still coming until all is quiet.
+            barrier.wait().await;
+            while let Ok(Some(line)) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), c.try_recv()).await
+            {
+                record(&line);
+            }
+            (handle, last.to_string(), seen, c)
+        }));
+    }
+    let mut finals = HashMap::new();
+    let mut views = Vec::new();
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (handle, last, seen, c) = t.await.unwrap();
+        finals.insert(
+            handle.clone(),
+            if last == "HDN" {
+                "FLN".to_string()
+            } else {
+                last
+            },
+        );
+        views.push((handle, seen));
+        clients.push(c);
+    }
+    for (watcher, seen) in views {
+        for (contact, state) in &finals {
+            if contact == &watcher {
+                continue;
+            }
+            let got = seen.get(contact).map(String::as_str).unwrap_or("FLN");
+            assert_eq!(
+                got, state,
+                "{watcher} sees {contact} as {got}, but it is {state}"
+            );
+        }
+    }
+}

@@ -26,14 +26,6 @@ pub enum CookieGrant {
     Invite { handle: UserHandle, session_id: u32 },
 }
 
-impl CookieGrant {
-    pub fn handle(&self) -> &UserHandle {
-        match self {
-            CookieGrant::NewSession { handle } | CookieGrant::Invite { handle, .. } => handle,
-        }
-    }
-}
-
 /// The outstanding cookies.
 pub struct Cookies {
     lifetime: Duration,
