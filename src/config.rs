@@ -14,6 +14,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub client: ClientConfig,
+    pub secrets: SecretsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -106,6 +107,34 @@ impl Default for ClientConfig {
     }
 }
 
+/// Where the key that encrypts backend secrets (XMPP passwords, Matrix tokens) comes from.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The key itself, 64 hex digits; best given as `MSNGATE__SECRETS__KEY`.
+    pub key: Option<String>,
+    /// Otherwise the key is read from this file, created (owner-only) on first use.
+    pub key_file: PathBuf,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            key: None,
+            key_file: "msngate.key".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
 /// A configuration that can't be used, with the key and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -165,6 +194,14 @@ impl Config {
             if value == 0 {
                 return invalid(key, "must be at least 1");
             }
+        }
+        if let Some(key) = self.secrets.key.as_deref().filter(|k| !k.is_empty()) {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid("secrets.key", "must be 64 hex digits");
+            }
+        }
+        if self.secrets.key_file.as_os_str().is_empty() {
+            return invalid("secrets.key_file", "must name a file");
         }
         if self.storage.database.as_os_str().is_empty() {
             return invalid("storage.database", "must name a file");

@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod hub;
 pub mod notification;
 pub mod protocol;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod switchboard;

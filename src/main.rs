@@ -1,7 +1,7 @@
 //! The msngate command line: `serve`, and `user` commands that manage accounts.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
-use msngate::store::{Database, StoreError};
+use msngate::secrets::SecretKey;
+use msngate::store::{BackendLink, Database, StoreError};
 
 /// An MSN Messenger 1.0 (MSNP2) server.
 #[derive(Parser)]
@@ -38,7 +39,8 @@ enum UserCommand {
     /// Creates an account.
     Add {
         handle: String,
-        #[arg(long)]
+        /// The MSN password (or set MSNGATE_USER_PASSWORD, which stays out of `ps`).
+        #[arg(long, env = "MSNGATE_USER_PASSWORD", hide_env_values = true)]
         password: String,
         /// The friendly name; defaults to the handle.
         #[arg(long)]
@@ -47,13 +49,43 @@ enum UserCommand {
     /// Sets an account's password.
     Passwd {
         handle: String,
-        #[arg(long)]
+        /// The new MSN password (or set MSNGATE_USER_PASSWORD).
+        #[arg(long, env = "MSNGATE_USER_PASSWORD", hide_env_values = true)]
         password: String,
     },
     /// Deletes an account and takes it off everyone's lists.
     Remove { handle: String },
-    /// Lists the accounts.
+    /// Lists the accounts and the backend each one uses.
     List,
+    /// Maps an account to a backend account; takes effect at its next login. The MSN password
+    /// stays the gateway's own.
+    Link {
+        handle: String,
+        #[command(subcommand)]
+        backend: LinkBackend,
+    },
+    /// Makes a linked account local again; takes effect at its next login.
+    Unlink { handle: String },
+}
+
+#[derive(Subcommand)]
+enum LinkBackend {
+    /// An XMPP account: the MSN contact list becomes its roster.
+    Xmpp {
+        /// The XMPP account, e.g. alice@example.org.
+        #[arg(long)]
+        jid: String,
+        /// The XMPP password (or set MSNGATE_LINK_PASSWORD, which stays out of `ps`).
+        #[arg(long, env = "MSNGATE_LINK_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Connect to this HOST:PORT instead of looking the server up in DNS.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+        /// Connect without TLS. Only for servers on a trusted network: the password would
+        /// cross it in clear.
+        #[arg(long)]
+        plaintext: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(config),
-        Command::User(command) => user(&config.storage.database, command),
+        Command::User(command) => user(&config, command),
     }
 }
 
@@ -127,6 +159,36 @@ fn parse_handle(handle: &str) -> Result<UserHandle> {
         .map_err(|e| anyhow!("invalid handle {handle:?}: {e}"))
 }
 
+/// A bare JID: local@domain, without spaces or a resource.
+fn check_jid(jid: &str) -> Result<()> {
+    let valid = match jid.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains(['@', '/'])
+                && !jid.chars().any(|c| c.is_whitespace() || c.is_control())
+                && jid.len() <= 3071
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(anyhow!(
+            "invalid JID {jid:?}: expected a bare JID like alice@example.org"
+        ));
+    }
+    Ok(())
+}
+
+fn check_server(server: &str) -> Result<()> {
+    let valid = server
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err(anyhow!("invalid server {server:?}: expected HOST:PORT"));
+    }
+    Ok(())
+}
+
 fn check_password(password: &str) -> Result<()> {
     if password.is_empty() {
         return Err(anyhow!("the password must not be empty"));
@@ -134,7 +196,8 @@ fn check_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-fn user(database: &Path, command: UserCommand) -> Result<()> {
+fn user(config: &Config, command: UserCommand) -> Result<()> {
+    let database = &config.storage.database;
     let open = || {
         Database::open(database)
             .with_context(|| format!("cannot open the database {}", database.display()))
@@ -177,9 +240,53 @@ fn user(database: &Path, command: UserCommand) -> Result<()> {
             println!("removed {handle}");
         }
         UserCommand::List => {
-            for (handle, name) in open()?.accounts()? {
-                println!("{handle}\tlocal\t{}", name.as_str());
+            for (handle, name, link) in open()?.accounts_with_links()? {
+                let backend = match link {
+                    Some(l) => format!("{}:{}", l.backend, l.account),
+                    None => "local".into(),
+                };
+                println!("{handle}\t{backend}\t{}", name.as_str());
             }
+        }
+        UserCommand::Link { handle, backend } => {
+            let handle = parse_handle(&handle)?;
+            let LinkBackend::Xmpp {
+                jid,
+                password,
+                server,
+                plaintext,
+            } = backend;
+            check_jid(&jid)?;
+            check_password(&password)?;
+            let mut options = Vec::new();
+            if let Some(server) = server {
+                check_server(&server)?;
+                options.push(("server".to_string(), server));
+            }
+            if plaintext {
+                options.push(("plaintext".to_string(), "true".to_string()));
+            }
+            let key = SecretKey::load(&config.secrets, true)?.expect("created when missing");
+            let link = BackendLink {
+                backend: "xmpp".into(),
+                account: jid.clone(),
+                sealed_secret: key.seal(handle.as_str(), password.as_bytes()),
+                options,
+            };
+            match open()?.link(&handle, &link) {
+                Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
+                other => other.map_err(Into::into),
+            }?;
+            println!("linked {handle} to xmpp:{jid} (from its next login)");
+        }
+        UserCommand::Unlink { handle } => {
+            let handle = parse_handle(&handle)?;
+            match open()?.unlink(&handle) {
+                Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
+                Err(StoreError::NotLinked) => Err(anyhow!("{handle} is not linked to a backend")),
+                other => other.map(drop).map_err(Into::into),
+            }?;
+            println!("unlinked {handle}; it is a local account from its next login");
         }
     }
     Ok(())

@@ -43,9 +43,10 @@ fn setup() -> Setup {
         &config,
         format!(
             "[server]\nnotification_listen = \"127.0.0.1:{ns_port}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
-             public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n",
+             public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n",
             free_port(),
-            dir.path().join("msngate.db").display()
+            dir.path().join("msngate.db").display(),
+            dir.path().join("msngate.key").display()
         ),
     )
     .unwrap();
@@ -305,4 +306,127 @@ fn serve_runs_on_embedded_defaults_without_a_config_file() {
     assert!(dir.path().join("msngate.db").exists());
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn linking_stores_backend_secrets_encrypted() {
+    let s = setup();
+    assert!(run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"]
+    )
+    .status
+    .success());
+    let secret = "xmpp-secret-Passw0rd";
+    let out = run(
+        &s.config,
+        &[
+            "user",
+            "link",
+            "alice@example.com",
+            "xmpp",
+            "--jid",
+            "alice@xmpp.example",
+            "--password",
+            secret,
+            "--server",
+            "127.0.0.1:5222",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    assert_eq!(
+        stdout(&run(&s.config, &["user", "list"])),
+        "alice@example.com\txmpp:alice@xmpp.example\talice@example.com\n"
+    );
+    // The password is nowhere in the database files, and the key file is owner-only.
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    let key = s.dir.path().join("msngate.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    for (args, needle) in [
+        (
+            vec![
+                "user",
+                "link",
+                "alice@example.com",
+                "xmpp",
+                "--jid",
+                "no-at-sign",
+                "--password",
+                "x",
+            ],
+            "invalid JID",
+        ),
+        (
+            vec![
+                "user",
+                "link",
+                "alice@example.com",
+                "xmpp",
+                "--jid",
+                "a@b.c/res",
+                "--password",
+                "x",
+            ],
+            "invalid JID",
+        ),
+        (
+            vec![
+                "user",
+                "link",
+                "alice@example.com",
+                "xmpp",
+                "--jid",
+                "a@b.c",
+                "--password",
+                "x",
+                "--server",
+                "nohost",
+            ],
+            "invalid server",
+        ),
+        (
+            vec![
+                "user",
+                "link",
+                "nobody@example.com",
+                "xmpp",
+                "--jid",
+                "a@b.c",
+                "--password",
+                "x",
+            ],
+            "no account",
+        ),
+        (vec!["user", "unlink", "nobody@example.com"], "no account"),
+    ] {
+        let out = run(&s.config, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert!(run(&s.config, &["user", "unlink", "alice@example.com"])
+        .status
+        .success());
+    let out = run(&s.config, &["user", "unlink", "alice@example.com"]);
+    assert!(stderr(&out).contains("not linked"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&run(&s.config, &["user", "list"])),
+        "alice@example.com\tlocal\talice@example.com\n"
+    );
 }

@@ -29,7 +29,7 @@ const MAX_AUTH_FAILURES: u32 = 5;
 /// Maps a store error to the MSN error code the client gets.
 pub fn error_code(error: &StoreError) -> ErrorCode {
     match error {
-        StoreError::NoSuchAccount => ErrorCode::InvalidUser,
+        StoreError::NoSuchAccount | StoreError::NotLinked => ErrorCode::InvalidUser,
         StoreError::AccountExists | StoreError::AlreadyThere => ErrorCode::AlreadyThere,
         StoreError::NotOnList => ErrorCode::NotOnList,
         StoreError::InOppositeList => ErrorCode::AlreadyInOppositeList,

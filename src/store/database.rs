@@ -15,7 +15,7 @@ use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle
 /// The most entries one list may hold; ADD past it gets error 210.
 pub const MAX_LIST_ENTRIES: usize = 1000;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS list_entries (
     UNIQUE (owner, list, contact)
 );
 CREATE INDEX IF NOT EXISTS list_entries_by_contact ON list_entries (contact, list);
+CREATE TABLE IF NOT EXISTS backend_links (
+    handle TEXT PRIMARY KEY REFERENCES accounts(handle) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    account TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    options TEXT NOT NULL DEFAULT ''
+);
 ";
 
 /// An account's settings as SYN sends them.
@@ -101,6 +108,39 @@ impl Permission {
     pub fn with_blp(self, blp: BlpSetting) -> Permission {
         Permission { blp, ..self }
     }
+}
+
+/// An account's mapping to a backend account, as stored. The secret is sealed (see
+/// [`crate::secrets`]); options are non-secret `key=value` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendLink {
+    /// "xmpp" or "matrix".
+    pub backend: String,
+    /// The backend account: a JID, a Matrix user id.
+    pub account: String,
+    pub sealed_secret: Vec<u8>,
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for BackendLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendLink")
+            .field("backend", &self.backend)
+            .field("account", &self.account)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode_options(options: &[(String, String)]) -> String {
+    options.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+fn decode_options(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The database of one msngate instance.
@@ -227,6 +267,51 @@ impl Database {
             Ok((parse_handle(&h)?, parse_name(&n)?))
         })
         .collect()
+    }
+
+    /// Maps an account to a backend account, replacing any earlier mapping. It takes effect
+    /// at the account's next login.
+    pub fn link(&mut self, handle: &UserHandle, link: &BackendLink) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        account(&tx, handle)?;
+        tx.execute(
+            "INSERT INTO backend_links (handle, backend, account, secret, options) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (handle) DO UPDATE SET backend = ?2, account = ?3, secret = ?4, options = ?5",
+            params![handle.as_str(), link.backend, link.account, link.sealed_secret, encode_options(&link.options)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes an account's backend mapping, returning what it was.
+    pub fn unlink(&mut self, handle: &UserHandle) -> Result<BackendLink, StoreError> {
+        let tx = self.conn.transaction()?;
+        account(&tx, handle)?;
+        let link = backend_link(&tx, handle)?.ok_or(StoreError::NotLinked)?;
+        tx.execute(
+            "DELETE FROM backend_links WHERE handle = ?1",
+            [handle.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(link)
+    }
+
+    /// The account's backend mapping; `None` for a local account.
+    pub fn backend_link(&self, handle: &UserHandle) -> Result<Option<BackendLink>, StoreError> {
+        backend_link(&self.conn, handle)
+    }
+
+    /// Every account with its backend mapping, sorted by handle.
+    pub fn accounts_with_links(
+        &self,
+    ) -> Result<Vec<(UserHandle, FriendlyName, Option<BackendLink>)>, StoreError> {
+        self.accounts()?
+            .into_iter()
+            .map(|(h, n)| {
+                let link = backend_link(&self.conn, &h)?;
+                Ok((h, n, link))
+            })
+            .collect()
     }
 
     pub fn credentials(&self, handle: &UserHandle) -> Result<Option<Credentials>, StoreError> {
@@ -671,6 +756,23 @@ fn parse_blp(s: &str) -> Result<BlpSetting, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("blp {s:?}")))
 }
 
+fn backend_link(conn: &Connection, handle: &UserHandle) -> Result<Option<BackendLink>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT backend, account, secret, options FROM backend_links WHERE handle = ?1",
+            [handle.as_str()],
+            |r| {
+                Ok(BackendLink {
+                    backend: r.get(0)?,
+                    account: r.get(1)?,
+                    sealed_secret: r.get(2)?,
+                    options: decode_options(&r.get::<_, String>(3)?),
+                })
+            },
+        )
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -848,6 +950,39 @@ mod tests {
         let change = db.add_entry(&a, ListKind::Forward, &a, &n("Me")).unwrap();
         assert_eq!(change.serial, change.reverse_serial.unwrap());
         assert_eq!(db.account(&a).unwrap().serial, change.serial);
+    }
+
+    #[test]
+    fn backend_links() {
+        let (_dir, mut db) = db_with(&["a@x.com"]);
+        let a = h("a@x.com");
+        assert_eq!(db.backend_link(&a).unwrap(), None);
+        let link = BackendLink {
+            backend: "xmpp".into(),
+            account: "a@xmpp.example".into(),
+            sealed_secret: vec![1, 2, 3],
+            options: vec![
+                ("server".into(), "127.0.0.1:5222".into()),
+                ("plaintext".into(), "true".into()),
+            ],
+        };
+        db.link(&a, &link).unwrap();
+        assert_eq!(db.backend_link(&a).unwrap(), Some(link.clone()));
+        assert!(!format!("{link:?}").contains("[1, 2, 3]"));
+        let listed = db.accounts_with_links().unwrap();
+        assert_eq!(
+            listed[0].2.as_ref().map(|l| l.account.as_str()),
+            Some("a@xmpp.example")
+        );
+        assert_eq!(db.unlink(&a).unwrap(), link);
+        assert_eq!(db.unlink(&a), Err(StoreError::NotLinked));
+        assert_eq!(
+            db.link(&h("nobody@x.com"), &link),
+            Err(StoreError::NoSuchAccount)
+        );
+        db.link(&a, &link).unwrap();
+        db.remove_account(&a).unwrap();
+        assert_eq!(db.backend_link(&a).unwrap(), None);
     }
 
     #[test]

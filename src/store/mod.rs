@@ -11,7 +11,8 @@ use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
 pub use database::{
-    Account, Credentials, Database, Entry, ListChange, Permission, Snapshot, MAX_LIST_ENTRIES,
+    Account, BackendLink, Credentials, Database, Entry, ListChange, Permission, Snapshot,
+    MAX_LIST_ENTRIES,
 };
 pub use password::PasswordHash;
 
@@ -31,6 +32,8 @@ pub enum StoreError {
     InOppositeList,
     #[error("the list is full ({MAX_LIST_ENTRIES} entries)")]
     ListFull,
+    #[error("the account is not linked to a backend")]
+    NotLinked,
     #[error("the setting already has that value")]
     AlreadyInMode,
     #[error("only the server changes the reverse list")]
