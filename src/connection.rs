@@ -174,6 +174,11 @@ pub async fn serve<R, F>(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
+                    if let FrameError::BadPayloadLength { trid: Some(trid) } = e {
+                        // The payload's end is unknown, so the stream can't continue; the
+                        // client is at least told which command was refused.
+                        replies.error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
+                    }
                     let _ = writing.write(&mut writer, &replies.buf).await;
                     break 'conn framing_end(&e);
                 }
@@ -258,7 +263,7 @@ fn framing_end(error: &FrameError) -> &'static str {
     warn!(%error, "closing the connection: input can't be framed");
     match error {
         FrameError::LineTooLong => "line too long",
-        FrameError::BadPayloadLength => "bad payload length",
+        FrameError::BadPayloadLength { .. } => "bad payload length",
         FrameError::PayloadTooLong(_) => "payload too long",
     }
 }

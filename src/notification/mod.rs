@@ -128,6 +128,10 @@ impl Role for NotificationSession {
                 out.push(ServerCommand::Inf { trid });
                 Ok(())
             }
+            (_, ClientCommand::Png) => {
+                out.push(ServerCommand::Qng);
+                Ok(())
+            }
             (State::Online(_), ClientCommand::UsrAuth { .. } | ClientCommand::UsrCookie { .. }) => {
                 Err(ErrorCode::AlreadyLoggedIn)
             }
@@ -383,10 +387,17 @@ impl NotificationSession {
                 });
                 Ok(())
             }
-            ClientCommand::Url { trid, .. } => {
+            ClientCommand::Url { trid, args } => {
+                // The page is chosen by the service name (INBOX, COMPOSE, PASSWORD...) relative
+                // to the configured site, which plays the role of Passport's login URL.
+                let service = args.first().ok_or(ErrorCode::InvalidParameter)?;
+                if service.is_empty() || !service.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(ErrorCode::InvalidParameter);
+                }
                 out.push(ServerCommand::Url {
                     trid,
-                    url: services.config.client.web_url.clone(),
+                    redirect: format!("/{}", service.to_ascii_lowercase()),
+                    login_url: services.config.client.web_url.clone(),
                 });
                 Ok(())
             }

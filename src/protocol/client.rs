@@ -101,6 +101,8 @@ pub enum ClientCommand {
         args: Vec<String>,
     },
     Out,
+    /// `PNG`: a keep-alive, answered with `QNG` (MSNP2, not in the draft).
+    Png,
     Cal {
         trid: TrId,
         handle: UserHandle,
@@ -151,7 +153,7 @@ impl ClientCommand {
             | Cal { trid, .. }
             | Ans { trid, .. }
             | Msg { trid, .. } => Some(*trid),
-            Out => None,
+            Out | Png => None,
         }
     }
 
@@ -176,6 +178,7 @@ impl ClientCommand {
             Fnd { .. } => "FND",
             Snd { .. } => "SND",
             Out => "OUT",
+            Png => "PNG",
             Cal { .. } => "CAL",
             Ans { .. } => "ANS",
             Msg { .. } => "MSG",
@@ -206,6 +209,9 @@ impl ClientCommand {
         }
         if verb == "OUT" {
             return Ok(ClientCommand::Out);
+        }
+        if verb == "PNG" {
+            return Ok(ClientCommand::Png);
         }
         let Some(trid_value) = trid else {
             return fail(ErrorCode::SyntaxError);
@@ -379,7 +385,7 @@ impl fmt::Display for ClientCommand {
             Chg { trid, status } => write!(f, "{verb} {trid} {status}"),
             Rea { trid, handle, name } => write!(f, "{verb} {trid} {handle} {name}"),
             Xfr { trid, kind } => write!(f, "{verb} {trid} {kind}"),
-            Out => f.write_str(verb),
+            Out | Png => f.write_str(verb),
             Cal { trid, handle } => write!(f, "{verb} {trid} {handle}"),
             Ans {
                 trid,
@@ -445,6 +451,7 @@ mod tests {
             "FND 17 fname=A lname=B city=* state=* country=*",
             "SND 18 friend@example.com",
             "OUT",
+            "PNG",
             "CAL 19 bob@example.com",
             "ANS 20 bob@example.com 99.abc 12345",
         ] {

@@ -27,8 +27,9 @@ pub struct Frame {
 pub enum FrameError {
     #[error("line longer than {MAX_LINE_BYTES} bytes")]
     LineTooLong,
+    /// The TrID is kept so the client can be told which command was refused.
     #[error("MSG without a readable payload length")]
-    BadPayloadLength,
+    BadPayloadLength { trid: Option<u32> },
     #[error("MSG payload of {0} bytes is over the limit of {MAX_PAYLOAD_BYTES}")]
     PayloadTooLong(usize),
 }
@@ -75,14 +76,24 @@ fn payload_length(line: &[u8]) -> Result<Option<usize>, FrameError> {
         .split(|b| b.is_ascii_whitespace())
         .rfind(|t| !t.is_empty())
         .unwrap_or_default();
+    let bad = || {
+        let trid = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|t| !t.is_empty())
+            .nth(1)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<super::TrId>().ok())
+            .map(|t| t.0);
+        FrameError::BadPayloadLength { trid }
+    };
     if last.is_empty() || last.len() > 10 || !last.iter().all(u8::is_ascii_digit) || last == b"MSG"
     {
-        return Err(FrameError::BadPayloadLength);
+        return Err(bad());
     }
     let n: usize = std::str::from_utf8(last)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or(FrameError::BadPayloadLength)?;
+        .ok_or_else(bad)?;
     if n > MAX_PAYLOAD_BYTES {
         return Err(FrameError::PayloadTooLong(n));
     }
@@ -170,11 +181,17 @@ mod tests {
             frames(big.as_bytes()),
             Err(FrameError::PayloadTooLong(MAX_PAYLOAD_BYTES + 1))
         );
-        assert_eq!(frames(b"MSG 1 A x\r\n"), Err(FrameError::BadPayloadLength));
-        assert_eq!(frames(b"MSG\r\n"), Err(FrameError::BadPayloadLength));
+        assert_eq!(
+            frames(b"MSG 1 A x\r\n"),
+            Err(FrameError::BadPayloadLength { trid: Some(1) })
+        );
+        assert_eq!(
+            frames(b"MSG\r\n"),
+            Err(FrameError::BadPayloadLength { trid: None })
+        );
         assert_eq!(
             frames(b"MSG 1 A 99999999999999999999\r\n"),
-            Err(FrameError::BadPayloadLength)
+            Err(FrameError::BadPayloadLength { trid: Some(1) })
         );
     }
 

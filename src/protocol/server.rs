@@ -120,10 +120,14 @@ pub enum ServerCommand {
         handle: UserHandle,
         name: FriendlyName,
     },
+    /// `URL TrID redirect-url login-url`: the MSNP2 form (the site id came with MSNP3).
     Url {
         trid: TrId,
-        url: String,
+        redirect: String,
+        login_url: String,
     },
+    /// The answer to `PNG`; MSNP2 to MSNP8 send it without parameters.
+    Qng,
     /// `FND TrID index total fields...`; `FND TrID 0 0` when nothing was found.
     Fnd {
         trid: TrId,
@@ -314,7 +318,12 @@ impl fmt::Display for ServerCommand {
                 handle,
                 name,
             } => write!(f, "REA {trid} {serial} {handle} {name}"),
-            Url { trid, url } => write!(f, "URL {trid} {url}"),
+            Url {
+                trid,
+                redirect,
+                login_url,
+            } => write!(f, "URL {trid} {redirect} {login_url}"),
+            Qng => f.write_str("QNG"),
             Fnd {
                 trid,
                 index,
@@ -538,9 +547,10 @@ mod tests {
             (
                 ServerCommand::Url {
                     trid: t,
-                    url: "http://x/".into(),
+                    redirect: "/inbox".into(),
+                    login_url: "http://x/".into(),
                 },
-                "URL 7 http://x/",
+                "URL 7 /inbox http://x/",
             ),
             (
                 ServerCommand::Fnd {
@@ -552,6 +562,7 @@ mod tests {
                 "FND 7 0 0",
             ),
             (ServerCommand::Snd { trid: t }, "SND 7 OK"),
+            (ServerCommand::Qng, "QNG"),
             (ServerCommand::Out { reason: None }, "OUT"),
             (
                 ServerCommand::Out {

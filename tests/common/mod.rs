@@ -423,19 +423,31 @@ impl Client {
 pub async fn run_transcript(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut accounts: Vec<(String, String, String)> = Vec::new();
-    for line in text.lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.server.dispatch_listen = Some("127.0.0.1:0".parse().unwrap());
+    for (n, line) in text.lines().enumerate() {
         if let Some(rest) = line.strip_prefix("account ") {
             let parts: Vec<&str> = rest.splitn(3, ' ').collect();
             accounts.push((parts[0].into(), parts[1].into(), parts[2].into()));
+        } else if let Some(rest) = line.strip_prefix("config ") {
+            let (key, value) = rest.trim_end().split_once(' ').unwrap_or((rest, ""));
+            let bad = || -> ! { panic!("{}:{}: bad config line", path.display(), n + 1) };
+            match key {
+                "cookie_lifetime_secs" => {
+                    config.server.cookie_lifetime_secs = value.parse().unwrap_or_else(|_| bad())
+                }
+                "login_timeout_secs" => {
+                    config.server.login_timeout_secs = value.parse().unwrap_or_else(|_| bad())
+                }
+                _ => bad(),
+            }
         }
     }
     let refs: Vec<(&str, &str, &str)> = accounts
         .iter()
         .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = TestServer::config(dir.path());
-    config.server.dispatch_listen = Some("127.0.0.1:0".parse().unwrap());
     let mut server = TestServer::start_with(dir, config, &refs).await;
     let mut clients: HashMap<String, Client> = HashMap::new();
     let mut vars: HashMap<String, String> = HashMap::new();
@@ -463,7 +475,11 @@ pub async fn run_transcript(path: &Path) {
     };
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim_end();
-        if line.is_empty() || line.starts_with('#') || line.starts_with("account ") {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with("account ")
+            || line.starts_with("config ")
+        {
             continue;
         }
         let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -491,6 +507,10 @@ pub async fn run_transcript(path: &Path) {
             tokio::time::timeout(WAIT, server.stop())
                 .await
                 .unwrap_or_else(|_| panic!("{}: server not stopped within {WAIT:?}", place(n)));
+        } else if head == "restart" {
+            tokio::time::timeout(WAIT, server.restart())
+                .await
+                .unwrap_or_else(|_| panic!("{}: server not restarted within {WAIT:?}", place(n)));
         } else if let Some((name, op)) = head.split_at_checked(head.len() - 1) {
             if op == "!" {
                 let client = clients
