@@ -2,6 +2,7 @@
 //!
 //! See docs/ARCHITECTURE.md for the map of this crate.
 
+pub mod bridge;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use msngate_bridge_xmpp::XmppBackend;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use crate::connection::{self, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::hub::{Cookies, Hub};
 use crate::notification::NotificationSession;
+use crate::secrets::SecretKey;
 use crate::store::{Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
@@ -30,6 +32,9 @@ pub struct Services {
     /// `public_host:port` of the switchboard, for XFR SB and RNG.
     pub switchboard_address: String,
     pub tracker: TaskTracker,
+    /// The key that opens backend secrets; `None` until one exists (see [`SecretKey`]).
+    pub secret_key: Option<SecretKey>,
+    pub xmpp: XmppBackend,
 }
 
 /// Why the server could not start.
@@ -37,6 +42,8 @@ pub struct Services {
 pub enum StartError {
     #[error("cannot open the database {path}: {source}")]
     Store { path: String, source: StoreError },
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("cannot listen on {address} ({role}): {source}")]
     Listen {
         address: SocketAddr,
@@ -84,6 +91,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .call(|db| db.server_secret())
         .await
         .map_err(store_error)?;
+    let secret_key = SecretKey::load(&config.secrets, false)?;
 
     let ns = bind(config.server.notification_listen, "notification").await?;
     let sb = bind(config.server.switchboard_listen, "switchboard").await?;
@@ -103,6 +111,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         notification_address: format!("{host}:{}", ns_addr.port()),
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         tracker: TaskTracker::new(),
+        secret_key,
+        xmpp: XmppBackend,
         config,
     });
     let shutdown = CancellationToken::new();

@@ -7,11 +7,14 @@
 
 mod cookies;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
 
+use crate::bridge::Bridged;
 use crate::connection::Peer;
 use crate::protocol::{FriendlyName, ServerCommand, Status, UserHandle};
 use crate::switchboard::SessionHandle;
@@ -23,6 +26,8 @@ pub struct OnlineUser {
     /// FLN from login until the first CHG.
     pub status: Status,
     pub name: FriendlyName,
+    /// For an account mapped to a backend: its backend session.
+    pub bridge: Option<Arc<Bridged>>,
 }
 
 /// The shared in-memory state of the server.
@@ -42,15 +47,33 @@ impl Hub {
     }
 
     /// Registers a new login, returning the session it replaces, if any.
-    pub fn log_in(&self, handle: UserHandle, peer: Peer, name: FriendlyName) -> Option<OnlineUser> {
-        self.users.insert(
-            handle,
-            OnlineUser {
-                peer,
-                status: Status::Offline,
-                name,
-            },
-        )
+    pub fn log_in(
+        &self,
+        handle: UserHandle,
+        peer: Peer,
+        name: FriendlyName,
+        bridge: Option<Arc<Bridged>>,
+    ) -> Option<OnlineUser> {
+        let user = OnlineUser {
+            peer,
+            status: Status::Offline,
+            name,
+            bridge,
+        };
+        self.users.insert(handle, user)
+    }
+
+    /// The backend session of a logged-in bridged user.
+    pub fn bridge(&self, handle: &UserHandle) -> Option<Arc<Bridged>> {
+        self.users.get(handle).and_then(|u| u.bridge.clone())
+    }
+
+    /// The state of a user's login, if it is still the connection with this peer id.
+    pub fn peer_status(&self, handle: &UserHandle, peer_id: u64) -> Option<Status> {
+        self.users
+            .get(handle)
+            .filter(|u| u.peer.id() == peer_id)
+            .map(|u| u.status)
     }
 
     /// Removes a login, but only if it is still the one with this peer id (a newer login of

@@ -8,6 +8,11 @@
 mod lists;
 mod presence;
 
+use msngate_bridge_api::BackendSession;
+
+use crate::bridge;
+use crate::hub::OnlineUser;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -172,8 +177,7 @@ impl Role for NotificationSession {
         if let State::Online(online) = self.state {
             if let Some(user) = self.services.hub.log_out(&online.handle, self.peer.id()) {
                 info!(handle = %online.handle, "logged out");
-                presence::announce(&self.services, &online.handle, user.status, Status::Offline)
-                    .await;
+                end_login(&self.services, &online.handle, user).await;
             }
         }
     }
@@ -297,14 +301,36 @@ impl NotificationSession {
                 return Flow::Continue;
             }
         };
+        // A mapped account logs its backend account in first: a refused password fails the
+        // MSN logon too.
+        let connected = match bridge::connect(&self.services, &handle).await {
+            Ok(c) => c,
+            Err(code) => {
+                out.error(code, trid);
+                return Flow::Continue;
+            }
+        };
+        let bridged = connected.as_ref().map(|c| c.bridged.clone());
         let hub = &self.services.hub;
-        if let Some(previous) = hub.log_in(handle.clone(), self.peer.clone(), account.name.clone())
-        {
+        let previous = hub.log_in(
+            handle.clone(),
+            self.peer.clone(),
+            account.name.clone(),
+            bridged,
+        );
+        if let Some(previous) = previous {
             info!(%handle, "logged in elsewhere; closing the older connection");
             previous.peer.send_and_close(&ServerCommand::Out {
                 reason: Some(OutReason::OtherLogin),
             });
-            presence::announce(&self.services, &handle, previous.status, Status::Offline).await;
+            end_login(&self.services, &handle, previous).await;
+        }
+        if let Some(connected) = connected {
+            let (services, peer) = (self.services.clone(), self.peer.clone());
+            let bridged = connected.bridged.clone();
+            self.services
+                .tracker
+                .spawn(bridge::pump(services, bridged, peer, connected));
         }
         Span::current().record("handle", handle.as_str());
         info!(%handle, "logged in");
@@ -356,10 +382,14 @@ impl NotificationSession {
                 list,
                 handle,
                 name,
-            } => lists::add(services, &me, trid, list, handle, name, out).await,
-            ClientCommand::Rem { trid, list, handle } => {
-                lists::remove(services, &me, trid, list, handle, out).await
-            }
+            } => match services.hub.bridge(&me) {
+                Some(b) => bridge::add(services, &b, trid, list, handle, name, out).await,
+                None => lists::add(services, &me, trid, list, handle, name, out).await,
+            },
+            ClientCommand::Rem { trid, list, handle } => match services.hub.bridge(&me) {
+                Some(b) => bridge::remove(services, &b, trid, list, handle, out).await,
+                None => lists::remove(services, &me, trid, list, handle, out).await,
+            },
             ClientCommand::Chg { trid, status } => self.change_status(me, trid, status, out).await,
             ClientCommand::Rea { trid, handle, name } => {
                 rename(services, &me, trid, handle, name, out).await
@@ -436,14 +466,40 @@ impl NotificationSession {
         let State::Online(online) = &mut self.state else {
             return Ok(());
         };
-        if !online.initial_state_sent {
-            online.initial_state_sent = true;
+        let first = !online.initial_state_sent;
+        online.initial_state_sent = true;
+        if let Some(bridge) = services.hub.bridge(&me) {
+            if first {
+                bridge::initial_states(services, &bridge, trid, out).await?;
+            }
+            if previous != status {
+                let name = services
+                    .hub
+                    .presence(&me)
+                    .map(|(_, n)| n.to_string())
+                    .unwrap_or_default();
+                let _ = bridge
+                    .session
+                    .set_presence(bridge::to_presence(status), &name)
+                    .await;
+            }
+            return Ok(());
+        }
+        if first {
             presence::initial_states(services, &me, trid, out).await?;
         }
         if previous != status {
             presence::announce(services, &me, previous, status).await;
         }
         Ok(())
+    }
+}
+
+/// What ends with a login: watchers see the user go offline; a backend session logs out.
+async fn end_login(services: &Services, handle: &UserHandle, user: OnlineUser) {
+    match user.bridge {
+        Some(bridge) => bridge.session.logout().await,
+        None => presence::announce(services, handle, user.status, Status::Offline).await,
     }
 }
 
@@ -469,8 +525,16 @@ async fn rename(
             handle,
             name,
         });
-        if let Some((status, _)) = services.hub.visible_status(me) {
-            presence::announce(services, me, status, status).await;
+        if let Some((status, new_name)) = services.hub.visible_status(me) {
+            match services.hub.bridge(me) {
+                Some(b) => {
+                    let _ = b
+                        .session
+                        .set_presence(bridge::to_presence(status), new_name.as_str())
+                        .await;
+                }
+                None => presence::announce(services, me, status, status).await,
+            }
         }
     } else {
         let contact = handle.clone();

@@ -445,6 +445,10 @@ impl Database {
         let tx = self.conn.transaction()?;
         let owner_account = account(&tx, owner)?;
         account(&tx, contact)?;
+        // A bridged account's contacts are its backend's; it can't be put on local lists.
+        if contact != owner && backend_link(&tx, contact)?.is_some() {
+            return Err(StoreError::NoSuchAccount);
+        }
         if has_entry(&tx, owner, kind, contact)? {
             return Err(StoreError::AlreadyThere);
         }
@@ -529,6 +533,54 @@ impl Database {
         contact: &UserHandle,
     ) -> Result<bool, StoreError> {
         has_entry(&self.conn, owner, kind, contact)
+    }
+
+    /// Makes a bridged account's stored lists show what its backend says about one contact:
+    /// on exactly `lists`, under `name`. Each addition or removal moves the serial on and is
+    /// returned, so the client can be told with `ADD 0`/`REM 0`.
+    pub fn mirror_contact(
+        &mut self,
+        owner: &UserHandle,
+        contact: &UserHandle,
+        name: &FriendlyName,
+        lists: &[ListKind],
+    ) -> Result<Vec<MirrorChange>, StoreError> {
+        let tx = self.conn.transaction()?;
+        account(&tx, owner)?;
+        let changes = mirror_one(&tx, owner, contact, name, lists)?;
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// Makes a bridged account's stored lists match its backend's whole contact list.
+    pub fn mirror_all(
+        &mut self,
+        owner: &UserHandle,
+        contacts: &[(UserHandle, FriendlyName, Vec<ListKind>)],
+    ) -> Result<Vec<MirrorChange>, StoreError> {
+        let tx = self.conn.transaction()?;
+        account(&tx, owner)?;
+        let mut changes = Vec::new();
+        let wanted: std::collections::HashSet<&UserHandle> =
+            contacts.iter().map(|(h, _, _)| h).collect();
+        let stored: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT DISTINCT contact FROM list_entries WHERE owner = ?1")?;
+            let rows = stmt.query_map([owner.as_str()], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for contact in stored {
+            let contact = parse_handle(&contact)?;
+            if !wanted.contains(&contact) {
+                let name = FriendlyName::from_handle(&contact);
+                changes.extend(mirror_one(&tx, owner, &contact, &name, &[])?);
+            }
+        }
+        for (contact, name, lists) in contacts {
+            changes.extend(mirror_one(&tx, owner, contact, name, lists)?);
+        }
+        tx.commit()?;
+        Ok(changes)
     }
 
     /// How `owner`'s privacy settings treat `other`.
@@ -773,6 +825,59 @@ fn backend_link(conn: &Connection, handle: &UserHandle) -> Result<Option<Backend
         .optional()?)
 }
 
+/// One addition to or removal from a bridged account's stored lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorChange {
+    pub added: bool,
+    pub list: ListKind,
+    pub handle: UserHandle,
+    pub name: FriendlyName,
+    pub serial: u32,
+}
+
+fn mirror_one(
+    tx: &Transaction<'_>,
+    owner: &UserHandle,
+    contact: &UserHandle,
+    name: &FriendlyName,
+    lists: &[ListKind],
+) -> Result<Vec<MirrorChange>, StoreError> {
+    let mut changes = Vec::new();
+    for kind in ListKind::SYNC_ORDER {
+        let present = has_entry(tx, owner, kind, contact)?;
+        let wanted = lists.contains(&kind);
+        if wanted && !present {
+            insert_entry(tx, owner, kind, contact, name)?;
+        } else if !wanted && present {
+            tx.execute(
+                "DELETE FROM list_entries WHERE owner = ?1 AND list = ?2 AND contact = ?3",
+                params![owner.as_str(), list_code(kind), contact.as_str()],
+            )?;
+        } else {
+            if wanted {
+                // Keep the backend's name; a rename alone moves the serial so SYN sends it.
+                let renamed = tx.execute(
+                    "UPDATE list_entries SET name = ?4 WHERE owner = ?1 AND list = ?2 AND contact = ?3 AND name != ?4",
+                    params![owner.as_str(), list_code(kind), contact.as_str(), name.as_str()],
+                )?;
+                if renamed > 0 {
+                    bump_serial(tx, owner.as_str())?;
+                }
+            }
+            continue;
+        }
+        let serial = bump_serial(tx, owner.as_str())?;
+        changes.push(MirrorChange {
+            added: wanted,
+            list: kind,
+            handle: contact.clone(),
+            name: name.clone(),
+            serial,
+        });
+    }
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -983,6 +1088,53 @@ mod tests {
         db.link(&a, &link).unwrap();
         db.remove_account(&a).unwrap();
         assert_eq!(db.backend_link(&a).unwrap(), None);
+    }
+
+    #[test]
+    fn mirrors_follow_the_backend() {
+        let (_dir, mut db) = db_with(&["a@x.com"]);
+        let a = h("a@x.com");
+        let (fl, al, rl) = (ListKind::Forward, ListKind::Allow, ListKind::Reverse);
+        let contacts = vec![
+            (h("bob@xmpp.org"), n("Bob"), vec![fl, al, rl]),
+            (h("eve@xmpp.org"), n("Eve"), vec![rl]),
+        ];
+        let changes = db.mirror_all(&a, &contacts).unwrap();
+        assert_eq!(changes.len(), 4);
+        assert_eq!(changes.last().unwrap().serial, 4);
+        assert!(
+            db.mirror_all(&a, &contacts).unwrap().is_empty(),
+            "nothing changed"
+        );
+        // Bob drops to the FL only; Eve disappears; a rename alone moves the serial.
+        let contacts = vec![(h("bob@xmpp.org"), n("Bobby"), vec![fl])];
+        let changes = db.mirror_all(&a, &contacts).unwrap();
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.added, c.list, c.handle.as_str().to_owned()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (false, rl, "eve@xmpp.org".to_owned()),
+                (false, al, "bob@xmpp.org".to_owned()),
+                (false, rl, "bob@xmpp.org".to_owned())
+            ]
+        );
+        let (serial, fl_entries) = db.list(&a, fl).unwrap();
+        assert_eq!(
+            fl_entries,
+            vec![Entry {
+                handle: h("bob@xmpp.org"),
+                name: n("Bobby")
+            }]
+        );
+        assert_eq!(serial, 8);
+        let one = db
+            .mirror_contact(&a, &h("carol@xmpp.org"), &n("Carol"), &[rl])
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].added);
     }
 
     #[test]

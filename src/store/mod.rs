@@ -11,8 +11,8 @@ use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
 pub use database::{
-    Account, BackendLink, Credentials, Database, Entry, ListChange, Permission, Snapshot,
-    MAX_LIST_ENTRIES,
+    Account, BackendLink, Credentials, Database, Entry, ListChange, MirrorChange, Permission,
+    Snapshot, MAX_LIST_ENTRIES,
 };
 pub use password::PasswordHash;
 

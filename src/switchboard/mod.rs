@@ -8,8 +8,11 @@ mod session;
 
 use std::sync::Arc;
 
+use msngate_bridge_api::BackendSession;
+
 use tracing::{info, warn};
 
+use crate::bridge::Bridged;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
 use crate::protocol::{
@@ -17,7 +20,7 @@ use crate::protocol::{
 };
 use crate::server::Services;
 
-pub use session::{Participant, SessionHandle, MAX_PARTICIPANTS};
+pub use session::{Member, Participant, Remote, SessionHandle, MAX_PARTICIPANTS};
 
 enum State {
     AwaitingAuth,
@@ -126,11 +129,11 @@ impl Role for SwitchboardConnection {
                 let bytes = ServerCommand::Msg {
                     sender: me.to_string(),
                     sender_name: name.to_string(),
-                    payload,
+                    payload: payload.clone(),
                 }
                 .to_bytes();
                 let wait = mode != AckMode::Unacknowledged;
-                let delivered = session.relay(self.peer.id(), bytes, wait).await;
+                let delivered = session.relay(self.peer.id(), bytes, payload, wait).await;
                 match (mode, delivered) {
                     (AckMode::Acknowledged, true) => out.push(ServerCommand::Ack { trid }),
                     (AckMode::Acknowledged | AckMode::NegativeOnly, false) => {
@@ -180,7 +183,7 @@ impl SwitchboardConnection {
         let participant = Participant {
             handle: handle.clone(),
             name: name.clone(),
-            peer: self.peer.clone(),
+            member: Member::Local(self.peer.clone()),
         };
         let session = SessionHandle::start(&self.services, participant);
         out.push(ServerCommand::UsrOk {
@@ -225,7 +228,7 @@ impl SwitchboardConnection {
         let participant = Participant {
             handle: handle.clone(),
             name: name.clone(),
-            peer: self.peer.clone(),
+            member: Member::Local(self.peer.clone()),
         };
         let roster = match session.join(participant).await {
             Ok(roster) => roster,
@@ -269,6 +272,9 @@ impl SwitchboardConnection {
         }
         session.can_call(callee.clone()).await?;
         let hub = &self.services.hub;
+        if let Some(bridge) = hub.bridge(me) {
+            return self.call_remote(bridge, session, trid, callee, out).await;
+        }
         let peer = hub
             .visible_status(&callee)
             .and_then(|_| hub.peer(&callee))
@@ -305,5 +311,46 @@ impl SwitchboardConnection {
             session_id: session.id(),
         });
         Ok(())
+    }
+
+    /// `CAL` by a bridged user: the callee is a contact on the backend, which joins at once
+    /// (after the `CAL` reply, as `JOI`). Only one backend contact per session: backends
+    /// carry 1:1 chats, so inviting a second one is refused rather than silently dropped.
+    async fn call_remote(
+        &self,
+        bridge: Arc<Bridged>,
+        session: &SessionHandle,
+        trid: TrId,
+        callee: UserHandle,
+        out: &mut Replies,
+    ) -> Result<(), ErrorCode> {
+        let (_, name) = bridge.contact_state(&callee).ok_or(ErrorCode::NotOnline)?;
+        let already = bridge
+            .chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|s| s.id() == session.id());
+        if already {
+            return Err(ErrorCode::SwitchboardFailed);
+        }
+        let chat = bridge
+            .session
+            .open_chat(callee.as_str())
+            .await
+            .map_err(|e| crate::bridge::error_code(&e))?;
+        let participant = Participant {
+            handle: callee,
+            name,
+            member: Member::Remote(Remote {
+                chat,
+                bridge: bridge.clone(),
+            }),
+        };
+        out.push(ServerCommand::Cal {
+            trid,
+            session_id: session.id(),
+        });
+        session.add_remote(participant).await
     }
 }

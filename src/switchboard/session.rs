@@ -1,10 +1,22 @@
 //! A switchboard session: one task (an actor) per session that owns the participant list and
 //! relays everything in the order it arrives.
+//!
+//! Participants are local (an MSN client's switchboard connection) or remote (a contact of a
+//! bridged user, reached through the user's backend session). A session lives while it has a
+//! local participant; one opened by an incoming backend message waits for the rung user to
+//! answer, holding the messages, until the ring expires.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use msngate_bridge_api::{BackendSession, ChatId, OutgoingMessage};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
+use crate::bridge::{mime, Bridged};
 use crate::connection::Peer;
 use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, UserHandle};
 use crate::server::Services;
@@ -13,19 +25,48 @@ use crate::server::Services;
 pub const MAX_PARTICIPANTS: usize = 32;
 /// Requests that may wait for a session's task before senders wait.
 const INBOX: usize = 256;
+/// Messages from remote contacts held while no local participant is there to read them.
+const MAX_HELD: usize = 200;
+/// How long an A- or N-mode message waits for the backends before it counts as failed.
+const BACKEND_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A contact of a bridged user, in a session through the user's backend.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub chat: ChatId,
+    pub bridge: Arc<Bridged>,
+}
+
+/// How a participant is reached.
+#[derive(Debug, Clone)]
+pub enum Member {
+    Local(Peer),
+    Remote(Remote),
+}
 
 /// Someone in a session.
 #[derive(Debug, Clone)]
 pub struct Participant {
     pub handle: UserHandle,
     pub name: FriendlyName,
-    pub peer: Peer,
+    pub member: Member,
 }
+
+impl Participant {
+    fn peer(&self) -> Option<&Peer> {
+        match &self.member {
+            Member::Local(peer) => Some(peer),
+            Member::Remote(_) => None,
+        }
+    }
+}
+
+type Roster = Vec<(UserHandle, FriendlyName)>;
 
 enum Request {
     Join {
         participant: Participant,
-        reply: oneshot::Sender<Result<Vec<(UserHandle, FriendlyName)>, ErrorCode>>,
+        reply: oneshot::Sender<Result<Roster, ErrorCode>>,
     },
     Leave {
         peer_id: u64,
@@ -34,10 +75,21 @@ enum Request {
         callee: UserHandle,
         reply: oneshot::Sender<Result<(), ErrorCode>>,
     },
+    AddRemote {
+        participant: Participant,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    },
     Message {
         sender_peer: u64,
-        bytes: Bytes,
+        line: Bytes,
+        payload: Bytes,
         reply: Option<oneshot::Sender<bool>>,
+    },
+    RemoteMessage {
+        handle: UserHandle,
+        name: FriendlyName,
+        payload: Bytes,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -53,8 +105,11 @@ impl SessionHandle {
         self.id
     }
 
-    /// Starts a session with its first participant, registered in the hub under a fresh id.
-    pub fn start(services: &std::sync::Arc<Services>, first: Participant) -> SessionHandle {
+    fn spawn(
+        services: &Arc<Services>,
+        participants: Vec<Participant>,
+        held: VecDeque<Bytes>,
+    ) -> SessionHandle {
         let (requests, inbox) = mpsc::channel(INBOX);
         let id = loop {
             let candidate = rand::random::<u32>() % 1_000_000_000 + 1;
@@ -64,21 +119,44 @@ impl SessionHandle {
         };
         let handle = SessionHandle { id, requests };
         services.hub.add_switchboard(id, handle.clone());
-        info!(session = id, creator = %first.handle, "switchboard session started");
+        for p in &participants {
+            if let Member::Remote(r) = &p.member {
+                r.bridge.register_chat(r.chat.clone(), handle.clone());
+            }
+        }
+        let unanswered_until = participants.iter().all(|p| p.peer().is_none()).then(|| {
+            Instant::now() + Duration::from_secs(services.config.server.cookie_lifetime_secs)
+        });
         let session = Session {
             id,
-            participants: vec![first],
+            participants,
+            held,
+            unanswered_until,
             services: services.clone(),
         };
         services.tracker.spawn(session.run(inbox));
         handle
     }
 
+    /// Starts a session with its first participant, registered in the hub under a fresh id.
+    pub fn start(services: &Arc<Services>, first: Participant) -> SessionHandle {
+        info!(creator = %first.handle, "switchboard session started");
+        Self::spawn(services, vec![first], VecDeque::new())
+    }
+
+    /// Starts a session for a message from a remote contact, held until someone joins.
+    pub fn start_incoming(
+        services: &Arc<Services>,
+        remote: Participant,
+        payload: Bytes,
+    ) -> SessionHandle {
+        info!(from = %remote.handle, "switchboard session started by an incoming message");
+        let line = msg_line(&remote.handle, &remote.name, payload);
+        Self::spawn(services, vec![remote], VecDeque::from([line]))
+    }
+
     /// Joins the session; the answer is everyone already in it.
-    pub async fn join(
-        &self,
-        participant: Participant,
-    ) -> Result<Vec<(UserHandle, FriendlyName)>, ErrorCode> {
+    pub async fn join(&self, participant: Participant) -> Result<Roster, ErrorCode> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Join { participant, reply })
@@ -101,25 +179,33 @@ impl SessionHandle {
         answer.await.map_err(|_| ErrorCode::SwitchboardFailed)?
     }
 
-    /// Relays an encoded MSG to everyone else. With `wait`, the answer says whether every other
-    /// participant's connection took it; without, it is `true` once queued for the session.
-    pub async fn relay(&self, sender_peer: u64, bytes: Bytes, wait: bool) -> bool {
+    /// Brings a remote contact in at once (it has no client that must answer a ring).
+    pub async fn add_remote(&self, participant: Participant) -> Result<(), ErrorCode> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::AddRemote { participant, reply })
+            .await
+            .map_err(|_| ErrorCode::SwitchboardFailed)?;
+        answer.await.map_err(|_| ErrorCode::SwitchboardFailed)?
+    }
+
+    /// Relays a MSG from a local participant. With `wait`, the answer says whether every other
+    /// participant took it (a remote one: its backend accepted it); without, it is `true` once
+    /// queued for the session.
+    pub async fn relay(&self, sender_peer: u64, line: Bytes, payload: Bytes, wait: bool) -> bool {
         let (reply, answer) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        if self
-            .requests
-            .send(Request::Message {
-                sender_peer,
-                bytes,
-                reply,
-            })
-            .await
-            .is_err()
-        {
+        let request = Request::Message {
+            sender_peer,
+            line,
+            payload,
+            reply,
+        };
+        if self.requests.send(request).await.is_err() {
             return false;
         }
         match answer {
@@ -127,92 +213,205 @@ impl SessionHandle {
             None => true,
         }
     }
+
+    /// Passes on a message or typing notification from a remote contact; `false` when the
+    /// session is gone.
+    pub async fn remote_message(
+        &self,
+        handle: UserHandle,
+        name: FriendlyName,
+        payload: Bytes,
+    ) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::RemoteMessage {
+            handle,
+            name,
+            payload,
+            reply,
+        };
+        if self.requests.send(request).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+}
+
+/// The payload part of an encoded MSG.
+fn line_payload(line: &Bytes) -> Bytes {
+    match line.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => line.slice(i + 2..),
+        None => Bytes::new(),
+    }
+}
+
+fn msg_line(handle: &UserHandle, name: &FriendlyName, payload: Bytes) -> Bytes {
+    ServerCommand::Msg {
+        sender: handle.to_string(),
+        sender_name: name.to_string(),
+        payload,
+    }
+    .to_bytes()
 }
 
 struct Session {
     id: u32,
     participants: Vec<Participant>,
-    services: std::sync::Arc<Services>,
+    /// Messages from remote contacts waiting for a local participant.
+    held: VecDeque<Bytes>,
+    /// For a session nobody local has joined yet: when to give up on the ring.
+    unanswered_until: Option<Instant>,
+    services: Arc<Services>,
 }
 
 impl Session {
+    fn has_local(&self) -> bool {
+        self.participants.iter().any(|p| p.peer().is_some())
+    }
+
     async fn run(mut self, mut inbox: mpsc::Receiver<Request>) {
-        while let Some(request) = inbox.recv().await {
+        loop {
+            let expiry = async {
+                match self.unanswered_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let request = tokio::select! {
+                r = inbox.recv() => r,
+                _ = expiry => {
+                    warn!(session = self.id, held = self.held.len(), "nobody answered the ring; messages not delivered");
+                    break;
+                }
+            };
+            let Some(request) = request else { break };
             match request {
                 Request::Join { participant, reply } => {
                     let _ = reply.send(self.join(participant));
                 }
                 Request::Leave { peer_id } => {
                     self.leave(peer_id);
-                    if self.participants.is_empty() {
+                    if !self.has_local() && self.unanswered_until.is_none() {
                         break;
                     }
                 }
                 Request::CanCall { callee, reply } => {
-                    let answer = if self.participants.iter().any(|p| p.handle == callee) {
-                        Err(ErrorCode::AlreadyThere)
-                    } else if self.participants.len() >= MAX_PARTICIPANTS {
-                        Err(ErrorCode::SessionOverload)
-                    } else {
-                        Ok(())
-                    };
+                    let _ = reply.send(self.can_add(&callee));
+                }
+                Request::AddRemote { participant, reply } => {
+                    let answer = self.can_add(&participant.handle);
+                    if answer.is_ok() {
+                        self.add_remote(participant);
+                    }
                     let _ = reply.send(answer);
                 }
                 Request::Message {
                     sender_peer,
-                    bytes,
+                    line,
+                    payload,
                     reply,
                 } => {
-                    let delivered = self.relay(sender_peer, bytes);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(delivered);
+                    self.relay(sender_peer, line, payload, reply);
+                }
+                Request::RemoteMessage {
+                    handle,
+                    name,
+                    payload,
+                    reply,
+                } => {
+                    let in_session = self
+                        .participants
+                        .iter()
+                        .any(|p| p.handle == handle && p.peer().is_none());
+                    if in_session {
+                        self.remote_message(&handle, &name, payload);
                     }
+                    let _ = reply.send(in_session);
                 }
             }
         }
         // Close the inbox before leaving the hub so late joiners fail instead of waiting.
         inbox.close();
         self.services.hub.remove_switchboard(self.id);
+        for p in &self.participants {
+            if let Member::Remote(r) = &p.member {
+                r.bridge.unregister_chat(&r.chat, self.id);
+                let (bridge, chat) = (r.bridge.clone(), r.chat.clone());
+                tokio::spawn(async move { bridge.session.leave_chat(&chat).await });
+            }
+        }
         info!(session = self.id, "switchboard session ended");
     }
 
-    fn join(
-        &mut self,
-        participant: Participant,
-    ) -> Result<Vec<(UserHandle, FriendlyName)>, ErrorCode> {
-        if self
-            .participants
-            .iter()
-            .any(|p| p.handle == participant.handle)
-        {
-            return Err(ErrorCode::AlreadyThere);
+    fn can_add(&self, handle: &UserHandle) -> Result<(), ErrorCode> {
+        if self.participants.iter().any(|p| &p.handle == handle) {
+            Err(ErrorCode::AlreadyThere)
+        } else if self.participants.len() >= MAX_PARTICIPANTS {
+            Err(ErrorCode::SessionOverload)
+        } else {
+            Ok(())
         }
-        if self.participants.len() >= MAX_PARTICIPANTS {
-            return Err(ErrorCode::SessionOverload);
-        }
-        let roster = self
-            .participants
-            .iter()
-            .map(|p| (p.handle.clone(), p.name.clone()))
-            .collect();
+    }
+
+    fn announce_join(&self, participant: &Participant) {
         let joined = ServerCommand::Joi {
             handle: participant.handle.clone(),
             name: participant.name.clone(),
         }
         .to_bytes();
-        for p in &self.participants {
-            p.peer.send(joined.clone());
+        for peer in self.participants.iter().filter_map(Participant::peer) {
+            peer.send(joined.clone());
         }
+    }
+
+    fn join(&mut self, participant: Participant) -> Result<Roster, ErrorCode> {
+        self.can_add(&participant.handle)?;
+        let roster = self
+            .participants
+            .iter()
+            .map(|p| (p.handle.clone(), p.name.clone()))
+            .collect();
+        self.announce_join(&participant);
         debug!(session = self.id, handle = %participant.handle, "joined");
+        if let Some(peer) = participant.peer() {
+            // Held messages follow the IRO lines and ANS OK, which the joiner's connection
+            // writes before anything queued for it.
+            for line in self.held.drain(..) {
+                peer.send(line);
+            }
+            self.unanswered_until = None;
+        }
         self.participants.push(participant);
         Ok(roster)
+    }
+
+    fn add_remote(&mut self, participant: Participant) {
+        self.announce_join(&participant);
+        if let Member::Remote(r) = &participant.member {
+            r.bridge.register_chat(
+                r.chat.clone(),
+                SessionHandle {
+                    id: self.id,
+                    requests: self.self_sender(),
+                },
+            );
+        }
+        debug!(session = self.id, handle = %participant.handle, "remote contact joined");
+        self.participants.push(participant);
+    }
+
+    /// A sender to this session's own inbox, from the hub's registry.
+    fn self_sender(&self) -> mpsc::Sender<Request> {
+        match self.services.hub.switchboard(self.id) {
+            Some(h) => h.requests,
+            None => mpsc::channel(1).0,
+        }
     }
 
     fn leave(&mut self, peer_id: u64) {
         let Some(i) = self
             .participants
             .iter()
-            .position(|p| p.peer.id() == peer_id)
+            .position(|p| p.peer().is_some_and(|peer| peer.id() == peer_id))
         else {
             return;
         };
@@ -222,25 +421,86 @@ impl Session {
             handle: gone.handle,
         }
         .to_bytes();
-        for p in &self.participants {
-            p.peer.send(bye.clone());
+        for peer in self.participants.iter().filter_map(Participant::peer) {
+            peer.send(bye.clone());
         }
     }
 
-    fn relay(&mut self, sender_peer: u64, bytes: Bytes) -> bool {
+    fn relay(
+        &mut self,
+        sender_peer: u64,
+        line: Bytes,
+        payload: Bytes,
+        reply: Option<oneshot::Sender<bool>>,
+    ) {
         let mut delivered = false;
         let mut failed = false;
-        for p in self
-            .participants
-            .iter()
-            .filter(|p| p.peer.id() != sender_peer)
-        {
-            if p.peer.send(bytes.clone()) {
-                delivered = true;
-            } else {
-                failed = true;
+        let mut pending = Vec::new();
+        let mut parsed = None;
+        for p in &self.participants {
+            match &p.member {
+                Member::Local(peer) if peer.id() == sender_peer => {}
+                Member::Local(peer) => {
+                    if peer.send(line.clone()) {
+                        delivered = true;
+                    } else {
+                        failed = true;
+                    }
+                }
+                Member::Remote(remote) => match parsed.get_or_insert_with(|| mime::parse(&payload))
+                {
+                    mime::Payload::Text(text) => {
+                        let message = OutgoingMessage { text: text.clone() };
+                        // Queued now, in order; the answer comes when the backend has it.
+                        pending.push(remote.bridge.session.send_message(&remote.chat, &message));
+                    }
+                    mime::Payload::Typing => {
+                        let (bridge, chat) = (remote.bridge.clone(), remote.chat.clone());
+                        tokio::spawn(async move { bridge.session.send_typing(&chat).await });
+                        delivered = true;
+                    }
+                    mime::Payload::Other(kind) => {
+                        debug!(session = self.id, %kind, "a message type the backend can't carry");
+                        failed = true;
+                    }
+                },
             }
         }
-        delivered && !failed
+        let Some(reply) = reply else { return };
+        if pending.is_empty() {
+            let _ = reply.send(delivered && !failed);
+            return;
+        }
+        tokio::spawn(async move {
+            let mut ok = !failed;
+            for send in pending {
+                ok &= matches!(
+                    tokio::time::timeout(BACKEND_SEND_TIMEOUT, send).await,
+                    Ok(Ok(()))
+                );
+            }
+            let _ = reply.send(ok);
+        });
+    }
+
+    fn remote_message(&mut self, handle: &UserHandle, name: &FriendlyName, payload: Bytes) {
+        let line = msg_line(handle, name, payload);
+        let mut any = false;
+        for peer in self.participants.iter().filter_map(Participant::peer) {
+            any |= peer.send(line.clone());
+        }
+        if !any {
+            if mime::parse(&line_payload(&line)) == mime::Payload::Typing {
+                return; // A typing notification is only worth something live.
+            }
+            if self.held.len() >= MAX_HELD {
+                warn!(
+                    session = self.id,
+                    "too many messages waiting for an answer; dropping the oldest"
+                );
+                self.held.pop_front();
+            }
+            self.held.push_back(line);
+        }
     }
 }

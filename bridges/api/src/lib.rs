@@ -253,12 +253,14 @@ pub trait BackendSession: Send + Sync + 'static {
     /// Opens (or finds) the chat with a contact, person or group.
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send;
 
-    /// Sends a message; returns once the backend's server has it.
+    /// Sends a message. The message is queued when this method is called, so messages go
+    /// out in call order; the returned future (which holds no borrow) resolves once the
+    /// backend's server has the message.
     fn send_message(
         &self,
         chat: &ChatId,
         message: &OutgoingMessage,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static;
 
     /// Tells the chat the user is typing.
     fn send_typing(&self, chat: &ChatId) -> impl Future<Output = Result<(), BackendError>> + Send {
@@ -319,8 +321,12 @@ mod tests {
         async fn open_chat(&self, handle: &str) -> Result<ChatId, BackendError> {
             Ok(ChatId(handle.into()))
         }
-        async fn send_message(&self, _: &ChatId, _: &OutgoingMessage) -> Result<(), BackendError> {
-            Ok(())
+        fn send_message(
+            &self,
+            _: &ChatId,
+            _: &OutgoingMessage,
+        ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
+            std::future::ready(Ok(()))
         }
         async fn logout(&self) {}
     }

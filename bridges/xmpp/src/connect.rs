@@ -1,0 +1,188 @@
+//! Connecting and authenticating one XMPP stream, and the reconnector that keeps a session's
+//! stream alive.
+//!
+//! tokio-xmpp's own reconnector retries authentication failures forever and without jitter;
+//! this one treats a refused password as final (reported as `BadCredentials`, never retried)
+//! and spreads reconnection attempts with exponential backoff and random jitter.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msngate_bridge_api::{BackendEvent, ConnectionState, EventSender};
+use sasl::common::Credentials;
+use tokio::sync::oneshot;
+use tokio_xmpp::connect::{
+    DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector,
+};
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::stanzastream::Connection;
+use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
+
+/// Where and how to connect an account.
+#[derive(Clone)]
+pub struct Target {
+    pub jid: BareJid,
+    pub password: String,
+    /// `host:port` instead of a DNS SRV lookup.
+    pub server: Option<String>,
+    /// Plain TCP, only when the account's link opted in explicitly.
+    pub plaintext: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("jid", &self.jid)
+            .field("server", &self.server)
+            .field("plaintext", &self.plaintext)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The server refused the credentials.
+    Auth,
+    /// Anything else: unreachable, TLS, timeout... worth retrying.
+    Other(String),
+}
+
+/// How long one whole connection attempt (DNS, TCP, TLS, SASL, features) may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One connection attempt, authenticated and ready for resource binding.
+pub async fn connect_once(target: &Target) -> Result<Connection, ConnectError> {
+    let dns = match &target.server {
+        Some(address) => DnsConfig::addr(address),
+        None => DnsConfig::srv_default_client(target.jid.domain().as_str()),
+    };
+    let attempt = async {
+        if target.plaintext {
+            login_with(TcpServerConnector::from(dns), target).await
+        } else {
+            login_with(StartTlsServerConnector::from(dns), target).await
+        }
+    };
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Other("connection attempt timed out".into())),
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> ConnectError {
+    ConnectError::Other(e.to_string())
+}
+
+async fn login_with<C: ServerConnector>(
+    connector: C,
+    target: &Target,
+) -> Result<Connection, ConnectError> {
+    let jid = Jid::from(target.jid.clone());
+    let username = target
+        .jid
+        .node()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default();
+    let timeouts = Timeouts::tight();
+    let (stream, binding) = connector
+        .connect(&jid, ns::JABBER_CLIENT, timeouts)
+        .await
+        .map_err(other)?;
+    let (features, stream) = stream.recv_features().await.map_err(other)?;
+    let credentials = Credentials::default()
+        .with_username(username)
+        .with_password(target.password.clone())
+        .with_channel_binding(binding);
+    let stream = match tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials).await
+    {
+        Ok(s) => s,
+        Err(tokio_xmpp::Error::Auth(_)) => return Err(ConnectError::Auth),
+        Err(e) => return Err(other(e)),
+    };
+    let stream = stream
+        .send_header(StreamHeader {
+            to: Some(Cow::Borrowed(target.jid.domain().as_str())),
+            from: None,
+            id: None,
+        })
+        .await
+        .map_err(other)?;
+    let (features, stream): (StreamFeatures, _) = stream.recv_features().await.map_err(other)?;
+    Ok(Connection {
+        stream: stream.box_stream(),
+        features,
+        identity: jid,
+    })
+}
+
+/// The delay before reconnection attempt `attempt` (0-based): doubling from 1 s up to 60 s,
+/// each multiplied by a random factor between 0.5 and 1.5 so that many sessions cut off by
+/// one outage don't all come back in the same instant.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// The reconnector given to the stanza stream: the first call hands over the connection made
+/// at login (if there was one); later calls reconnect in the background.
+pub fn reconnector(
+    target: Target,
+    first: Option<Connection>,
+    events: EventSender,
+) -> Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send + 'static> {
+    let first = Arc::new(Mutex::new(first));
+    Box::new(move |_location, slot| {
+        if let Some(connection) = first.lock().ok().and_then(|mut f| f.take()) {
+            let _ = slot.send(connection);
+            return;
+        }
+        let (target, events) = (target.clone(), events.clone());
+        tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                match connect_once(&target).await {
+                    Ok(connection) => {
+                        let _ = slot.send(connection);
+                        return;
+                    }
+                    Err(ConnectError::Auth) => {
+                        tracing::warn!(jid = %target.jid, "the XMPP server refused the credentials; not retrying");
+                        let _ = events
+                            .send(BackendEvent::Connection(ConnectionState::BadCredentials))
+                            .await;
+                        // Dropping the slot ends the stanza stream for good.
+                        return;
+                    }
+                    Err(ConnectError::Other(reason)) => {
+                        let delay = backoff(attempt);
+                        tracing::info!(jid = %target.jid, %reason, ?delay, "XMPP connection failed; retrying");
+                        let state = ConnectionState::TransientDisconnect { reason };
+                        let _ = events.send(BackendEvent::Connection(state)).await;
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_ceiling() {
+        for attempt in 0..20 {
+            let base = (1u64 << attempt.min(6)).min(60) as f64;
+            let d = backoff(attempt).as_secs_f64();
+            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(3)).collect();
+        assert!(samples.len() > 1, "jitter varies the delay");
+    }
+}

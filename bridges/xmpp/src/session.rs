@@ -1,0 +1,892 @@
+//! One logged-in user's XMPP session: a task that owns the stanza stream, keeps the roster,
+//! blocklist and contacts' presence, turns stanzas into backend events and commands into
+//! stanzas.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use msngate_bridge_api::{
+    BackendError, BackendEvent, ChatId, ConnectionState, Contact, ContactKind, EventSender, List,
+    PresenceState,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::blocking::{Block, BlocklistRequest, BlocklistResult, Unblock};
+use tokio_xmpp::parsers::chatstates::ChatState;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Ask, Item, Roster, Subscription};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
+use tokio_xmpp::Stanza;
+
+use crate::handles::handle_for;
+use crate::presence::{availability, from_xmpp, to_xmpp};
+
+/// How long a lost connection may last before contacts are shown offline: shorter outages
+/// (a server restart, a network blip) don't flash every contact offline and online.
+pub const OFFLINE_DEBOUNCE: Duration = Duration::from_secs(10);
+/// After a reconnection without resumption, contacts that have not announced themselves
+/// again within this time are shown offline.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How many recent message ids are remembered to drop redeliveries.
+const SEEN_IDS: usize = 1024;
+/// A typing notification to the same contact is sent at most this often.
+const TYPING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the user asks the session to do.
+pub enum Command {
+    SetPresence(PresenceState),
+    Add {
+        list: List,
+        jid: BareJid,
+        name: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    Remove {
+        list: List,
+        jid: BareJid,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    Send {
+        to: BareJid,
+        text: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    Typing {
+        to: BareJid,
+    },
+    Logout {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What to do with the answer to an IQ we sent.
+enum Pending {
+    RosterGet,
+    BlocklistGet,
+    Reply(oneshot::Sender<Result<(), BackendError>>),
+}
+
+struct RosterEntry {
+    name: Option<String>,
+    subscription: Subscription,
+    asking: bool,
+}
+
+pub struct SessionTask {
+    me: BareJid,
+    stream: StanzaStream,
+    commands: mpsc::Receiver<Command>,
+    events: EventSender,
+    roster: BTreeMap<BareJid, RosterEntry>,
+    requests: BTreeSet<BareJid>,
+    blocked: BTreeSet<BareJid>,
+    blocking_supported: bool,
+    /// Approvals and revocations sent but not yet reflected by a roster push: the user's
+    /// intent counts meanwhile, so lists don't flap while the server catches up.
+    approving: HashSet<BareJid>,
+    revoking: HashSet<BareJid>,
+    /// Contacts the user added whose subscription request the server has not shown yet.
+    adding: HashSet<BareJid>,
+    resources: HashMap<BareJid, BTreeMap<String, (i8, PresenceState)>>,
+    shown: HashMap<BareJid, PresenceState>,
+    confirmed: HashSet<BareJid>,
+    own: PresenceState,
+    own_sent: Option<PresenceState>,
+    pending: HashMap<String, Pending>,
+    next_id: u64,
+    seen: VecDeque<String>,
+    seen_set: HashSet<String>,
+    stream_management: bool,
+    connected: bool,
+    offline_at: Option<Instant>,
+    settle_at: Option<Instant>,
+    last_typing: HashMap<BareJid, Instant>,
+}
+
+fn rejected(error: &StanzaError) -> BackendError {
+    BackendError::Rejected(format!("{:?}", error.defined_condition))
+}
+
+impl SessionTask {
+    pub fn new(
+        me: BareJid,
+        stream: StanzaStream,
+        commands: mpsc::Receiver<Command>,
+        events: EventSender,
+    ) -> Self {
+        SessionTask {
+            me,
+            stream,
+            commands,
+            events,
+            roster: BTreeMap::new(),
+            requests: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            blocking_supported: true,
+            approving: HashSet::new(),
+            revoking: HashSet::new(),
+            adding: HashSet::new(),
+            resources: HashMap::new(),
+            shown: HashMap::new(),
+            confirmed: HashSet::new(),
+            // Offline until the MSN client sets its first state: contacts don't see the user
+            // before the MSN client is online.
+            own: PresenceState::Offline,
+            own_sent: None,
+            pending: HashMap::new(),
+            next_id: 1,
+            seen: VecDeque::new(),
+            seen_set: HashSet::new(),
+            stream_management: false,
+            connected: false,
+            offline_at: None,
+            settle_at: None,
+            last_typing: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let deadline = match (self.offline_at, self.settle_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Logout { done }) => {
+                        self.logout().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.command(command).await,
+                    None => return self.logout().await,
+                },
+                event = self.stream.next() => match event {
+                    Some(event) => self.stream_event(event).await,
+                    None => {
+                        // The stream ended for good (refused credentials): contacts go offline.
+                        self.all_offline().await;
+                        self.drain_commands().await;
+                        return;
+                    }
+                },
+                _ = timer => self.timers().await,
+            }
+        }
+    }
+
+    /// After the stream is gone, answer whatever is still asked so nobody waits forever.
+    async fn drain_commands(&mut self) {
+        self.commands.close();
+        while let Some(command) = self.commands.recv().await {
+            match command {
+                Command::Add { reply, .. }
+                | Command::Remove { reply, .. }
+                | Command::Send { reply, .. } => {
+                    let _ = reply.send(Err(BackendError::Disconnected));
+                }
+                Command::Logout { done } => {
+                    let _ = done.send(());
+                }
+                Command::SetPresence(_) | Command::Typing { .. } => {}
+            }
+        }
+    }
+
+    async fn emit(&self, event: BackendEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("msngate-{}", self.next_id)
+    }
+
+    async fn send(&mut self, stanza: impl Into<Stanza>) -> tokio_xmpp::stanzastream::StanzaToken {
+        self.stream.send(Box::new(stanza.into())).await
+    }
+
+    async fn send_iq(&mut self, iq: Iq, pending: Pending) {
+        self.pending.insert(iq.id().to_string(), pending);
+        self.send(iq).await;
+    }
+
+    // ---- stream events ----
+
+    async fn stream_event(&mut self, event: Event) {
+        match event {
+            Event::Stream(StreamEvent::Reset {
+                bound_jid,
+                features,
+            }) => {
+                tracing::info!(jid = %bound_jid, "XMPP session online");
+                self.connected = true;
+                self.stream_management = features.stream_management.is_some();
+                self.offline_at = None;
+                // IQs sent on the lost stream will never be answered.
+                for (_, pending) in self.pending.drain() {
+                    if let Pending::Reply(reply) = pending {
+                        let _ = reply.send(Err(BackendError::Disconnected));
+                    }
+                }
+                self.resources.clear();
+                self.confirmed.clear();
+                if !self.shown.is_empty() {
+                    self.settle_at = Some(Instant::now() + SETTLE);
+                }
+                self.emit(BackendEvent::Connection(ConnectionState::Connected))
+                    .await;
+                let id = self.new_id();
+                self.send_iq(Iq::from_get(id, BlocklistRequest), Pending::BlocklistGet)
+                    .await;
+                let id = self.new_id();
+                self.send_iq(
+                    Iq::from_get(
+                        id,
+                        Roster {
+                            ver: None,
+                            items: vec![],
+                        },
+                    ),
+                    Pending::RosterGet,
+                )
+                .await;
+                self.own_sent = None;
+                self.send_own_presence().await;
+            }
+            Event::Stream(StreamEvent::Suspended) => {
+                tracing::info!(jid = %self.me, "XMPP connection lost; resuming");
+                self.connected = false;
+                self.offline_at
+                    .get_or_insert(Instant::now() + OFFLINE_DEBOUNCE);
+                let state = ConnectionState::TransientDisconnect {
+                    reason: "connection lost".into(),
+                };
+                self.emit(BackendEvent::Connection(state)).await;
+            }
+            Event::Stream(StreamEvent::Resumed) => {
+                tracing::info!(jid = %self.me, "XMPP session resumed");
+                self.connected = true;
+                self.offline_at = None;
+                self.emit(BackendEvent::Connection(ConnectionState::Connected))
+                    .await;
+            }
+            Event::Stanza(Stanza::Iq(iq)) => self.iq(iq).await,
+            Event::Stanza(Stanza::Presence(presence)) => self.presence(presence).await,
+            Event::Stanza(Stanza::Message(message)) => self.message(message).await,
+        }
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        if self.offline_at.is_some_and(|t| t <= now) {
+            self.offline_at = None;
+            self.all_offline().await;
+        }
+        if self.settle_at.is_some_and(|t| t <= now) {
+            self.settle_at = None;
+            let stale: Vec<BareJid> = self
+                .shown
+                .keys()
+                .filter(|j| !self.confirmed.contains(*j))
+                .cloned()
+                .collect();
+            for jid in stale {
+                self.shown.remove(&jid);
+                self.emit_presence(&jid, PresenceState::Offline).await;
+            }
+        }
+    }
+
+    async fn all_offline(&mut self) {
+        self.resources.clear();
+        let shown: Vec<BareJid> = self.shown.drain().map(|(j, _)| j).collect();
+        for jid in shown {
+            self.emit_presence(&jid, PresenceState::Offline).await;
+        }
+    }
+
+    async fn emit_presence(&self, jid: &BareJid, state: PresenceState) {
+        if let Some(handle) = handle_for(jid) {
+            self.emit(BackendEvent::Presence {
+                handle,
+                state,
+                name: None,
+            })
+            .await;
+        }
+    }
+
+    // ---- roster and contacts ----
+
+    fn contact(&self, jid: &BareJid) -> Option<Contact> {
+        let handle = handle_for(jid)?;
+        let entry = self.roster.get(jid);
+        let mut lists = Vec::new();
+        if let Some(e) = entry {
+            if matches!(e.subscription, Subscription::To | Subscription::Both)
+                || e.asking
+                || self.adding.contains(jid)
+            {
+                lists.push(List::Forward);
+            }
+            if matches!(e.subscription, Subscription::From | Subscription::Both) {
+                lists.push(List::Allow);
+                lists.push(List::Reverse);
+            }
+        }
+        if self.approving.contains(jid) {
+            for list in [List::Allow, List::Reverse] {
+                if !lists.contains(&list) {
+                    lists.push(list);
+                }
+            }
+        }
+        if self.revoking.contains(jid) {
+            lists.retain(|l| !matches!(l, List::Allow | List::Reverse));
+        }
+        let requested = self.requests.contains(jid) && !self.revoking.contains(jid);
+        if requested && !lists.contains(&List::Reverse) {
+            lists.push(List::Reverse);
+        }
+        if self.blocked.contains(jid) {
+            lists.retain(|l| *l != List::Allow);
+            lists.push(List::Block);
+        }
+        if entry.is_none() && lists.is_empty() {
+            return None;
+        }
+        let name = entry
+            .and_then(|e| e.name.clone())
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| handle.clone());
+        Some(Contact {
+            handle,
+            name,
+            kind: ContactKind::Person,
+            lists,
+        })
+    }
+
+    fn contacts(&self) -> Vec<Contact> {
+        let jids: BTreeSet<&BareJid> = self
+            .roster
+            .keys()
+            .chain(&self.requests)
+            .chain(&self.blocked)
+            .collect();
+        jids.into_iter().filter_map(|j| self.contact(j)).collect()
+    }
+
+    async fn contact_changed(&self, jid: &BareJid) {
+        match (self.contact(jid), handle_for(jid)) {
+            (Some(contact), _) => self.emit(BackendEvent::ContactChanged(contact)).await,
+            (None, Some(handle)) => self.emit(BackendEvent::ContactRemoved { handle }).await,
+            (None, None) => tracing::info!(%jid, "ignoring a contact that has no MSN handle"),
+        }
+    }
+
+    fn apply_roster_item(&mut self, item: Item) {
+        if item.subscription == Subscription::Remove {
+            self.roster.remove(&item.jid);
+            self.adding.remove(&item.jid);
+            return;
+        }
+        let entry = RosterEntry {
+            name: item.name,
+            subscription: item.subscription,
+            asking: item.ask == Ask::Subscribe,
+        };
+        if matches!(entry.subscription, Subscription::To | Subscription::Both) || entry.asking {
+            self.adding.remove(&item.jid);
+        }
+        if matches!(entry.subscription, Subscription::From | Subscription::Both) {
+            self.requests.remove(&item.jid);
+            self.approving.remove(&item.jid);
+        } else {
+            self.revoking.remove(&item.jid);
+        }
+        self.roster.insert(item.jid, entry);
+    }
+
+    async fn iq(&mut self, iq: Iq) {
+        match iq {
+            Iq::Result { id, payload, .. } => match self.pending.remove(&id) {
+                Some(Pending::RosterGet) => {
+                    if let Some(roster) = payload.and_then(|p| Roster::try_from(p).ok()) {
+                        self.roster.clear();
+                        for item in roster.items {
+                            self.apply_roster_item(item);
+                        }
+                    }
+                    let contacts = self.contacts();
+                    self.emit(BackendEvent::ContactList(contacts)).await;
+                }
+                Some(Pending::BlocklistGet) => {
+                    if let Some(list) = payload.and_then(|p| BlocklistResult::try_from(p).ok()) {
+                        self.blocked = list.items.into_iter().map(|j| j.to_bare()).collect();
+                    }
+                }
+                Some(Pending::Reply(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                None => {}
+            },
+            Iq::Error { id, error, .. } => match self.pending.remove(&id) {
+                Some(Pending::Reply(reply)) => {
+                    let _ = reply.send(Err(rejected(&error)));
+                }
+                Some(Pending::BlocklistGet) => {
+                    tracing::info!(jid = %self.me, "the XMPP server has no blocking (XEP-0191)");
+                    self.blocking_supported = false;
+                }
+                Some(Pending::RosterGet) => {
+                    tracing::warn!(jid = %self.me, ?error, "roster request failed")
+                }
+                None => {}
+            },
+            Iq::Set {
+                from, id, payload, ..
+            } => {
+                let from_server = from.as_ref().is_none_or(|f| f.to_bare() == self.me);
+                let answer = if from_server {
+                    self.push(payload).await
+                } else {
+                    false
+                };
+                let reply = if answer {
+                    Iq::empty_result(Jid::from(self.me.clone()), id)
+                } else {
+                    service_unavailable(id, from)
+                };
+                self.send(reply).await;
+            }
+            Iq::Get { from, id, .. } => {
+                let reply = service_unavailable(id, from);
+                self.send(reply).await;
+            }
+        }
+    }
+
+    /// A roster or blocklist push from the server; `true` when understood.
+    async fn push(&mut self, payload: Element) -> bool {
+        if payload.is("query", tokio_xmpp::parsers::ns::ROSTER) {
+            let Ok(roster) = Roster::try_from(payload) else {
+                return false;
+            };
+            for item in roster.items {
+                let jid = item.jid.clone();
+                self.apply_roster_item(item);
+                self.contact_changed(&jid).await;
+            }
+            return true;
+        }
+        if let Ok(block) = Block::try_from(payload.clone()) {
+            for jid in block.items.into_iter().map(|j| j.to_bare()) {
+                self.blocked.insert(jid.clone());
+                self.contact_changed(&jid).await;
+            }
+            return true;
+        }
+        if let Ok(unblock) = Unblock::try_from(payload) {
+            let jids: Vec<BareJid> = if unblock.items.is_empty() {
+                std::mem::take(&mut self.blocked).into_iter().collect()
+            } else {
+                unblock.items.into_iter().map(|j| j.to_bare()).collect()
+            };
+            for jid in jids {
+                self.blocked.remove(&jid);
+                self.contact_changed(&jid).await;
+            }
+            return true;
+        }
+        false
+    }
+
+    // ---- presence ----
+
+    async fn presence(&mut self, presence: Presence) {
+        let Some(from) = presence.from.clone() else {
+            return;
+        };
+        let bare = from.to_bare();
+        if bare == self.me {
+            return; // Our own other resources.
+        }
+        match presence.type_ {
+            PresenceType::None => {
+                let status = presence.statuses.values().next().map(String::as_str);
+                let state = from_xmpp(presence.show.as_ref(), status);
+                let resource = from
+                    .resource()
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default();
+                self.resources
+                    .entry(bare.clone())
+                    .or_default()
+                    .insert(resource, (presence.priority.0, state));
+                self.update_shown(&bare).await;
+            }
+            PresenceType::Unavailable => {
+                let resource = from
+                    .resource()
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default();
+                if let Some(r) = self.resources.get_mut(&bare) {
+                    if resource.is_empty() {
+                        r.clear();
+                    } else {
+                        r.remove(&resource);
+                    }
+                }
+                self.update_shown(&bare).await;
+            }
+            PresenceType::Subscribe => {
+                let approved = self.roster.get(&bare).is_some_and(|e| {
+                    matches!(e.subscription, Subscription::From | Subscription::Both)
+                });
+                if approved || self.blocked.contains(&bare) {
+                    return;
+                }
+                if self.requests.insert(bare.clone()) {
+                    if let Some(contact) = self.contact(&bare) {
+                        self.emit(BackendEvent::AddedBy {
+                            handle: contact.handle,
+                            name: contact.name,
+                        })
+                        .await;
+                    }
+                }
+            }
+            // Subscription changes arrive as roster pushes as well; those are what count.
+            _ => {}
+        }
+    }
+
+    async fn update_shown(&mut self, jid: &BareJid) {
+        self.confirmed.insert(jid.clone());
+        let best = self
+            .resources
+            .get(jid)
+            .and_then(|r| {
+                r.values()
+                    .max_by_key(|(priority, state)| (*priority, availability(*state)))
+            })
+            .map(|(_, state)| *state)
+            .unwrap_or(PresenceState::Offline);
+        let before = self
+            .shown
+            .get(jid)
+            .copied()
+            .unwrap_or(PresenceState::Offline);
+        if best == PresenceState::Offline {
+            self.shown.remove(jid);
+        } else {
+            self.shown.insert(jid.clone(), best);
+        }
+        if best != before {
+            self.emit_presence(jid, best).await;
+        }
+    }
+
+    async fn send_own_presence(&mut self) {
+        if !self.connected || self.own_sent == Some(self.own) {
+            return;
+        }
+        let unavailable = matches!(self.own, PresenceState::Offline | PresenceState::Hidden);
+        if unavailable && self.own_sent.is_none() {
+            return; // Never announced on this stream: there is nothing to withdraw.
+        }
+        let presence = match to_xmpp(self.own) {
+            Some((show, status)) => {
+                let mut p = Presence::available();
+                p.show = show;
+                if let Some(status) = status {
+                    p.set_status("", status);
+                }
+                p
+            }
+            // XMPP has no standard invisibility: hidden means unavailable to contacts.
+            None => Presence::new(PresenceType::Unavailable),
+        };
+        self.own_sent = Some(self.own);
+        self.send(presence).await;
+    }
+
+    // ---- messages ----
+
+    async fn message(&mut self, message: Message) {
+        let Some(from) = message.from.clone() else {
+            return;
+        };
+        let bare = from.to_bare();
+        if bare == self.me {
+            return;
+        }
+        if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+            if message.type_ == MessageType::Error {
+                tracing::info!(from = %bare, "an XMPP message bounced");
+            }
+            return;
+        }
+        let Some(handle) = handle_for(&bare) else {
+            tracing::info!(from = %bare, "dropping a message from a JID with no MSN handle");
+            return;
+        };
+        let chat = ChatId(bare.to_string());
+        if let Some((_, text)) = message.get_best_body_cloned(vec![]) {
+            if let Some(id) = &message.id {
+                let key = format!("{bare}/{}", id.0);
+                if !self.seen_set.insert(key.clone()) {
+                    return;
+                }
+                self.seen.push_back(key);
+                if self.seen.len() > SEEN_IDS {
+                    if let Some(old) = self.seen.pop_front() {
+                        self.seen_set.remove(&old);
+                    }
+                }
+            }
+            let name = self
+                .contact(&bare)
+                .map(|c| c.name)
+                .unwrap_or_else(|| handle.clone());
+            let id = message.id.as_ref().map(|i| i.0.clone());
+            self.emit(BackendEvent::Message {
+                chat,
+                from: handle,
+                name,
+                text,
+                id,
+            })
+            .await;
+        } else if message
+            .payloads
+            .iter()
+            .any(|p| p.is("composing", tokio_xmpp::parsers::ns::CHATSTATES))
+        {
+            self.emit(BackendEvent::Typing { chat, from: handle }).await;
+        }
+    }
+
+    // ---- commands ----
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::SetPresence(state) => {
+                self.own = state;
+                self.send_own_presence().await;
+            }
+            Command::Add {
+                list,
+                jid,
+                name,
+                reply,
+            } => self.add(list, jid, name, reply).await,
+            Command::Remove { list, jid, reply } => self.remove(list, jid, reply).await,
+            Command::Send { to, text, reply } => {
+                // Sent now if connected, else queued by the stream until it is; the caller
+                // bounds how long it waits for the answer.
+                let message = Message::chat(Some(Jid::from(to)))
+                    .with_body(Lang(String::new()), text)
+                    .with_payload(ChatState::Active);
+                let wait_for = if self.stream_management {
+                    StanzaStage::Acked
+                } else {
+                    StanzaStage::Sent
+                };
+                let mut token = self.send(message).await;
+                tokio::spawn(async move {
+                    let result = match token.wait_for(wait_for).await {
+                        Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }) => Ok(()),
+                        _ => Err(BackendError::Disconnected),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            Command::Typing { to } => {
+                let now = Instant::now();
+                if self
+                    .last_typing
+                    .get(&to)
+                    .is_some_and(|t| now.duration_since(*t) < TYPING_INTERVAL)
+                {
+                    return;
+                }
+                self.last_typing.insert(to.clone(), now);
+                let message = Message::chat(Some(Jid::from(to))).with_payload(ChatState::Composing);
+                self.send(message).await;
+            }
+            Command::Logout { done } => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn add(
+        &mut self,
+        list: List,
+        jid: BareJid,
+        name: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    ) {
+        match list {
+            List::Forward => {
+                self.adding.insert(jid.clone());
+                let item = Item {
+                    jid: jid.clone(),
+                    name: Some(name),
+                    subscription: Subscription::None,
+                    ask: Ask::None,
+                    groups: vec![],
+                    approved: None,
+                };
+                let id = self.new_id();
+                self.send_iq(
+                    Iq::from_set(
+                        id,
+                        Roster {
+                            ver: None,
+                            items: vec![item],
+                        },
+                    ),
+                    Pending::Reply(reply),
+                )
+                .await;
+                self.send(Presence::new(PresenceType::Subscribe).with_to(jid))
+                    .await;
+            }
+            List::Allow => {
+                // Approves a pending request, or pre-approves a future one.
+                self.requests.remove(&jid);
+                self.revoking.remove(&jid);
+                if self.roster.contains_key(&jid) {
+                    self.approving.insert(jid.clone());
+                }
+                self.send(Presence::new(PresenceType::Subscribed).with_to(jid.clone()))
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+            List::Block => {
+                self.requests.remove(&jid);
+                self.approving.remove(&jid);
+                self.revoking.insert(jid.clone());
+                self.blocked.insert(jid.clone());
+                self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid.clone()))
+                    .await;
+                if self.blocking_supported {
+                    let id = self.new_id();
+                    let block = Block {
+                        items: vec![Jid::from(jid)],
+                    };
+                    self.send_iq(Iq::from_set(id, block), Pending::Reply(reply))
+                        .await;
+                } else {
+                    self.blocked.insert(jid);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            List::Reverse => {
+                let _ = reply.send(Err(BackendError::Unsupported));
+            }
+        }
+    }
+
+    async fn remove(
+        &mut self,
+        list: List,
+        jid: BareJid,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    ) {
+        match list {
+            List::Forward => {
+                let item = Item {
+                    jid,
+                    name: None,
+                    subscription: Subscription::Remove,
+                    ask: Ask::None,
+                    groups: vec![],
+                    approved: None,
+                };
+                let id = self.new_id();
+                self.send_iq(
+                    Iq::from_set(
+                        id,
+                        Roster {
+                            ver: None,
+                            items: vec![item],
+                        },
+                    ),
+                    Pending::Reply(reply),
+                )
+                .await;
+            }
+            List::Allow => {
+                self.approving.remove(&jid);
+                if self.roster.contains_key(&jid) {
+                    self.revoking.insert(jid.clone());
+                }
+                self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid))
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+            List::Block => {
+                self.blocked.remove(&jid);
+                if self.blocking_supported {
+                    let id = self.new_id();
+                    let unblock = Unblock {
+                        items: vec![Jid::from(jid)],
+                    };
+                    self.send_iq(Iq::from_set(id, unblock), Pending::Reply(reply))
+                        .await;
+                } else {
+                    self.blocked.remove(&jid);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            List::Reverse => {
+                let _ = reply.send(Err(BackendError::Unsupported));
+            }
+        }
+    }
+
+    /// Goes offline and closes the stream; the task ends with it.
+    async fn logout(mut self) {
+        if self.connected {
+            self.send(Presence::new(PresenceType::Unavailable)).await;
+        }
+        for (_, pending) in self.pending.drain() {
+            if let Pending::Reply(reply) = pending {
+                let _ = reply.send(Err(BackendError::Disconnected));
+            }
+        }
+        // Close the stream politely, but don't wait on a dead server.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.stream.close()).await;
+    }
+}
+
+fn service_unavailable(id: String, to: Option<Jid>) -> Iq {
+    let error = StanzaError::new(
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        "en",
+        "",
+    );
+    let mut iq = Iq::from_error(id, error);
+    if let Iq::Error { to: t, .. } = &mut iq {
+        *t = to;
+    }
+    iq
+}

@@ -1,0 +1,708 @@
+//! Accounts mapped to a backend account (XMPP): logging them in, mirroring the backend's
+//! contact list into the store, showing contacts' presence, and routing their chats.
+//!
+//! A bridged user's lists live in the store like a local user's, but as a mirror: the backend
+//! is the source of truth, and every change it reports becomes an `ADD 0`/`REM 0` with a new
+//! serial, so SYN always reflects the live contact list (or the last one seen, while the
+//! backend is unreachable). Contacts' states are kept here, in the hub's entry for the user,
+//! not in the store.
+
+pub mod mime;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msngate_bridge_api::{
+    Backend, BackendError, BackendEvent, BackendSession, ChatId, ConnectionState, Contact,
+    Credentials, List, PresenceState,
+};
+use msngate_bridge_xmpp::XmppSession;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::connection::{Peer, Replies};
+use crate::hub::CookieGrant;
+use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
+use crate::server::Services;
+use crate::store::MirrorChange;
+use crate::switchboard::{Member, Participant, Remote, SessionHandle};
+
+/// Events a backend may queue for one user before it has to wait.
+const EVENT_QUEUE: usize = 1024;
+/// How long a logon waits for the backend's contact list, so the first SYN shows it.
+const CONTACT_LIST_WAIT: Duration = Duration::from_secs(5);
+/// How long an action on the backend (a list change) may take before the client gets an error.
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A logged-in user whose account is mapped to a backend account.
+pub struct Bridged {
+    pub handle: UserHandle,
+    pub session: XmppSession,
+    /// Contacts' states as the backend reports them; absent means offline.
+    presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
+    /// Open switchboard sessions by backend chat, to route incoming messages.
+    pub chats: Mutex<HashMap<ChatId, SessionHandle>>,
+}
+
+impl std::fmt::Debug for Bridged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridged")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridged {
+    /// A contact's state if it is visible (not offline).
+    pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(contact)
+            .cloned()
+    }
+
+    pub fn register_chat(&self, chat: ChatId, session: SessionHandle) {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chat, session);
+    }
+
+    /// Forgets a chat's session, if it is still that one.
+    pub fn unregister_chat(&self, chat: &ChatId, session_id: u32) {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        if chats.get(chat).is_some_and(|s| s.id() == session_id) {
+            chats.remove(chat);
+        }
+    }
+
+    fn chat_session(&self, chat: &ChatId) -> Option<SessionHandle> {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(chat)
+            .cloned()
+    }
+}
+
+pub fn to_presence(status: Status) -> PresenceState {
+    match status {
+        Status::Online => PresenceState::Online,
+        Status::Busy => PresenceState::Busy,
+        Status::Idle => PresenceState::Idle,
+        Status::BeRightBack => PresenceState::BeRightBack,
+        Status::Away => PresenceState::Away,
+        Status::OnThePhone => PresenceState::OnThePhone,
+        Status::OutToLunch => PresenceState::OutToLunch,
+        Status::Hidden => PresenceState::Hidden,
+        Status::Offline => PresenceState::Offline,
+    }
+}
+
+fn from_presence(state: PresenceState) -> Status {
+    match state {
+        PresenceState::Online => Status::Online,
+        PresenceState::Busy => Status::Busy,
+        PresenceState::Idle => Status::Idle,
+        PresenceState::BeRightBack => Status::BeRightBack,
+        PresenceState::Away => Status::Away,
+        PresenceState::OnThePhone => Status::OnThePhone,
+        PresenceState::OutToLunch => Status::OutToLunch,
+        PresenceState::Hidden | PresenceState::Offline => Status::Offline,
+    }
+}
+
+pub fn to_list(kind: ListKind) -> List {
+    match kind {
+        ListKind::Forward => List::Forward,
+        ListKind::Allow => List::Allow,
+        ListKind::Block => List::Block,
+        ListKind::Reverse => List::Reverse,
+    }
+}
+
+fn from_list(list: List) -> ListKind {
+    match list {
+        List::Forward => ListKind::Forward,
+        List::Allow => ListKind::Allow,
+        List::Block => ListKind::Block,
+        List::Reverse => ListKind::Reverse,
+    }
+}
+
+/// The MSN error for a failed backend action.
+pub fn error_code(error: &BackendError) -> ErrorCode {
+    match error {
+        BackendError::BadCredentials => ErrorCode::AuthenticationFailed,
+        BackendError::InvalidContact => ErrorCode::InvalidUsername,
+        BackendError::NoSuchContact => ErrorCode::InvalidUser,
+        BackendError::AlreadyThere => ErrorCode::AlreadyThere,
+        BackendError::NotThere => ErrorCode::NotOnList,
+        BackendError::Conflict => ErrorCode::AlreadyInOppositeList,
+        BackendError::ListFull => ErrorCode::ListFull,
+        BackendError::NotReachable => ErrorCode::NotOnline,
+        BackendError::Unsupported | BackendError::Rejected(_) => ErrorCode::InvalidParameter,
+        BackendError::Unreachable(_) | BackendError::Disconnected => ErrorCode::ServerUnavailable,
+        BackendError::Internal(_) => ErrorCode::InternalServer,
+    }
+}
+
+fn handle_and_name(handle: &str, name: &str) -> Option<(UserHandle, FriendlyName)> {
+    let handle: UserHandle = handle.parse().ok()?;
+    let name = FriendlyName::new(name).unwrap_or_else(|_| FriendlyName::from_handle(&handle));
+    Some((handle, name))
+}
+
+fn contact_entry(contact: &Contact) -> Option<(UserHandle, FriendlyName, Vec<ListKind>)> {
+    let (handle, name) = handle_and_name(&contact.handle, &contact.name)?;
+    Some((
+        handle,
+        name,
+        contact.lists.iter().copied().map(from_list).collect(),
+    ))
+}
+
+/// What a logon of a mapped account produced.
+pub struct Connected {
+    pub bridged: Arc<Bridged>,
+    pub events: mpsc::Receiver<BackendEvent>,
+    pub early: Vec<BackendEvent>,
+}
+
+/// Logs the backend account of `handle` in, if it has one. `Ok(None)` means a local account.
+/// A refused password is `911`; a missing key or unknown backend is `500`, with a log line.
+pub async fn connect(
+    services: &Services,
+    handle: &UserHandle,
+) -> Result<Option<Connected>, ErrorCode> {
+    let lookup = handle.clone();
+    let link = services
+        .store
+        .call(move |db| db.backend_link(&lookup))
+        .await?;
+    let Some(link) = link else { return Ok(None) };
+    if link.backend != "xmpp" {
+        warn!(%handle, backend = %link.backend, "this account's backend is not available in this server");
+        return Err(ErrorCode::InternalServer);
+    }
+    let Some(key) = services.secret_key.as_ref() else {
+        warn!(%handle, "the account is linked but the secrets key is missing; see [secrets] in the configuration");
+        return Err(ErrorCode::InternalServer);
+    };
+    let secret = match key.open(handle.as_str(), &link.sealed_secret) {
+        Ok(s) => String::from_utf8_lossy(&s).into_owned(),
+        Err(e) => {
+            warn!(%handle, error = %e, "cannot decrypt the account's backend secret");
+            return Err(ErrorCode::InternalServer);
+        }
+    };
+    let credentials = Credentials {
+        msn_handle: handle.to_string(),
+        account: link.account.clone(),
+        secret,
+        options: link.options.clone(),
+    };
+    let (sender, mut events) = mpsc::channel(EVENT_QUEUE);
+    let session = match services.xmpp.login(credentials, sender).await {
+        Ok(s) => s,
+        Err(BackendError::BadCredentials) => {
+            warn!(%handle, jid = %link.account, "the XMPP server refused the linked account's password");
+            return Err(ErrorCode::AuthenticationFailed);
+        }
+        Err(e) => {
+            warn!(%handle, jid = %link.account, error = %e, "cannot log the linked XMPP account in");
+            return Err(error_code(&e));
+        }
+    };
+    info!(%handle, jid = %link.account, "linked XMPP account logged in");
+    // Give the backend a moment to deliver the contact list so the first SYN shows it.
+    let mut early = Vec::new();
+    let waited = tokio::time::timeout(CONTACT_LIST_WAIT, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                BackendEvent::ContactList(list) => return Some(list),
+                BackendEvent::Connection(ConnectionState::TransientDisconnect { .. }) => {
+                    early.push(event);
+                    return None;
+                }
+                other => early.push(other),
+            }
+        }
+        None
+    })
+    .await;
+    if let Ok(Some(contacts)) = waited {
+        let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
+        let owner = handle.clone();
+        services
+            .store
+            .call(move |db| db.mirror_all(&owner, &entries))
+            .await?;
+    }
+    let bridged = Arc::new(Bridged {
+        handle: handle.clone(),
+        session,
+        presence: Mutex::new(HashMap::new()),
+        chats: Mutex::new(HashMap::new()),
+    });
+    Ok(Some(Connected {
+        bridged,
+        events,
+        early,
+    }))
+}
+
+/// Runs until the backend session ends: applies its events to the store, the user's client
+/// and the user's switchboard sessions.
+pub async fn pump(
+    services: Arc<Services>,
+    bridged: Arc<Bridged>,
+    peer: Peer,
+    connected: Connected,
+) {
+    let Connected {
+        mut events, early, ..
+    } = connected;
+    // Messages that arrive before the client's first CHG wait: until then the client is
+    // offline and only synchronizing, so it is rung once it is online.
+    let mut waiting: Vec<BackendEvent> = Vec::new();
+    let mut queue: std::collections::VecDeque<BackendEvent> = early.into();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        let event = match queue.pop_front() {
+            Some(e) => Some(e),
+            None => tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => Some(e),
+                    None => break,
+                },
+                _ = tick.tick(), if !waiting.is_empty() => None,
+            },
+        };
+        let status = services.hub.peer_status(&bridged.handle, peer.id());
+        let online = status.is_some_and(|s| s != Status::Offline);
+        if online && !waiting.is_empty() {
+            for held in std::mem::take(&mut waiting) {
+                apply(&services, &bridged, &peer, held).await;
+            }
+        }
+        match event {
+            Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
+                if waiting.len() >= EVENT_QUEUE {
+                    warn!(handle = %bridged.handle, "too many messages waiting for the client to come online; dropping the oldest");
+                    waiting.remove(0);
+                }
+                waiting.push(e);
+            }
+            Some(e) => apply(&services, &bridged, &peer, e).await,
+            None => {}
+        }
+        if status.is_none() && !waiting.is_empty() {
+            warn!(handle = %bridged.handle, count = waiting.len(), "logged out before coming online; messages not shown");
+            waiting.clear();
+        }
+    }
+}
+
+fn notify_changes(peer: &Peer, changes: Vec<MirrorChange>) {
+    for c in changes {
+        let command = if c.added {
+            ServerCommand::Add {
+                trid: TrId(0),
+                list: c.list,
+                serial: c.serial,
+                handle: c.handle,
+                name: c.name,
+            }
+        } else {
+            ServerCommand::Rem {
+                trid: TrId(0),
+                list: c.list,
+                serial: c.serial,
+                handle: c.handle,
+            }
+        };
+        peer.send_command(&command);
+    }
+}
+
+async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, event: BackendEvent) {
+    let owner = bridged.handle.clone();
+    match event {
+        BackendEvent::Connection(ConnectionState::BadCredentials) => {
+            warn!(handle = %owner, "the backend now refuses the linked account's password");
+        }
+        BackendEvent::Connection(state) => info!(handle = %owner, ?state, "backend connection"),
+        BackendEvent::ContactList(contacts) => {
+            let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
+            match services
+                .store
+                .call(move |db| db.mirror_all(&owner, &entries))
+                .await
+            {
+                Ok(changes) => notify_changes(peer, changes),
+                Err(e) => warn!(error = %e, "cannot store the backend's contact list"),
+            }
+        }
+        BackendEvent::ContactChanged(contact) => {
+            let Some((handle, name, lists)) = contact_entry(&contact) else {
+                return;
+            };
+            match services
+                .store
+                .call(move |db| db.mirror_contact(&owner, &handle, &name, &lists))
+                .await
+            {
+                Ok(changes) => notify_changes(peer, changes),
+                Err(e) => warn!(error = %e, "cannot store a contact change"),
+            }
+        }
+        BackendEvent::ContactRemoved { handle } => {
+            let Ok(handle) = handle.parse::<UserHandle>() else {
+                return;
+            };
+            let name = FriendlyName::from_handle(&handle);
+            match services
+                .store
+                .call(move |db| db.mirror_contact(&owner, &handle, &name, &[]))
+                .await
+            {
+                Ok(changes) => notify_changes(peer, changes),
+                Err(e) => warn!(error = %e, "cannot store a contact removal"),
+            }
+        }
+        BackendEvent::AddedBy { handle, name } => {
+            let Some((handle, name)) = handle_and_name(&handle, &name) else {
+                return;
+            };
+            let result = services
+                .store
+                .call(move |db| {
+                    let mut lists: Vec<ListKind> = ListKind::SYNC_ORDER
+                        .into_iter()
+                        .filter(|l| db.is_on_list(&owner, *l, &handle).unwrap_or(false))
+                        .collect();
+                    if !lists.contains(&ListKind::Reverse) {
+                        lists.push(ListKind::Reverse);
+                    }
+                    db.mirror_contact(&owner, &handle, &name, &lists)
+                })
+                .await;
+            match result {
+                Ok(changes) => notify_changes(peer, changes),
+                Err(e) => warn!(error = %e, "cannot store a subscription request"),
+            }
+        }
+        BackendEvent::Presence {
+            handle,
+            state,
+            name,
+        } => {
+            let Ok(contact) = handle.parse::<UserHandle>() else {
+                return;
+            };
+            let status = from_presence(state);
+            let lookup = (bridged.handle.clone(), contact.clone());
+            let stored_name = services
+                .store
+                .call(move |db| {
+                    let (serial, entries) = db.list(&lookup.0, ListKind::Forward)?;
+                    let _ = serial;
+                    Ok(entries
+                        .into_iter()
+                        .find(|e| e.handle == lookup.1)
+                        .map(|e| e.name))
+                })
+                .await
+                .ok()
+                .flatten();
+            let display = name
+                .and_then(|n| FriendlyName::new(&n).ok())
+                .or(stored_name.clone())
+                .unwrap_or_else(|| FriendlyName::from_handle(&contact));
+            let changed = {
+                let mut presence = bridged.presence.lock().unwrap_or_else(|e| e.into_inner());
+                let before = presence.get(&contact).map(|(s, _)| *s);
+                if status.is_visible() {
+                    presence.insert(contact.clone(), (status, display.clone()));
+                } else {
+                    presence.remove(&contact);
+                }
+                before != Some(status).filter(|s| s.is_visible())
+            };
+            // Only contacts on the FL are shown, and only to a client past its first CHG.
+            let ready = services
+                .hub
+                .peer_status(&bridged.handle, peer.id())
+                .is_some_and(|s| s != Status::Offline);
+            if changed && ready && stored_name.is_some() {
+                let line = if status.is_visible() {
+                    ServerCommand::Nln {
+                        status,
+                        handle: contact,
+                        name: display,
+                    }
+                } else {
+                    ServerCommand::Fln { handle: contact }
+                };
+                peer.send_command(&line);
+            }
+        }
+        BackendEvent::Message {
+            chat,
+            from,
+            name,
+            text,
+            ..
+        } => {
+            let payload = mime::text(&text);
+            deliver(services, bridged, peer, chat, &from, &name, payload).await;
+        }
+        BackendEvent::Typing { chat, from } => {
+            // Typing alone never opens a conversation window.
+            if let (Some(session), Some((handle, name))) =
+                (bridged.chat_session(&chat), handle_and_name(&from, &from))
+            {
+                let name = bridged
+                    .contact_state(&handle)
+                    .map(|(_, n)| n)
+                    .unwrap_or(name);
+                session
+                    .remote_message(handle.clone(), name, mime::typing(handle.as_str()))
+                    .await;
+            }
+        }
+        BackendEvent::Joined { .. } | BackendEvent::Left { .. } => {}
+    }
+}
+
+/// Delivers a backend message to the user: into the open switchboard session for that chat,
+/// or a new session rung to the user like a call from the contact, holding the message until
+/// the client answers.
+async fn deliver(
+    services: &Arc<Services>,
+    bridged: &Arc<Bridged>,
+    peer: &Peer,
+    chat: ChatId,
+    from: &str,
+    name: &str,
+    payload: bytes::Bytes,
+) {
+    let Some((handle, fallback)) = handle_and_name(from, name) else {
+        return;
+    };
+    let name = FriendlyName::new(name).unwrap_or(fallback);
+    if let Some(session) = bridged.chat_session(&chat) {
+        if session
+            .remote_message(handle.clone(), name.clone(), payload.clone())
+            .await
+        {
+            return;
+        }
+    }
+    let remote = Participant {
+        handle: handle.clone(),
+        name: name.clone(),
+        member: Member::Remote(Remote {
+            chat,
+            bridge: bridged.clone(),
+        }),
+    };
+    let session = SessionHandle::start_incoming(services, remote, payload);
+    let grant = CookieGrant::Invite {
+        handle: bridged.handle.clone(),
+        session_id: session.id(),
+    };
+    let Some(cookie) = services.hub.cookies.issue(grant) else {
+        warn!(handle = %bridged.handle, "too many outstanding cookies; a message waits in its session unrung");
+        return;
+    };
+    peer.send_command(&ServerCommand::Rng {
+        session_id: session.id(),
+        address: services.switchboard_address.clone(),
+        cookie,
+        caller: handle,
+        caller_name: name,
+    });
+}
+
+/// `ADD` for a bridged user: the backend first, then the mirror and the reply.
+pub async fn add(
+    services: &Services,
+    bridged: &Bridged,
+    trid: TrId,
+    list: ListKind,
+    contact: UserHandle,
+    name: FriendlyName,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    if list == ListKind::Reverse {
+        return Err(ErrorCode::InvalidParameter);
+    }
+    let owner = bridged.handle.clone();
+    let target = contact.clone();
+    let current: Vec<ListKind> = services
+        .store
+        .call(move |db| {
+            Ok(ListKind::SYNC_ORDER
+                .into_iter()
+                .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
+                .collect())
+        })
+        .await?;
+    if current.contains(&list) {
+        return Err(ErrorCode::AlreadyThere);
+    }
+    let opposite = match list {
+        ListKind::Allow => Some(ListKind::Block),
+        ListKind::Block => Some(ListKind::Allow),
+        _ => None,
+    };
+    if opposite.is_some_and(|o| current.contains(&o)) {
+        return Err(ErrorCode::AlreadyInOppositeList);
+    }
+    let action = bridged
+        .session
+        .add_contact(to_list(list), contact.as_str(), name.as_str());
+    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(error_code(&e)),
+        Err(_) => return Err(ErrorCode::ServerUnavailable),
+    }
+    let mut lists = current;
+    lists.push(list);
+    if list == ListKind::Block {
+        lists.retain(|l| *l != ListKind::Allow);
+    }
+    let (owner, target, stored) = (bridged.handle.clone(), contact.clone(), name.clone());
+    let changes = services
+        .store
+        .call(move |db| db.mirror_contact(&owner, &target, &stored, &lists))
+        .await?;
+    let serial = match changes.iter().find(|c| c.list == list) {
+        Some(c) => c.serial,
+        // The backend's own report of the change got there first.
+        None => {
+            let owner = bridged.handle.clone();
+            services
+                .store
+                .call(move |db| db.account(&owner))
+                .await?
+                .serial
+        }
+    };
+    out.push(ServerCommand::Add {
+        trid,
+        list,
+        serial,
+        handle: contact.clone(),
+        name,
+    });
+    if list == ListKind::Forward {
+        if let Some((status, contact_name)) = bridged.contact_state(&contact) {
+            out.push(ServerCommand::Iln {
+                trid,
+                status,
+                handle: contact,
+                name: contact_name,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `REM` for a bridged user.
+pub async fn remove(
+    services: &Services,
+    bridged: &Bridged,
+    trid: TrId,
+    list: ListKind,
+    contact: UserHandle,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    if list == ListKind::Reverse {
+        return Err(ErrorCode::InvalidParameter);
+    }
+    let (owner, target) = (bridged.handle.clone(), contact.clone());
+    let (current, name) = services
+        .store
+        .call(move |db| {
+            let lists: Vec<ListKind> = ListKind::SYNC_ORDER
+                .into_iter()
+                .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
+                .collect();
+            let (_, fl) = db.list(&owner, ListKind::Forward)?;
+            let name = fl.into_iter().find(|e| e.handle == target).map(|e| e.name);
+            Ok((lists, name))
+        })
+        .await?;
+    if !current.contains(&list) {
+        return Err(ErrorCode::NotOnList);
+    }
+    let action = bridged
+        .session
+        .remove_contact(to_list(list), contact.as_str());
+    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(error_code(&e)),
+        Err(_) => return Err(ErrorCode::ServerUnavailable),
+    }
+    let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
+    let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
+    let (owner, target) = (bridged.handle.clone(), contact.clone());
+    let changes = services
+        .store
+        .call(move |db| db.mirror_contact(&owner, &target, &name, &lists))
+        .await?;
+    let serial = match changes.iter().find(|c| c.list == list) {
+        Some(c) => c.serial,
+        None => {
+            let owner = bridged.handle.clone();
+            services
+                .store
+                .call(move |db| db.account(&owner))
+                .await?
+                .serial
+        }
+    };
+    out.push(ServerCommand::Rem {
+        trid,
+        list,
+        serial,
+        handle: contact,
+    });
+    Ok(())
+}
+
+/// The ILN burst of a bridged user's first CHG: every FL contact the backend shows online.
+pub async fn initial_states(
+    services: &Services,
+    bridged: &Bridged,
+    trid: TrId,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    let owner = bridged.handle.clone();
+    let (_, forward) = services
+        .store
+        .call(move |db| db.list(&owner, ListKind::Forward))
+        .await?;
+    let known: HashSet<UserHandle> = forward.into_iter().map(|e| e.handle).collect();
+    let presence = bridged
+        .presence
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (handle, (status, name)) in presence {
+        if known.contains(&handle) {
+            out.push(ServerCommand::Iln {
+                trid,
+                status,
+                handle,
+                name,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,615 @@
+//! A private Prosody XMPP server for integration tests.
+//!
+//! `Prosody::start()` installs Prosody from Debian if the machine has none (once, guarded by a
+//! lock file so that parallel test binaries don't run apt-get twice), then starts an instance of
+//! its own: a temporary directory for config, data, log and pidfile, a free loopback c2s port,
+//! TLS required with a self-signed certificate for `localhost`, no s2s and no HTTP. Accounts are
+//! made with [`Prosody::register`]. [`Prosody::restart`] stops and starts the same instance again
+//! on the same port and data directory, so accounts, rosters and offline messages survive.
+//!
+//! Every test gets its own instance (starting one takes well under a second); dropping the
+//! value kills the server. Prosody is also told to die with the test process
+//! (`PR_SET_PDEATHSIG`), so a crashed or killed test binary leaves no server behind.
+//!
+//! Set `MSNGATE_PROSODY_DEBUG=1` to have Prosody log at debug level (every stanza);
+//! [`Prosody::log`] returns the log, e.g. to print it when a test fails.
+//!
+//! TLS trust: the certificate is one per machine (under `target/tmp`), and starting a server
+//! points `SSL_CERT_FILE` of the test process at it, which rustls-native-certs (and so
+//! tokio-xmpp) reads on every TLS connection. A gateway started as a child process inherits it;
+//! pass [`Prosody::cert_path`] explicitly where the environment is cleared.
+
+// Each test binary uses some of these helpers.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The one virtual host.
+pub const DOMAIN: &str = "localhost";
+/// The group chat (XEP-0045) service.
+pub const MUC_DOMAIN: &str = "conference.localhost";
+
+/// How long an instance may take to accept XMPP streams after it was launched.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long SIGTERM may take before SIGKILL (Prosody usually needs 1-4 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// apt-get update + install; about 10 s on a fresh machine.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+const INSTALL_LOCK: &str = "/tmp/msngate-prosody-install.lock";
+/// Instance directories are `$TMPDIR/msngate-prosody-XXXXXX`.
+const DIR_PREFIX: &str = "msngate-prosody-";
+
+/// A running (or stopped, between `stop` and `start_again`) Prosody instance.
+pub struct Prosody {
+    /// Holds prosody.cfg.lua, data/, prosody.log, prosody.pid, stdout.log.
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    /// Byte offset of the log where the current run began: errors are looked for after it.
+    log_start: u64,
+}
+
+impl Prosody {
+    /// Installs Prosody if needed and starts a fresh private instance, ready for connections.
+    /// Panics (with the server's log) if it can't.
+    pub async fn start() -> Prosody {
+        ensure_installed().await;
+        trust_test_certificate();
+        remove_abandoned_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .expect("temp dir for Prosody");
+        fs::write(dir.path().join("owner"), std::process::id().to_string()).expect("owner file");
+        fs::create_dir(dir.path().join("data")).expect("Prosody data dir");
+        let mut server = Prosody {
+            dir,
+            port: 0,
+            child: None,
+            log_start: 0,
+        };
+        // A port picked free can be taken by someone else before Prosody binds it: try again.
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            server.port = free_port();
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(e) => {
+                    server.kill();
+                    errors.push(e);
+                }
+            }
+        }
+        panic!("Prosody did not start:\n{}", errors.join("\n\n"));
+    }
+
+    /// Makes an account `user@localhost` (or changes its password); about 0.03 s.
+    pub async fn register(&self, user: &str, password: &str) {
+        let mut cmd = Command::new("prosodyctl");
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(["register", user, DOMAIN, password]);
+        let out = run_with_timeout(cmd, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("prosodyctl register {user}: {e}"));
+        assert!(
+            out.status.success(),
+            "prosodyctl register {user} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The XMPP domain of the accounts: "localhost".
+    pub fn domain(&self) -> &'static str {
+        DOMAIN
+    }
+
+    /// The group chat service: "conference.localhost".
+    pub fn muc_domain(&self) -> &'static str {
+        MUC_DOMAIN
+    }
+
+    /// `user@localhost`.
+    pub fn jid(&self, user: &str) -> String {
+        format!("{user}@{DOMAIN}")
+    }
+
+    /// The loopback c2s port (STARTTLS).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`, what a client gives instead of a DNS lookup.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM certificate the server presents; put it in `SSL_CERT_FILE` to trust it.
+    pub fn cert_path(&self) -> &'static Path {
+        test_certificate().0
+    }
+
+    /// The server's log so far (all runs), for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops the server with SIGTERM (as an administrator would: clients get a stream error)
+    /// and waits for the process to exit (1-4 s), SIGKILL after 10 s. Data is kept.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts a stopped server again, on the same port with the same data.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "Prosody is already running");
+        // The old process has exited, but be patient if the port is still held briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.launch().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline && e.contains("Failed to open server port") => {
+                    self.kill();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    self.kill();
+                    panic!("Prosody did not start again: {e}");
+                }
+            }
+        }
+    }
+
+    /// `stop()` then `start_again()`: connected clients are cut off, accounts and offline
+    /// messages survive, the port stays the same.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.log")
+    }
+
+    /// Writes the config, spawns Prosody and waits until it serves XMPP on its port.
+    async fn launch(&mut self) -> Result<(), String> {
+        fs::write(self.config_path(), self.config()).map_err(|e| e.to_string())?;
+        self.log_start = fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0);
+        let stdout = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stdout.log"))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("prosody");
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .arg("-F") // foreground: the pid we hold is the server's
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().map_err(|e| e.to_string())?)
+            .stderr(stdout);
+        self.child = Some(spawn_tied_to_process(cmd).map_err(|e| format!("spawn prosody: {e}"))?);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!(
+                        "prosody exited with {status}\n{}",
+                        self.diagnostics()
+                    ));
+                }
+            }
+            if let Some(error) = self.log_errors() {
+                return Err(format!("{error}\n{}", self.diagnostics()));
+            }
+            if offers_starttls(self.port) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "Prosody not ready after {START_TIMEOUT:?}\n{}",
+                    self.diagnostics()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // Failures while loading modules are logged, not fatal: check once more when ready.
+        match self.log_errors() {
+            Some(error) => Err(format!("{error}\n{}", self.diagnostics())),
+            None => Ok(()),
+        }
+    }
+
+    /// Error lines the current run logged, if any.
+    fn log_errors(&self) -> Option<String> {
+        let mut file = fs::File::open(self.log_path()).ok()?;
+        let mut log = Vec::new();
+        file.read_to_end(&mut log).ok()?;
+        let run = log.get(self.log_start as usize..)?;
+        let errors: Vec<&str> = std::str::from_utf8(run)
+            .ok()?
+            .lines()
+            .filter(|l| l.contains("\terror\t"))
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("\n"))
+    }
+
+    fn diagnostics(&self) -> String {
+        let out = fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default();
+        format!("--- prosody.log ---\n{}--- stdout ---\n{out}", self.log())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn config(&self) -> String {
+        let dir = self.dir.path();
+        let (cert, key) = test_certificate();
+        let s = |p: &Path| lua_string(&p.to_string_lossy());
+        format!(
+            r#"-- Written by tests/support/prosody.rs for one test instance.
+run_as_root = true
+pidfile = {pidfile}
+data_path = {data}
+certificates = {certdir}
+log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = {log} }} }}
+
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "presence"; "message"; "iq";
+    "offline";      -- XEP-0160 offline storage (Prosody loads it anyway; explicit here)
+    "blocklist";    -- XEP-0191
+    "private";      -- XEP-0049, legacy XEP-0048 bookmarks
+    "pep";          -- XEP-0163, needed by bookmarks
+    "bookmarks";    -- XEP-0402, with XEP-0048 private/PEP compatibility
+    "carbons";      -- XEP-0280
+    "smacks";       -- XEP-0198 stream management
+    "ping";         -- XEP-0199
+    "vcard_legacy"; -- XEP-0054 (friendly names some clients publish)
+    "posix";        -- pidfile
+}}
+modules_disabled = {{ "s2s" }}
+
+VirtualHost "localhost"
+    ssl = {{ certificate = {cert}; key = {key}; }}
+
+Component "conference.localhost" "muc"
+    -- Otherwise a new room rejects a second occupant until its creator configures it.
+    muc_room_locking = false
+"#,
+            pidfile = s(&dir.join("prosody.pid")),
+            data = s(&dir.join("data")),
+            certdir = s(cert.parent().expect("cert dir")),
+            log = s(&dir.join("prosody.log")),
+            port = self.port,
+            level = if std::env::var_os("MSNGATE_PROSODY_DEBUG").is_some() {
+                "debug"
+            } else {
+                "info"
+            },
+            cert = s(cert),
+            key = s(key),
+        )
+    }
+}
+
+impl Drop for Prosody {
+    /// Kills the server at once: its data directory is deleted anyway, and SIGTERM would
+    /// make every test wait seconds.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Points this process's `SSL_CERT_FILE` at the test certificate (once), so that TLS clients
+/// built on rustls-native-certs trust the test servers. Call before the first TLS connection;
+/// [`Prosody::start`] does.
+pub fn trust_test_certificate() {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| std::env::set_var("SSL_CERT_FILE", test_certificate().0));
+}
+
+/// (certificate, key) for `localhost`, made with openssl once per machine and kept under
+/// target/tmp. Made in a scratch directory and renamed into place, so that test binaries
+/// running in parallel never see half a pair.
+pub fn test_certificate() -> (&'static Path, &'static Path) {
+    static PAIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (cert, key) = PAIR.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join("msngate-prosody-tls");
+        let (cert, key) = (dir.join("localhost.crt"), dir.join("localhost.key"));
+        if cert.exists() && key.exists() {
+            return (cert, key);
+        }
+        fs::create_dir_all(&base).expect("target/tmp");
+        let scratch = base.join(format!("msngate-prosody-tls.{}", std::process::id()));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch).expect("cert scratch dir");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+            .arg(scratch.join("localhost.key"))
+            .arg("-out")
+            .arg(scratch.join("localhost.crt"))
+            .args(["-days", "3650", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // rename() of a directory onto a non-empty one fails: whoever came first wins.
+        if fs::rename(&scratch, &dir).is_err() {
+            let _ = fs::remove_dir_all(&scratch);
+            assert!(cert.exists() && key.exists(), "no certificate in {dir:?}");
+        }
+        (cert, key)
+    });
+    (cert, key)
+}
+
+/// Installs Prosody with apt-get unless `prosody` is on the PATH. Holds an flock on
+/// [`INSTALL_LOCK`] meanwhile, and looks again under the lock, so that parallel test binaries
+/// install it once.
+async fn ensure_installed() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        if on_path("prosody") && on_path("prosodyctl") {
+            return;
+        }
+        let script = "command -v prosody >/dev/null 2>&1 || { apt-get update && \
+                      DEBIAN_FRONTEND=noninteractive apt-get install -y prosody; }";
+        let mut cmd = Command::new("flock");
+        cmd.args([INSTALL_LOCK, "sh", "-c", script]);
+        let started = Instant::now();
+        let out = run_with_timeout(cmd, INSTALL_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("installing Prosody: {e}"));
+        assert!(
+            out.status.success() && on_path("prosody"),
+            "installing Prosody failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "Prosody was missing: installed (or waited for another test binary installing it) \
+             in {:.1?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Runs a short command to completion off the async threads, killing it after `timeout`.
+async fn run_with_timeout(
+    mut cmd: Command,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let name = format!("{cmd:?}");
+    let mut child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+    let pid = child.id();
+    // Drain the pipes on threads so a chatty command can't block on a full pipe.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{name} (pid {pid}) timed out after {timeout:?}"));
+            }
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// Deletes the directories of instances whose test process died without cleaning up (killed
+/// with SIGKILL, say; its servers died with it thanks to PR_SET_PDEATHSIG).
+fn remove_abandoned_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_instance = entry.file_name().to_string_lossy().starts_with(DIR_PREFIX)
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_instance {
+            continue;
+        }
+        let owner = fs::read_to_string(path.join("owner"))
+            .ok()
+            .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
+        let abandoned = match owner {
+            // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+            Some(pid) => {
+                (unsafe { libc::kill(pid, 0) }) != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            }
+            // Being created right now, or very old: judge by age.
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600)),
+        };
+        if abandoned {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free loopback port")
+}
+
+/// True once the server answers a stream header with features offering STARTTLS: the port is
+/// ours, the virtual host is loaded and TLS is configured.
+fn offers_starttls(port: u16) -> bool {
+    let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+    let header = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+                  xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    if sock.write_all(header.as_bytes()).is_err() {
+        return false;
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = sock.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if text.contains("</stream:features>") {
+            let ready = text.contains("urn:ietf:params:xml:ns:xmpp-tls");
+            let _ = sock.write_all(b"</stream:stream>");
+            return ready;
+        }
+    }
+    false
+}
+
+fn lua_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Spawns `cmd` so that it gets SIGKILL when this process dies (PR_SET_PDEATHSIG).
+///
+/// The kernel sends that signal when the *thread* that forked the child exits, not the
+/// process, so all such children are forked by one thread that lives as long as the process.
+fn spawn_tied_to_process(cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("prosody-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let parent = std::process::id();
+                    // SAFETY: only async-signal-safe calls between fork and exec.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            // The parent may have died before prctl: then go now.
+                            if libc::getppid() as u32 != parent {
+                                libc::_exit(1);
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner lock")
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}

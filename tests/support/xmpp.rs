@@ -1,0 +1,697 @@
+//! An independent XMPP client for bridge tests: the "other side" of a conversation, built on
+//! tokio-xmpp 6 (the same crate and features as the bridge, but none of its code).
+//!
+//! One test task owns an [`XmppClient`] (sending takes `&mut self`). Stanzas that arrive while
+//! the test waits for something else are kept in a buffer, so `next_*` helpers can be called in
+//! any order: each takes the first buffered or incoming stanza it matches and leaves the rest.
+//! Every wait has a timeout ([`TIMEOUT`] unless said otherwise) and panics with what did arrive.
+//!
+//! Things about tokio-xmpp 6 this works around, which the bridge must too:
+//! - `Client` retries a refused login forever (1 s, 2 s, ... 30 s) and reports nothing: connect
+//!   checks the credentials itself first, with the same calls the client makes.
+//! - It never emits `Event::Disconnected`: after a lost connection it reconnects by itself and
+//!   emits `Event::Online` again (`resumed: true` when XEP-0198 resumed the session; otherwise
+//!   the new session is unavailable until it sends presence again, which this client does).
+//! - Bodies are keyed by `xml:lang` (Prosody sends `en`): read them with `get_best_body_cloned`.
+
+// Each test binary uses some of these helpers.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::blocking::{Block, Unblock};
+use tokio_xmpp::parsers::bookmarks;
+use tokio_xmpp::parsers::chatstates::ChatState;
+use tokio_xmpp::parsers::delay::Delay;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::muc::muc::History;
+use tokio_xmpp::parsers::muc::user::{Invite, MucUser, Status as MucStatus};
+use tokio_xmpp::parsers::muc::Muc;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
+use tokio_xmpp::parsers::private;
+use tokio_xmpp::parsers::roster::{Item as RosterItem, Roster, Subscription};
+use tokio_xmpp::parsers::stanza_error::StanzaError;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+
+/// Default limit for connecting and for each wait.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why [`XmppClient::connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server refused the credentials (SASL failure).
+    Auth(String),
+    /// No session within the timeout.
+    TimedOut,
+    /// TCP, TLS, stream or JID trouble.
+    Other(String),
+}
+
+/// A 1:1 chat message received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chat {
+    pub from: BareJid,
+    pub body: String,
+    /// XEP-0085 state sent along with the body, if any.
+    pub state: Option<ChatState>,
+}
+
+/// A group chat message received (history replayed on join is skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupChat {
+    pub room: BareJid,
+    pub nick: String,
+    pub body: String,
+}
+
+/// A connected, available XMPP account.
+pub struct XmppClient {
+    client: Client,
+    jid: FullJid,
+    /// Received stanzas no helper has taken yet.
+    buffer: VecDeque<Stanza>,
+    /// The presence last broadcast, sent again after a reconnect that lost the session.
+    presence: Presence,
+    /// `Event::Online` count: 1 after connect, +1 per reconnection.
+    online_events: usize,
+    /// Whether the last reconnection resumed the session (XEP-0198) instead of starting anew.
+    last_resumed: bool,
+}
+
+impl XmppClient {
+    /// Logs in as `jid` with STARTTLS to 127.0.0.1:`port` (trusting the test certificate),
+    /// fetches the roster (so roster pushes arrive) and sends available presence (so messages
+    /// to the bare JID arrive here, and offline messages are delivered).
+    pub async fn connect(jid: &str, password: &str, port: u16) -> Result<Self, ConnectError> {
+        Self::connect_within(jid, password, port, TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with another time limit.
+    pub async fn connect_within(
+        jid: &str,
+        password: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        super::prosody::trust_test_certificate();
+        let jid = BareJid::new(jid).map_err(|e| ConnectError::Other(format!("JID {jid}: {e}")))?;
+        let dns = DnsConfig::addr(&format!("127.0.0.1:{port}"));
+        let attempt = async {
+            check_credentials(&jid, password, &dns).await?;
+            let mut client =
+                Client::new_starttls(jid.clone(), password, dns.clone(), Timeouts::tight());
+            let bound = loop {
+                match client.next().await {
+                    Some(Event::Online { bound_jid, .. }) => break bound_jid,
+                    Some(_) => {}
+                    None => return Err(ConnectError::Other("client stream ended".into())),
+                }
+            };
+            let jid = bound
+                .try_into_full()
+                .map_err(|j| ConnectError::Other(format!("bound JID {j} has no resource")))?;
+            Ok(XmppClient {
+                client,
+                jid,
+                buffer: VecDeque::new(),
+                presence: Presence::available(),
+                online_events: 1,
+                last_resumed: false,
+            })
+        };
+        let mut this = tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| ConnectError::TimedOut)??;
+        this.roster().await;
+        this.send(Presence::available()).await;
+        Ok(this)
+    }
+
+    /// The account's bare JID.
+    pub fn jid(&self) -> BareJid {
+        self.jid.to_bare()
+    }
+
+    /// The full JID the server bound (changes after a reconnect without resumption).
+    pub fn full_jid(&self) -> &FullJid {
+        &self.jid
+    }
+
+    /// Whether the server offered XEP-0198 stream management on the current stream.
+    pub fn stream_management_offered(&self) -> bool {
+        self.client
+            .get_stream_features()
+            .is_some_and(|f| f.stream_management.is_some())
+    }
+
+    /// How many times the client has come online (1 after connect, +1 per reconnection).
+    pub fn online_events(&self) -> usize {
+        self.online_events
+    }
+
+    /// Whether the last reconnection resumed the old session with XEP-0198 (no presence or
+    /// messages lost) rather than starting a new one.
+    pub fn last_reconnect_resumed(&self) -> bool {
+        self.last_resumed
+    }
+
+    /// Sends any stanza (an id is added if it has none); returns once it was written. While
+    /// the connection is down this waits for tokio-xmpp to reconnect, up to [`TIMEOUT`].
+    pub async fn send(&mut self, stanza: impl Into<Stanza>) {
+        match tokio::time::timeout(TIMEOUT, self.client.send_stanza(stanza.into())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{}: sending failed: {e}", self.jid),
+            Err(_) => panic!("{}: stanza not sent within {TIMEOUT:?}", self.jid),
+        }
+    }
+
+    // ---- 1:1 chat ----
+
+    /// Sends `<message type='chat'>` with `body` and, if given, a XEP-0085 chat state.
+    pub async fn send_chat(&mut self, to: &str, body: &str, state: Option<ChatState>) {
+        let mut msg =
+            Message::chat(Some(parse_jid(to))).with_body(Default::default(), body.to_owned());
+        if let Some(state) = state {
+            msg = msg.with_payload(state);
+        }
+        self.send(msg).await;
+    }
+
+    /// Sends a chat state alone (typing notification: `Composing`, `Paused`, ...).
+    pub async fn send_chat_state(&mut self, to: &str, state: ChatState) {
+        self.send(Message::chat(Some(parse_jid(to))).with_payload(state))
+            .await;
+    }
+
+    /// The next chat message with a body (messages carrying only a chat state are left).
+    pub async fn next_chat(&mut self) -> Chat {
+        self.wait_for("a chat message", |st| {
+            let Stanza::Message(m) = st else { return None };
+            if m.type_ != MessageType::Chat {
+                return None;
+            }
+            let (_, body) = m.get_best_body_cloned(vec![])?;
+            Some(Chat {
+                from: m.from.as_ref()?.to_bare(),
+                body,
+                state: chat_state(m),
+            })
+        })
+        .await
+    }
+
+    /// The next message carrying a XEP-0085 chat state, with or without a body.
+    pub async fn next_chat_state(&mut self) -> (BareJid, ChatState) {
+        self.wait_for("a chat state", |st| {
+            let Stanza::Message(m) = st else { return None };
+            Some((m.from.as_ref()?.to_bare(), chat_state(m)?))
+        })
+        .await
+    }
+
+    // ---- presence ----
+
+    /// Broadcasts available presence with an optional `<show/>` and status text.
+    pub async fn send_presence(&mut self, show: Option<Show>, status: Option<&str>) {
+        let mut p = Presence::available();
+        p.show = show;
+        if let Some(status) = status {
+            p.set_status("", status);
+        }
+        self.presence = p.clone();
+        self.send(p).await;
+    }
+
+    /// Broadcasts unavailable presence (stays connected).
+    pub async fn send_unavailable(&mut self) {
+        self.presence = Presence::unavailable();
+        self.send(Presence::unavailable()).await;
+    }
+
+    /// The next available or unavailable presence from any resource of `jid` (a bare JID).
+    /// Subscription presences are left for [`next_subscription`](Self::next_subscription).
+    pub async fn next_presence_from(&mut self, jid: &str) -> Presence {
+        let want = parse_bare(jid);
+        self.wait_for(&format!("presence from {want}"), |st| match st {
+            Stanza::Presence(p)
+                if matches!(p.type_, PresenceType::None | PresenceType::Unavailable)
+                    && p.from.as_ref().map(Jid::to_bare).as_ref() == Some(&want) =>
+            {
+                Some(p.clone())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    // ---- roster and subscriptions ----
+
+    /// The roster as the server has it.
+    pub async fn roster(&mut self) -> Vec<RosterItem> {
+        let query = Roster {
+            ver: None,
+            items: vec![],
+        };
+        let result = self
+            .iq(None, IqRequest::Get(query.into()))
+            .await
+            .expect("roster get");
+        let element = result.expect("roster result has a query");
+        Roster::try_from(element).expect("roster").items
+    }
+
+    /// Adds (or renames) a roster item; no subscription is requested.
+    pub async fn roster_add(&mut self, jid: &str, name: Option<&str>) {
+        self.roster_set(parse_bare(jid), name, Subscription::None)
+            .await;
+    }
+
+    /// Removes a roster item (which also cancels subscriptions both ways).
+    pub async fn roster_remove(&mut self, jid: &str) {
+        self.roster_set(parse_bare(jid), None, Subscription::Remove)
+            .await;
+    }
+
+    /// Asks to see `jid`'s presence (`<presence type='subscribe'/>`).
+    pub async fn subscribe(&mut self, jid: &str) {
+        self.send(Presence::subscribe().with_to(parse_bare(jid)))
+            .await;
+    }
+
+    /// Allows `jid` to see our presence: approves its request, or pre-approves.
+    pub async fn approve(&mut self, jid: &str) {
+        self.send(Presence::subscribed().with_to(parse_bare(jid)))
+            .await;
+    }
+
+    /// Refuses (or revokes) `jid`'s subscription to our presence.
+    pub async fn deny(&mut self, jid: &str) {
+        self.send(Presence::new(PresenceType::Unsubscribed).with_to(parse_bare(jid)))
+            .await;
+    }
+
+    /// The next subscription-related presence (`subscribe`, `subscribed`, `unsubscribe`,
+    /// `unsubscribed`): who sent it and its type.
+    pub async fn next_subscription(&mut self) -> (BareJid, PresenceType) {
+        self.wait_for("a subscription presence", |st| match st {
+            Stanza::Presence(p)
+                if matches!(
+                    p.type_,
+                    PresenceType::Subscribe
+                        | PresenceType::Subscribed
+                        | PresenceType::Unsubscribe
+                        | PresenceType::Unsubscribed
+                ) =>
+            {
+                Some((p.from.as_ref()?.to_bare(), p.type_.clone()))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for a subscription presence of type `kind` from `jid`, leaving other ones.
+    pub async fn expect_subscription(&mut self, jid: &str, kind: PresenceType) {
+        let want = parse_bare(jid);
+        self.wait_for(&format!("{kind:?} from {want}"), |st| match st {
+            Stanza::Presence(p)
+                if p.type_ == kind && p.from.as_ref().map(Jid::to_bare).as_ref() == Some(&want) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Makes `self` and `other` mutual contacts (subscription both), with both clients online.
+    pub async fn befriend(&mut self, other: &mut XmppClient) {
+        self.roster_add(&other.jid().to_string(), None).await;
+        other.roster_add(&self.jid().to_string(), None).await;
+        subscribe_and_approve(self, other).await;
+        subscribe_and_approve(other, self).await;
+    }
+
+    // ---- group chat (XEP-0045) ----
+
+    /// Joins `room` (a bare room JID such as `lounge@conference.localhost`) as `nick`, asking
+    /// for no history. Returns the nicks of the occupants already there.
+    pub async fn join_room(&mut self, room: &str, nick: &str) -> Vec<String> {
+        let room = parse_bare(room);
+        let me = room.with_resource_str(nick).expect("nick");
+        let muc = Muc::new().with_history(History::new().with_maxstanzas(0));
+        self.send(Presence::available().with_to(me.clone()).with_payload(muc))
+            .await;
+        let mut others = Vec::new();
+        loop {
+            let (nick, is_self) = self
+                .wait_for(&format!("occupant presence from {room}"), |st| match st {
+                    Stanza::Presence(p)
+                        if p.from.as_ref().map(Jid::to_bare) == Some(room.clone()) =>
+                    {
+                        if p.type_ == PresenceType::Error {
+                            panic!("joining {room} failed: {p:?}");
+                        }
+                        let nick = p.from.as_ref()?.resource()?.to_string();
+                        let is_self = p
+                            .payloads
+                            .iter()
+                            .filter_map(|e| MucUser::try_from(e.clone()).ok())
+                            .any(|u| u.status.contains(&MucStatus::SelfPresence));
+                        Some((nick, is_self))
+                    }
+                    _ => None,
+                })
+                .await;
+            if is_self {
+                return others;
+            }
+            others.push(nick);
+        }
+    }
+
+    /// Leaves `room`.
+    pub async fn leave_room(&mut self, room: &str, nick: &str) {
+        let me = parse_bare(room).with_resource_str(nick).expect("nick");
+        self.send(Presence::unavailable().with_to(me)).await;
+    }
+
+    /// Sends a `<message type='groupchat'>` to `room`.
+    pub async fn send_groupchat(&mut self, room: &str, body: &str) {
+        let msg = Message::groupchat(Some(parse_jid(room)))
+            .with_body(Default::default(), body.to_owned());
+        self.send(msg).await;
+    }
+
+    /// The next live group chat message with a body from any room, including the echo of our
+    /// own (MUC reflects every message to its sender too); history and subjects are skipped.
+    pub async fn next_groupchat(&mut self) -> GroupChat {
+        self.wait_for("a groupchat message", |st| {
+            let Stanza::Message(m) = st else { return None };
+            let delayed = m
+                .payloads
+                .iter()
+                .any(|e| Delay::try_from(e.clone()).is_ok());
+            if m.type_ != MessageType::Groupchat || delayed {
+                return None;
+            }
+            let from = m.from.as_ref()?;
+            Some(GroupChat {
+                room: from.to_bare(),
+                nick: from.resource()?.to_string(),
+                body: m.get_best_body_cloned(vec![])?.1,
+            })
+        })
+        .await
+    }
+
+    /// Invites `jid` to `room` through the room (XEP-0045 mediated invitation).
+    pub async fn invite(&mut self, room: &str, jid: &str, reason: Option<&str>) {
+        let x = MucUser {
+            invite: Some(Invite {
+                from: None,
+                to: Some(parse_jid(jid)),
+                reason: reason.map(str::to_owned),
+            }),
+            ..MucUser::new()
+        };
+        self.send(Message::normal(Some(parse_jid(room))).with_payload(x))
+            .await;
+    }
+
+    // ---- blocking (XEP-0191) and bookmarks ----
+
+    /// Blocks `jid`.
+    pub async fn block(&mut self, jid: &str) {
+        let block = Block {
+            items: vec![parse_jid(jid)],
+        };
+        self.iq(None, IqRequest::Set(block.into()))
+            .await
+            .expect("block");
+    }
+
+    /// Unblocks `jid`.
+    pub async fn unblock(&mut self, jid: &str) {
+        let unblock = Unblock {
+            items: vec![parse_jid(jid)],
+        };
+        self.iq(None, IqRequest::Set(unblock.into()))
+            .await
+            .expect("unblock");
+    }
+
+    /// Replaces the account's room bookmarks: `(room JID, name, autojoin)` each. Stored as
+    /// XEP-0048 private XML (XEP-0049); Prosody 0.12's mod_bookmarks also publishes them as
+    /// XEP-0402 (`urn:xmpp:bookmarks:1` PEP items), so a bridge can read either.
+    pub async fn set_bookmarks(&mut self, rooms: &[(&str, &str, bool)]) {
+        let mut storage = bookmarks::Storage::new();
+        for (room, name, autojoin) in rooms {
+            storage.conferences.push(bookmarks::Conference {
+                autojoin: *autojoin,
+                jid: parse_bare(room),
+                name: Some((*name).to_owned()),
+                nick: None,
+                password: None,
+            });
+        }
+        let query = private::Query { storage };
+        self.iq(None, IqRequest::Set(query.into()))
+            .await
+            .expect("store bookmarks");
+    }
+
+    /// The rooms in the account's XEP-0402 bookmarks (`urn:xmpp:bookmarks:1` items' ids).
+    pub async fn bookmarked_rooms(&mut self) -> Vec<BareJid> {
+        let query: Element = format!(
+            "<pubsub xmlns='{}'><items node='{}'/></pubsub>",
+            ns::PUBSUB,
+            ns::BOOKMARKS2
+        )
+        .parse()
+        .expect("pubsub query");
+        let result = match self
+            .iq(Some(self.jid().into()), IqRequest::Get(query))
+            .await
+        {
+            Ok(Some(result)) => result,
+            Ok(None) => return vec![],
+            Err(e)
+                if e.defined_condition
+                    == tokio_xmpp::parsers::stanza_error::DefinedCondition::ItemNotFound =>
+            {
+                return vec![]
+            }
+            Err(e) => panic!("bookmarks query failed: {e:?}"),
+        };
+        result
+            .children()
+            .filter(|c| c.name() == "items")
+            .flat_map(|items| items.children())
+            .filter_map(|item| BareJid::new(item.attr("id")?).ok())
+            .collect()
+    }
+
+    // ---- waiting ----
+
+    /// Waits up to [`TIMEOUT`] for a stanza `pick` accepts; panics with what arrived if none.
+    pub async fn wait_for<T>(&mut self, what: &str, pick: impl FnMut(&Stanza) -> Option<T>) -> T {
+        match self.wait_for_within(TIMEOUT, pick).await {
+            Some(found) => found,
+            None => panic!(
+                "{}: no {what} within {TIMEOUT:?}; unclaimed stanzas: {:#?}",
+                self.jid, self.buffer
+            ),
+        }
+    }
+
+    /// Waits up to `timeout` for a stanza `pick` accepts, taking it out of the buffer.
+    /// `None` on timeout: use a short one to check that something does *not* arrive.
+    pub async fn wait_for_within<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&Stanza) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut checked = 0;
+        loop {
+            while checked < self.buffer.len() {
+                if let Some(found) = pick(&self.buffer[checked]) {
+                    self.buffer.remove(checked);
+                    return Some(found);
+                }
+                checked += 1;
+            }
+            tokio::select! {
+                event = self.client.next() => self.handle_event(event).await,
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
+    /// Waits (up to 60 s: tokio-xmpp's reconnect backoff grows to 30 s) until the client has
+    /// come online again after a lost connection, e.g. a server restart.
+    pub async fn wait_reconnected(&mut self) {
+        let before = self.online_events;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.online_events == before {
+            tokio::select! {
+                event = self.client.next() => self.handle_event(event).await,
+                _ = tokio::time::sleep_until(deadline) => panic!("{}: no reconnection within 60 s", self.jid),
+            }
+        }
+    }
+
+    /// Drops everything buffered so far.
+    pub fn clear(&mut self) {
+        self.buffer.clear();
+    }
+
+    /// Closes the stream cleanly (the server then sends unavailable presence for us).
+    pub async fn disconnect(self) {
+        let _ = tokio::time::timeout(TIMEOUT, self.client.send_end()).await;
+    }
+
+    /// Sends an IQ and waits for its answer, buffering whatever else arrives meanwhile (the
+    /// client's event channel is short: not reading it would stall the answer too).
+    async fn iq(
+        &mut self,
+        to: Option<Jid>,
+        request: IqRequest,
+    ) -> Result<Option<Element>, StanzaError> {
+        let mut token = self.client.send_iq(to, request).await;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            tokio::select! {
+                answer = &mut token => return match answer {
+                    Ok(IqResponse::Result(payload)) => Ok(payload),
+                    Ok(IqResponse::Error(error)) => Err(error),
+                    Err(failure) => panic!("{}: IQ failed: {failure}", self.jid),
+                },
+                event = self.client.next() => self.handle_event(event).await,
+                _ = tokio::time::sleep_until(deadline) => panic!("{}: no IQ answer within {TIMEOUT:?}", self.jid),
+            }
+        }
+    }
+
+    async fn roster_set(&mut self, jid: BareJid, name: Option<&str>, subscription: Subscription) {
+        let item = RosterItem {
+            jid,
+            name: name.map(str::to_owned),
+            subscription,
+            ask: Default::default(),
+            groups: vec![],
+            approved: None,
+        };
+        let query = Roster {
+            ver: None,
+            items: vec![item],
+        };
+        self.iq(None, IqRequest::Set(query.into()))
+            .await
+            .expect("roster set");
+    }
+
+    async fn handle_event(&mut self, event: Option<Event>) {
+        match event {
+            Some(Event::Stanza(stanza)) => {
+                // Keep the buffer bounded if a test ignores a flood.
+                if self.buffer.len() >= 10_000 {
+                    self.buffer.pop_front();
+                }
+                self.buffer.push_back(stanza);
+            }
+            Some(Event::Online {
+                bound_jid, resumed, ..
+            }) => {
+                self.online_events += 1;
+                self.last_resumed = resumed;
+                if !resumed {
+                    // A new session: the server forgot our presence.
+                    if let Ok(full) = bound_jid.try_into_full() {
+                        self.jid = full;
+                    }
+                    // Ask for the roster again so roster pushes reach this session; the
+                    // answer is dropped into the buffer like any stanza.
+                    let roster = Roster {
+                        ver: None,
+                        items: vec![],
+                    };
+                    drop(
+                        self.client
+                            .send_iq(None, IqRequest::Get(roster.into()))
+                            .await,
+                    );
+                    let presence = self.presence.clone();
+                    self.send(presence).await;
+                }
+            }
+            Some(Event::Disconnected(e)) => {
+                // tokio-xmpp 6 doesn't emit this for clients; keep going if it ever does.
+                eprintln!("{}: disconnected: {e}", self.jid);
+            }
+            None => panic!("{}: the XMPP client stream ended", self.jid),
+        }
+    }
+}
+
+/// Logs in once and disconnects, so that a refused password is reported now (tokio-xmpp's
+/// `Client` would retry it forever).
+async fn check_credentials(
+    jid: &BareJid,
+    password: &str,
+    dns: &DnsConfig,
+) -> Result<(), ConnectError> {
+    let other = |e: tokio_xmpp::Error| ConnectError::Other(e.to_string());
+    let connector = StartTlsServerConnector::from(dns.clone());
+    let (stream, binding) = connector
+        .connect(&jid.clone().into(), ns::JABBER_CLIENT, Timeouts::tight())
+        .await
+        .map_err(other)?;
+    let (features, stream) = stream
+        .recv_features()
+        .await
+        .map_err(|e| ConnectError::Other(e.to_string()))?;
+    let credentials = sasl::common::Credentials::default()
+        .with_username(jid.node().map(|n| n.as_str()).unwrap_or_default())
+        .with_password(password)
+        .with_channel_binding(binding);
+    match tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials).await {
+        Ok(_) => Ok(()),
+        Err(tokio_xmpp::Error::Auth(e)) => Err(ConnectError::Auth(e.to_string())),
+        Err(e) => Err(other(e)),
+    }
+}
+
+/// `from` asks `to` for a subscription and `to` approves it.
+async fn subscribe_and_approve(from: &mut XmppClient, to: &mut XmppClient) {
+    let (from_jid, to_jid) = (from.jid(), to.jid());
+    from.subscribe(&to_jid.to_string()).await;
+    to.expect_subscription(&from_jid.to_string(), PresenceType::Subscribe)
+        .await;
+    to.approve(&from_jid.to_string()).await;
+    from.expect_subscription(&to_jid.to_string(), PresenceType::Subscribed)
+        .await;
+}
+
+fn chat_state(m: &Message) -> Option<ChatState> {
+    m.payloads
+        .iter()
+        .find_map(|e| ChatState::try_from(e.clone()).ok())
+}
+
+fn parse_jid(jid: &str) -> Jid {
+    Jid::new(jid).unwrap_or_else(|e| panic!("bad JID {jid:?}: {e}"))
+}
+
+fn parse_bare(jid: &str) -> BareJid {
+    BareJid::new(jid).unwrap_or_else(|e| panic!("bad bare JID {jid:?}: {e}"))
+}

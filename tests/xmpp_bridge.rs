@@ -1,0 +1,419 @@
+//! The XMPP bridge against a real Prosody, with independent XMPP clients on the other side:
+//! an MSN 1.0 client whose account is mapped to an XMPP account sees its roster, presence and
+//! chats as MSN contacts.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::{Client, TestServer};
+use support::prosody::{trust_test_certificate, Prosody};
+use support::xmpp::XmppClient;
+use tokio_xmpp::parsers::chatstates::ChatState;
+use tokio_xmpp::parsers::presence::{Show, Type as PresenceType};
+
+use msngate::protocol::UserHandle;
+use msngate::secrets::SecretKey;
+use msngate::store::{BackendLink, Database};
+
+const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+/// A running Prosody with `alice` (the bridged account) and `bob` (a plain XMPP user) who
+/// have each other on their rosters, and an msngate whose alice@hotmail.com maps to alice.
+struct Setup {
+    prosody: Prosody,
+    server: TestServer,
+    bob: XmppClient,
+}
+
+async fn xmpp(prosody: &Prosody, user: &str) -> XmppClient {
+    XmppClient::connect(&prosody.jid(user), &format!("{user}-pw"), prosody.port())
+        .await
+        .unwrap_or_else(|e| panic!("{user} could not connect: {e:?}\n{}", prosody.log()))
+}
+
+async fn setup_with(xmpp_password: &str) -> Setup {
+    trust_test_certificate();
+    let prosody = Prosody::start().await;
+    for user in ["alice", "bob", "carol"] {
+        prosody.register(user, &format!("{user}-pw")).await;
+    }
+    // Alice and Bob become contacts on the XMPP side, before msngate is involved.
+    let mut alice = xmpp(&prosody, "alice").await;
+    let mut bob = xmpp(&prosody, "bob").await;
+    alice.befriend(&mut bob).await;
+    alice.disconnect().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.secrets.key = Some(KEY.into());
+    let db = config.storage.database.clone();
+    common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
+    link(
+        &db,
+        &config.secrets,
+        "alice@hotmail.com",
+        &prosody.jid("alice"),
+        xmpp_password,
+        &prosody.addr(),
+    );
+    let server = TestServer::start_with(dir, config, &[]).await;
+    Setup {
+        prosody,
+        server,
+        bob,
+    }
+}
+
+fn link(
+    db: &std::path::Path,
+    secrets: &msngate::config::SecretsConfig,
+    handle: &str,
+    jid: &str,
+    password: &str,
+    server: &str,
+) {
+    let key = SecretKey::load(secrets, false).unwrap().unwrap();
+    let handle: UserHandle = handle.parse().unwrap();
+    let link = BackendLink {
+        backend: "xmpp".into(),
+        account: jid.into(),
+        sealed_secret: key.seal(handle.as_str(), password.as_bytes()),
+        options: vec![("server".into(), server.into())],
+    };
+    Database::open(db).unwrap().link(&handle, &link).unwrap();
+}
+
+async fn msn_alice(server: &TestServer) -> Client {
+    server.login("alice@hotmail.com", "msn-pw").await
+}
+
+/// SYN and the first CHG, without assuming what else arrives meanwhile (presence, rings).
+async fn come_online(c: &mut Client) {
+    let t = c.cmd("SYN", "0").await;
+    loop {
+        let l = c.recv().await;
+        let last_list = l.get(0) == "LST"
+            && l.get(1) == t.to_string()
+            && l.get(2) == "RL"
+            && l.get(4) == l.get(5);
+        let unchanged = l.get(0) == "SYN" && l.get(1) == t.to_string() && l.get(2) == "0";
+        if last_list || unchanged {
+            break;
+        }
+    }
+    let t = c.cmd("CHG", "NLN").await;
+    wait_line(c, &format!("CHG {t} NLN"), 5).await;
+}
+
+/// The next presence from `jid` that `want` accepts.
+async fn presence_where(
+    bob: &mut XmppClient,
+    jid: &str,
+    mut want: impl FnMut(&tokio_xmpp::parsers::presence::Presence) -> bool,
+) -> tokio_xmpp::parsers::presence::Presence {
+    let jid = jid.to_owned();
+    bob.wait_for(
+        &format!("presence from {jid}"),
+        move |stanza| match stanza {
+            tokio_xmpp::Stanza::Presence(p)
+                if p.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare().to_string() == jid)
+                    && want(p) =>
+            {
+                Some(p.clone())
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Reads lines until one matches, failing with everything seen.
+async fn wait_line(c: &mut Client, pattern: &str, secs: u64) -> common::Line {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut seen = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(remaining, c.try_recv()).await {
+            Ok(Some(line)) if common::matches(&line, pattern) => return line,
+            Ok(Some(line)) => seen.push(line.text()),
+            Ok(None) => panic!("connection closed waiting for `{pattern}`; saw {seen:?}"),
+            Err(_) => panic!("no `{pattern}` within {secs} s; saw {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_and_presence_both_ways() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    bob.send_presence(Some(Show::Away), Some("at the shops"))
+        .await;
+    let mut alice = msn_alice(&server).await;
+    // The roster is the FL (and, with a mutual subscription, the AL and RL) in SYN.
+    let t = alice.cmd("SYN", "0").await;
+    let syn = alice.expect(&format!("SYN {t} *")).await;
+    assert_ne!(syn.get(2), "0");
+    alice.expect(&format!("GTC {t} * A")).await;
+    alice.expect(&format!("BLP {t} * AL")).await;
+    alice
+        .expect(&format!("LST {t} FL * 1 1 bob@localhost *"))
+        .await;
+    alice
+        .expect(&format!("LST {t} AL * 1 1 bob@localhost *"))
+        .await;
+    alice.expect(&format!("LST {t} BL * 0 0")).await;
+    alice
+        .expect(&format!("LST {t} RL * 1 1 bob@localhost *"))
+        .await;
+
+    // Bob's XMPP presence is an MSN state. The bridge goes online for Alice at her first CHG,
+    // so his state follows it as NLN; changes arrive as NLN too.
+    let t = alice.cmd("CHG", "NLN").await;
+    alice.expect(&format!("CHG {t} NLN")).await;
+    wait_line(&mut alice, "NLN AWY bob@localhost *", 5).await;
+    bob.send_presence(Some(Show::Dnd), None).await;
+    wait_line(&mut alice, "NLN BSY bob@localhost *", 5).await;
+
+    // Alice's MSN state reaches Bob as XMPP presence, and HDN looks offline.
+    let from = format!("alice@{}", prosody_domain());
+    alice.chg("BSY").await;
+    presence_where(&mut bob, &from, |p| {
+        p.type_ == PresenceType::None && p.show == Some(Show::Dnd)
+    })
+    .await;
+    alice.chg("LUN").await;
+    let p = presence_where(&mut bob, &from, |p| p.show == Some(Show::Xa)).await;
+    assert_eq!(
+        p.statuses.values().next().map(String::as_str),
+        Some("Out to Lunch")
+    );
+    alice.chg("HDN").await;
+    presence_where(&mut bob, &from, |p| p.type_ == PresenceType::Unavailable).await;
+
+    // Bob going offline is FLN.
+    alice.chg("NLN").await;
+    presence_where(&mut bob, &from, |p| {
+        p.type_ == PresenceType::None && p.show.is_none()
+    })
+    .await;
+    bob.send_unavailable().await;
+    wait_line(&mut alice, "FLN bob@localhost", 5).await;
+}
+
+fn prosody_domain() -> &'static str {
+    support::prosody::DOMAIN
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_both_ways_with_typing_and_non_ascii_text() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    come_online(&mut alice).await;
+    // Bob shows up once the bridge is online for Alice (at her first CHG).
+    wait_line(&mut alice, "NLN NLN bob@localhost *", 5).await;
+    // Alice opens a conversation with Bob: he joins at once.
+    let mut sb = alice.open_switchboard("alice@hotmail.com").await;
+    let t = sb.cmd("CAL", "bob@localhost").await;
+    sb.expect(&format!("CAL {t} RINGING *")).await;
+    sb.expect("JOI bob@localhost *").await;
+
+    let text = "Grüße aus 1999 ☺ — 你好";
+    let payload =
+        format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{text}");
+    let t = sb.msg("A", payload.as_bytes()).await;
+    let got = bob.next_chat().await;
+    assert_eq!(
+        (got.from.to_string(), got.body),
+        (format!("alice@{}", prosody_domain()), text.to_owned())
+    );
+    sb.expect(&format!("ACK {t}")).await;
+
+    // Typing both ways.
+    let typing = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: alice@hotmail.com\r\n\r\n\r\n";
+    sb.msg("U", typing).await;
+    let (from, state) = bob.next_chat_state().await;
+    assert_eq!(
+        (from.to_string(), state),
+        (format!("alice@{}", prosody_domain()), ChatState::Composing)
+    );
+    bob.send_chat_state(&format!("alice@{}", prosody_domain()), ChatState::Composing)
+        .await;
+    let line = sb.expect("MSG bob@localhost * *").await;
+    assert!(
+        line.payload_text().contains("text/x-msmsgscontrol"),
+        "{}",
+        line.payload_text()
+    );
+
+    // Bob answers with a multi-line, non-ASCII message.
+    bob.send_chat(
+        &format!("alice@{}", prosody_domain()),
+        "Ça va?\nOui ☕",
+        Some(ChatState::Active),
+    )
+    .await;
+    let line = sb.expect("MSG bob@localhost * *").await;
+    let body = line.payload_text();
+    assert!(body.contains("text/plain; charset=UTF-8"), "{body}");
+    assert!(body.ends_with("\r\n\r\nÇa va?\r\nOui ☕"), "{body:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_message_rings_the_msn_client() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let mut alice = msn_alice(&server).await;
+    come_online(&mut alice).await;
+    bob.send_chat(
+        &format!("alice@{}", prosody_domain()),
+        "Are you there?",
+        None,
+    )
+    .await;
+    bob.send_chat(&format!("alice@{}", prosody_domain()), "Hello??", None)
+        .await;
+    let rng = wait_line(&mut alice, "RNG * * CKI * bob@localhost *", 5).await;
+    let (mut sb, iro) = Client::answer(&rng, "alice@hotmail.com").await;
+    assert_eq!(iro.len(), 1);
+    assert!(
+        common::matches(&iro[0], "IRO * 1 1 bob@localhost *"),
+        "{}",
+        iro[0].text()
+    );
+    // Both messages were held until the client answered, and arrive in order.
+    let first = sb.expect("MSG bob@localhost * *").await;
+    assert!(first.payload_text().ends_with("Are you there?"));
+    let second = sb.expect("MSG bob@localhost * *").await;
+    assert!(second.payload_text().ends_with("Hello??"));
+    // The reply goes back through the same session.
+    let t = sb
+        .msg(
+            "A",
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nyes!",
+        )
+        .await;
+    assert_eq!(bob.next_chat().await.body, "yes!");
+    sb.expect(&format!("ACK {t}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_request_appears_on_the_rl_and_is_approved_or_blocked() {
+    let Setup {
+        prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let mut alice = msn_alice(&server).await;
+    come_online(&mut alice).await;
+    let mut carol = xmpp(&prosody, "carol").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    carol.subscribe(&alice_jid).await;
+    wait_line(&mut alice, "ADD 0 RL * carol@localhost *", 5).await;
+    // Allowing her approves the subscription.
+    let t = alice.cmd("ADD", "AL carol@localhost Carol").await;
+    wait_line(
+        &mut alice,
+        &format!("ADD {t} AL * carol@localhost Carol"),
+        5,
+    )
+    .await;
+    carol
+        .expect_subscription(&alice_jid, PresenceType::Subscribed)
+        .await;
+
+    // Blocking Bob, as MSN 1.0 does it (off the AL, onto the BL), revokes his subscription
+    // and blocks the JID; AL and BL stay exclusive. Unblocking lifts the block.
+    let t = alice.cmd("ADD", "BL bob@localhost Bob").await;
+    wait_line(&mut alice, &format!("219 {t}"), 5).await;
+    let t = alice.cmd("REM", "AL bob@localhost").await;
+    wait_line(&mut alice, &format!("REM {t} AL * bob@localhost"), 5).await;
+    let t = alice.cmd("ADD", "BL bob@localhost Bob").await;
+    wait_line(&mut alice, &format!("ADD {t} BL * bob@localhost Bob"), 5).await;
+    bob.expect_subscription(&alice_jid, PresenceType::Unsubscribed)
+        .await;
+    let t = alice.cmd("REM", "BL bob@localhost").await;
+    wait_line(&mut alice, &format!("REM {t} BL * bob@localhost"), 5).await;
+
+    // Adding someone to the FL subscribes to them.
+    let t = alice.cmd("ADD", "FL carol@localhost Carol").await;
+    wait_line(
+        &mut alice,
+        &format!("ADD {t} FL * carol@localhost Carol"),
+        5,
+    )
+    .await;
+    carol
+        .expect_subscription(&alice_jid, PresenceType::Subscribe)
+        .await;
+    // Removing from the FL removes the roster item.
+    let t = alice.cmd("REM", "FL carol@localhost").await;
+    wait_line(&mut alice, &format!("REM {t} FL * carol@localhost"), 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_offline_arrive_at_the_next_logon() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    // Alice is not logged in to MSN, so not to XMPP either: the server keeps the message.
+    bob.send_chat(
+        &format!("alice@{}", prosody_domain()),
+        "while you were out ✉",
+        None,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = msn_alice(&server).await;
+    come_online(&mut alice).await;
+    let rng = wait_line(&mut alice, "RNG * * CKI * bob@localhost *", 10).await;
+    let (mut sb, _) = Client::answer(&rng, "alice@hotmail.com").await;
+    let msg = sb.expect("MSG bob@localhost * *").await;
+    assert!(
+        msg.payload_text().ends_with("while you were out ✉"),
+        "{}",
+        msg.payload_text()
+    );
+    sb.expect_silence(500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_xmpp_password_fails_the_msn_logon() {
+    let Setup {
+        prosody: _p,
+        server,
+        bob: _b,
+    } = setup_with("not-the-password").await;
+    let mut c = Client::connect(server.ns()).await;
+    let t = c.cmd("VER", "MSNP2 CVR0").await;
+    c.expect(&format!("VER {t} MSNP2")).await;
+    let t = c.cmd("USR", "MD5 I alice@hotmail.com").await;
+    let challenge = c
+        .expect(&format!("USR {t} MD5 S *"))
+        .await
+        .get(4)
+        .to_string();
+    let t = c
+        .cmd(
+            "USR",
+            &format!("MD5 S {}", common::md5_hex(&format!("{challenge}msn-pw"))),
+        )
+        .await;
+    c.expect(&format!("911 {t}")).await;
+}
