@@ -417,3 +417,94 @@ async fn a_wrong_xmpp_password_fails_the_msn_logon() {
         .await;
     c.expect(&format!("911 {t}")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    let mut alice = msn_alice(&server).await;
+    come_online(&mut alice).await;
+    wait_line(&mut alice, "NLN NLN bob@localhost *", 5).await;
+    let mut sb = alice.open_switchboard("alice@hotmail.com").await;
+    let t = sb.cmd("CAL", "bob@localhost").await;
+    sb.expect(&format!("CAL {t} RINGING *")).await;
+    sb.expect("JOI bob@localhost *").await;
+    let text = |body: &str| {
+        format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{body}")
+    };
+    let t = sb.msg("A", text("before").as_bytes()).await;
+    assert_eq!(bob.next_chat().await.body, "before");
+    sb.expect(&format!("ACK {t}")).await;
+
+    // The server goes away and comes back well within the presence debounce.
+    prosody.restart().await;
+    bob.wait_reconnected().await;
+    // Alice writes while the bridge may still be reconnecting: it must arrive exactly once.
+    // (Prosody itself may hand Bob's client "before" again: the server had not seen his
+    // client acknowledge it when it went down. That is between Prosody and Bob.)
+    let t = sb.msg("A", text("during").as_bytes()).await;
+    let mut got = bob.next_chat().await;
+    while got.body == "before" {
+        got = bob.next_chat().await;
+    }
+    assert_eq!(got.body, "during");
+    let ack = wait_line(&mut sb, &format!("* {t}"), 30).await;
+    assert_eq!(ack.get(0), "ACK", "{}", ack.text());
+    // Bob writes back on the new connections.
+    bob.send_chat(&alice_jid, "after", None).await;
+    let got = wait_line(&mut sb, "MSG bob@localhost * *", 30).await;
+    assert!(
+        got.payload_text().ends_with("after"),
+        "{}",
+        got.payload_text()
+    );
+
+    // Nothing was doubled, and Bob never flashed offline on the MSN side.
+    let quiet = bob
+        .wait_for_within(Duration::from_secs(2), |s| match s {
+            tokio_xmpp::Stanza::Message(m)
+                if m.get_best_body_cloned(vec![])
+                    .is_some_and(|(_, b)| b == "during" || b == "after") =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(quiet.is_none(), "a message was delivered twice");
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_millis(300), alice.try_recv()).await
+    {
+        assert_ne!(
+            line.text(),
+            "FLN bob@localhost",
+            "bob flashed offline during a short outage"
+        );
+    }
+    sb.expect_silence(300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_xmpp_server_does_not_block_the_msn_logon() {
+    let Setup {
+        mut prosody,
+        server,
+        bob,
+    } = setup_with("alice-pw").await;
+    bob.disconnect().await;
+    prosody.stop().await;
+    // The logon succeeds on the last known contact list, and the bridge keeps trying.
+    let mut alice = msn_alice(&server).await;
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} *")).await;
+    come_online(&mut alice).await;
+    prosody.start_again().await;
+    // Once the server is back, the bridge connects by itself and shows the contact.
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(None, None).await;
+    wait_line(&mut alice, "NLN NLN bob@localhost *", 40).await;
+}

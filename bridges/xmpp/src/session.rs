@@ -33,6 +33,10 @@ pub const OFFLINE_DEBOUNCE: Duration = Duration::from_secs(10);
 /// After a reconnection without resumption, contacts that have not announced themselves
 /// again within this time are shown offline.
 const SETTLE: Duration = Duration::from_secs(5);
+/// A contact going offline is shown this much later: when a server shuts down it first
+/// sends everyone's unavailable presence, then drops the stream, and those must not flash
+/// contacts offline for what turns out to be a short outage.
+pub const OFFLINE_GRACE: Duration = Duration::from_secs(3);
 /// How many recent message ids are remembered to drop redeliveries.
 const SEEN_IDS: usize = 1024;
 /// A typing notification to the same contact is sent at most this often.
@@ -64,6 +68,16 @@ pub enum Command {
         done: oneshot::Sender<()>,
     },
 }
+
+/// A chat message on its way, kept until the server has it.
+pub struct OutgoingChat {
+    message: Message,
+    reply: oneshot::Sender<Result<(), BackendError>>,
+    attempt: u32,
+}
+
+/// How many times a message lost with a connection is sent again on the next one.
+const RESENDS: u32 = 2;
 
 /// What to do with the answer to an IQ we sent.
 enum Pending {
@@ -106,6 +120,15 @@ pub struct SessionTask {
     connected: bool,
     offline_at: Option<Instant>,
     settle_at: Option<Instant>,
+    /// Contacts whose going offline is not shown yet (see [`OFFLINE_GRACE`]).
+    going_offline: HashMap<BareJid, Instant>,
+    /// The last state shown for contacts in `going_offline`.
+    last_visible: HashMap<BareJid, PresenceState>,
+    /// Messages whose stream was lost before the server acknowledged them, to send again
+    /// (with the same id, so receivers that drop repeats by id see them once).
+    resend: Vec<OutgoingChat>,
+    lost_tx: mpsc::Sender<OutgoingChat>,
+    lost_rx: mpsc::Receiver<OutgoingChat>,
     last_typing: HashMap<BareJid, Instant>,
 }
 
@@ -120,6 +143,7 @@ impl SessionTask {
         commands: mpsc::Receiver<Command>,
         events: EventSender,
     ) -> Self {
+        let (lost_tx, lost_rx) = mpsc::channel(256);
         SessionTask {
             me,
             stream,
@@ -147,16 +171,25 @@ impl SessionTask {
             connected: false,
             offline_at: None,
             settle_at: None,
+            going_offline: HashMap::new(),
+            last_visible: HashMap::new(),
+            resend: Vec::new(),
+            lost_tx,
+            lost_rx,
             last_typing: HashMap::new(),
         }
     }
 
     pub async fn run(mut self) {
         loop {
-            let deadline = match (self.offline_at, self.settle_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.offline_at,
+                self.settle_at,
+                self.going_offline.values().min().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -183,6 +216,13 @@ impl SessionTask {
                     }
                 },
                 _ = timer => self.timers().await,
+                Some(lost) = self.lost_rx.recv() => {
+                    if self.connected {
+                        self.send_tracked(lost).await;
+                    } else {
+                        self.resend.push(lost);
+                    }
+                }
             }
         }
     }
@@ -265,12 +305,22 @@ impl SessionTask {
                 .await;
                 self.own_sent = None;
                 self.send_own_presence().await;
+                for lost in std::mem::take(&mut self.resend) {
+                    self.send_tracked(lost).await;
+                }
             }
             Event::Stream(StreamEvent::Suspended) => {
                 tracing::info!(jid = %self.me, "XMPP connection lost; resuming");
                 self.connected = false;
                 self.offline_at
                     .get_or_insert(Instant::now() + OFFLINE_DEBOUNCE);
+                // Contacts that "went offline" just before our stream dropped most likely went
+                // with the server: keep showing them as before until the reconnection says.
+                for jid in std::mem::take(&mut self.going_offline).into_keys() {
+                    if let Some(state) = self.last_visible.get(&jid).copied() {
+                        self.shown.insert(jid, state);
+                    }
+                }
                 let state = ConnectionState::TransientDisconnect {
                     reason: "connection lost".into(),
                 };
@@ -280,6 +330,9 @@ impl SessionTask {
                 tracing::info!(jid = %self.me, "XMPP session resumed");
                 self.connected = true;
                 self.offline_at = None;
+                for lost in std::mem::take(&mut self.resend) {
+                    self.send_tracked(lost).await;
+                }
                 self.emit(BackendEvent::Connection(ConnectionState::Connected))
                     .await;
             }
@@ -294,6 +347,18 @@ impl SessionTask {
         if self.offline_at.is_some_and(|t| t <= now) {
             self.offline_at = None;
             self.all_offline().await;
+        }
+        let due: Vec<BareJid> = self
+            .going_offline
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(j, _)| j.clone())
+            .collect();
+        for jid in due {
+            self.going_offline.remove(&jid);
+            if !self.shown.contains_key(&jid) {
+                self.emit_presence(&jid, PresenceState::Offline).await;
+            }
         }
         if self.settle_at.is_some_and(|t| t <= now) {
             self.settle_at = None;
@@ -593,10 +658,21 @@ impl SessionTask {
             .unwrap_or(PresenceState::Offline);
         if best == PresenceState::Offline {
             self.shown.remove(jid);
-        } else {
-            self.shown.insert(jid.clone(), best);
+            if before != PresenceState::Offline {
+                self.last_visible.insert(jid.clone(), before);
+                self.going_offline
+                    .insert(jid.clone(), Instant::now() + OFFLINE_GRACE);
+            }
+            return;
         }
-        if best != before {
+        self.shown.insert(jid.clone(), best);
+        let was_going = self.going_offline.remove(jid).is_some();
+        let shown_before = if was_going {
+            self.last_visible.get(jid).copied().unwrap_or(before)
+        } else {
+            before
+        };
+        if best != shown_before {
             self.emit_presence(jid, best).await;
         }
     }
@@ -699,22 +775,18 @@ impl SessionTask {
             Command::Send { to, text, reply } => {
                 // Sent now if connected, else queued by the stream until it is; the caller
                 // bounds how long it waits for the answer.
+                let id = self.new_id();
                 let message = Message::chat(Some(Jid::from(to)))
                     .with_body(Lang(String::new()), text)
                     .with_payload(ChatState::Active);
-                let wait_for = if self.stream_management {
-                    StanzaStage::Acked
-                } else {
-                    StanzaStage::Sent
-                };
-                let mut token = self.send(message).await;
-                tokio::spawn(async move {
-                    let result = match token.wait_for(wait_for).await {
-                        Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }) => Ok(()),
-                        _ => Err(BackendError::Disconnected),
-                    };
-                    let _ = reply.send(result);
-                });
+                let mut message = message;
+                message.id = Some(tokio_xmpp::parsers::message::Id(id));
+                self.send_tracked(OutgoingChat {
+                    message,
+                    reply,
+                    attempt: 0,
+                })
+                .await;
             }
             Command::Typing { to } => {
                 let now = Instant::now();
@@ -733,6 +805,38 @@ impl SessionTask {
                 let _ = done.send(());
             }
         }
+    }
+
+    /// Sends a chat message and answers its sender once the server has it (acknowledged under
+    /// stream management, else written). A message whose stream is lost first comes back to
+    /// this task to be sent again on the next stream, up to [`RESENDS`] times.
+    async fn send_tracked(&mut self, chat: OutgoingChat) {
+        let wait_for = if self.stream_management {
+            StanzaStage::Acked
+        } else {
+            StanzaStage::Sent
+        };
+        let mut token = self.send(chat.message.clone()).await;
+        let lost = self.lost_tx.clone();
+        tokio::spawn(async move {
+            match token.wait_for(wait_for).await {
+                Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }) => {
+                    let _ = chat.reply.send(Ok(()));
+                }
+                _ if chat.attempt < RESENDS => {
+                    let again = OutgoingChat {
+                        attempt: chat.attempt + 1,
+                        ..chat
+                    };
+                    if let Err(mpsc::error::SendError(again)) = lost.send(again).await {
+                        let _ = again.reply.send(Err(BackendError::Disconnected));
+                    }
+                }
+                _ => {
+                    let _ = chat.reply.send(Err(BackendError::Disconnected));
+                }
+            }
+        });
     }
 
     async fn add(

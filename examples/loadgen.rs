@@ -1,0 +1,931 @@
+//! Load generator for msngate: reproducible speed and memory numbers (see docs/PERFORMANCE.md).
+//!
+//! It creates a temporary directory with a config file (free loopback ports) and a database
+//! with the benchmark's accounts, starts the server binary as a separate process, drives it
+//! over loopback TCP like MSN Messenger 1.0 clients would, prints one result line per phase,
+//! and stops the server again. Every phase is bounded by counts and by `--time-limit`.
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example loadgen -- idle --sessions 2000 --contacts 10
+//! cargo run --release --example loadgen -- chat --pairs 50 --messages 2000 --window 16
+//! ```
+//!
+//! Scenarios:
+//! - `idle`: N notification sessions log in (VER, INF, USR MD5 I/S, SYN, CHG NLN) with K
+//!   contacts each on their FL, then stay connected doing nothing. Reports the server's RSS
+//!   before the first connection and with all N online, and the login throughput.
+//! - `chat`: P pairs of users, each pair in its own switchboard session (XFR SB, USR, CAL,
+//!   RNG, ANS); every sender sends M `MSG A` messages keeping W unacknowledged in flight.
+//!   Reports messages relayed per second and the ACK latency distribution.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, Semaphore};
+use tokio::task::JoinSet;
+
+use msngate::protocol::{FriendlyName, ListKind, UserHandle};
+use msngate::store::Database;
+
+/// How long any single expected line may take before the run is abandoned.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Benchmarks an msngate server binary over loopback.
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    /// The server binary to start (built with `cargo build --release`).
+    #[arg(long, default_value = "target/release/msngate", global = true)]
+    server: PathBuf,
+    /// Where the temporary directory (config, database, server log) is created.
+    #[arg(long, global = true)]
+    tmp: Option<PathBuf>,
+    /// Keep the temporary directory afterwards (its path is printed).
+    #[arg(long, global = true)]
+    keep: bool,
+    /// The server's `log.level` (its log goes to server.log in the temporary directory).
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    /// Abandon the run after this many seconds (setup not included).
+    #[arg(long, default_value_t = 600, global = true)]
+    time_limit: u64,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Scenario {
+    /// Many logged-in, online, idle notification sessions: memory per session, login rate.
+    Idle {
+        /// Notification sessions (and accounts).
+        #[arg(long, default_value_t = 2000)]
+        sessions: usize,
+        /// FL contacts per account (the next K accounts), so presence work is realistic.
+        #[arg(long, default_value_t = 10)]
+        contacts: usize,
+        /// Logins in progress at once.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// Seconds to wait after the last login before measuring memory.
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+    },
+    /// Pairs of users chatting in switchboard sessions: relay throughput and ACK latency.
+    Chat {
+        /// Switchboard sessions, each with one sender and one receiver.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages each sender sends.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Unacknowledged messages each sender keeps in flight.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// MSG payload size in bytes, the 61-byte text/plain MIME header included.
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let fd_limit = raise_fd_limit();
+    let needed = match cli.scenario {
+        Scenario::Idle { sessions, .. } => sessions + 64,
+        Scenario::Chat { pairs, .. } => pairs * 4 + 64,
+    };
+    if fd_limit < needed as libc::rlim_t {
+        bail!("the open-file limit is {fd_limit}, the run needs about {needed}: raise `ulimit -n`");
+    }
+    let server_bin = cli
+        .server
+        .canonicalize()
+        .with_context(|| format!("server binary {}", cli.server.display()))?;
+    let base = cli.tmp.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("msngate-loadgen-")
+        .tempdir_in(&base)
+        .with_context(|| format!("temporary directory in {}", base.display()))?;
+    println!(
+        "loadgen: server={} dir={} fd_limit={fd_limit}",
+        server_bin.display(),
+        dir.path().display()
+    );
+
+    let result = run(&cli, &server_bin, dir.path());
+    if cli.keep || result.is_err() {
+        let kept = dir.keep();
+        println!("loadgen: kept {}", kept.display());
+    }
+    result
+}
+
+fn run(cli: &Cli, server_bin: &Path, dir: &Path) -> Result<()> {
+    let db_path = dir.join("msngate.db");
+    // Accounts and lists are written with the library directly, before the server starts.
+    let accounts = match cli.scenario {
+        Scenario::Idle {
+            sessions, contacts, ..
+        } => {
+            if contacts >= sessions {
+                bail!("--contacts must be smaller than --sessions");
+            }
+            let handles: Vec<String> = (0..sessions).map(|i| handle("u", i)).collect();
+            create_accounts(&db_path, &handles, contacts)?;
+            handles
+        }
+        Scenario::Chat { pairs, .. } => {
+            let mut handles: Vec<String> = (0..pairs).map(|i| handle("s", i)).collect();
+            handles.extend((0..pairs).map(|i| handle("r", i)));
+            create_accounts(&db_path, &handles, 0)?;
+            handles
+        }
+    };
+    let max_connections = accounts.len() * 2 + 100;
+    let server = Server::start(server_bin, dir, &db_path, &cli.log_level, max_connections)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let limit = Duration::from_secs(cli.time_limit);
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(limit, async {
+            match cli.scenario {
+                Scenario::Idle {
+                    contacts,
+                    concurrency,
+                    settle,
+                    ..
+                } => idle(&server, &accounts, contacts, concurrency, settle).await,
+                Scenario::Chat {
+                    pairs,
+                    messages,
+                    window,
+                    payload_bytes,
+                } => chat(&server, &accounts, pairs, messages, window, payload_bytes).await,
+            }
+        })
+        .await
+        .map_err(|_| anyhow!("time limit of {}s reached", cli.time_limit))?
+    });
+    let stopped = server.stop();
+    // Client connections are dropped only now, after the server has said OUT SSD to them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = &outcome {
+        eprintln!(
+            "loadgen: failed: {e:#}; server log: {}",
+            dir.join("server.log").display()
+        );
+    }
+    let stop_ms = stopped?;
+    println!("shutdown: sigterm_to_exit_ms={stop_ms}");
+    outcome
+}
+
+fn handle(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:05}@bench.test")
+}
+
+fn password(handle: &str) -> String {
+    format!("pw-{handle}")
+}
+
+fn md5_hex(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+/// Creates the accounts, and gives account i the next `contacts` accounts on its FL.
+fn create_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Result<()> {
+    let mut db = Database::open(db_path)?;
+    let parsed: Vec<UserHandle> = handles
+        .iter()
+        .map(|h| h.parse().map_err(|e| anyhow!("handle {h}: {e:?}")))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    for h in &parsed {
+        db.create_account(h, &FriendlyName::from_handle(h), &password(h.as_str()))?;
+    }
+    let create_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let n = parsed.len();
+    for (i, owner) in parsed.iter().enumerate() {
+        for k in 1..=contacts {
+            let contact = &parsed[(i + k) % n];
+            db.add_entry(
+                owner,
+                ListKind::Forward,
+                contact,
+                &FriendlyName::from_handle(contact),
+            )?;
+        }
+    }
+    let add_s = started.elapsed().as_secs_f64();
+    let entries = n * contacts;
+    println!(
+        "setup: accounts={n} create_s={create_s:.2} per_account_ms={:.3} fl_entries={entries} \
+         add_s={add_s:.2} per_entry_ms={:.3}",
+        create_s * 1000.0 / n as f64,
+        if entries > 0 {
+            add_s * 1000.0 / entries as f64
+        } else {
+            0.0
+        },
+    );
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit; the server process inherits it.
+fn raise_fd_limit() -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a properly initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+fn free_port() -> Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The server process under test.
+struct Server {
+    child: Option<Child>,
+    pid: u32,
+    ns: SocketAddr,
+}
+
+impl Server {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        db_path: &Path,
+        log_level: &str,
+        max_connections: usize,
+    ) -> Result<Server> {
+        let (ns_port, sb_port) = (free_port()?, free_port()?);
+        let config = dir.join("msngate.toml");
+        let db = db_path
+            .to_str()
+            .ok_or_else(|| anyhow!("the temporary path is not UTF-8"))?;
+        // Not used by `serve` today; kept in the temporary directory all the same.
+        let key_file = format!("{}/msngate.key", dir.display());
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nnotification_listen = \"127.0.0.1:{ns_port}\"\n\
+                 switchboard_listen = \"127.0.0.1:{sb_port}\"\npublic_host = \"127.0.0.1\"\n\
+                 max_connections = {max_connections}\n[storage]\ndatabase = {db:?}\n\
+                 [log]\nlevel = {log_level:?}\n[secrets]\nkey_file = {key_file:?}\n"
+            ),
+        )?;
+        let log = File::create(dir.join("server.log"))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env_remove("MSNGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id();
+        let mut server = Server {
+            child: Some(child),
+            pid,
+            ns: SocketAddr::from(([127, 0, 0, 1], ns_port)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                bail!("the server exited at start ({status}): {}", log.trim());
+            }
+            if std::net::TcpStream::connect(server.ns).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not listen on {} within 30 s", server.ns);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let the probe connection end before anything is measured.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(server)
+    }
+
+    /// A `/proc/PID/status` value in KiB, e.g. `VmRSS`.
+    fn status_kib(&self, key: &str) -> Result<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no {key} in /proc/{}/status", self.pid))
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    fn cpu_s(&self) -> Result<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid))
+    }
+
+    /// CPU seconds of the server's database thread, which every store call goes through.
+    fn store_cpu_s(&self) -> Result<f64> {
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            let path = task?.path();
+            if std::fs::read_to_string(path.join("comm"))?.trim() == "msngate-store" {
+                return cpu_seconds(&path.join("stat").to_string_lossy());
+            }
+        }
+        bail!("no msngate-store thread in the server process")
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown; returns how long it took in ms.
+    fn stop(mut self) -> Result<u128> {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        // SAFETY: sends a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("the server exited with {status}");
+                }
+                return Ok(started.elapsed().as_millis());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the server did not stop within 20 s of SIGTERM; killed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// User + system CPU seconds from a `/proc/.../stat` file.
+fn cpu_seconds(stat_path: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(stat_path)?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &text[text.rfind(')').ok_or_else(|| anyhow!("bad {stat_path}"))? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+fn own_cpu_s() -> Result<f64> {
+    cpu_seconds("/proc/self/stat")
+}
+
+/// One line from the server, split into tokens, with its payload if it was a MSG.
+struct Line {
+    tokens: Vec<String>,
+    payload: Option<Vec<u8>>,
+}
+
+impl Line {
+    fn get(&self, i: usize) -> &str {
+        self.tokens.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    fn text(&self) -> String {
+        self.tokens.join(" ")
+    }
+}
+
+/// A protocol client connection.
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    trid: u32,
+}
+
+impl Conn {
+    async fn connect(address: SocketAddr) -> Result<Conn> {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("connect {address}"))?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(Conn {
+            reader: BufReader::new(r),
+            writer: w,
+            trid: 0,
+        })
+    }
+
+    async fn cmd(&mut self, verb: &str, args: &str) -> Result<u32> {
+        self.trid += 1;
+        let line = format!("{verb} {} {args}\r\n", self.trid);
+        self.writer.write_all(line.as_bytes()).await?;
+        Ok(self.trid)
+    }
+
+    async fn recv(&mut self) -> Result<Line> {
+        let mut raw = Vec::new();
+        let n = tokio::time::timeout(READ_TIMEOUT, self.reader.read_until(b'\n', &mut raw))
+            .await
+            .map_err(|_| anyhow!("no line from the server within {READ_TIMEOUT:?}"))??;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        let text = String::from_utf8(raw)?;
+        let tokens: Vec<String> = text.trim_end().split(' ').map(String::from).collect();
+        let payload = if tokens[0] == "MSG" {
+            let len: usize = tokens.last().unwrap_or(&String::new()).parse()?;
+            let mut p = vec![0; len];
+            tokio::time::timeout(READ_TIMEOUT, self.reader.read_exact(&mut p)).await??;
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Line { tokens, payload })
+    }
+
+    /// Reads until the reply `VERB trid ...`, skipping asynchronous lines; an error reply
+    /// (`code trid`) to that TrID fails.
+    async fn reply(&mut self, verb: &str, trid: u32) -> Result<Line> {
+        let trid = trid.to_string();
+        loop {
+            let line = self.recv().await?;
+            if line.get(1) == trid {
+                if line.get(0) == verb {
+                    return Ok(line);
+                }
+                if line.get(0).bytes().all(|b| b.is_ascii_digit()) {
+                    bail!("error reply to {verb} {trid}: {}", line.text());
+                }
+            }
+        }
+    }
+
+    /// Reads until a line with this verb, skipping others.
+    async fn wait_for(&mut self, verb: &str) -> Result<Line> {
+        loop {
+            let line = self.recv().await?;
+            if line.get(0) == verb {
+                return Ok(line);
+            }
+        }
+    }
+}
+
+/// Logs in like MSN Messenger 1.0 and goes online: VER, INF, USR MD5 I/S, SYN 0, CHG NLN.
+async fn login(ns: SocketAddr, handle: &str) -> Result<Conn> {
+    let mut c = Conn::connect(ns).await?;
+    let t = c.cmd("VER", "MSNP2 CVR0").await?;
+    c.reply("VER", t).await?;
+    let t = c.cmd("INF", "").await?;
+    c.reply("INF", t).await?;
+    let t = c.cmd("USR", &format!("MD5 I {handle}")).await?;
+    let challenge = c.reply("USR", t).await?.get(4).to_string();
+    let response = md5_hex(&format!("{challenge}{}", password(handle)));
+    let t = c.cmd("USR", &format!("MD5 S {response}")).await?;
+    let ok = c.reply("USR", t).await?;
+    if ok.get(2) != "OK" {
+        bail!("{handle}: login failed: {}", ok.text());
+    }
+    let profile = c.recv().await?;
+    if profile.get(0) != "MSG" || profile.payload.is_none() {
+        bail!("{handle}: expected the profile MSG, got {}", profile.text());
+    }
+    let t = c.cmd("SYN", "0").await?;
+    let syn = c.reply("SYN", t).await?;
+    if syn.get(2) != "0" {
+        // GTC, BLP, then LST FL, AL, BL, RL; the last line of each list has index == total.
+        loop {
+            let l = c.recv().await?;
+            if l.get(0) == "LST" && l.get(2) == "RL" && l.get(4) == l.get(5) {
+                break;
+            }
+        }
+    }
+    let t = c.cmd("CHG", "NLN").await?;
+    c.reply("CHG", t).await?;
+    Ok(c)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Logs everyone in, at most `concurrency` at a time; returns the connections and the
+/// login latencies in ms, in account order.
+async fn log_in_all(
+    ns: SocketAddr,
+    handles: &[String],
+    concurrency: usize,
+) -> Result<Vec<(Conn, f64)>> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (i, h) in handles.iter().enumerate() {
+        let (permits, h) = (permits.clone(), h.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let started = Instant::now();
+            let conn = login(ns, &h).await.with_context(|| format!("login {h}"))?;
+            Ok::<_, anyhow::Error>((i, conn, started.elapsed().as_secs_f64() * 1000.0))
+        });
+    }
+    let mut done: Vec<Option<(Conn, f64)>> = (0..handles.len()).map(|_| None).collect();
+    while let Some(r) = tasks.join_next().await {
+        let (i, conn, ms) = r??;
+        done[i] = Some((conn, ms));
+    }
+    Ok(done.into_iter().map(|d| d.expect("every login")).collect())
+}
+
+async fn idle(
+    server: &Server,
+    handles: &[String],
+    contacts: usize,
+    concurrency: usize,
+    settle: u64,
+) -> Result<()> {
+    let n = handles.len();
+    let rss_before = server.rss_kib()?;
+    let cpu_before = server.cpu_s()?;
+    let store_before = server.store_cpu_s().unwrap_or(f64::NAN);
+    let own_before = own_cpu_s()?;
+    let started = Instant::now();
+    let conns = log_in_all(server.ns, handles, concurrency).await?;
+    let online_s = started.elapsed().as_secs_f64();
+    let cpu_login = server.cpu_s()? - cpu_before;
+    let store_login = server.store_cpu_s().unwrap_or(f64::NAN) - store_before;
+    let own_login = own_cpu_s()? - own_before;
+    let mut latencies: Vec<f64> = conns.iter().map(|(_, ms)| *ms).collect();
+    latencies.sort_by(f64::total_cmp);
+
+    // Every session keeps reading (ILN/NLN) like an idle client; presence lines are counted.
+    let presence = Arc::new(AtomicU64::new(0));
+    let distinct = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut readers = JoinSet::new();
+    for (conn, _) in conns {
+        let (presence, distinct, closed) = (presence.clone(), distinct.clone(), closed.clone());
+        readers.spawn(async move {
+            // The write half stays alive in this task, so the session stays open.
+            let Conn {
+                mut reader,
+                writer: _writer,
+                ..
+            } = conn;
+            let mut raw = Vec::new();
+            let mut seen = HashSet::new();
+            loop {
+                raw.clear();
+                match reader.read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(_) => {
+                        // ILN TrID state handle name, NLN state handle name
+                        let at = if raw.starts_with(b"ILN ") {
+                            3
+                        } else if raw.starts_with(b"NLN ") {
+                            2
+                        } else {
+                            continue;
+                        };
+                        presence.fetch_add(1, Ordering::Relaxed);
+                        let contact = raw.split(|&b| b == b' ').nth(at).unwrap_or_default();
+                        if seen.insert(contact.to_vec()) {
+                            distinct.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    let rss_after = server.rss_kib()?;
+    let hwm = server.status_kib("VmHWM")?;
+    let closed_early = closed.load(Ordering::Relaxed);
+    let per_session = (rss_after as f64 - rss_before as f64) / n as f64;
+    println!(
+        "idle: sessions={n} contacts={contacts} concurrency={concurrency} online_s={online_s:.2} \
+         logins_per_s={:.0} login_p50_ms={:.1} login_p99_ms={:.1} login_max_ms={:.1} \
+         presence_lines={} contacts_seen={}/{} closed_early={closed_early} rss_before_kib={rss_before} \
+         rss_after_kib={rss_after} rss_peak_kib={hwm} per_session_kib={per_session:.1} \
+         server_cpu_s={cpu_login:.2} store_thread_cpu_s={store_login:.2} \
+         loadgen_cpu_s={own_login:.2}",
+        n as f64 / online_s,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(0.0),
+        presence.load(Ordering::Relaxed),
+        distinct.load(Ordering::Relaxed),
+        n * contacts,
+    );
+    if closed_early > 0 {
+        bail!("{closed_early} sessions were closed by the server while idle");
+    }
+    // The sessions stay connected until the server is stopped.
+    readers.detach_all();
+    Ok(())
+}
+
+/// A pair's connections once its switchboard session is set up.
+struct Pair {
+    _sender_ns: Conn,
+    _receiver_ns: Conn,
+    sender_sb: Conn,
+    receiver_sb: Conn,
+}
+
+/// XFR SB, USR on the switchboard, CAL, RNG on the callee's NS, ANS, JOI.
+async fn open_session(mut a_ns: Conn, a: &str, mut b_ns: Conn, b: &str) -> Result<Pair> {
+    let t = a_ns.cmd("XFR", "SB").await?;
+    let xfr = a_ns.reply("XFR", t).await?;
+    let sb: SocketAddr = xfr.get(3).parse()?;
+    let mut a_sb = Conn::connect(sb).await?;
+    let t = a_sb.cmd("USR", &format!("{a} {}", xfr.get(5))).await?;
+    a_sb.reply("USR", t).await?;
+    let t = a_sb.cmd("CAL", b).await?;
+    a_sb.reply("CAL", t).await?;
+    let rng = b_ns.wait_for("RNG").await?;
+    let mut b_sb = Conn::connect(rng.get(2).parse()?).await?;
+    let t = b_sb
+        .cmd("ANS", &format!("{b} {} {}", rng.get(4), rng.get(1)))
+        .await?;
+    b_sb.reply("ANS", t).await?;
+    a_sb.wait_for("JOI").await?;
+    Ok(Pair {
+        _sender_ns: a_ns,
+        _receiver_ns: b_ns,
+        sender_sb: a_sb,
+        receiver_sb: b_sb,
+    })
+}
+
+/// What one pair measured.
+struct PairResult {
+    /// ACK latencies in microseconds.
+    latencies: Vec<u32>,
+    received: usize,
+    naks: usize,
+    finished: Instant,
+}
+
+fn chat_payload(bytes: usize) -> Vec<u8> {
+    let mut p = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n".to_vec();
+    let text = b"Hello from the msngate load generator! ";
+    let mut i = 0;
+    while p.len() < bytes {
+        p.push(text[i % text.len()]);
+        i += 1;
+    }
+    p
+}
+
+/// Sends `messages` MSG A with at most `window` unacknowledged, reads the ACKs, and reads
+/// the receiver's copies, all at once.
+async fn run_pair(
+    pair: Pair,
+    messages: usize,
+    window: usize,
+    payload: Arc<Vec<u8>>,
+    start: Arc<Barrier>,
+) -> Result<PairResult> {
+    let Pair {
+        sender_sb,
+        receiver_sb,
+        _sender_ns,
+        _receiver_ns,
+    } = pair;
+    let Conn {
+        reader: mut ack_reader,
+        mut writer,
+        trid: first_trid,
+    } = sender_sb;
+    let mut msg_reader = receiver_sb.reader;
+    let credits = Semaphore::new(window);
+    let in_flight: Mutex<VecDeque<(u32, Instant)>> = Mutex::new(VecDeque::with_capacity(window));
+    start.wait().await;
+
+    let send = async {
+        let mut buf = Vec::with_capacity(payload.len() + 32);
+        for k in 0..messages {
+            credits.acquire().await?.forget();
+            let trid = first_trid + 1 + k as u32;
+            buf.clear();
+            buf.extend_from_slice(format!("MSG {trid} A {}\r\n", payload.len()).as_bytes());
+            buf.extend_from_slice(&payload);
+            in_flight
+                .lock()
+                .expect("not poisoned")
+                .push_back((trid, Instant::now()));
+            writer.write_all(&buf).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let acks = async {
+        let mut latencies = Vec::with_capacity(messages);
+        let mut naks = 0;
+        let mut raw = Vec::new();
+        for _ in 0..messages {
+            raw.clear();
+            let n = tokio::time::timeout(READ_TIMEOUT, ack_reader.read_until(b'\n', &mut raw))
+                .await
+                .map_err(|_| anyhow!("no ACK within {READ_TIMEOUT:?}"))??;
+            if n == 0 {
+                bail!("the sender's switchboard connection was closed");
+            }
+            let line = std::str::from_utf8(&raw)?.trim_end();
+            let (verb, trid) = line
+                .split_once(' ')
+                .ok_or_else(|| anyhow!("unexpected line {line:?}"))?;
+            let trid: u32 = trid.parse().with_context(|| format!("line {line:?}"))?;
+            let (expected, sent) = in_flight
+                .lock()
+                .expect("not poisoned")
+                .pop_front()
+                .ok_or_else(|| anyhow!("{line:?} without a message in flight"))?;
+            if trid != expected {
+                bail!("{line:?} out of order: expected TrID {expected}");
+            }
+            match verb {
+                "ACK" => latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                "NAK" => naks += 1,
+                _ => bail!("unexpected line {line:?}"),
+            }
+            credits.add_permits(1);
+        }
+        Ok((latencies, naks))
+    };
+    let receive = async {
+        let mut raw = Vec::new();
+        let mut body = vec![0; payload.len()];
+        for _ in 0..messages {
+            raw.clear();
+            let n = tokio::time::timeout(READ_TIMEOUT, msg_reader.read_until(b'\n', &mut raw))
+                .await
+                .map_err(|_| anyhow!("no MSG within {READ_TIMEOUT:?}"))??;
+            if n == 0 {
+                bail!("the receiver's switchboard connection was closed");
+            }
+            if !raw.starts_with(b"MSG ") {
+                bail!(
+                    "receiver: unexpected line {:?}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+            let len: usize = std::str::from_utf8(&raw)?
+                .trim_end()
+                .rsplit(' ')
+                .next()
+                .unwrap_or("")
+                .parse()?;
+            if len != payload.len() {
+                bail!("receiver: payload of {len} bytes, sent {}", payload.len());
+            }
+            msg_reader.read_exact(&mut body).await?;
+        }
+        Ok::<_, anyhow::Error>(messages)
+    };
+    let (sent, acked, received) = tokio::join!(send, acks, receive);
+    sent?;
+    let (latencies, naks) = acked?;
+    let received = received?;
+    Ok(PairResult {
+        latencies,
+        received,
+        naks,
+        finished: Instant::now(),
+    })
+}
+
+async fn chat(
+    server: &Server,
+    handles: &[String],
+    pairs: usize,
+    messages: usize,
+    window: usize,
+    payload_bytes: usize,
+) -> Result<()> {
+    let setup = Instant::now();
+    let mut conns = log_in_all(server.ns, handles, 100).await?;
+    let receivers: Vec<Conn> = conns.drain(pairs..).map(|(c, _)| c).collect();
+    let mut sessions = JoinSet::new();
+    for (i, ((a_ns, _), b_ns)) in conns.into_iter().zip(receivers).enumerate() {
+        let (a, b) = (handles[i].clone(), handles[pairs + i].clone());
+        sessions.spawn(async move {
+            open_session(a_ns, &a, b_ns, &b)
+                .await
+                .with_context(|| format!("switchboard session {a} -> {b}"))
+        });
+    }
+    let mut ready = Vec::with_capacity(pairs);
+    while let Some(r) = sessions.join_next().await {
+        ready.push(r??);
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let payload = Arc::new(chat_payload(payload_bytes));
+    let start = Arc::new(Barrier::new(pairs + 1));
+    let mut tasks = JoinSet::new();
+    for pair in ready {
+        tasks.spawn(run_pair(
+            pair,
+            messages,
+            window,
+            payload.clone(),
+            start.clone(),
+        ));
+    }
+    let rss_before = server.rss_kib()?;
+    let cpu_before = server.cpu_s()?;
+    let store_before = server.store_cpu_s().unwrap_or(f64::NAN);
+    let own_before = own_cpu_s()?;
+    start.wait().await;
+    let started = Instant::now();
+    let mut latencies: Vec<u32> = Vec::with_capacity(pairs * messages);
+    let (mut received, mut naks, mut finished) = (0, 0, started);
+    while let Some(r) = tasks.join_next().await {
+        let r = r??;
+        latencies.extend(r.latencies);
+        received += r.received;
+        naks += r.naks;
+        finished = finished.max(r.finished);
+    }
+    let elapsed = finished.duration_since(started).as_secs_f64();
+    let cpu = server.cpu_s()? - cpu_before;
+    let store_cpu = server.store_cpu_s().unwrap_or(f64::NAN) - store_before;
+    let own = own_cpu_s()? - own_before;
+    let rss_after = server.rss_kib()?;
+    let hwm = server.status_kib("VmHWM")?;
+    let mut ms: Vec<f64> = latencies.iter().map(|&us| us as f64 / 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let total = pairs * messages;
+    println!(
+        "chat: pairs={pairs} messages_per_sender={messages} window={window} \
+         payload_bytes={} setup_s={setup_s:.2} elapsed_s={elapsed:.2} msgs_per_s={:.0} \
+         received={received}/{total} naks={naks} ack_p50_ms={:.2} ack_p99_ms={:.2} \
+         ack_max_ms={:.2} server_cpu_s={cpu:.2} server_cpu_us_per_msg={:.1} \
+         store_thread_cpu_s={store_cpu:.2} loadgen_cpu_s={own:.2} rss_before_kib={rss_before} rss_after_kib={rss_after} \
+         rss_peak_kib={hwm}",
+        payload.len(),
+        total as f64 / elapsed,
+        percentile(&ms, 50.0),
+        percentile(&ms, 99.0),
+        ms.last().copied().unwrap_or(0.0),
+        cpu * 1e6 / total as f64,
+    );
+    if received != total || naks > 0 {
+        bail!("{} messages were not delivered", total - received + naks);
+    }
+    Ok(())
+}
