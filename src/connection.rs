@@ -7,20 +7,22 @@
 //! batch of commands; lines from other tasks go through the queue, which is bounded: a client
 //! that stops reading fills it and is disconnected instead of holding anyone else up.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{self, ClientCommand, FrameError, ParseError, ServerCommand};
+use crate::protocol::{self, ClientCommand, FrameError, ServerCommand};
 
 /// How many lines from other tasks may wait for one client before it counts as stalled.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -32,11 +34,61 @@ const KEEP_BUFFER: usize = 4 * 1024;
 
 static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A connection's bounded outbound queue. Unlike a channel it holds no memory while empty,
+/// which is most of an idle client's life.
+#[derive(Debug, Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    lines: VecDeque<Bytes>,
+    /// Close once everything queued has been written.
+    closing: bool,
+    /// The connection is gone: nothing is accepted any more.
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes queued lines, up to about `limit` bytes, appending them to `batch`. Returns
+    /// whether the connection should close after writing them.
+    fn drain_into(&self, batch: &mut BytesMut, limit: usize) -> bool {
+        let mut state = self.lock();
+        while batch.len() < limit {
+            match state.lines.pop_front() {
+                Some(line) => batch.extend_from_slice(&line),
+                None => break,
+            }
+        }
+        if state.lines.is_empty() {
+            if state.lines.capacity() > 16 {
+                state.lines = VecDeque::new();
+            }
+        } else {
+            // More than one batch was waiting: come back for the rest.
+            self.ready.notify_one();
+        }
+        state.closing && state.lines.is_empty()
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.lines = VecDeque::new();
+    }
+}
+
 /// How other tasks reach a connection: its outbound queue and its kick switch. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Peer {
     id: u64,
-    queue: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     kick: CancellationToken,
 }
 
@@ -49,15 +101,20 @@ impl Peer {
     /// Queues bytes for the client without waiting. When the queue is full the client is not
     /// reading: it is disconnected and `false` returned. `false` also means it is gone.
     pub fn send(&self, bytes: Bytes) -> bool {
-        match self.queue.try_send(bytes) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(peer = self.id, "client is not reading; disconnecting it");
-                self.kick.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut state = self.outbox.lock();
+        if state.closed {
+            return false;
         }
+        if state.lines.len() >= OUTBOUND_QUEUE {
+            drop(state);
+            warn!(peer = self.id, "client is not reading; disconnecting it");
+            self.kick.cancel();
+            return false;
+        }
+        state.lines.push_back(bytes);
+        drop(state);
+        self.outbox.ready.notify_one();
+        true
     }
 
     pub fn send_command(&self, command: &ServerCommand) -> bool {
@@ -68,8 +125,8 @@ impl Peer {
     /// Queues a last command, then closes the connection once the queue has been written.
     pub fn send_and_close(&self, command: &ServerCommand) {
         self.send_command(command);
-        // The closing marker is an empty frame: the writer closes when it reaches it.
-        let _ = self.queue.try_send(Bytes::new());
+        self.outbox.lock().closing = true;
+        self.outbox.ready.notify_one();
     }
 
     /// Disconnects the client at once.
@@ -78,7 +135,7 @@ impl Peer {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.kick.is_cancelled() || self.queue.is_closed()
+        self.kick.is_cancelled() || self.outbox.lock().closed
     }
 }
 
@@ -116,10 +173,10 @@ pub trait Role: Send {
     /// Whether login has completed; until then the login timeout applies.
     fn logged_in(&self) -> bool;
 
-    /// Handles one command (or a line that did not parse).
+    /// Handles one command. (Lines that don't parse are answered by the connection.)
     fn handle(
         &mut self,
-        command: Result<ClientCommand, ParseError>,
+        command: ClientCommand,
         replies: &mut Replies,
     ) -> impl Future<Output = Flow> + Send;
 
@@ -150,11 +207,11 @@ pub async fn serve<R, F>(
     F: FnOnce(Peer) -> R,
 {
     let _ = stream.set_nodelay(true);
-    let (queue, mut inbox) = mpsc::channel(OUTBOUND_QUEUE);
+    let outbox = Arc::new(Outbox::default());
     let kick = CancellationToken::new();
     let peer = Peer {
         id: NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed),
-        queue,
+        outbox: outbox.clone(),
         kick: kick.clone(),
     };
     let mut role = make_role(peer);
@@ -184,7 +241,15 @@ pub async fn serve<R, F>(
                 }
             };
             debug!(">> {}", protocol::loggable_line(&frame.line));
-            let flow = role.handle(ClientCommand::parse(frame), &mut replies).await;
+            // Boxed: the handler's future is large and lives only while a command is handled, so
+            // an idle connection's task does not carry its space.
+            let flow = match ClientCommand::parse(frame) {
+                Ok(command) => Box::pin(role.handle(command, &mut replies)).await,
+                Err(e) => {
+                    replies.error(e.code, e.trid.unwrap_or_default());
+                    Flow::Continue
+                }
+            };
             if flow == Flow::Close {
                 let _ = writing.write(&mut writer, &replies.buf).await;
                 break 'conn "closed by the server";
@@ -220,20 +285,10 @@ pub async fn serve<R, F>(
                     Err(_) => break 'conn "read failed",
                 }
             }
-            Some(first) = inbox.recv() => {
-                if first.is_empty() {
-                    break 'conn "closed after a final line";
-                }
-                // Write whatever else is already queued along with it, in one go.
-                let mut batch = BytesMut::from(&first[..]);
-                let mut closing = false;
-                while batch.len() < FLUSH_AT {
-                    match inbox.try_recv() {
-                        Ok(more) if more.is_empty() => { closing = true; break; }
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
+            _ = outbox.ready.notified() => {
+                // Write whatever is queued in one go.
+                let mut batch = BytesMut::new();
+                let closing = outbox.drain_into(&mut batch, FLUSH_AT);
                 if writing.write(&mut writer, &batch).await.is_err() {
                     break 'conn "write failed";
                 }
@@ -254,7 +309,7 @@ pub async fn serve<R, F>(
         }
     };
     info!(reason = end, "connection ended");
-    inbox.close();
+    outbox.close();
     role.closed().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
 }
@@ -302,10 +357,8 @@ impl Writing<'_> {
 
     async fn flush(&self, writer: &mut OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<()> {
         let result = self.write(writer, buf).await;
-        buf.clear();
-        if buf.capacity() > KEEP_BUFFER {
-            *buf = BytesMut::new();
-        }
+        // Released rather than kept: an idle connection should hold no reply buffer.
+        *buf = BytesMut::new();
         result
     }
 }

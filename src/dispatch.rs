@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::connection::{Flow, Replies, Role};
-use crate::protocol::{AuthStage, ClientCommand, Dialect, ErrorCode, ParseError, ServerCommand};
+use crate::protocol::{AuthStage, ClientCommand, Dialect, ErrorCode, ServerCommand};
 use crate::server::Services;
 
 /// One dispatch connection.
@@ -23,44 +23,35 @@ impl Role for DispatchConnection {
         false
     }
 
-    async fn handle(
-        &mut self,
-        command: Result<ClientCommand, ParseError>,
-        out: &mut Replies,
-    ) -> Flow {
+    async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
         match command {
-            Err(e) => out.error(e.code, e.trid.unwrap_or_default()),
-            Ok(ClientCommand::Ver { trid, dialects }) => {
+            ClientCommand::Ver { trid, dialects } => {
                 let dialect = Dialect::negotiate(dialects.iter().map(String::as_str));
                 out.push(ServerCommand::Ver { trid, dialect });
                 if dialect.is_none() {
                     return Flow::Close;
                 }
             }
-            Ok(ClientCommand::Inf { trid }) => out.push(ServerCommand::Inf { trid }),
-            Ok(ClientCommand::Cvr { trid, .. }) => {
-                let c = &self.services.config.client;
-                out.push(ServerCommand::Cvr {
+            ClientCommand::Inf { trid } => out.push(ServerCommand::Inf { trid }),
+            ClientCommand::Cvr { trid, .. } => {
+                out.push(crate::notification::cvr_reply(
+                    &self.services.config.client,
                     trid,
-                    recommended: c.recommended_version.clone(),
-                    minimum: c.minimum_version.clone(),
-                    download_url: c.download_url.clone(),
-                    info_url: c.info_url.clone(),
-                });
+                ));
             }
-            Ok(ClientCommand::UsrAuth {
+            ClientCommand::UsrAuth {
                 trid,
                 stage: AuthStage::Initial(_),
                 ..
-            }) => {
+            } => {
                 out.push(ServerCommand::XfrNs {
                     trid,
                     address: self.services.notification_address.clone(),
                 });
                 return Flow::Close;
             }
-            Ok(ClientCommand::Out) => return Flow::Close,
-            Ok(other) => out.error(ErrorCode::NotExpected, other.trid().unwrap_or_default()),
+            ClientCommand::Out => return Flow::Close,
+            other => out.error(ErrorCode::NotExpected, other.trid().unwrap_or_default()),
         }
         Flow::Continue
     }

@@ -528,6 +528,46 @@ async fn deliver(
     });
 }
 
+/// Waits for a backend action, within [`ACTION_TIMEOUT`].
+async fn backend_action(
+    action: impl std::future::Future<Output = Result<(), BackendError>>,
+) -> Result<(), ErrorCode> {
+    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error_code(&e)),
+        Err(_) => Err(ErrorCode::ServerUnavailable),
+    }
+}
+
+/// Stores a contact's lists after the backend accepted a change to `list`, returning the
+/// serial to answer with.
+async fn mirror_after(
+    services: &Services,
+    bridged: &Bridged,
+    contact: &UserHandle,
+    name: FriendlyName,
+    lists: Vec<ListKind>,
+    list: ListKind,
+) -> Result<u32, ErrorCode> {
+    let (owner, target) = (bridged.handle.clone(), contact.clone());
+    let changes = services
+        .store
+        .call(move |db| db.mirror_contact(&owner, &target, &name, &lists))
+        .await?;
+    match changes.iter().find(|c| c.list == list) {
+        Some(c) => Ok(c.serial),
+        // The backend's own report of the change got there first.
+        None => {
+            let owner = bridged.handle.clone();
+            Ok(services
+                .store
+                .call(move |db| db.account(&owner))
+                .await?
+                .serial)
+        }
+    }
+}
+
 /// `ADD` for a bridged user: the backend first, then the mirror and the reply.
 pub async fn add(
     services: &Services,
@@ -563,36 +603,18 @@ pub async fn add(
     if opposite.is_some_and(|o| current.contains(&o)) {
         return Err(ErrorCode::AlreadyInOppositeList);
     }
-    let action = bridged
-        .session
-        .add_contact(to_list(list), contact.as_str(), name.as_str());
-    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(error_code(&e)),
-        Err(_) => return Err(ErrorCode::ServerUnavailable),
-    }
+    backend_action(
+        bridged
+            .session
+            .add_contact(to_list(list), contact.as_str(), name.as_str()),
+    )
+    .await?;
     let mut lists = current;
     lists.push(list);
     if list == ListKind::Block {
         lists.retain(|l| *l != ListKind::Allow);
     }
-    let (owner, target, stored) = (bridged.handle.clone(), contact.clone(), name.clone());
-    let changes = services
-        .store
-        .call(move |db| db.mirror_contact(&owner, &target, &stored, &lists))
-        .await?;
-    let serial = match changes.iter().find(|c| c.list == list) {
-        Some(c) => c.serial,
-        // The backend's own report of the change got there first.
-        None => {
-            let owner = bridged.handle.clone();
-            services
-                .store
-                .call(move |db| db.account(&owner))
-                .await?
-                .serial
-        }
-    };
+    let serial = mirror_after(services, bridged, &contact, name.clone(), lists, list).await?;
     out.push(ServerCommand::Add {
         trid,
         list,
@@ -641,32 +663,15 @@ pub async fn remove(
     if !current.contains(&list) {
         return Err(ErrorCode::NotOnList);
     }
-    let action = bridged
-        .session
-        .remove_contact(to_list(list), contact.as_str());
-    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(error_code(&e)),
-        Err(_) => return Err(ErrorCode::ServerUnavailable),
-    }
+    backend_action(
+        bridged
+            .session
+            .remove_contact(to_list(list), contact.as_str()),
+    )
+    .await?;
     let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
     let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
-    let (owner, target) = (bridged.handle.clone(), contact.clone());
-    let changes = services
-        .store
-        .call(move |db| db.mirror_contact(&owner, &target, &name, &lists))
-        .await?;
-    let serial = match changes.iter().find(|c| c.list == list) {
-        Some(c) => c.serial,
-        None => {
-            let owner = bridged.handle.clone();
-            services
-                .store
-                .call(move |db| db.account(&owner))
-                .await?
-                .serial
-        }
-    };
+    let serial = mirror_after(services, bridged, &contact, name, lists, list).await?;
     out.push(ServerCommand::Rem {
         trid,
         list,

@@ -22,8 +22,8 @@ use tracing::{info, warn, Span};
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
 use crate::protocol::{
-    AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, OutReason, ParseError,
-    ServerCommand, Status, TrId, UserHandle,
+    AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, OutReason, ServerCommand, Status,
+    TrId, UserHandle,
 };
 use crate::server::Services;
 use crate::store::{password, PasswordHash, StoreError};
@@ -97,18 +97,7 @@ impl Role for NotificationSession {
         matches!(self.state, State::Online(_))
     }
 
-    async fn handle(
-        &mut self,
-        command: Result<ClientCommand, ParseError>,
-        out: &mut Replies,
-    ) -> Flow {
-        let command = match command {
-            Ok(c) => c,
-            Err(e) => {
-                out.error(e.code, e.trid.unwrap_or_default());
-                return Flow::Continue;
-            }
-        };
+    async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
         let trid = command.trid().unwrap_or_default();
         let result = match (&mut self.state, command) {
             (_, ClientCommand::Out) => {
@@ -119,14 +108,7 @@ impl Role for NotificationSession {
                 return self.version(trid, &dialects, out);
             }
             (_, ClientCommand::Cvr { trid, .. }) => {
-                let c = &self.services.config.client;
-                out.push(ServerCommand::Cvr {
-                    trid,
-                    recommended: c.recommended_version.clone(),
-                    minimum: c.minimum_version.clone(),
-                    download_url: c.download_url.clone(),
-                    info_url: c.info_url.clone(),
-                });
+                out.push(cvr_reply(&self.services.config.client, trid));
                 Ok(())
             }
             (_, ClientCommand::Inf { trid }) => {
@@ -625,6 +607,17 @@ async fn find(
         });
     }
     Ok(())
+}
+
+/// The answer to `CVR`: the client versions and download pages from `[client]`.
+pub fn cvr_reply(c: &crate::config::ClientConfig, trid: TrId) -> ServerCommand {
+    ServerCommand::Cvr {
+        trid,
+        recommended: c.recommended_version.clone(),
+        minimum: c.minimum_version.clone(),
+        download_url: c.download_url.clone(),
+        info_url: c.info_url.clone(),
+    }
 }
 
 /// The profile message MSN 1.0 expects right after `USR OK`.

@@ -16,7 +16,7 @@ use crate::bridge::Bridged;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
 use crate::protocol::{
-    AckMode, ClientCommand, ErrorCode, FriendlyName, ParseError, ServerCommand, TrId, UserHandle,
+    AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, TrId, UserHandle,
 };
 use crate::server::Services;
 
@@ -67,18 +67,7 @@ impl Role for SwitchboardConnection {
         matches!(self.state, State::InSession { .. })
     }
 
-    async fn handle(
-        &mut self,
-        command: Result<ClientCommand, ParseError>,
-        out: &mut Replies,
-    ) -> Flow {
-        let command = match command {
-            Ok(c) => c,
-            Err(e) => {
-                out.error(e.code, e.trid.unwrap_or_default());
-                return Flow::Continue;
-            }
-        };
+    async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
         let trid = command.trid().unwrap_or_default();
         let result = match (&self.state, command) {
             (_, ClientCommand::Out) => return Flow::Close,

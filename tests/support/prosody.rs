@@ -91,6 +91,23 @@ impl Prosody {
     }
 
     /// Makes an account `user@localhost` (or changes its password); about 0.03 s.
+    /// Writes `user`'s roster straight into Prosody's storage: (contact JID, subscription)
+    /// pairs, with subscription "none", "to", "from" or "both". For setting a test up
+    /// deterministically; the account must exist and not be logged in (Prosody reads a roster
+    /// at login).
+    pub fn set_roster(&self, user: &str, items: &[(&str, &str)]) {
+        let dir = self.dir.path().join("data").join(DOMAIN).join("roster");
+        fs::create_dir_all(&dir).expect("roster dir");
+        let mut lua = String::from("return {\n\t[false] = {\n\t\t[\"version\"] = 1;\n\t};\n");
+        for (jid, subscription) in items {
+            lua.push_str(&format!(
+                "\t[{jid:?}] = {{\n\t\t[\"groups\"] = {{}};\n\t\t[\"subscription\"] = {subscription:?};\n\t}};\n"
+            ));
+        }
+        lua.push_str("};\n");
+        fs::write(dir.join(format!("{user}.dat")), lua).expect("roster file");
+    }
+
     pub async fn register(&self, user: &str, password: &str) {
         let mut cmd = Command::new("prosodyctl");
         cmd.arg("--config")

@@ -365,11 +365,21 @@ impl XmppClient {
         .is_some()
     }
 
+    /// Makes `self` and `other` mutual contacts; `false` if an answer did not come in time
+    /// (callers start over with fresh connections, see `connect_within`). The subscription
+    /// handshake creates the roster items by itself (RFC 6121 3.1).
+    pub async fn try_befriend(&mut self, other: &mut XmppClient) -> bool {
+        subscribe_and_approve(self, other).await && subscribe_and_approve(other, self).await
+    }
+
     /// Makes `self` and `other` mutual contacts (subscription both), with both clients online.
     pub async fn befriend(&mut self, other: &mut XmppClient) {
-        // The subscription handshake creates the roster items by itself (RFC 6121 3.1).
-        subscribe_and_approve(self, other).await;
-        subscribe_and_approve(other, self).await;
+        let done = self.try_befriend(other).await;
+        assert!(
+            done,
+            "{} and {} could not become contacts",
+            self.jid, other.jid
+        );
     }
 
     // ---- group chat (XEP-0045) ----
@@ -724,36 +734,20 @@ async fn check_credentials(
 }
 
 /// `from` asks `to` for a subscription and `to` approves it.
-async fn subscribe_and_approve(from: &mut XmppClient, to: &mut XmppClient) {
+/// One direction of `befriend`; `false` when an answer did not come in time.
+async fn subscribe_and_approve(from: &mut XmppClient, to: &mut XmppClient) -> bool {
     let (from_jid, to_jid) = (from.jid().to_string(), to.jid().to_string());
-    // Each step is sent again if its answer is slow (see `connect_within`); presence
-    // subscriptions are idempotent, so a repeat changes nothing on the server.
     let wait = Duration::from_secs(5);
-    let mut asked = false;
-    for _ in 0..3 {
-        from.subscribe(&to_jid).await;
-        if to
-            .has_subscription_within(&from_jid, PresenceType::Subscribe, wait)
-            .await
-        {
-            asked = true;
-            break;
-        }
+    from.subscribe(&to_jid).await;
+    if !to
+        .has_subscription_within(&from_jid, PresenceType::Subscribe, wait)
+        .await
+    {
+        return false;
     }
-    assert!(
-        asked,
-        "{to_jid} never saw {from_jid}'s subscription request"
-    );
-    for _ in 0..3 {
-        to.approve(&from_jid).await;
-        if from
-            .has_subscription_within(&to_jid, PresenceType::Subscribed, wait)
-            .await
-        {
-            return;
-        }
-    }
-    panic!("{from_jid} never saw {to_jid}'s approval");
+    to.approve(&from_jid).await;
+    from.has_subscription_within(&to_jid, PresenceType::Subscribed, wait)
+        .await
 }
 
 fn chat_state(m: &Message) -> Option<ChatState> {

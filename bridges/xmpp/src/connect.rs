@@ -119,11 +119,11 @@ async fn login_with<C: ServerConnector>(
     })
 }
 
-/// The delay before reconnection attempt `attempt` (0-based): doubling from 1 s up to 60 s,
+/// The delay before reconnection attempt `attempt` (0-based): doubling from 0.5 s up to 60 s,
 /// each multiplied by a random factor between 0.5 and 1.5 so that many sessions cut off by
 /// one outage don't all come back in the same instant.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
+    let base = Duration::from_millis(500u64 << attempt.min(7)).min(Duration::from_secs(60));
     base.mul_f64(0.5 + rand::random::<f64>())
 }
 
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_a_ceiling() {
         for attempt in 0..20 {
-            let base = (1u64 << attempt.min(6)).min(60) as f64;
+            let base = ((500u64 << attempt.min(7)) as f64 / 1000.0).min(60.0);
             let d = backoff(attempt).as_secs_f64();
             assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
         }
