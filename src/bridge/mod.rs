@@ -43,6 +43,8 @@ pub struct Bridged {
     presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
     /// Open switchboard sessions by backend chat, to route incoming messages.
     pub chats: Mutex<HashMap<ChatId, SessionHandle>>,
+    /// Contacts that are group chats.
+    groups: Mutex<HashSet<UserHandle>>,
 }
 
 impl std::fmt::Debug for Bridged {
@@ -75,6 +77,25 @@ impl Bridged {
         let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
         if chats.get(chat).is_some_and(|s| s.id() == session_id) {
             chats.remove(chat);
+        }
+    }
+
+    /// Whether a contact is a group chat.
+    pub fn is_group(&self, contact: &UserHandle) -> bool {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(contact)
+    }
+
+    fn note_kind(&self, contact: &Contact) {
+        if let Ok(handle) = contact.handle.parse::<UserHandle>() {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            if contact.kind == msngate_bridge_api::ContactKind::Group {
+                groups.insert(handle);
+            } else {
+                groups.remove(&handle);
+            }
         }
     }
 
@@ -233,7 +254,15 @@ pub async fn connect(
         None
     })
     .await;
+    let bridged = Arc::new(Bridged {
+        handle: handle.clone(),
+        session,
+        presence: Mutex::new(HashMap::new()),
+        chats: Mutex::new(HashMap::new()),
+        groups: Mutex::new(HashSet::new()),
+    });
     if let Ok(Some(contacts)) = waited {
+        contacts.iter().for_each(|c| bridged.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
         let owner = handle.clone();
         services
@@ -241,12 +270,6 @@ pub async fn connect(
             .call(move |db| db.mirror_all(&owner, &entries))
             .await?;
     }
-    let bridged = Arc::new(Bridged {
-        handle: handle.clone(),
-        session,
-        presence: Mutex::new(HashMap::new()),
-        chats: Mutex::new(HashMap::new()),
-    });
     Ok(Some(Connected {
         bridged,
         events,
@@ -336,6 +359,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
         }
         BackendEvent::Connection(state) => info!(handle = %owner, ?state, "backend connection"),
         BackendEvent::ContactList(contacts) => {
+            contacts.iter().for_each(|c| bridged.note_kind(c));
             let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
             match services
                 .store
@@ -347,6 +371,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             }
         }
         BackendEvent::ContactChanged(contact) => {
+            bridged.note_kind(&contact);
             let Some((handle, name, lists)) = contact_entry(&contact) else {
                 return;
             };
@@ -474,7 +499,32 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
                     .await;
             }
         }
-        BackendEvent::Joined { .. } | BackendEvent::Left { .. } => {}
+        BackendEvent::Joined { chat, handle, name } => {
+            let (Some(session), Some((handle, name))) =
+                (bridged.chat_session(&chat), handle_and_name(&handle, &name))
+            else {
+                return;
+            };
+            let member = Member::Remote(Remote {
+                chat,
+                bridge: bridged.clone(),
+            });
+            // Someone already shown (a repeated presence) is no error worth reporting.
+            let _ = session
+                .add_remote(Participant {
+                    handle,
+                    name,
+                    member,
+                })
+                .await;
+        }
+        BackendEvent::Left { chat, handle } => {
+            if let (Some(session), Ok(handle)) =
+                (bridged.chat_session(&chat), handle.parse::<UserHandle>())
+            {
+                session.remote_left(handle).await;
+            }
+        }
     }
 }
 

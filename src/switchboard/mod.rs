@@ -328,6 +328,14 @@ impl SwitchboardConnection {
             .open_chat(callee.as_str())
             .await
             .map_err(|e| crate::bridge::error_code(&e))?;
+        if bridge.is_group(&callee) {
+            // Calling a room joins it; its occupants come in as JOI as the room reports them.
+            out.push(ServerCommand::Cal {
+                trid,
+                session_id: session.id(),
+            });
+            return session.attach_room(bridge.clone(), chat).await;
+        }
         let participant = Participant {
             handle: callee,
             name,

@@ -85,6 +85,13 @@ enum Request {
         payload: Bytes,
         reply: Option<oneshot::Sender<bool>>,
     },
+    RemoteLeft {
+        handle: UserHandle,
+    },
+    AttachRoom {
+        bridge: Arc<Bridged>,
+        chat: ChatId,
+    },
     RemoteMessage {
         handle: UserHandle,
         name: FriendlyName,
@@ -132,6 +139,7 @@ impl SessionHandle {
             participants,
             held,
             unanswered_until,
+            rooms: Vec::new(),
             services: services.clone(),
         };
         services.tracker.spawn(session.run(inbox));
@@ -179,6 +187,15 @@ impl SessionHandle {
         answer.await.map_err(|_| ErrorCode::SwitchboardFailed)?
     }
 
+    /// Attaches a group chat: its occupants join as they are reported, and it is left when the
+    /// session ends.
+    pub async fn attach_room(&self, bridge: Arc<Bridged>, chat: ChatId) -> Result<(), ErrorCode> {
+        self.requests
+            .send(Request::AttachRoom { bridge, chat })
+            .await
+            .map_err(|_| ErrorCode::SwitchboardFailed)
+    }
+
     /// Brings a remote contact in at once (it has no client that must answer a ring).
     pub async fn add_remote(&self, participant: Participant) -> Result<(), ErrorCode> {
         let (reply, answer) = oneshot::channel();
@@ -212,6 +229,11 @@ impl SessionHandle {
             Some(rx) => rx.await.unwrap_or(false),
             None => true,
         }
+    }
+
+    /// A remote participant (a group chat occupant) left.
+    pub async fn remote_left(&self, handle: UserHandle) {
+        let _ = self.requests.send(Request::RemoteLeft { handle }).await;
     }
 
     /// Passes on a message or typing notification from a remote contact; `false` when the
@@ -260,6 +282,8 @@ struct Session {
     held: VecDeque<Bytes>,
     /// For a session nobody local has joined yet: when to give up on the ring.
     unanswered_until: Option<Instant>,
+    /// Group chats this session opened; their occupants are the remote participants.
+    rooms: Vec<(Arc<Bridged>, ChatId)>,
     services: Arc<Services>,
 }
 
@@ -304,6 +328,32 @@ impl Session {
                     }
                     let _ = reply.send(answer);
                 }
+                Request::AttachRoom { bridge, chat } => {
+                    bridge.register_chat(
+                        chat.clone(),
+                        SessionHandle {
+                            id: self.id,
+                            requests: self.self_sender(),
+                        },
+                    );
+                    self.rooms.push((bridge, chat));
+                }
+                Request::RemoteLeft { handle } => {
+                    if let Some(i) = self
+                        .participants
+                        .iter()
+                        .position(|p| p.handle == handle && p.peer().is_none())
+                    {
+                        let gone = self.participants.remove(i);
+                        let bye = ServerCommand::Bye {
+                            handle: gone.handle,
+                        }
+                        .to_bytes();
+                        for peer in self.participants.iter().filter_map(Participant::peer) {
+                            peer.send(bye.clone());
+                        }
+                    }
+                }
                 Request::Message {
                     sender_peer,
                     line,
@@ -332,10 +382,19 @@ impl Session {
         // Close the inbox before leaving the hub so late joiners fail instead of waiting.
         inbox.close();
         self.services.hub.remove_switchboard(self.id);
+        let mut left = std::collections::HashSet::new();
         for p in &self.participants {
             if let Member::Remote(r) = &p.member {
-                r.bridge.unregister_chat(&r.chat, self.id);
-                let (bridge, chat) = (r.bridge.clone(), r.chat.clone());
+                if left.insert(r.chat.clone()) {
+                    r.bridge.unregister_chat(&r.chat, self.id);
+                    let (bridge, chat) = (r.bridge.clone(), r.chat.clone());
+                    tokio::spawn(async move { bridge.session.leave_chat(&chat).await });
+                }
+            }
+        }
+        for (bridge, chat) in self.rooms.drain(..) {
+            if left.insert(chat.clone()) {
+                bridge.unregister_chat(&chat, self.id);
                 tokio::spawn(async move { bridge.session.leave_chat(&chat).await });
             }
         }
@@ -437,6 +496,8 @@ impl Session {
         let mut failed = false;
         let mut pending = Vec::new();
         let mut parsed = None;
+        // The occupants of a room share its chat: the room gets the message once.
+        let mut chats_done = std::collections::HashSet::new();
         for p in &self.participants {
             match &p.member {
                 Member::Local(peer) if peer.id() == sender_peer => {}
@@ -447,6 +508,7 @@ impl Session {
                         failed = true;
                     }
                 }
+                Member::Remote(remote) if !chats_done.insert(remote.chat.clone()) => {}
                 Member::Remote(remote) => match parsed.get_or_insert_with(|| mime::parse(&payload))
                 {
                     mime::Payload::Text(text) => {

@@ -29,7 +29,19 @@ fn plain(b: u8) -> bool {
 /// The MSN handle for a bare JID, if it has one.
 pub fn handle_for(jid: &BareJid) -> Option<String> {
     let local = jid.node()?.as_str().to_lowercase();
-    let domain = jid.domain().as_str().to_lowercase();
+    escaped(&local, jid.domain().as_str())
+}
+
+/// The handle of a group chat occupant, `room/nick` escaped as a local part: `lounge+2fbob@
+/// conference.example.org` is Bob in lounge@conference.example.org. No JID has a `/` in its
+/// local part, so occupants never collide with people; they are for display only.
+pub fn occupant_handle(room: &BareJid, nick: &str) -> Option<String> {
+    let local = format!("{}/{}", room.node()?.as_str().to_lowercase(), nick);
+    escaped(&local, room.domain().as_str())
+}
+
+fn escaped(local: &str, domain: &str) -> Option<String> {
+    let domain = domain.to_lowercase();
     if local.is_empty() || !domain_ok(&domain) {
         return None;
     }
@@ -123,6 +135,21 @@ mod tests {
             handle_for(&jid("a+b@example.org")).as_deref(),
             Some("a+2bb@example.org")
         );
+    }
+
+    #[test]
+    fn occupants() {
+        let room = jid("lounge@conference.example.org");
+        assert_eq!(
+            occupant_handle(&room, "Bob").as_deref(),
+            Some("lounge+2f+42ob@conference.example.org")
+        );
+        assert_eq!(
+            occupant_handle(&room, "bob").as_deref(),
+            Some("lounge+2fbob@conference.example.org")
+        );
+        // Not a person's handle: it maps back to no JID.
+        assert_eq!(jid_for("lounge+2fbob@conference.example.org"), None);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Backend for XmppBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            group_chats: false,
+            group_chats: true,
             typing: true,
             blocking: true,
             presence: true,
@@ -162,9 +162,30 @@ impl BackendSession for XmppSession {
         async move { request?.await }
     }
 
+    /// A person's chat is their bare JID; a group's is the room, which this joins (its
+    /// occupants then arrive as `Joined` events).
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send {
-        let chat = jid_of(handle).map(|jid| ChatId(jid.to_string()));
-        async move { chat }
+        let queued = jid_of(handle).map(|jid| {
+            let (reply, answer) = oneshot::channel();
+            (self.commands.try_send(Command::Open { jid, reply }), answer)
+        });
+        async move {
+            match queued? {
+                (Ok(()), answer) => answer.await.unwrap_or(Err(BackendError::Disconnected)),
+                (Err(_), _) => Err(BackendError::Disconnected),
+            }
+        }
+    }
+
+    fn leave_chat(&self, chat: &ChatId) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let result = BareJid::new(&chat.0)
+            .map_err(|_| BackendError::InvalidContact)
+            .and_then(|jid| {
+                self.commands
+                    .try_send(Command::Leave { jid })
+                    .map_err(|_| BackendError::Disconnected)
+            });
+        async move { result }
     }
 
     /// Queued at once, in call order; resolves when the server has the message (acknowledged

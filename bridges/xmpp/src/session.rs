@@ -15,16 +15,21 @@ use tokio::time::Instant;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::blocking::{Block, BlocklistRequest, BlocklistResult, Unblock};
+use tokio_xmpp::parsers::bookmarks;
 use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::muc::muc::History;
+use tokio_xmpp::parsers::muc::user::{MucUser, Status as MucStatus};
+use tokio_xmpp::parsers::muc::Muc;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::private;
 use tokio_xmpp::parsers::roster::{Ask, Item, Roster, Subscription};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
 use tokio_xmpp::Stanza;
 
-use crate::handles::handle_for;
+use crate::handles::{handle_for, occupant_handle};
 use crate::presence::{availability, from_xmpp, to_xmpp};
 
 /// How long a lost connection may last before contacts are shown offline: shorter outages
@@ -64,9 +69,27 @@ pub enum Command {
     Typing {
         to: BareJid,
     },
+    /// Opens a chat: for a group, joins the room (occupants then arrive as events).
+    Open {
+        jid: BareJid,
+        reply: oneshot::Sender<Result<ChatId, BackendError>>,
+    },
+    /// Leaves a chat: for a group, leaves the room.
+    Leave {
+        jid: BareJid,
+    },
     Logout {
         done: oneshot::Sender<()>,
     },
+}
+
+/// A group chat the user has bookmarked or was invited to.
+struct Room {
+    name: String,
+    nick: String,
+    joined: bool,
+    /// The user has the room open (joined again after a reconnection).
+    wanted: bool,
 }
 
 /// A chat message on its way, kept until the server has it.
@@ -81,6 +104,7 @@ const RESENDS: u32 = 2;
 
 /// What to do with the answer to an IQ we sent.
 enum Pending {
+    BookmarksGet,
     RosterGet,
     BlocklistGet,
     Reply(oneshot::Sender<Result<(), BackendError>>),
@@ -107,6 +131,7 @@ pub struct SessionTask {
     revoking: HashSet<BareJid>,
     /// Contacts the user added whose subscription request the server has not shown yet.
     adding: HashSet<BareJid>,
+    rooms: BTreeMap<BareJid, Room>,
     resources: HashMap<BareJid, BTreeMap<String, (i8, PresenceState)>>,
     shown: HashMap<BareJid, PresenceState>,
     confirmed: HashSet<BareJid>,
@@ -156,6 +181,7 @@ impl SessionTask {
             approving: HashSet::new(),
             revoking: HashSet::new(),
             adding: HashSet::new(),
+            rooms: BTreeMap::new(),
             resources: HashMap::new(),
             shown: HashMap::new(),
             confirmed: HashSet::new(),
@@ -237,6 +263,10 @@ impl SessionTask {
                 | Command::Send { reply, .. } => {
                     let _ = reply.send(Err(BackendError::Disconnected));
                 }
+                Command::Open { reply, .. } => {
+                    let _ = reply.send(Err(BackendError::Disconnected));
+                }
+                Command::Leave { .. } => {}
                 Command::Logout { done } => {
                     let _ = done.send(());
                 }
@@ -290,6 +320,26 @@ impl SessionTask {
                     .await;
                 let id = self.new_id();
                 self.send_iq(Iq::from_get(id, BlocklistRequest), Pending::BlocklistGet)
+                    .await;
+                // Bookmarks before the roster, so the contact list sent with the roster has
+                // the rooms too. Rooms we were in must be joined again on a new stream.
+                for room in self.rooms.values_mut() {
+                    room.joined = false;
+                }
+                let wanted: Vec<BareJid> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, r)| r.wanted)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                for room in wanted {
+                    self.join_room(&room).await;
+                }
+                let id = self.new_id();
+                let query = private::Query {
+                    storage: bookmarks::Storage::new(),
+                };
+                self.send_iq(Iq::from_get(id, query), Pending::BookmarksGet)
                     .await;
                 let id = self.new_id();
                 self.send_iq(
@@ -398,6 +448,15 @@ impl SessionTask {
 
     fn contact(&self, jid: &BareJid) -> Option<Contact> {
         let handle = handle_for(jid)?;
+        if let Some(room) = self.rooms.get(jid) {
+            let name = room.name.clone();
+            return Some(Contact {
+                handle,
+                name,
+                kind: ContactKind::Group,
+                lists: vec![List::Forward],
+            });
+        }
         let entry = self.roster.get(jid);
         let mut lists = Vec::new();
         if let Some(e) = entry {
@@ -451,6 +510,7 @@ impl SessionTask {
             .keys()
             .chain(&self.requests)
             .chain(&self.blocked)
+            .chain(self.rooms.keys())
             .collect();
         jids.into_iter().filter_map(|j| self.contact(j)).collect()
     }
@@ -498,10 +558,45 @@ impl SessionTask {
                     }
                     let contacts = self.contacts();
                     self.emit(BackendEvent::ContactList(contacts)).await;
+                    // A room is always there to be called.
+                    let rooms: Vec<BareJid> = self.rooms.keys().cloned().collect();
+                    for room in rooms {
+                        self.emit_presence(&room, PresenceState::Online).await;
+                    }
                 }
                 Some(Pending::BlocklistGet) => {
                     if let Some(list) = payload.and_then(|p| BlocklistResult::try_from(p).ok()) {
                         self.blocked = list.items.into_iter().map(|j| j.to_bare()).collect();
+                    }
+                }
+                Some(Pending::BookmarksGet) => {
+                    if let Some(query) = payload.and_then(|p| private::Query::try_from(p).ok()) {
+                        for conference in query.storage.conferences {
+                            let nick = conference
+                                .nick
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| self.default_nick());
+                            let name = conference
+                                .name
+                                .filter(|n| !n.trim().is_empty())
+                                .unwrap_or_else(|| {
+                                    conference
+                                        .jid
+                                        .node()
+                                        .map(|n| n.to_string())
+                                        .unwrap_or_default()
+                                });
+                            let old = self.rooms.get(&conference.jid);
+                            let joined = old.is_some_and(|r| r.joined);
+                            let wanted = old.is_some_and(|r| r.wanted);
+                            let room = Room {
+                                name,
+                                nick,
+                                joined,
+                                wanted,
+                            };
+                            self.rooms.insert(conference.jid, room);
+                        }
                     }
                 }
                 Some(Pending::Reply(reply)) => {
@@ -519,6 +614,9 @@ impl SessionTask {
                 }
                 Some(Pending::RosterGet) => {
                     tracing::warn!(jid = %self.me, ?error, "roster request failed")
+                }
+                Some(Pending::BookmarksGet) => {
+                    tracing::info!(jid = %self.me, ?error, "no bookmarks");
                 }
                 None => {}
             },
@@ -589,6 +687,9 @@ impl SessionTask {
         let bare = from.to_bare();
         if bare == self.me {
             return; // Our own other resources.
+        }
+        if self.rooms.contains_key(&bare) {
+            return self.room_presence(&bare, &from, &presence).await;
         }
         match presence.type_ {
             PresenceType::None => {
@@ -711,6 +812,12 @@ impl SessionTask {
         if bare == self.me {
             return;
         }
+        if let Some(room) = invitation(&message) {
+            return self.invited(room).await;
+        }
+        if message.type_ == MessageType::Groupchat {
+            return self.room_message(&bare, &from, &message).await;
+        }
         if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
             if message.type_ == MessageType::Error {
                 tracing::info!(from = %bare, "an XMPP message bounced");
@@ -757,10 +864,137 @@ impl SessionTask {
         }
     }
 
+    // ---- group chats ----
+
+    /// The nick used in rooms without one in their bookmark: the account's local part.
+    fn default_nick(&self) -> String {
+        self.me
+            .node()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "msn".into())
+    }
+
+    async fn invited(&mut self, room: BareJid) {
+        if self.rooms.contains_key(&room) {
+            return;
+        }
+        let name = room.node().map(|n| n.to_string()).unwrap_or_default();
+        let nick = self.default_nick();
+        self.rooms.insert(
+            room.clone(),
+            Room {
+                name,
+                nick,
+                joined: false,
+                wanted: false,
+            },
+        );
+        self.contact_changed(&room).await;
+        self.emit_presence(&room, PresenceState::Online).await;
+    }
+
+    async fn room_presence(&mut self, room: &BareJid, from: &Jid, presence: &Presence) {
+        let Some(nick) = from.resource().map(|r| r.as_str().to_owned()) else {
+            return;
+        };
+        let own = presence
+            .payloads
+            .iter()
+            .filter_map(|p| MucUser::try_from(p.clone()).ok())
+            .any(|u| u.status.contains(&MucStatus::SelfPresence));
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if own || nick == entry.nick {
+            entry.joined = presence.type_ != PresenceType::Unavailable;
+            return;
+        }
+        let (Some(handle), chat) = (occupant_handle(room, &nick), ChatId(room.to_string())) else {
+            return;
+        };
+        let event = match presence.type_ {
+            PresenceType::None => BackendEvent::Joined {
+                chat,
+                handle,
+                name: nick,
+            },
+            PresenceType::Unavailable => BackendEvent::Left { chat, handle },
+            _ => return,
+        };
+        self.emit(event).await;
+    }
+
+    async fn room_message(&mut self, room: &BareJid, from: &Jid, message: &Message) {
+        let Some(entry) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(nick) = from.resource().map(|r| r.as_str().to_owned()) else {
+            return;
+        };
+        // Our own messages come back from the room, and history is not news.
+        let delayed = message
+            .payloads
+            .iter()
+            .any(|p| p.is("delay", tokio_xmpp::parsers::ns::DELAY));
+        if nick == entry.nick || delayed {
+            return;
+        }
+        let Some((_, text)) = message.get_best_body_cloned(vec![]) else {
+            return;
+        };
+        let Some(handle) = occupant_handle(room, &nick) else {
+            return;
+        };
+        let id = message.id.as_ref().map(|i| i.0.clone());
+        let chat = ChatId(room.to_string());
+        self.emit(BackendEvent::Message {
+            chat,
+            from: handle,
+            name: nick,
+            text,
+            id,
+        })
+        .await;
+    }
+
+    async fn join_room(&mut self, room: &BareJid) {
+        let Some(entry) = self.rooms.get(room) else {
+            return;
+        };
+        if entry.joined {
+            return;
+        }
+        let Ok(me) = room.with_resource_str(&entry.nick) else {
+            return;
+        };
+        let muc = Muc::new().with_history(History::new().with_maxstanzas(0));
+        let presence = Presence::available().with_to(me).with_payload(muc);
+        self.send(presence).await;
+    }
+
     // ---- commands ----
 
     async fn command(&mut self, command: Command) {
         match command {
+            Command::Open { jid, reply } => {
+                if let Some(room) = self.rooms.get_mut(&jid) {
+                    room.wanted = true;
+                    self.join_room(&jid).await;
+                }
+                let _ = reply.send(Ok(ChatId(jid.to_string())));
+            }
+            Command::Leave { jid } => {
+                if let Some(room) = self.rooms.get_mut(&jid) {
+                    room.wanted = false;
+                }
+                if let Some(room) = self.rooms.get_mut(&jid).filter(|r| r.joined) {
+                    room.joined = false;
+                    if let Ok(me) = jid.with_resource_str(&room.nick) {
+                        self.send(Presence::new(PresenceType::Unavailable).with_to(me))
+                            .await;
+                    }
+                }
+            }
             Command::SetPresence(state) => {
                 self.own = state;
                 self.send_own_presence().await;
@@ -776,7 +1010,12 @@ impl SessionTask {
                 // Sent now if connected, else queued by the stream until it is; the caller
                 // bounds how long it waits for the answer.
                 let id = self.new_id();
-                let message = Message::chat(Some(Jid::from(to)))
+                let kind = if self.rooms.contains_key(&to) {
+                    MessageType::Groupchat
+                } else {
+                    MessageType::Chat
+                };
+                let message = Message::new_with_type(kind, Some(Jid::from(to)))
                     .with_body(Lang(String::new()), text)
                     .with_payload(ChatState::Active);
                 let mut message = message;
@@ -993,4 +1232,20 @@ fn service_unavailable(id: String, to: Option<Jid>) -> Iq {
         *t = to;
     }
     iq
+}
+
+/// The room a message invites us to: a mediated invitation (XEP-0045) or a direct one
+/// (XEP-0249).
+fn invitation(message: &Message) -> Option<BareJid> {
+    for payload in &message.payloads {
+        if let Ok(user) = MucUser::try_from(payload.clone()) {
+            if user.invite.is_some() {
+                return message.from.as_ref().map(Jid::to_bare);
+            }
+        }
+        if payload.is("x", "jabber:x:conference") {
+            return payload.attr("jid").and_then(|j| BareJid::new(j).ok());
+        }
+    }
+    None
 }
