@@ -517,7 +517,11 @@ async fn an_unreachable_xmpp_server_does_not_block_the_msn_logon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_chat_with_two_xmpp_occupants() {
-    let Setup { prosody, server, bob: _b } = setup_with("alice-pw").await;
+    let Setup {
+        prosody,
+        server,
+        bob: _b,
+    } = setup_with("alice-pw").await;
     let room = format!("lounge@{}", prosody.muc_domain());
     // Alice has the room bookmarked; Bob and Carol are in it.
     let mut alice_xmpp = xmpp(&prosody, "alice").await;
@@ -536,7 +540,9 @@ async fn group_chat_with_two_xmpp_occupants() {
     // The room is always callable, so MSN 1.0 lets the user open it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let line = tokio::time::timeout_at(deadline, alice.recv()).await.expect("the room shows online");
+        let line = tokio::time::timeout_at(deadline, alice.recv())
+            .await
+            .expect("the room shows online");
         if line.get(2) == room || line.get(3) == room {
             break;
         }
@@ -550,20 +556,42 @@ async fn group_chat_with_two_xmpp_occupants() {
         sb.expect("JOI * *").await.get(1).to_string(),
     ];
     joined.sort();
-    assert_eq!(joined, ["lounge+2f+42ob@conference.localhost", "lounge+2f+43arol@conference.localhost"]);
+    assert_eq!(
+        joined,
+        [
+            "lounge+2f+42ob@conference.localhost",
+            "lounge+2f+43arol@conference.localhost"
+        ]
+    );
 
     // An occupant's message reaches the MSN client, named after the occupant.
     bob.send_groupchat(&room, "Hallo zusammen ☺").await;
-    let msg = sb.expect("MSG lounge+2f+42ob@conference.localhost Bob *").await;
-    assert!(msg.payload_text().ends_with("Hallo zusammen ☺"), "{}", msg.payload_text());
+    let msg = sb
+        .expect("MSG lounge+2f+42ob@conference.localhost Bob *")
+        .await;
+    assert!(
+        msg.payload_text().ends_with("Hallo zusammen ☺"),
+        "{}",
+        msg.payload_text()
+    );
     // The MSN user's message reaches both occupants once, and is not echoed back to her.
-    let t = sb.msg("A", b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi all").await;
+    let t = sb
+        .msg(
+            "A",
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nhi all",
+        )
+        .await;
     sb.expect(&format!("ACK {t}")).await;
     for client in [&mut bob, &mut carol] {
         let heard = client
             .wait_for_within(Duration::from_secs(10), |s| match s {
-                tokio_xmpp::Stanza::Message(m) if m.get_best_body_cloned(vec![]).is_some_and(|(_, b)| b == "hi all") => {
-                    m.from.as_ref().and_then(|f| f.resource().map(|r| r.to_string()))
+                tokio_xmpp::Stanza::Message(m)
+                    if m.get_best_body_cloned(vec![])
+                        .is_some_and(|(_, b)| b == "hi all") =>
+                {
+                    m.from
+                        .as_ref()
+                        .and_then(|f| f.resource().map(|r| r.to_string()))
                 }
                 _ => None,
             })
@@ -578,7 +606,12 @@ async fn group_chat_with_two_xmpp_occupants() {
     // A room she is invited to becomes a contact she can call.
     let den = format!("den@{}", prosody.muc_domain());
     bob.join_room(&den, "Bob").await;
-    bob.invite(&den, &format!("alice@{}", prosody_domain()), Some("come in")).await;
+    bob.invite(
+        &den,
+        &format!("alice@{}", prosody_domain()),
+        Some("come in"),
+    )
+    .await;
     wait_line(&mut alice, &format!("ADD 0 FL * {den} den"), 5).await;
     wait_line(&mut alice, &format!("NLN NLN {den} den"), 5).await;
 }

@@ -432,17 +432,11 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             let lookup = (bridged.handle.clone(), contact.clone());
             let stored_name = services
                 .store
-                .call(move |db| {
-                    let (serial, entries) = db.list(&lookup.0, ListKind::Forward)?;
-                    let _ = serial;
-                    Ok(entries
-                        .into_iter()
-                        .find(|e| e.handle == lookup.1)
-                        .map(|e| e.name))
-                })
+                .call(move |db| db.entry(&lookup.0, ListKind::Forward, &lookup.1))
                 .await
                 .ok()
-                .flatten();
+                .flatten()
+                .map(|e| e.name);
             let display = name
                 .and_then(|n| FriendlyName::new(&n).ok())
                 .or(stored_name.clone())
@@ -705,8 +699,7 @@ pub async fn remove(
                 .into_iter()
                 .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
                 .collect();
-            let (_, fl) = db.list(&owner, ListKind::Forward)?;
-            let name = fl.into_iter().find(|e| e.handle == target).map(|e| e.name);
+            let name = db.entry(&owner, ListKind::Forward, &target)?.map(|e| e.name);
             Ok((lists, name))
         })
         .await?;

@@ -525,6 +525,32 @@ impl Database {
         })
     }
 
+    /// One entry of one of `owner`'s lists.
+    pub fn entry(
+        &self,
+        owner: &UserHandle,
+        kind: ListKind,
+        contact: &UserHandle,
+    ) -> Result<Option<Entry>, StoreError> {
+        let name: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM list_entries WHERE owner = ?1 AND list = ?2 AND contact = ?3",
+            )?
+            .query_row(
+                params![owner.as_str(), list_code(kind), contact.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        name.map(|n| {
+            Ok(Entry {
+                handle: contact.clone(),
+                name: parse_name(&n)?,
+            })
+        })
+        .transpose()
+    }
+
     /// Whether `contact` is on one of `owner`'s lists.
     pub fn is_on_list(
         &self,
