@@ -699,7 +699,9 @@ pub async fn remove(
                 .into_iter()
                 .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
                 .collect();
-            let name = db.entry(&owner, ListKind::Forward, &target)?.map(|e| e.name);
+            let name = db
+                .entry(&owner, ListKind::Forward, &target)?
+                .map(|e| e.name);
             Ok((lists, name))
         })
         .await?;
