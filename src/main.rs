@@ -117,6 +117,7 @@ fn serve(config: Config) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    raise_file_limit(config.server.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -291,3 +292,37 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// Each client is a file descriptor: raise the soft limit (often 1024) towards the hard one so
+/// `max_connections` can be reached, and say so when it can't.
+#[cfg(unix)]
+fn raise_file_limit(max_connections: usize) {
+    let wanted = max_connections + 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let target = (wanted as libc::rlim_t).min(limit.rlim_max);
+        if target > limit.rlim_cur {
+            limit.rlim_cur = target;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < wanted as libc::rlim_t
+        {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                max_connections,
+                "the open-file limit is below server.max_connections; raise it (ulimit -n) to serve that many"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_file_limit(_: usize) {}
