@@ -26,6 +26,9 @@ use crate::protocol::{self, ClientCommand, FrameError, ServerCommand};
 
 /// How many lines from other tasks may wait for one client before it counts as stalled.
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// How many bytes may wait for one client before it counts as stalled: with the largest
+/// payloads, the line bound alone would let one stalled client hold 8 MiB.
+pub const OUTBOUND_BYTES: usize = 256 * 1024;
 /// Replies are flushed once this many bytes have piled up, so pipelined requests for long
 /// lists can't grow the write buffer without bound.
 const FLUSH_AT: usize = 16 * 1024;
@@ -45,6 +48,8 @@ struct Outbox {
 #[derive(Debug, Default)]
 struct OutboxState {
     lines: VecDeque<Bytes>,
+    /// The bytes in `lines`.
+    bytes: usize,
     /// Close once everything queued has been written.
     closing: bool,
     /// The connection is gone: nothing is accepted any more.
@@ -62,7 +67,10 @@ impl Outbox {
         let mut state = self.lock();
         while batch.len() < limit {
             match state.lines.pop_front() {
-                Some(line) => batch.extend_from_slice(&line),
+                Some(line) => {
+                    state.bytes -= line.len();
+                    batch.extend_from_slice(&line);
+                }
                 None => break,
             }
         }
@@ -81,6 +89,7 @@ impl Outbox {
         let mut state = self.lock();
         state.closed = true;
         state.lines = VecDeque::new();
+        state.bytes = 0;
     }
 }
 
@@ -105,12 +114,13 @@ impl Peer {
         if state.closed {
             return false;
         }
-        if state.lines.len() >= OUTBOUND_QUEUE {
+        if state.lines.len() >= OUTBOUND_QUEUE || state.bytes + bytes.len() > OUTBOUND_BYTES {
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
             self.kick.cancel();
             return false;
         }
+        state.bytes += bytes.len();
         state.lines.push_back(bytes);
         drop(state);
         self.outbox.ready.notify_one();
