@@ -368,27 +368,29 @@ impl Database {
     }
 
     pub fn set_gtc(&mut self, handle: &UserHandle, gtc: GtcSetting) -> Result<u32, StoreError> {
-        let tx = self.conn.transaction()?;
-        if account(&tx, handle)?.gtc == gtc {
-            return Err(StoreError::AlreadyInMode);
-        }
-        tx.execute(
-            "UPDATE accounts SET gtc = ?2 WHERE handle = ?1",
-            params![handle.as_str(), gtc.to_string()],
-        )?;
-        let serial = bump_serial(&tx, handle.as_str())?;
-        tx.commit()?;
-        Ok(serial)
+        self.set_setting(handle, "gtc", &gtc.to_string(), |a| a.gtc == gtc)
     }
 
     pub fn set_blp(&mut self, handle: &UserHandle, blp: BlpSetting) -> Result<u32, StoreError> {
+        self.set_setting(handle, "blp", &blp.to_string(), |a| a.blp == blp)
+    }
+
+    /// Changes one of the account's settings (`column` is one of ours, never user input);
+    /// the same value again is `AlreadyInMode`, as GTC and BLP answer it with 218.
+    fn set_setting(
+        &mut self,
+        handle: &UserHandle,
+        column: &'static str,
+        value: &str,
+        unchanged: impl FnOnce(&Account) -> bool,
+    ) -> Result<u32, StoreError> {
         let tx = self.conn.transaction()?;
-        if account(&tx, handle)?.blp == blp {
+        if unchanged(&account(&tx, handle)?) {
             return Err(StoreError::AlreadyInMode);
         }
         tx.execute(
-            "UPDATE accounts SET blp = ?2 WHERE handle = ?1",
-            params![handle.as_str(), blp.to_string()],
+            &format!("UPDATE accounts SET {column} = ?2 WHERE handle = ?1"),
+            params![handle.as_str(), value],
         )?;
         let serial = bump_serial(&tx, handle.as_str())?;
         tx.commit()?;

@@ -1078,6 +1078,32 @@ impl SessionTask {
         });
     }
 
+    /// Sets (or with `Subscription::Remove`, removes) one roster item, answering `reply` when
+    /// the server has done it.
+    async fn roster_set(
+        &mut self,
+        jid: BareJid,
+        name: Option<String>,
+        subscription: Subscription,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    ) {
+        let item = Item {
+            jid,
+            name,
+            subscription,
+            ask: Ask::None,
+            groups: vec![],
+            approved: None,
+        };
+        let id = self.new_id();
+        let roster = Roster {
+            ver: None,
+            items: vec![item],
+        };
+        self.send_iq(Iq::from_set(id, roster), Pending::Reply(reply))
+            .await;
+    }
+
     async fn add(
         &mut self,
         list: List,
@@ -1088,26 +1114,8 @@ impl SessionTask {
         match list {
             List::Forward => {
                 self.adding.insert(jid.clone());
-                let item = Item {
-                    jid: jid.clone(),
-                    name: Some(name),
-                    subscription: Subscription::None,
-                    ask: Ask::None,
-                    groups: vec![],
-                    approved: None,
-                };
-                let id = self.new_id();
-                self.send_iq(
-                    Iq::from_set(
-                        id,
-                        Roster {
-                            ver: None,
-                            items: vec![item],
-                        },
-                    ),
-                    Pending::Reply(reply),
-                )
-                .await;
+                self.roster_set(jid.clone(), Some(name), Subscription::None, reply)
+                    .await;
                 self.send(Presence::new(PresenceType::Subscribe).with_to(jid))
                     .await;
             }
@@ -1155,26 +1163,8 @@ impl SessionTask {
     ) {
         match list {
             List::Forward => {
-                let item = Item {
-                    jid,
-                    name: None,
-                    subscription: Subscription::Remove,
-                    ask: Ask::None,
-                    groups: vec![],
-                    approved: None,
-                };
-                let id = self.new_id();
-                self.send_iq(
-                    Iq::from_set(
-                        id,
-                        Roster {
-                            ver: None,
-                            items: vec![item],
-                        },
-                    ),
-                    Pending::Reply(reply),
-                )
-                .await;
+                self.roster_set(jid, None, Subscription::Remove, reply)
+                    .await;
             }
             List::Allow => {
                 self.approving.remove(&jid);
