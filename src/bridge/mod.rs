@@ -405,10 +405,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             let result = services
                 .store
                 .call(move |db| {
-                    let mut lists: Vec<ListKind> = ListKind::SYNC_ORDER
-                        .into_iter()
-                        .filter(|l| db.is_on_list(&owner, *l, &handle).unwrap_or(false))
-                        .collect();
+                    let mut lists = db.lists_of(&owner, &handle)?;
                     if !lists.contains(&ListKind::Reverse) {
                         lists.push(ListKind::Reverse);
                     }
@@ -629,22 +626,12 @@ pub async fn add(
     let target = contact.clone();
     let current: Vec<ListKind> = services
         .store
-        .call(move |db| {
-            Ok(ListKind::SYNC_ORDER
-                .into_iter()
-                .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
-                .collect())
-        })
+        .call(move |db| db.lists_of(&owner, &target))
         .await?;
     if current.contains(&list) {
         return Err(ErrorCode::AlreadyThere);
     }
-    let opposite = match list {
-        ListKind::Allow => Some(ListKind::Block),
-        ListKind::Block => Some(ListKind::Allow),
-        _ => None,
-    };
-    if opposite.is_some_and(|o| current.contains(&o)) {
+    if list.opposite().is_some_and(|o| current.contains(&o)) {
         return Err(ErrorCode::AlreadyInOppositeList);
     }
     backend_action(
@@ -695,10 +682,7 @@ pub async fn remove(
     let (current, name) = services
         .store
         .call(move |db| {
-            let lists: Vec<ListKind> = ListKind::SYNC_ORDER
-                .into_iter()
-                .filter(|l| db.is_on_list(&owner, *l, &target).unwrap_or(false))
-                .collect();
+            let lists = db.lists_of(&owner, &target)?;
             let name = db
                 .entry(&owner, ListKind::Forward, &target)?
                 .map(|e| e.name);

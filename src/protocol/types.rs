@@ -248,6 +248,15 @@ impl ListKind {
         ListKind::Reverse,
     ];
 
+    /// The list a contact can't be on at the same time: AL and BL exclude each other.
+    pub fn opposite(self) -> Option<ListKind> {
+        match self {
+            ListKind::Allow => Some(ListKind::Block),
+            ListKind::Block => Some(ListKind::Allow),
+            ListKind::Forward | ListKind::Reverse => None,
+        }
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             ListKind::Forward => "FL",

@@ -454,12 +454,7 @@ impl Database {
         if has_entry(&tx, owner, kind, contact)? {
             return Err(StoreError::AlreadyThere);
         }
-        let opposite = match kind {
-            ListKind::Allow => Some(ListKind::Block),
-            ListKind::Block => Some(ListKind::Allow),
-            _ => None,
-        };
-        if let Some(opposite) = opposite {
+        if let Some(opposite) = kind.opposite() {
             if has_entry(&tx, owner, opposite, contact)? {
                 return Err(StoreError::InOppositeList);
             }
@@ -551,6 +546,21 @@ impl Database {
             })
         })
         .transpose()
+    }
+
+    /// The lists of `owner`'s that `contact` is on, in SYN order.
+    pub fn lists_of(
+        &self,
+        owner: &UserHandle,
+        contact: &UserHandle,
+    ) -> Result<Vec<ListKind>, StoreError> {
+        let mut lists = Vec::new();
+        for kind in ListKind::SYNC_ORDER {
+            if has_entry(&self.conn, owner, kind, contact)? {
+                lists.push(kind);
+            }
+        }
+        Ok(lists)
     }
 
     /// Whether `contact` is on one of `owner`'s lists.
