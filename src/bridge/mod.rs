@@ -619,9 +619,6 @@ pub async fn add(
     name: FriendlyName,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    if list == ListKind::Reverse {
-        return Err(ErrorCode::InvalidParameter);
-    }
     let owner = bridged.handle.clone();
     let target = contact.clone();
     let current: Vec<ListKind> = services
@@ -675,9 +672,6 @@ pub async fn remove(
     contact: UserHandle,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    if list == ListKind::Reverse {
-        return Err(ErrorCode::InvalidParameter);
-    }
     let (owner, target) = (bridged.handle.clone(), contact.clone());
     let (current, name) = services
         .store

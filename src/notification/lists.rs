@@ -160,9 +160,6 @@ pub async fn add(
     name: FriendlyName,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    if list == ListKind::Reverse {
-        return Err(ErrorCode::InvalidParameter);
-    }
     let (owner, target, stored_name) = (me.clone(), contact.clone(), name.clone());
     let outcome = services
         .store
@@ -213,9 +210,6 @@ pub async fn remove(
     contact: UserHandle,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    if list == ListKind::Reverse {
-        return Err(ErrorCode::InvalidParameter);
-    }
     let (owner, target) = (me.clone(), contact.clone());
     let outcome = services
         .store

@@ -22,8 +22,8 @@ use tracing::{info, warn, Span};
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
 use crate::protocol::{
-    AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, OutReason, ServerCommand, Status,
-    TrId, UserHandle,
+    AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, ListKind, OutReason, ServerCommand,
+    Status, TrId, UserHandle,
 };
 use crate::server::Services;
 use crate::store::{password, PasswordHash, StoreError};
@@ -359,6 +359,15 @@ impl NotificationSession {
             ClientCommand::Blp { trid, setting } => {
                 lists::set_privacy_mode(services, &me, trid, setting, out).await
             }
+            // Only the server changes the RL, whatever the account's backend.
+            ClientCommand::Add {
+                list: ListKind::Reverse,
+                ..
+            }
+            | ClientCommand::Rem {
+                list: ListKind::Reverse,
+                ..
+            } => Err(ErrorCode::InvalidParameter),
             ClientCommand::Add {
                 trid,
                 list,
