@@ -25,7 +25,7 @@ use crate::connection::{Peer, Replies};
 use crate::hub::CookieGrant;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::server::Services;
-use crate::store::MirrorChange;
+use crate::store::{BackendLink, MirrorChange};
 use crate::switchboard::{Member, Participant, Remote, SessionHandle};
 
 /// Events a backend may queue for one user before it has to wait.
@@ -192,17 +192,14 @@ pub struct Connected {
     pub early: Vec<BackendEvent>,
 }
 
-/// Logs the backend account of `handle` in, if it has one. `Ok(None)` means a local account.
+/// Logs the backend account of `handle` in, given its stored link; `Ok(None)` (no link) means a
+/// local account.
 /// A refused password is `911`; a missing key or unknown backend is `500`, with a log line.
 pub async fn connect(
     services: &Services,
     handle: &UserHandle,
+    link: Option<BackendLink>,
 ) -> Result<Option<Connected>, ErrorCode> {
-    let lookup = handle.clone();
-    let link = services
-        .store
-        .call(move |db| db.backend_link(&lookup))
-        .await?;
     let Some(link) = link else { return Ok(None) };
     if link.backend != "xmpp" {
         warn!(%handle, backend = %link.backend, "this account's backend is not available in this server");

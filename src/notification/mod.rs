@@ -271,13 +271,13 @@ impl NotificationSession {
         out: &mut Replies,
     ) -> Flow {
         let lookup = handle.clone();
-        let account = match self
+        let found = self
             .services
             .store
-            .call(move |db| db.account(&lookup))
-            .await
-        {
-            Ok(a) => a,
+            .call(move |db| Ok((db.account(&lookup)?, db.backend_link(&lookup)?)))
+            .await;
+        let (account, link) = match found {
+            Ok(found) => found,
             Err(e) => {
                 out.error(error_code(&e), trid);
                 return Flow::Continue;
@@ -285,7 +285,7 @@ impl NotificationSession {
         };
         // A mapped account logs its backend account in first: a refused password fails the
         // MSN logon too.
-        let connected = match bridge::connect(&self.services, &handle).await {
+        let connected = match bridge::connect(&self.services, &handle, link).await {
             Ok(c) => c,
             Err(code) => {
                 out.error(code, trid);
