@@ -136,6 +136,7 @@ impl SessionHandle {
         });
         let session = Session {
             id,
+            own: handle.clone(),
             participants,
             held,
             unanswered_until,
@@ -163,14 +164,18 @@ impl SessionHandle {
         Self::spawn(services, vec![remote], VecDeque::from([line]))
     }
 
+    /// Sends a request that carries a reply channel, and waits for the answer; `None` when
+    /// the session is gone.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(make(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
     /// Joins the session; the answer is everyone already in it.
     pub async fn join(&self, participant: Participant) -> Result<Roster, ErrorCode> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Join { participant, reply })
-            .await
-            .map_err(|_| ErrorCode::AuthenticationFailed)?;
-        answer.await.map_err(|_| ErrorCode::AuthenticationFailed)?
+        let answer = self.ask(|reply| Request::Join { participant, reply }).await;
+        answer.unwrap_or(Err(ErrorCode::AuthenticationFailed))
     }
 
     pub async fn leave(&self, peer_id: u64) {
@@ -179,12 +184,8 @@ impl SessionHandle {
 
     /// Whether `callee` may be rung into the session: not already in it, and room left.
     pub async fn can_call(&self, callee: UserHandle) -> Result<(), ErrorCode> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::CanCall { callee, reply })
-            .await
-            .map_err(|_| ErrorCode::SwitchboardFailed)?;
-        answer.await.map_err(|_| ErrorCode::SwitchboardFailed)?
+        let answer = self.ask(|reply| Request::CanCall { callee, reply }).await;
+        answer.unwrap_or(Err(ErrorCode::SwitchboardFailed))
     }
 
     /// Attaches a group chat: its occupants join as they are reported, and it is left when the
@@ -198,37 +199,34 @@ impl SessionHandle {
 
     /// Brings a remote contact in at once (it has no client that must answer a ring).
     pub async fn add_remote(&self, participant: Participant) -> Result<(), ErrorCode> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::AddRemote { participant, reply })
-            .await
-            .map_err(|_| ErrorCode::SwitchboardFailed)?;
-        answer.await.map_err(|_| ErrorCode::SwitchboardFailed)?
+        let answer = self
+            .ask(|reply| Request::AddRemote { participant, reply })
+            .await;
+        answer.unwrap_or(Err(ErrorCode::SwitchboardFailed))
     }
 
     /// Relays a MSG from a local participant. With `wait`, the answer says whether every other
     /// participant took it (a remote one: its backend accepted it); without, it is `true` once
     /// queued for the session.
     pub async fn relay(&self, sender_peer: u64, line: Bytes, payload: Bytes, wait: bool) -> bool {
-        let (reply, answer) = if wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        if wait {
+            let answer = self
+                .ask(|reply| Request::Message {
+                    sender_peer,
+                    line,
+                    payload,
+                    reply: Some(reply),
+                })
+                .await;
+            return answer.unwrap_or(false);
+        }
         let request = Request::Message {
             sender_peer,
             line,
             payload,
-            reply,
+            reply: None,
         };
-        if self.requests.send(request).await.is_err() {
-            return false;
-        }
-        match answer {
-            Some(rx) => rx.await.unwrap_or(false),
-            None => true,
-        }
+        self.requests.send(request).await.is_ok()
     }
 
     /// A remote participant (a group chat occupant) left.
@@ -244,25 +242,15 @@ impl SessionHandle {
         name: FriendlyName,
         payload: Bytes,
     ) -> bool {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::RemoteMessage {
-            handle,
-            name,
-            payload,
-            reply,
-        };
-        if self.requests.send(request).await.is_err() {
-            return false;
-        }
-        answer.await.unwrap_or(false)
-    }
-}
-
-/// The payload part of an encoded MSG.
-fn line_payload(line: &Bytes) -> Bytes {
-    match line.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => line.slice(i + 2..),
-        None => Bytes::new(),
+        let answer = self
+            .ask(|reply| Request::RemoteMessage {
+                handle,
+                name,
+                payload,
+                reply,
+            })
+            .await;
+        answer.unwrap_or(false)
     }
 }
 
@@ -277,6 +265,8 @@ fn msg_line(handle: &UserHandle, name: &FriendlyName, payload: Bytes) -> Bytes {
 
 struct Session {
     id: u32,
+    /// This session's own handle, for registering it with a bridged user's chats.
+    own: SessionHandle,
     participants: Vec<Participant>,
     /// Messages from remote contacts waiting for a local participant.
     held: VecDeque<Bytes>,
@@ -329,13 +319,7 @@ impl Session {
                     let _ = reply.send(answer);
                 }
                 Request::AttachRoom { bridge, chat } => {
-                    bridge.register_chat(
-                        chat.clone(),
-                        SessionHandle {
-                            id: self.id,
-                            requests: self.self_sender(),
-                        },
-                    );
+                    bridge.register_chat(chat.clone(), self.own.clone());
                     self.rooms.push((bridge, chat));
                 }
                 Request::RemoteLeft { handle } => {
@@ -446,24 +430,10 @@ impl Session {
     fn add_remote(&mut self, participant: Participant) {
         self.announce_join(&participant);
         if let Member::Remote(r) = &participant.member {
-            r.bridge.register_chat(
-                r.chat.clone(),
-                SessionHandle {
-                    id: self.id,
-                    requests: self.self_sender(),
-                },
-            );
+            r.bridge.register_chat(r.chat.clone(), self.own.clone());
         }
         debug!(session = self.id, handle = %participant.handle, "remote contact joined");
         self.participants.push(participant);
-    }
-
-    /// A sender to this session's own inbox, from the hub's registry.
-    fn self_sender(&self) -> mpsc::Sender<Request> {
-        match self.services.hub.switchboard(self.id) {
-            Some(h) => h.requests,
-            None => mpsc::channel(1).0,
-        }
     }
 
     fn leave(&mut self, peer_id: u64) {
@@ -546,13 +516,14 @@ impl Session {
     }
 
     fn remote_message(&mut self, handle: &UserHandle, name: &FriendlyName, payload: Bytes) {
+        let typing = mime::parse(&payload) == mime::Payload::Typing;
         let line = msg_line(handle, name, payload);
         let mut any = false;
         for peer in self.participants.iter().filter_map(Participant::peer) {
             any |= peer.send(line.clone());
         }
         if !any {
-            if mime::parse(&line_payload(&line)) == mime::Payload::Typing {
+            if typing {
                 return; // A typing notification is only worth something live.
             }
             if self.held.len() >= MAX_HELD {
