@@ -375,9 +375,7 @@ async fn concurrent_state_changes_converge_for_every_watcher() {
             }
             // Then read everything still coming until all is quiet.
             barrier.wait().await;
-            while let Ok(Some(line)) =
-                tokio::time::timeout(std::time::Duration::from_millis(500), c.try_recv()).await
-            {
+            while let Ok(Some(line)) = c.recv_within(std::time::Duration::from_millis(500)).await {
                 record(&line);
             }
             (handle, last.to_string(), seen, c)

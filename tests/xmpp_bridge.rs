@@ -104,7 +104,8 @@ async fn come_online(c: &mut Client) {
         }
     }
     let t = c.cmd("CHG", "NLN").await;
-    wait_line(c, &format!("CHG {t} NLN"), 5).await;
+    c.wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(5))
+        .await;
 }
 
 /// The next presence from `jid` that `want` accepts.
@@ -129,21 +130,6 @@ async fn presence_where(
         },
     )
     .await
-}
-
-/// Reads lines until one matches, failing with everything seen.
-async fn wait_line(c: &mut Client, pattern: &str, secs: u64) -> common::Line {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let mut seen = Vec::new();
-    loop {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(remaining, c.try_recv()).await {
-            Ok(Some(line)) if common::matches(&line, pattern) => return line,
-            Ok(Some(line)) => seen.push(line.text()),
-            Ok(None) => panic!("connection closed waiting for `{pattern}`; saw {seen:?}"),
-            Err(_) => panic!("no `{pattern}` within {secs} s; saw {seen:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,9 +163,13 @@ async fn roster_and_presence_both_ways() {
     // so his state follows it as NLN; changes arrive as NLN too.
     let t = alice.cmd("CHG", "NLN").await;
     alice.expect(&format!("CHG {t} NLN")).await;
-    wait_line(&mut alice, "NLN AWY bob@localhost *", 5).await;
+    alice
+        .wait_for_within("NLN AWY bob@localhost *", Duration::from_secs(5))
+        .await;
     bob.send_presence(Some(Show::Dnd), None).await;
-    wait_line(&mut alice, "NLN BSY bob@localhost *", 5).await;
+    alice
+        .wait_for_within("NLN BSY bob@localhost *", Duration::from_secs(5))
+        .await;
 
     // Alice's MSN state reaches Bob as XMPP presence, and HDN looks offline.
     let from = format!("alice@{}", prosody_domain());
@@ -204,7 +194,9 @@ async fn roster_and_presence_both_ways() {
     })
     .await;
     bob.send_unavailable().await;
-    wait_line(&mut alice, "FLN bob@localhost", 5).await;
+    alice
+        .wait_for_within("FLN bob@localhost", Duration::from_secs(5))
+        .await;
 }
 
 fn prosody_domain() -> &'static str {
@@ -222,7 +214,9 @@ async fn chat_both_ways_with_typing_and_non_ascii_text() {
     let mut alice = msn_alice(&server).await;
     come_online(&mut alice).await;
     // Bob shows up once the bridge is online for Alice (at her first CHG).
-    wait_line(&mut alice, "NLN NLN bob@localhost *", 5).await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
     // Alice opens a conversation with Bob: he joins at once.
     let mut sb = alice.open_switchboard("alice@hotmail.com").await;
     let t = sb.cmd("CAL", "bob@localhost").await;
@@ -288,7 +282,9 @@ async fn an_incoming_message_rings_the_msn_client() {
     .await;
     bob.send_chat(&format!("alice@{}", prosody_domain()), "Hello??", None)
         .await;
-    let rng = wait_line(&mut alice, "RNG * * CKI * bob@localhost *", 5).await;
+    let rng = alice
+        .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(5))
+        .await;
     let (mut sb, iro) = Client::answer(&rng, "alice@hotmail.com").await;
     assert_eq!(iro.len(), 1);
     assert!(
@@ -324,15 +320,17 @@ async fn subscription_request_appears_on_the_rl_and_is_approved_or_blocked() {
     let mut carol = xmpp(&prosody, "carol").await;
     let alice_jid = format!("alice@{}", prosody_domain());
     carol.subscribe(&alice_jid).await;
-    wait_line(&mut alice, "ADD 0 RL * carol@localhost *", 5).await;
+    alice
+        .wait_for_within("ADD 0 RL * carol@localhost *", Duration::from_secs(5))
+        .await;
     // Allowing her approves the subscription.
     let t = alice.cmd("ADD", "AL carol@localhost Carol").await;
-    wait_line(
-        &mut alice,
-        &format!("ADD {t} AL * carol@localhost Carol"),
-        5,
-    )
-    .await;
+    alice
+        .wait_for_within(
+            &format!("ADD {t} AL * carol@localhost Carol"),
+            Duration::from_secs(5),
+        )
+        .await;
     carol
         .expect_subscription(&alice_jid, PresenceType::Subscribed)
         .await;
@@ -340,30 +338,52 @@ async fn subscription_request_appears_on_the_rl_and_is_approved_or_blocked() {
     // Blocking Bob, as MSN 1.0 does it (off the AL, onto the BL), revokes his subscription
     // and blocks the JID; AL and BL stay exclusive. Unblocking lifts the block.
     let t = alice.cmd("ADD", "BL bob@localhost Bob").await;
-    wait_line(&mut alice, &format!("219 {t}"), 5).await;
+    alice
+        .wait_for_within(&format!("219 {t}"), Duration::from_secs(5))
+        .await;
     let t = alice.cmd("REM", "AL bob@localhost").await;
-    wait_line(&mut alice, &format!("REM {t} AL * bob@localhost"), 5).await;
+    alice
+        .wait_for_within(
+            &format!("REM {t} AL * bob@localhost"),
+            Duration::from_secs(5),
+        )
+        .await;
     let t = alice.cmd("ADD", "BL bob@localhost Bob").await;
-    wait_line(&mut alice, &format!("ADD {t} BL * bob@localhost Bob"), 5).await;
+    alice
+        .wait_for_within(
+            &format!("ADD {t} BL * bob@localhost Bob"),
+            Duration::from_secs(5),
+        )
+        .await;
     bob.expect_subscription(&alice_jid, PresenceType::Unsubscribed)
         .await;
     let t = alice.cmd("REM", "BL bob@localhost").await;
-    wait_line(&mut alice, &format!("REM {t} BL * bob@localhost"), 5).await;
+    alice
+        .wait_for_within(
+            &format!("REM {t} BL * bob@localhost"),
+            Duration::from_secs(5),
+        )
+        .await;
 
     // Adding someone to the FL subscribes to them.
     let t = alice.cmd("ADD", "FL carol@localhost Carol").await;
-    wait_line(
-        &mut alice,
-        &format!("ADD {t} FL * carol@localhost Carol"),
-        5,
-    )
-    .await;
+    alice
+        .wait_for_within(
+            &format!("ADD {t} FL * carol@localhost Carol"),
+            Duration::from_secs(5),
+        )
+        .await;
     carol
         .expect_subscription(&alice_jid, PresenceType::Subscribe)
         .await;
     // Removing from the FL removes the roster item.
     let t = alice.cmd("REM", "FL carol@localhost").await;
-    wait_line(&mut alice, &format!("REM {t} FL * carol@localhost"), 5).await;
+    alice
+        .wait_for_within(
+            &format!("REM {t} FL * carol@localhost"),
+            Duration::from_secs(5),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +403,9 @@ async fn messages_sent_while_offline_arrive_at_the_next_logon() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut alice = msn_alice(&server).await;
     come_online(&mut alice).await;
-    let rng = wait_line(&mut alice, "RNG * * CKI * bob@localhost *", 10).await;
+    let rng = alice
+        .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
+        .await;
     let (mut sb, _) = Client::answer(&rng, "alice@hotmail.com").await;
     let msg = sb.expect("MSG bob@localhost * *").await;
     assert!(
@@ -429,7 +451,9 @@ async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
     let alice_jid = format!("alice@{}", prosody_domain());
     let mut alice = msn_alice(&server).await;
     come_online(&mut alice).await;
-    wait_line(&mut alice, "NLN NLN bob@localhost *", 5).await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
     let mut sb = alice.open_switchboard("alice@hotmail.com").await;
     let t = sb.cmd("CAL", "bob@localhost").await;
     sb.expect(&format!("CAL {t} RINGING *")).await;
@@ -458,11 +482,15 @@ async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
         })
         .await;
     assert!(during.is_some(), "\"during\" never reached bob");
-    let ack = wait_line(&mut sb, &format!("* {t}"), 30).await;
+    let ack = sb
+        .wait_for_within(&format!("* {t}"), Duration::from_secs(30))
+        .await;
     assert_eq!(ack.get(0), "ACK", "{}", ack.text());
     // Bob writes back on the new connections.
     bob.send_chat(&alice_jid, "after", None).await;
-    let got = wait_line(&mut sb, "MSG bob@localhost * *", 30).await;
+    let got = sb
+        .wait_for_within("MSG bob@localhost * *", Duration::from_secs(30))
+        .await;
     assert!(
         got.payload_text().ends_with("after"),
         "{}",
@@ -482,9 +510,7 @@ async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
         })
         .await;
     assert!(quiet.is_none(), "a message was delivered twice");
-    while let Ok(Some(line)) =
-        tokio::time::timeout(Duration::from_millis(300), alice.try_recv()).await
-    {
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_millis(300)).await {
         assert_ne!(
             line.text(),
             "FLN bob@localhost",
@@ -512,7 +538,9 @@ async fn an_unreachable_xmpp_server_does_not_block_the_msn_logon() {
     // Once the server is back, the bridge connects by itself and shows the contact.
     let mut bob = xmpp(&prosody, "bob").await;
     bob.send_presence(None, None).await;
-    wait_line(&mut alice, "NLN NLN bob@localhost *", 40).await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(40))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,9 +562,16 @@ async fn group_chat_with_two_xmpp_occupants() {
 
     let mut alice = msn_alice(&server).await;
     let t = alice.cmd("SYN", "0").await;
-    wait_line(&mut alice, &format!("LST {t} FL * * * {room} Lounge"), 5).await;
+    alice
+        .wait_for_within(
+            &format!("LST {t} FL * * * {room} Lounge"),
+            Duration::from_secs(5),
+        )
+        .await;
     let t = alice.cmd("CHG", "NLN").await;
-    wait_line(&mut alice, &format!("CHG {t} NLN"), 5).await;
+    alice
+        .wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(5))
+        .await;
     // The room is always callable, so MSN 1.0 lets the user open it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -612,6 +647,10 @@ async fn group_chat_with_two_xmpp_occupants() {
         Some("come in"),
     )
     .await;
-    wait_line(&mut alice, &format!("ADD 0 FL * {den} den"), 5).await;
-    wait_line(&mut alice, &format!("NLN NLN {den} den"), 5).await;
+    alice
+        .wait_for_within(&format!("ADD 0 FL * {den} den"), Duration::from_secs(5))
+        .await;
+    alice
+        .wait_for_within(&format!("NLN NLN {den} den"), Duration::from_secs(5))
+        .await;
 }

@@ -140,6 +140,8 @@ pub fn matches(line: &Line, pattern: &str) -> bool {
 /// A client connection that reads and writes protocol lines.
 pub struct Client {
     reader: BufReader<OwnedReadHalf>,
+    /// A line being read, kept when a read times out part-way.
+    partial: Vec<u8>,
     writer: OwnedWriteHalf,
     pub trid: u32,
     pub name: String,
@@ -151,6 +153,7 @@ impl Client {
         let (r, w) = stream.into_split();
         Client {
             reader: BufReader::new(r),
+            partial: Vec::new(),
             writer: w,
             trid: 0,
             name: String::new(),
@@ -199,13 +202,25 @@ impl Client {
 
     /// The next line, or `None` if the server closed the connection.
     pub async fn try_recv(&mut self) -> Option<Line> {
-        let mut raw = Vec::new();
-        let n = tokio::time::timeout(WAIT, self.reader.read_until(b'\n', &mut raw))
-            .await
-            .unwrap_or_else(|_| panic!("{}: no line from the server within {WAIT:?}", self.name))
-            .ok()?;
-        if n == 0 {
-            return None;
+        match self.recv_within(WAIT).await {
+            Ok(line) => line,
+            Err(()) => panic!("{}: no line from the server within {WAIT:?}", self.name),
+        }
+    }
+
+    /// The next line if one comes within `limit`: `Ok(None)` when the server closed the
+    /// connection, `Err(())` when nothing came. A line cut by the limit is kept for next time.
+    pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Line>, ()> {
+        let read =
+            tokio::time::timeout(limit, self.reader.read_until(b'\n', &mut self.partial)).await;
+        let n = match read {
+            Err(_) => return Err(()),
+            Ok(Err(_)) => return Ok(None),
+            Ok(Ok(n)) => n,
+        };
+        let raw = std::mem::take(&mut self.partial);
+        if n == 0 && raw.is_empty() {
+            return Ok(None);
         }
         assert!(
             raw.ends_with(b"\r\n"),
@@ -226,7 +241,7 @@ impl Client {
         } else {
             None
         };
-        Some(Line { tokens, payload })
+        Ok(Some(Line { tokens, payload }))
     }
 
     pub async fn recv(&mut self) -> Line {
@@ -250,13 +265,26 @@ impl Client {
 
     /// Reads lines until one matches `pattern`, returning it; fails after [`WAIT`].
     pub async fn wait_for(&mut self, pattern: &str) -> Line {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_for_within(pattern, WAIT).await
+    }
+
+    /// Reads lines until one matches `pattern`, for up to `limit`; fails with every line seen.
+    pub async fn wait_for_within(&mut self, pattern: &str, limit: Duration) -> Line {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut seen = Vec::new();
         loop {
-            let line = tokio::time::timeout_at(deadline, self.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no `{pattern}` within {WAIT:?}", self.name));
-            if matches(&line, pattern) {
-                return line;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(remaining).await {
+                Ok(Some(line)) if matches(&line, pattern) => return line,
+                Ok(Some(line)) => seen.push(line.text()),
+                Ok(None) => panic!(
+                    "{}: closed while waiting for `{pattern}`; saw {seen:?}",
+                    self.name
+                ),
+                Err(()) => panic!(
+                    "{}: no `{pattern}` within {limit:?}; saw {seen:?}",
+                    self.name
+                ),
             }
         }
     }
@@ -370,9 +398,7 @@ impl Client {
         self.expect(&format!("CHG {t} {state}")).await;
         let mut ilns = Vec::new();
         // ILNs follow in the same write; give them a moment to arrive.
-        while let Ok(Some(line)) =
-            tokio::time::timeout(Duration::from_millis(150), self.try_recv()).await
-        {
+        while let Ok(Some(line)) = self.recv_within(Duration::from_millis(150)).await {
             assert_eq!(
                 line.get(0),
                 "ILN",
