@@ -108,6 +108,15 @@ async fn come_online(c: &mut Client) {
         .await;
 }
 
+/// Opens a switchboard and calls Bob, an XMPP contact: he joins at once.
+async fn call_bob(alice: &mut Client) -> Client {
+    let mut sb = alice.open_switchboard("alice@hotmail.com").await;
+    let t = sb.cmd("CAL", "bob@localhost").await;
+    sb.expect(&format!("CAL {t} RINGING *")).await;
+    sb.expect("JOI bob@localhost *").await;
+    sb
+}
+
 /// The next presence from `jid` that `want` accepts.
 async fn presence_where(
     bob: &mut XmppClient,
@@ -218,10 +227,7 @@ async fn chat_both_ways_with_typing_and_non_ascii_text() {
         .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
         .await;
     // Alice opens a conversation with Bob: he joins at once.
-    let mut sb = alice.open_switchboard("alice@hotmail.com").await;
-    let t = sb.cmd("CAL", "bob@localhost").await;
-    sb.expect(&format!("CAL {t} RINGING *")).await;
-    sb.expect("JOI bob@localhost *").await;
+    let mut sb = call_bob(&mut alice).await;
 
     let text = "Grüße aus 1999 ☺ — 你好";
     let payload =
@@ -454,10 +460,7 @@ async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
     alice
         .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
         .await;
-    let mut sb = alice.open_switchboard("alice@hotmail.com").await;
-    let t = sb.cmd("CAL", "bob@localhost").await;
-    sb.expect(&format!("CAL {t} RINGING *")).await;
-    sb.expect("JOI bob@localhost *").await;
+    let mut sb = call_bob(&mut alice).await;
     let text = |body: &str| {
         format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{body}")
     };
