@@ -138,15 +138,6 @@ impl Peer {
         self.outbox.lock().closing = true;
         self.outbox.ready.notify_one();
     }
-
-    /// Disconnects the client at once.
-    pub fn kick(&self) {
-        self.kick.cancel();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.kick.is_cancelled() || self.outbox.lock().closed
-    }
 }
 
 /// What a role wants after a command.

@@ -132,10 +132,6 @@ impl Hub {
         peer.is_some_and(|p| p.send(bytes))
     }
 
-    pub fn online_count(&self) -> usize {
-        self.users.len()
-    }
-
     pub fn add_switchboard(&self, id: u32, session: SessionHandle) {
         self.switchboards.insert(id, session);
     }

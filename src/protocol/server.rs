@@ -204,16 +204,6 @@ impl ServerCommand {
             out.put_slice(payload);
         }
     }
-
-    /// Whether the line carries a secret (a cookie or challenge) that must not reach the log.
-    pub fn has_secret(&self) -> bool {
-        matches!(
-            self,
-            ServerCommand::UsrChallenge { .. }
-                | ServerCommand::XfrSb { .. }
-                | ServerCommand::Rng { .. }
-        )
-    }
 }
 
 impl fmt::Display for ServerCommand {
@@ -639,15 +629,5 @@ mod tests {
         let mut expected = b"MSG a@b.c A 24\r\n".to_vec();
         expected.extend_from_slice(&payload);
         assert_eq!(cmd.to_bytes(), expected);
-    }
-
-    #[test]
-    fn secrets_are_flagged() {
-        assert!(ServerCommand::UsrChallenge {
-            trid: TrId(1),
-            challenge: "x".into()
-        }
-        .has_secret());
-        assert!(!ServerCommand::Inf { trid: TrId(1) }.has_secret());
     }
 }

@@ -57,11 +57,6 @@ impl UserHandle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The part after the '@'.
-    pub fn domain(&self) -> &str {
-        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-    }
 }
 
 impl FromStr for UserHandle {
@@ -444,7 +439,6 @@ mod tests {
         round_trip::<UserHandle>("first.last+tag@sub-domain.example.org");
         let h: UserHandle = "Alice@Example.COM".parse().unwrap();
         assert_eq!(h.as_str(), "alice@example.com");
-        assert_eq!(h.domain(), "example.com");
         let long = format!("{}@example.com", "a".repeat(MAX_HANDLE_BYTES));
         assert_eq!(long.parse::<UserHandle>(), Err(HandleError::TooLong));
         let fits = format!("{}@e.com", "a".repeat(MAX_HANDLE_BYTES - 6));
