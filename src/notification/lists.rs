@@ -128,17 +128,21 @@ fn change_list(
     contact: &UserHandle,
     add: Option<&FriendlyName>,
 ) -> Result<Outcome, StoreError> {
-    let watching = db.is_on_list(owner, ListKind::Reverse, contact)?;
-    let before = db.permission(owner, contact)?;
+    // Only AL/BL changes can change what a watcher (someone with the owner on their FL) sees.
+    let privacy_matters = matches!(list, ListKind::Allow | ListKind::Block)
+        && db.is_on_list(owner, ListKind::Reverse, contact)?;
+    let before = if privacy_matters {
+        Some(db.permission(owner, contact)?)
+    } else {
+        None
+    };
     let change = match add {
         Some(name) => db.add_entry(owner, list, contact, name)?,
         None => db.remove_entry(owner, list, contact)?,
     };
-    let privacy = match list {
-        ListKind::Allow | ListKind::Block if watching => {
-            Some((before, db.permission(owner, contact)?))
-        }
-        _ => None,
+    let privacy = match before {
+        Some(before) => Some((before, db.permission(owner, contact)?)),
+        None => None,
     };
     let contact_allows_me =
         add.is_some() && list == ListKind::Forward && db.permission(contact, owner)?.allows();
