@@ -256,19 +256,6 @@ impl Database {
         Ok(())
     }
 
-    /// Every account, sorted by handle.
-    pub fn accounts(&self) -> Result<Vec<(UserHandle, FriendlyName)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT handle, friendly_name FROM accounts ORDER BY handle")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        rows.map(|r| {
-            let (h, n) = r?;
-            Ok((parse_handle(&h)?, parse_name(&n)?))
-        })
-        .collect()
-    }
-
     /// Maps an account to a backend account, replacing any earlier mapping. It takes effect
     /// at the account's next login.
     pub fn link(&mut self, handle: &UserHandle, link: &BackendLink) -> Result<(), StoreError> {
@@ -305,13 +292,27 @@ impl Database {
     pub fn accounts_with_links(
         &self,
     ) -> Result<Vec<(UserHandle, FriendlyName, Option<BackendLink>)>, StoreError> {
-        self.accounts()?
-            .into_iter()
-            .map(|(h, n)| {
-                let link = backend_link(&self.conn, &h)?;
-                Ok((h, n, link))
-            })
-            .collect()
+        let mut stmt = self.conn.prepare(
+            "SELECT a.handle, a.friendly_name, l.backend, l.account, l.secret, l.options
+             FROM accounts a LEFT JOIN backend_links l ON l.handle = a.handle ORDER BY a.handle",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let link = match r.get::<_, Option<String>>(2)? {
+                Some(backend) => Some(BackendLink {
+                    backend,
+                    account: r.get(3)?,
+                    sealed_secret: r.get(4)?,
+                    options: decode_options(&r.get::<_, String>(5)?),
+                }),
+                None => None,
+            };
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, link))
+        })?;
+        rows.map(|r| {
+            let (h, n, link) = r?;
+            Ok((parse_handle(&h)?, parse_name(&n)?, link))
+        })
+        .collect()
     }
 
     pub fn credentials(&self, handle: &UserHandle) -> Result<Option<Credentials>, StoreError> {
