@@ -26,7 +26,7 @@ pub struct Services {
     pub store: Store,
     pub hub: Hub,
     /// Keys the stable fake challenges for unknown handles.
-    pub secret: Vec<u8>,
+    pub challenge_key: Vec<u8>,
     /// `public_host:port` of the notification server, for XFR NS.
     pub notification_address: String,
     /// `public_host:port` of the switchboard, for XFR SB and RNG.
@@ -87,7 +87,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     };
     let store = Store::open(&db_path).map_err(store_error)?;
-    let secret = store
+    let challenge_key = store
         .call(|db| db.server_secret())
         .await
         .map_err(store_error)?;
@@ -107,7 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config.server.cookie_lifetime_secs,
         ))),
         store,
-        secret,
+        challenge_key,
         notification_address: format!("{host}:{}", ns_addr.port()),
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         tracker: TaskTracker::new(),

@@ -232,7 +232,7 @@ impl NotificationSession {
                 };
                 let text = match &stored {
                     Some(hash) => hash.salt.clone(),
-                    None => password::fake_challenge(&self.services.secret, handle.as_str()),
+                    None => password::fake_challenge(&self.services.challenge_key, handle.as_str()),
                 };
                 *challenge = Some((handle, stored));
                 out.push(ServerCommand::UsrChallenge {
