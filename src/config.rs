@@ -15,6 +15,7 @@ pub struct Config {
     pub log: LogConfig,
     pub client: ClientConfig,
     pub secrets: SecretsConfig,
+    pub msncd: MsncdConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -135,6 +136,31 @@ impl std::fmt::Debug for SecretsConfig {
     }
 }
 
+/// The msncd scripting front end (docs/msncd.md): off unless a socket or port is given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MsncdConfig {
+    /// A Unix socket path, created owner-only (0600).
+    pub unix_socket: Option<PathBuf>,
+    /// A TCP address, which must be a loopback address.
+    pub listen: Option<SocketAddr>,
+    /// The most simultaneous msncd connections; more are closed at once.
+    pub max_connections: usize,
+    /// The most events kept per connection between two POLLs; the oldest go first.
+    pub max_events: usize,
+}
+
+impl Default for MsncdConfig {
+    fn default() -> Self {
+        MsncdConfig {
+            unix_socket: None,
+            listen: None,
+            max_connections: 16,
+            max_events: 1000,
+        }
+    }
+}
+
 /// A configuration that can't be used, with the key and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -206,6 +232,26 @@ impl Config {
         if self.storage.database.as_os_str().is_empty() {
             return invalid("storage.database", "must name a file");
         }
+        if self.msncd.listen.is_some_and(|a| !a.ip().is_loopback()) {
+            return invalid(
+                "msncd.listen",
+                "must be a loopback address (127.0.0.1 or ::1): msncd logins are not encrypted",
+            );
+        }
+        if self
+            .msncd
+            .unix_socket
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return invalid("msncd.unix_socket", "must name a file");
+        }
+        if self.msncd.max_connections == 0 {
+            return invalid("msncd.max_connections", "must be at least 1");
+        }
+        if self.msncd.max_events == 0 {
+            return invalid("msncd.max_events", "must be at least 1");
+        }
         let c = &self.client;
         for (key, value) in [
             ("client.recommended_version", &c.recommended_version),
@@ -276,6 +322,9 @@ mod tests {
         let path = write(&dir, "[server]\nnotifcation_listen = \"127.0.0.1:1\"\n");
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("notifcation_listen"), "{err}");
+        let path = write(&dir, "[msncd]\nlisten = \"0.0.0.0:1865\"\n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("msncd.listen"), "{err}");
         let path = write(&dir, "[server\n");
         assert!(Config::load(Some(&path)).is_err());
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());

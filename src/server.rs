@@ -50,6 +50,8 @@ pub enum StartError {
         role: &'static str,
         source: std::io::Error,
     },
+    #[error("msncd: {0}")]
+    Msncd(#[from] crate::msncd::ListenError),
 }
 
 /// A started server.
@@ -57,6 +59,8 @@ pub struct Running {
     pub notification_address: SocketAddr,
     pub switchboard_address: SocketAddr,
     pub dispatch_address: Option<SocketAddr>,
+    /// The msncd listeners, when configured.
+    pub msncd: crate::msncd::Listening,
     pub services: Arc<Services>,
     shutdown: CancellationToken,
 }
@@ -130,10 +134,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .spawn(accept_loop(listener, kind, services, shutdown, limit));
     }
     info!(notification = %ns_addr, switchboard = %sb_addr, dispatch = ?dispatch_address, "msngate is listening");
+    // msncd's internal MSN client connects to the addresses just bound.
+    let msncd_addresses = crate::msncd::client::Addresses {
+        notification: ns_addr,
+        switchboard: sb_addr,
+    };
+    let msncd = crate::msncd::start(
+        &services.config.msncd,
+        msncd_addresses,
+        services.tracker.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    let msncd = match msncd {
+        Ok(m) => m,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e.into());
+        }
+    };
     Ok(Running {
         notification_address: ns_addr,
         switchboard_address: sb_addr,
         dispatch_address,
+        msncd,
         services,
         shutdown,
     })

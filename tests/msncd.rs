@@ -1,0 +1,430 @@
+//! The msncd scripting front end, driven with a plain socket client as a shell script would:
+//! a script chats with an MSN 1.0 client on the same server, and, logged in as an
+//! XMPP-mapped account, with an XMPP client on a real Prosody.
+
+mod common;
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{TestServer, WAIT};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+
+use msngate::protocol::UserHandle;
+use msngate::secrets::SecretKey;
+use msngate::store::{BackendLink, Database};
+
+/// A script's connection: write lines, read lines, like `socat` would.
+struct Script {
+    reader: BufReader<Box<dyn AsyncRead + Unpin + Send>>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
+}
+
+impl Script {
+    async fn tcp(server: &TestServer) -> Script {
+        let address = server.running().msncd.tcp.expect("msncd on TCP");
+        let (r, w) = TcpStream::connect(address).await.unwrap().into_split();
+        Script {
+            reader: BufReader::new(Box::new(r)),
+            writer: Box::new(w),
+        }
+    }
+
+    async fn unix(path: &std::path::Path) -> Script {
+        let (r, w) = UnixStream::connect(path).await.unwrap().into_split();
+        Script {
+            reader: BufReader::new(Box::new(r)),
+            writer: Box::new(w),
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// The next line, without its newline.
+    async fn line(&mut self) -> String {
+        let mut raw = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut raw))
+            .await
+            .expect("a line from msncd in time")
+            .unwrap();
+        assert!(n > 0, "msncd closed the connection");
+        raw.strip_suffix('\n').unwrap_or(&raw).to_string()
+    }
+
+    /// Sends a command and returns its one-line answer.
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.line().await
+    }
+
+    async fn ok(&mut self, line: &str) {
+        assert_eq!(self.cmd(line).await, "OK", "answer to `{line}`");
+    }
+
+    /// One POLL: the event lines before POLLEND.
+    async fn poll(&mut self) -> Vec<String> {
+        self.send("POLL").await;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line == "POLLEND" {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    /// Polls until an event line starting with `prefix` comes; returns the lines from it on
+    /// (a MSG's lines follow it).
+    async fn poll_for(&mut self, prefix: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let lines = self.poll().await;
+            if let Some(i) = lines.iter().position(|l| l.starts_with(prefix)) {
+                return lines[i..].to_vec();
+            }
+            seen.extend(lines);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{prefix}` event within {WAIT:?}; saw {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn server_with_msncd(
+    accounts: &[(&str, &str, &str)],
+    edit: impl FnOnce(&mut msngate::config::Config, &std::path::Path),
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
+    edit(&mut config, dir.path());
+    TestServer::start_with(dir, config, accounts).await
+}
+
+const ALICE: (&str, &str, &str) = ("alice@example.com", "alice-pw", "Alice");
+const BOB: (&str, &str, &str) = ("bob@example.com", "bob-pw", "Bob");
+
+#[tokio::test]
+async fn a_script_and_an_msn_client_chat_see_states_and_manage_contacts() {
+    let server = server_with_msncd(&[ALICE, BOB], |_, _| {}).await;
+    let mut bob = server.login("bob@example.com", "bob-pw").await;
+    bob.go_online("NLN").await;
+
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+
+    // The script adds Bob: he sees that Alice added him; the script learns of its new entry.
+    script.ok("ADD Bobby bob@example.com").await;
+    bob.wait_for("ADD 0 RL * alice@example.com *").await;
+    script.poll_for("ADDFL bob@example.com").await;
+    // Bob adds Alice back: the script hears of it.
+    let t = bob.cmd("ADD", "FL alice@example.com Alice").await;
+    bob.wait_for(&format!("ADD {t} FL * alice@example.com Alice"))
+        .await;
+    script.poll_for("UADD bob@example.com").await;
+
+    // The script is invisible until its first STATUS; then Bob sees each change.
+    script.ok("STATUS away").await;
+    bob.wait_for("NLN AWY alice@example.com *").await;
+    script.ok("STATUS online").await;
+    bob.wait_for("NLN NLN alice@example.com *").await;
+    // And the script sees Bob's.
+    bob.chg("BSY").await;
+    script.poll_for("STCH bob@example.com busy").await;
+
+    // Script to MSN client, non-ASCII and two lines: Bob is rung and joins.
+    script
+        .ok("SENDMSG 2 bob@example.com\nGrüße, Bob ☺\nsecond line")
+        .await;
+    let rng = bob.wait_for("RNG * * CKI * alice@example.com *").await;
+    let (mut sb, _) = common::Client::answer(&rng, "bob@example.com").await;
+    let msg = sb.expect("MSG alice@example.com * *").await;
+    let payload = msg.payload_text();
+    assert!(payload.contains("text/plain; charset=UTF-8"), "{payload}");
+    assert!(
+        payload.ends_with("\r\n\r\nGrüße, Bob ☺\r\nsecond line"),
+        "{payload:?}"
+    );
+    script.poll_for("MFLUSH bob@example.com").await;
+
+    // A second message goes over the same chat, at once.
+    script.ok("SENDMSG 1 bob@example.com\nagain").await;
+    let msg = sb.expect("MSG alice@example.com * *").await;
+    assert!(msg.payload_text().ends_with("\r\n\r\nagain"));
+
+    // MSN client to script: typing, then text.
+    sb.msg(
+        "U",
+        b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n",
+    )
+    .await;
+    script.poll_for("TYPING bob@example.com").await;
+    sb.msg(
+        "N",
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n¿Qué tal?\r\nbien"
+            .as_bytes(),
+    )
+    .await;
+    let event = script.poll_for("MSG ").await;
+    assert_eq!(event[0], "MSG 5 3 bob@example.com", "{event:?}");
+    assert_eq!(
+        event[1..6],
+        [
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=UTF-8",
+            "",
+            "¿Qué tal?",
+            "bien"
+        ]
+    );
+
+    // Lists and details, nicks URL-encoded.
+    script.send("GETCL").await;
+    assert_eq!(script.line().await, "CL 1");
+    assert_eq!(script.line().await, "busy bob@example.com Bob");
+    script.send("GETRCL").await;
+    assert_eq!(script.line().await, "CL 1");
+    assert_eq!(script.line().await, "busy bob@example.com Bob");
+    script.send("INFO bob@example.com").await;
+    let mut info = Vec::new();
+    loop {
+        let l = script.line().await;
+        if l.is_empty() {
+            break;
+        }
+        info.push(l);
+    }
+    assert!(info.contains(&"status = busy".to_string()), "{info:?}");
+    assert!(info.contains(&"lists = FL AL RL".to_string()), "{info:?}");
+    script.ok("NICK Alice the script").await;
+    bob.wait_for("NLN NLN alice@example.com Alice%20the%20script")
+        .await;
+
+    // Bob closes the chat: the script is told.
+    sb.send("OUT").await;
+    script.poll_for("SCLOSE USER bob@example.com 0").await;
+
+    // Deleting both ways.
+    script.ok("DEL bob@example.com").await;
+    bob.wait_for("REM 0 RL * alice@example.com").await;
+    script.poll_for("DELFL bob@example.com").await;
+    let t = bob.cmd("REM", "FL alice@example.com").await;
+    bob.wait_for(&format!("REM {t} FL * alice@example.com"))
+        .await;
+    script.poll_for("UDEL bob@example.com").await;
+
+    // LOGOFF takes the script offline and back to the start.
+    script.ok("LOGOFF").await;
+    assert_eq!(script.cmd("STATUS online").await, "ERR 302 not logged in");
+    script.ok("LOGIN alice@example.com alice-pw").await;
+}
+
+#[tokio::test]
+async fn an_msn_client_can_start_the_chat() {
+    let server = server_with_msncd(&[ALICE, BOB], |_, _| {}).await;
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    script.ok("STATUS online").await;
+    let mut bob = server.login("bob@example.com", "bob-pw").await;
+    bob.go_online("NLN").await;
+    let mut sb = bob.open_switchboard("bob@example.com").await;
+    let t = sb.cmd("CAL", "alice@example.com").await;
+    sb.expect(&format!("CAL {t} RINGING *")).await;
+    sb.expect("JOI alice@example.com *").await;
+    sb.msg(
+        "N",
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nping",
+    )
+    .await;
+    let event = script.poll_for("MSG ").await;
+    assert_eq!(event[0], "MSG 4 3 bob@example.com");
+    assert_eq!(event[4], "ping");
+    // The answer goes back over the chat Bob opened.
+    script.ok("SENDMSG 1 bob@example.com\npong").await;
+    let msg = sb.expect("MSG alice@example.com * *").await;
+    assert!(msg.payload_text().ends_with("\r\n\r\npong"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_err_and_the_connection_stays_usable() {
+    let server = server_with_msncd(&[ALICE, BOB], |_, _| {}).await;
+    let mut script = Script::tcp(&server).await;
+    assert_eq!(
+        script.cmd("LOGIN alice@example.com wrong").await,
+        "ERR 911 authentication failed (wrong e-mail or password)"
+    );
+    assert_eq!(
+        script.cmd("LOGIN nobody@example.com x").await,
+        "ERR 911 authentication failed (wrong e-mail or password)"
+    );
+    assert_eq!(script.cmd("FROB").await, "ERR 0 unknown command FROB");
+    assert_eq!(script.cmd("STATUS online").await, "ERR 302 not logged in");
+    assert_eq!(script.cmd(&"x".repeat(5000)).await, "ERR 0 line too long");
+    assert_eq!(script.poll().await, Vec::<String>::new());
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    assert!(script
+        .cmd("STATUS sleepy")
+        .await
+        .starts_with("ERR 0 unknown status"));
+    assert!(script
+        .cmd("ADD onlyonearg")
+        .await
+        .starts_with("ERR 0 usage"));
+    assert!(script
+        .cmd("LOGIN alice@example.com alice-pw")
+        .await
+        .starts_with("ERR 0 already"));
+    assert_eq!(
+        script.cmd("SENDMSG 1000 bob@example.com").await,
+        "ERR 0 at most 256 lines per message"
+    );
+    let long = "y".repeat(2000);
+    let mut send = String::from("SENDMSG 5 bob@example.com");
+    for _ in 0..5 {
+        send.push('\n');
+        send.push_str(&long);
+    }
+    assert!(script
+        .cmd(&send)
+        .await
+        .starts_with("ERR 0 message too long"));
+    assert_eq!(
+        script.cmd("DEL nobody-known").await,
+        "ERR 0 no contact with the e-mail or nick nobody-known"
+    );
+    assert_eq!(
+        script.cmd("DEL carol@example.com").await,
+        "ERR 216 not on the list"
+    );
+    // Still logged in and usable.
+    script.ok("STATUS busy").await;
+    assert_eq!(script.poll().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_unix_socket_is_owner_only_and_removed_at_shutdown() {
+    let mut server = server_with_msncd(&[ALICE], |c, dir| {
+        c.msncd.listen = None;
+        c.msncd.unix_socket = Some(dir.join("msncd.sock"));
+    })
+    .await;
+    let path = server.running().msncd.unix_socket.clone().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    let mut script = Script::unix(&path).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    assert_eq!(script.poll().await, Vec::<String>::new());
+    server.stop().await;
+    assert!(!path.exists(), "socket left behind");
+    // A stale socket file is replaced when the server starts again.
+    let _stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    drop(_stale);
+    server.restart().await;
+    let mut script = Script::unix(&path).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+}
+
+#[tokio::test]
+async fn a_full_event_queue_drops_the_oldest_and_says_so() {
+    let server = server_with_msncd(&[ALICE, BOB], |c, _| c.msncd.max_events = 3).await;
+    let mut bob = server.login("bob@example.com", "bob-pw").await;
+    bob.go_online("NLN").await;
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    script.ok("ADD Bob bob@example.com").await;
+    bob.wait_for("ADD 0 RL * alice@example.com *").await;
+    script.poll_for("STCH bob@example.com online").await;
+    for state in ["AWY", "BSY", "BRB", "PHN", "LUN"] {
+        bob.chg(state).await;
+    }
+    // A command through the server after Bob's changes: their events are queued by now.
+    script.ok("STATUS online").await;
+    let events = script.poll().await;
+    assert!(
+        events[0].starts_with("ERR 0 ")
+            && events[0].ends_with(" events discarded: more than 3 arrived between two POLLs"),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[3], "STCH bob@example.com lunch");
+}
+
+#[tokio::test]
+async fn a_public_tcp_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.msncd.listen = Some("0.0.0.0:0".parse().unwrap());
+    let err = msngate::server::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
+    use support::prosody::{trust_test_certificate, Prosody};
+    use support::xmpp::XmppClient;
+
+    trust_test_certificate();
+    let prosody = Prosody::start().await;
+    for user in ["alice", "bob"] {
+        prosody.register(user, &format!("{user}-pw")).await;
+    }
+    prosody.set_roster("alice", &[("bob@localhost", "both")]);
+    prosody.set_roster("bob", &[("alice@localhost", "both")]);
+    let mut bob = XmppClient::connect(&prosody.jid("bob"), "bob-pw", prosody.port())
+        .await
+        .unwrap_or_else(|e| panic!("bob could not connect: {e:?}\n{}", prosody.log()));
+    bob.send_presence(None, None).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.secrets.key = Some(KEY.into());
+    let db = config.storage.database.clone();
+    common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
+    let key = SecretKey::load(&config.secrets, false).unwrap().unwrap();
+    let handle: UserHandle = "alice@hotmail.com".parse().unwrap();
+    let link = BackendLink {
+        backend: "xmpp".into(),
+        account: prosody.jid("alice"),
+        sealed_secret: key.seal(handle.as_str(), b"alice-pw"),
+        options: vec![("server".into(), prosody.addr())],
+    };
+    Database::open(&db).unwrap().link(&handle, &link).unwrap();
+    let server = TestServer::start_with(dir, config, &[]).await;
+
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@hotmail.com msn-pw").await;
+    script.ok("STATUS online").await;
+    script.poll_for("STCH bob@localhost online").await;
+
+    script
+        .ok("SENDMSG 1 bob@localhost\nhello from a script ✓")
+        .await;
+    let chat = bob.next_chat().await;
+    assert_eq!(
+        (chat.from.to_string(), chat.body.as_str()),
+        (prosody.jid("alice"), "hello from a script ✓")
+    );
+
+    bob.send_chat(&prosody.jid("alice"), "hi, script — ça va?", None)
+        .await;
+    let event = script.poll_for("MSG ").await;
+    assert!(event[0].ends_with(" bob@localhost"), "{event:?}");
+    assert!(
+        event.iter().any(|l| l == "hi, script — ça va?"),
+        "{event:?}"
+    );
+}
