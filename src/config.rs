@@ -59,13 +59,25 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// The SQLite database file; created when missing.
     pub database: PathBuf,
+    /// Where backends keep each mapped account's own state (a Matrix account's store with its
+    /// encryption keys and sync position); created when needed.
+    pub backend_data: PathBuf,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             database: "msngate.db".into(),
+            backend_data: "msngate-backends".into(),
         }
+    }
+}
+
+impl StorageConfig {
+    /// The directory of one account's state in one backend: `backend_data/BACKEND/HANDLE`.
+    /// Handles are safe as file names: no `/`, and never `.` or `..`.
+    pub fn backend_dir(&self, handle: &crate::protocol::UserHandle, backend: &str) -> PathBuf {
+        self.backend_data.join(backend).join(handle.as_str())
     }
 }
 

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msngate_bridge_xmpp::XmppBackend;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::bridge::registry::Backends;
 use crate::config::Config;
 use crate::connection::{self, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
@@ -34,7 +34,8 @@ pub struct Services {
     pub tracker: TaskTracker,
     /// The key that opens backend secrets; `None` until one exists (see [`SecretKey`]).
     pub secret_key: Option<SecretKey>,
-    pub xmpp: XmppBackend,
+    /// The backends accounts can be mapped to.
+    pub backends: Backends,
 }
 
 /// Why the server could not start.
@@ -116,7 +117,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         tracker: TaskTracker::new(),
         secret_key,
-        xmpp: XmppBackend,
+        backends: Backends::all(),
         config,
     });
     let shutdown = CancellationToken::new();

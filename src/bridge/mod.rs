@@ -8,16 +8,15 @@
 //! not in the store.
 
 pub mod mime;
+pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msngate_bridge_api::{
-    Backend, BackendError, BackendEvent, BackendSession, ChatId, ConnectionState, Contact,
-    Credentials, List, PresenceState,
+    BackendError, BackendEvent, ChatId, ConnectionState, Contact, Credentials, List, PresenceState,
 };
-use msngate_bridge_xmpp::XmppSession;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -27,6 +26,7 @@ use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, 
 use crate::server::Services;
 use crate::store::{BackendLink, MirrorChange};
 use crate::switchboard::{Member, Participant, Remote, SessionHandle};
+use registry::Session;
 
 /// Events a backend may queue for one user before it has to wait.
 const EVENT_QUEUE: usize = 1024;
@@ -38,7 +38,9 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
 /// A logged-in user whose account is mapped to a backend account.
 pub struct Bridged {
     pub handle: UserHandle,
-    pub session: XmppSession,
+    pub session: Box<dyn Session>,
+    /// The backend's name, for logs.
+    pub backend: &'static str,
     /// Contacts' states as the backend reports them; absent means offline.
     presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
     /// Open switchboard sessions by backend chat, to route incoming messages.
@@ -201,10 +203,10 @@ pub async fn connect(
     link: Option<BackendLink>,
 ) -> Result<Option<Connected>, ErrorCode> {
     let Some(link) = link else { return Ok(None) };
-    if link.backend != "xmpp" {
+    let Some(backend) = services.backends.get(&link.backend).cloned() else {
         warn!(%handle, backend = %link.backend, "this account's backend is not available in this server");
         return Err(ErrorCode::InternalServer);
-    }
+    };
     let Some(key) = services.secret_key.as_ref() else {
         warn!(%handle, "the account is linked but the secrets key is missing; see [secrets] in the configuration");
         return Err(ErrorCode::InternalServer);
@@ -223,18 +225,19 @@ pub async fn connect(
         options: link.options.clone(),
     };
     let (sender, mut events) = mpsc::channel(EVENT_QUEUE);
-    let session = match services.xmpp.login(credentials, sender).await {
+    let name = backend.name();
+    let session = match backend.login(credentials, sender).await {
         Ok(s) => s,
         Err(BackendError::BadCredentials) => {
-            warn!(%handle, jid = %link.account, "the XMPP server refused the linked account's password");
+            warn!(%handle, backend = name, account = %link.account, "the backend refused the linked account's credentials");
             return Err(ErrorCode::AuthenticationFailed);
         }
         Err(e) => {
-            warn!(%handle, jid = %link.account, error = %e, "cannot log the linked XMPP account in");
+            warn!(%handle, backend = name, account = %link.account, error = %e, "cannot log the linked account in");
             return Err(error_code(&e));
         }
     };
-    info!(%handle, jid = %link.account, "linked XMPP account logged in");
+    info!(%handle, backend = name, account = %link.account, "linked account logged in");
     // Give the backend a moment to deliver the contact list so the first SYN shows it.
     let mut early = Vec::new();
     let waited = tokio::time::timeout(CONTACT_LIST_WAIT, async {
@@ -254,6 +257,7 @@ pub async fn connect(
     let bridged = Arc::new(Bridged {
         handle: handle.clone(),
         session,
+        backend: name,
         presence: Mutex::new(HashMap::new()),
         chats: Mutex::new(HashMap::new()),
         groups: Mutex::new(HashSet::new()),

@@ -8,8 +8,6 @@
 mod lists;
 mod presence;
 
-use msngate_bridge_api::BackendSession;
-
 use crate::bridge;
 use crate::hub::OnlineUser;
 

@@ -8,8 +8,6 @@ mod session;
 
 use std::sync::Arc;
 
-use msngate_bridge_api::BackendSession;
-
 use tracing::{info, warn};
 
 use crate::bridge::Bridged;

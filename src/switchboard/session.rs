@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use msngate_bridge_api::{BackendSession, ChatId, OutgoingMessage};
+use msngate_bridge_api::{ChatId, OutgoingMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
