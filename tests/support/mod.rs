@@ -11,5 +11,7 @@
 //! let mut alice = XmppClient::connect(&server.jid("alice"), "pw", server.port()).await?;
 //! ```
 
+pub mod matrix;
 pub mod prosody;
+pub mod synapse;
 pub mod xmpp;

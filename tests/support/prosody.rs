@@ -377,6 +377,9 @@ impl Drop for Prosody {
 pub fn trust_test_certificate() {
     static SET: OnceLock<()> = OnceLock::new();
     SET.get_or_init(|| std::env::set_var("SSL_CERT_FILE", test_certificate().0));
+    // With matrix-sdk in the same build rustls has two crypto providers compiled in and no
+    // longer picks one by itself; tokio-xmpp needs a process default (see bridges/xmpp).
+    let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
 }
 
 /// (certificate, key) for `localhost`, made with openssl once per machine and kept under

@@ -56,6 +56,7 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One connection attempt, authenticated and ready for resource binding.
 pub async fn connect_once(target: &Target) -> Result<Connection, ConnectError> {
+    install_crypto_provider();
     let dns = match &target.server {
         Some(address) => DnsConfig::addr(address),
         None => DnsConfig::srv_default_client(target.jid.domain().as_str()),
@@ -71,6 +72,14 @@ pub async fn connect_once(target: &Target) -> Result<Connection, ConnectError> {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Other("connection attempt timed out".into())),
     }
+}
+
+/// Makes ring rustls' process-wide crypto provider, once. tokio-xmpp builds its TLS config
+/// with rustls' process default, which rustls picks by itself only when exactly one provider
+/// is compiled in; matrix-sdk's reqwest compiles in aws-lc-rs next to our ring, and then
+/// every TLS connection would panic. (reqwest names its provider explicitly: unaffected.)
+pub fn install_crypto_provider() {
+    let _ = tokio_xmpp::rustls::crypto::ring::default_provider().install_default();
 }
 
 fn other(e: impl std::fmt::Display) -> ConnectError {

@@ -1,0 +1,440 @@
+//! msngate's Matrix backend: an MSN account whose contacts are a Matrix account's direct chats
+//! and rooms.
+//!
+//! An account is linked once with its password ([`link`]): that logs a device in, creates the
+//! account's encrypted SQLite store and syncs once. Later logons ([`MatrixBackend::login`])
+//! restore that device from its access token and keep syncing in a task; the sync position
+//! lives in the store, so what arrived while the user was offline is delivered once. Encrypted
+//! rooms work like plain ones (matrix-sdk encrypts and decrypts). See docs/bridges/matrix.md
+//! for how rooms, invites, presence and messages map to MSN.
+
+pub mod handles;
+pub mod presence;
+mod session;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::ruma::api::error::ErrorKind;
+use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
+use matrix_sdk::{Client, SessionMeta, SessionTokens};
+use msngate_bridge_api::{
+    Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, List,
+    OutgoingMessage, PresenceState,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use handles::{handle_for_room, handle_for_user, room_for_handle, user_for_handle};
+use session::{Outgoing, Shared};
+
+/// Option keys in [`Linked::options`] / `Credentials::options`.
+pub const OPTION_HOMESERVER: &str = "homeserver";
+pub const OPTION_DEVICE_ID: &str = "device_id";
+pub const OPTION_STORE_DIR: &str = "store_dir";
+/// The MSN state shown for contacts whose presence the homeserver doesn't tell (presence
+/// disabled); "Online" by default, since MSN 1.0 can't open a chat with an offline contact.
+pub const OPTION_PRESENCE_FALLBACK: &str = "presence_fallback";
+
+/// How many outgoing messages may wait for the sender task.
+const SEND_QUEUE: usize = 256;
+/// How long one HTTP request to the homeserver may take (sync adds its long-poll timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The result of linking an account: what the core stores.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Linked {
+    /// The full Matrix user id, `@alice:example.org`.
+    pub account: String,
+    /// Opaque and secret (access token and store passphrase): store it sealed.
+    pub secret: String,
+    /// Not secret: homeserver URL, device id, store directory.
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Linked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linked")
+            .field("account", &self.account)
+            .field("secret", &"[redacted]")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// What [`Linked::secret`] holds.
+#[derive(Serialize, Deserialize)]
+struct Secret {
+    access_token: String,
+    store_passphrase: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+/// Whether an SDK error means the access token is no longer valid.
+fn is_unknown_token(e: &matrix_sdk::Error) -> bool {
+    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+}
+
+fn http_is_unknown_token(e: &matrix_sdk::HttpError) -> bool {
+    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+}
+
+/// Whether an SDK error is the homeserver's answer (as opposed to no answer at all).
+fn is_server_answer(e: &matrix_sdk::HttpError) -> bool {
+    matches!(e, matrix_sdk::HttpError::Api(_))
+}
+
+async fn build_client(
+    homeserver: &str,
+    store_dir: &Path,
+    passphrase: &str,
+) -> Result<Client, BackendError> {
+    Client::builder()
+        .homeserver_url(homeserver)
+        .sqlite_store(store_dir, Some(passphrase))
+        .request_config(matrix_sdk::config::RequestConfig::new().timeout(REQUEST_TIMEOUT))
+        .build()
+        .await
+        .map_err(|e| BackendError::Internal(format!("matrix client: {e}")))
+}
+
+/// Links a Matrix account: logs a new device ("msngate") in with the password, creates the
+/// account's store in `store_dir` (which must be empty or absent) under a fresh random
+/// passphrase, and syncs once so that history from before the link is never delivered as new.
+/// The password is used for this login only; it is never stored or logged.
+pub async fn link(
+    homeserver: &str,
+    user_id: &str,
+    password: &str,
+    store_dir: &Path,
+) -> Result<Linked, BackendError> {
+    let user: OwnedUserId = user_id
+        .try_into()
+        .map_err(|_| BackendError::InvalidContact)?;
+    if std::fs::read_dir(store_dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(BackendError::Internal(format!(
+            "store directory {} is not empty",
+            store_dir.display()
+        )));
+    }
+    let passphrase = random_passphrase();
+    let client = build_client(homeserver, store_dir, &passphrase).await?;
+    let response = client
+        .matrix_auth()
+        .login_username(&user, password)
+        .initial_device_display_name("msngate")
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(store_dir);
+            return Err(match e.client_api_error_kind() {
+                Some(ErrorKind::Forbidden) | Some(ErrorKind::UserDeactivated) => {
+                    BackendError::BadCredentials
+                }
+                Some(_) => BackendError::Rejected(e.to_string()),
+                None => BackendError::Unreachable(e.to_string()),
+            });
+        }
+    };
+    // One sync stores the position from which later logons continue.
+    if let Err(e) = client.sync_once(session::sync_settings(None)).await {
+        tracing::warn!(%user, error = %e, "first Matrix sync after linking failed");
+        let _ = client.matrix_auth().logout().await;
+        let _ = std::fs::remove_dir_all(store_dir);
+        return Err(BackendError::Unreachable(e.to_string()));
+    }
+    let secret = Secret {
+        access_token: response.access_token.clone(),
+        store_passphrase: passphrase,
+    };
+    Ok(Linked {
+        account: response.user_id.to_string(),
+        secret: serde_json::to_string(&secret).map_err(internal)?,
+        options: vec![
+            (OPTION_HOMESERVER.into(), homeserver.to_owned()),
+            (OPTION_DEVICE_ID.into(), response.device_id.to_string()),
+            (
+                OPTION_STORE_DIR.into(),
+                store_dir.to_string_lossy().into_owned(),
+            ),
+        ],
+    })
+}
+
+fn random_passphrase() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    options
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Everything needed to bring a linked device back.
+struct Restore {
+    user: OwnedUserId,
+    device: OwnedDeviceId,
+    homeserver: String,
+    store_dir: PathBuf,
+    secret: Secret,
+}
+
+fn parse_link(
+    account: &str,
+    secret: &str,
+    options: &[(String, String)],
+) -> Result<Restore, BackendError> {
+    let missing = |key: &str| BackendError::Internal(format!("link option {key} missing"));
+    Ok(Restore {
+        user: account
+            .try_into()
+            .map_err(|_| BackendError::InvalidContact)?,
+        device: option(options, OPTION_DEVICE_ID)
+            .ok_or_else(|| missing(OPTION_DEVICE_ID))?
+            .into(),
+        homeserver: option(options, OPTION_HOMESERVER)
+            .ok_or_else(|| missing(OPTION_HOMESERVER))?
+            .to_owned(),
+        store_dir: option(options, OPTION_STORE_DIR)
+            .ok_or_else(|| missing(OPTION_STORE_DIR))?
+            .into(),
+        secret: serde_json::from_str(secret)
+            .map_err(|_| BackendError::Internal("unreadable link secret".into()))?,
+    })
+}
+
+async fn restore(link: &Restore) -> Result<Client, BackendError> {
+    let client = build_client(
+        &link.homeserver,
+        &link.store_dir,
+        &link.secret.store_passphrase,
+    )
+    .await?;
+    let session = MatrixSession {
+        meta: SessionMeta {
+            user_id: link.user.clone(),
+            device_id: link.device.clone(),
+        },
+        tokens: SessionTokens {
+            access_token: link.secret.access_token.clone(),
+            refresh_token: None,
+        },
+    };
+    client
+        .restore_session(session)
+        .await
+        .map_err(|e| BackendError::Internal(format!("restoring the Matrix session: {e}")))?;
+    Ok(client)
+}
+
+/// Unlinks an account: logs its device out (best effort: an unreachable homeserver gives
+/// `Err(Unreachable)`, and the device stays listed in the account) and deletes its store.
+pub async fn unlink(
+    account: &str,
+    secret: &str,
+    options: &[(String, String)],
+) -> Result<(), BackendError> {
+    let link = parse_link(account, secret, options)?;
+    let result = match restore(&link).await {
+        Ok(client) => match client.matrix_auth().logout().await {
+            Ok(_) => Ok(()),
+            Err(e) if http_is_unknown_token(&e) => Ok(()),
+            Err(e) if is_server_answer(&e) => Err(BackendError::Rejected(e.to_string())),
+            Err(e) => Err(BackendError::Unreachable(e.to_string())),
+        },
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&link.store_dir);
+    result
+}
+
+/// The Matrix backend.
+#[derive(Debug, Default, Clone)]
+pub struct MatrixBackend;
+
+/// One user's Matrix session. Dropping it stops syncing (without `logout`'s offline presence).
+pub struct MatrixUserSession {
+    shared: Arc<Shared>,
+    sends: mpsc::Sender<Outgoing>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for MatrixUserSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixUserSession")
+            .field("user", &self.shared.own)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MatrixUserSession {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Backend for MatrixBackend {
+    type Session = MatrixUserSession;
+
+    fn name(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            group_chats: true,
+            typing: true,
+            blocking: true,
+            presence: true,
+            offline_messages: true,
+        }
+    }
+
+    async fn login(
+        &self,
+        credentials: Credentials,
+        events: EventSender,
+    ) -> Result<MatrixUserSession, BackendError> {
+        let link = parse_link(
+            &credentials.account,
+            &credentials.secret,
+            &credentials.options,
+        )?;
+        let fallback = match option(&credentials.options, OPTION_PRESENCE_FALLBACK) {
+            Some(v) => presence::parse_state(v).ok_or_else(|| {
+                BackendError::Internal(format!("bad {OPTION_PRESENCE_FALLBACK}: {v}"))
+            })?,
+            None => PresenceState::Online,
+        };
+        let client = restore(&link).await?;
+        // One request decides between a revoked device and a merely unreachable homeserver.
+        match client.whoami().await {
+            Ok(_) => {}
+            Err(e) if http_is_unknown_token(&e) => return Err(BackendError::BadCredentials),
+            Err(e) => {
+                tracing::warn!(user = %link.user, error = %e, "Matrix homeserver unreachable at logon; will keep trying");
+            }
+        }
+        let shared = Arc::new(Shared::new(client, link.user, events, fallback));
+        let (sends, queue) = mpsc::channel(SEND_QUEUE);
+        let sync = tokio::spawn(session::sync_loop(shared.clone()));
+        let sender = tokio::spawn(session::send_loop(shared.clone(), queue));
+        Ok(MatrixUserSession {
+            shared,
+            sends,
+            tasks: vec![sync.abort_handle(), sender.abort_handle()],
+        })
+    }
+}
+
+impl BackendSession for MatrixUserSession {
+    fn set_presence(
+        &self,
+        state: PresenceState,
+        name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let shared = self.shared.clone();
+        let name = name.to_owned();
+        async move { shared.set_presence(state, &name).await }
+    }
+
+    fn add_contact(
+        &self,
+        list: List,
+        handle: &str,
+        _name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let shared = self.shared.clone();
+        let handle = handle.to_owned();
+        async move { shared.add_contact(list, &handle).await }
+    }
+
+    fn remove_contact(
+        &self,
+        list: List,
+        handle: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let shared = self.shared.clone();
+        let handle = handle.to_owned();
+        async move { shared.remove_contact(list, &handle).await }
+    }
+
+    /// A person's chat is the direct chat with them (created if there is none); a room's is
+    /// the room.
+    fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send {
+        let shared = self.shared.clone();
+        let handle = handle.to_owned();
+        async move { shared.open_chat(&handle).await }
+    }
+
+    /// Queued at once, in call order; resolves when the homeserver returned the event id.
+    /// Network failures are retried (with the same transaction id, so never sent twice) for
+    /// up to two minutes.
+    fn send_message(
+        &self,
+        chat: &ChatId,
+        message: &OutgoingMessage,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.sends.try_send(Outgoing {
+            room: chat.0.clone(),
+            text: message.text.clone(),
+            reply,
+        });
+        async move {
+            match queued {
+                Ok(()) => answer.await.unwrap_or(Err(BackendError::Disconnected)),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(BackendError::Internal("too many messages waiting".into()))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(BackendError::Disconnected),
+            }
+        }
+    }
+
+    fn send_typing(&self, chat: &ChatId) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let shared = self.shared.clone();
+        let room = chat.0.clone();
+        async move { shared.send_typing(&room).await }
+    }
+
+    fn invite(
+        &self,
+        chat: &ChatId,
+        handle: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let shared = self.shared.clone();
+        let room = chat.0.clone();
+        let handle = handle.to_owned();
+        async move { shared.invite(&room, &handle).await }
+    }
+
+    fn logout(&self) -> impl Future<Output = ()> + Send {
+        let shared = self.shared.clone();
+        let tasks = self.tasks.clone();
+        async move {
+            for task in &tasks {
+                task.abort();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), shared.go_offline()).await;
+        }
+    }
+}
+
+/// Whether a sync error means the device was logged out (revoked token).
+pub(crate) fn sync_error_is_fatal(e: &matrix_sdk::Error) -> bool {
+    is_unknown_token(e)
+}

@@ -1,0 +1,913 @@
+//! One logged-in user's Matrix session: the sync loop that turns sync responses into
+//! `BackendEvent`s, the sender task that sends messages in order, and the user's actions.
+//!
+//! State shared between them (the contact list last reported, pending invites, presence
+//! shown, event ids seen) sits behind one `std::sync::Mutex` that is never held across an
+//! `.await`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::presence::{get_presence, set_presence};
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::presence::PresenceEvent;
+use matrix_sdk::ruma::events::room::member::MembershipState;
+use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use matrix_sdk::ruma::events::{
+    AnySyncEphemeralRoomEvent, AnySyncMessageLikeEvent, AnySyncStateEvent, AnySyncTimelineEvent,
+    SyncMessageLikeEvent, SyncStateEvent,
+};
+use matrix_sdk::ruma::presence::PresenceState as RumaPresence;
+use matrix_sdk::ruma::{MxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
+use matrix_sdk::{Client, Room, RoomState};
+use msngate_bridge_api::{
+    BackendError, BackendEvent, ChatId, ConnectionState, Contact, ContactKind, EventSender, List,
+    PresenceState,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::handles::{handle_for_room, handle_for_user, room_for_handle, user_for_handle};
+use crate::presence::{from_matrix, to_matrix, MatrixPresence};
+
+/// Events per room that one sync returns; Synapse's default is 10, which would cut the
+/// catch-up after a while offline short.
+pub const TIMELINE_LIMIT: u32 = 100;
+/// The long-poll timeout of each sync.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many event ids are remembered to drop redeliveries.
+const SEEN_EVENTS: usize = 4096;
+/// How long an undecryptable event waits for its key before it is shown as such.
+const UTD_GRACE: Duration = Duration::from_secs(20);
+/// How many undecryptable events may wait at once.
+const UTD_PENDING: usize = 256;
+/// How long a message keeps being retried while the homeserver is unreachable.
+const SEND_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// The sync settings of every sync: the raised timeline limit and the long-poll timeout.
+pub fn sync_settings(presence: Option<RumaPresence>) -> SyncSettings {
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
+    let mut settings = SyncSettings::default()
+        .filter(Filter::FilterDefinition(filter))
+        .timeout(SYNC_TIMEOUT);
+    if let Some(p) = presence {
+        settings = settings.set_presence(p);
+    }
+    settings
+}
+
+/// A message waiting for the sender task.
+pub struct Outgoing {
+    pub room: String,
+    pub text: String,
+    pub reply: oneshot::Sender<Result<(), BackendError>>,
+}
+
+/// A set of recent event ids with a fixed capacity.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    /// True the first time an id is given.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= SEEN_EVENTS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
+
+/// An encrypted event still waiting for its key.
+struct Undecrypted {
+    room: OwnedRoomId,
+    event: TimelineEvent,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// The contact list last reported, by handle.
+    contacts: BTreeMap<String, Contact>,
+    /// Pending invites: inviter handle -> rooms they invited the user to.
+    invites: HashMap<String, HashSet<OwnedRoomId>>,
+    /// Rooms whose invite was already reported.
+    invited_rooms: HashSet<OwnedRoomId>,
+    /// Presence last shown per contact handle.
+    presence: HashMap<String, PresenceState>,
+    /// Whether the homeserver has sent any presence at all this session.
+    presence_seen: bool,
+    /// Who is typing per room, to report only starts.
+    typing: HashMap<OwnedRoomId, HashSet<OwnedUserId>>,
+    /// (room, user) pairs already announced with `Joined` this session.
+    joined: HashSet<(OwnedRoomId, OwnedUserId)>,
+    seen: Seen,
+    undecrypted: Vec<Undecrypted>,
+    /// The user's own chosen state, for the presence each sync sets.
+    own_state: Option<PresenceState>,
+    own_name: Option<String>,
+}
+
+pub struct Shared {
+    pub client: Client,
+    pub own: OwnedUserId,
+    events: EventSender,
+    fallback: PresenceState,
+    state: Mutex<State>,
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ruma_presence(p: MatrixPresence) -> RumaPresence {
+    match p {
+        MatrixPresence::Online => RumaPresence::Online,
+        MatrixPresence::Unavailable => RumaPresence::Unavailable,
+        MatrixPresence::Offline => RumaPresence::Offline,
+    }
+}
+
+fn matrix_presence(p: &RumaPresence) -> MatrixPresence {
+    match p {
+        RumaPresence::Online => MatrixPresence::Online,
+        RumaPresence::Unavailable => MatrixPresence::Unavailable,
+        _ => MatrixPresence::Offline,
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Rejected(e.to_string())
+}
+
+fn is_network(e: &matrix_sdk::Error) -> bool {
+    matches!(e, matrix_sdk::Error::Http(h) if !matches!(**h, matrix_sdk::HttpError::Api(_)))
+}
+
+/// The delay before reconnection attempt `attempt` (0-based): doubling from 0.5 s up to 60 s,
+/// times a random factor between 0.5 and 1.5 (as the XMPP backend does).
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500u64 << attempt.min(7)).min(Duration::from_secs(60));
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        own: OwnedUserId,
+        events: EventSender,
+        fallback: PresenceState,
+    ) -> Shared {
+        Shared {
+            client,
+            own,
+            events,
+            fallback,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    async fn emit(&self, event: BackendEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    fn sync_presence(&self) -> Option<RumaPresence> {
+        let own = lock(&self.state).own_state;
+        own.map(|s| ruma_presence(to_matrix(s).0))
+    }
+
+    /// The contact list as the store knows it now.
+    async fn current_contacts(&self) -> BTreeMap<String, Contact> {
+        let mut contacts = BTreeMap::new();
+        for room in self.client.joined_rooms() {
+            let targets: Vec<OwnedUserId> = room
+                .direct_targets()
+                .into_iter()
+                .filter_map(|t| t.as_user_id().map(|u| u.to_owned()))
+                .filter(|u| *u != self.own)
+                .collect();
+            if !targets.is_empty() {
+                for user in targets {
+                    let Some(handle) = handle_for_user(user.as_str()) else {
+                        continue;
+                    };
+                    let name = self.member_name(&room, &user).await;
+                    contacts.insert(
+                        handle.clone(),
+                        Contact {
+                            handle,
+                            name,
+                            kind: ContactKind::Person,
+                            lists: vec![List::Forward, List::Allow, List::Reverse],
+                        },
+                    );
+                }
+            } else if let Some(handle) = handle_for_room(room.room_id().as_str()) {
+                let name = match room.display_name().await {
+                    Ok(n) => n.to_string(),
+                    Err(_) => room.room_id().to_string(),
+                };
+                contacts.insert(
+                    handle.clone(),
+                    Contact {
+                        handle,
+                        name,
+                        kind: ContactKind::Group,
+                        lists: vec![List::Forward],
+                    },
+                );
+            }
+        }
+        // Inviters not otherwise on the list are on the RL only.
+        let invites: Vec<(String, String)> = {
+            let state = lock(&self.state);
+            state
+                .invites
+                .keys()
+                .map(|h| (h.clone(), h.clone()))
+                .collect()
+        };
+        for (handle, name) in invites {
+            contacts.entry(handle.clone()).or_insert(Contact {
+                handle,
+                name,
+                kind: ContactKind::Person,
+                lists: vec![List::Reverse],
+            });
+        }
+        contacts
+    }
+
+    async fn member_name(&self, room: &Room, user: &UserId) -> String {
+        match room.get_member_no_sync(user).await {
+            Ok(Some(member)) => member.name().to_owned(),
+            _ => user.localpart().to_owned(),
+        }
+    }
+
+    /// Looks at invited rooms and reports new invites as `AddedBy`.
+    async fn check_invites(&self) {
+        let mut current = HashSet::new();
+        for room in self.client.invited_rooms() {
+            let room_id = room.room_id().to_owned();
+            current.insert(room_id.clone());
+            if lock(&self.state).invited_rooms.contains(&room_id) {
+                continue;
+            }
+            let Ok(details) = room.invite_details().await else {
+                continue;
+            };
+            let inviter = details.inviter_id.clone();
+            let Some(handle) = handle_for_user(inviter.as_str()) else {
+                continue;
+            };
+            let name = details
+                .inviter
+                .as_ref()
+                .map(|m| m.name().to_owned())
+                .unwrap_or_else(|| inviter.localpart().to_owned());
+            {
+                let mut state = lock(&self.state);
+                state.invited_rooms.insert(room_id.clone());
+                state
+                    .invites
+                    .entry(handle.clone())
+                    .or_default()
+                    .insert(room_id);
+            }
+            self.emit(BackendEvent::AddedBy { handle, name }).await;
+        }
+        // Invites that went away (accepted, declined, withdrawn).
+        let mut state = lock(&self.state);
+        state.invited_rooms.retain(|r| current.contains(r));
+        for rooms in state.invites.values_mut() {
+            rooms.retain(|r| current.contains(r));
+        }
+        state.invites.retain(|_, rooms| !rooms.is_empty());
+    }
+
+    /// Reports the whole contact list and every contact's presence.
+    async fn report_contact_list(&self) {
+        self.check_invites().await;
+        let contacts = self.current_contacts().await;
+        lock(&self.state).contacts = contacts.clone();
+        self.emit(BackendEvent::ContactList(
+            contacts.values().cloned().collect(),
+        ))
+        .await;
+        lock(&self.state).presence.clear();
+        for contact in contacts.values() {
+            self.report_initial_presence(contact).await;
+        }
+    }
+
+    /// Reports what changed in the contact list since it was last reported.
+    async fn report_contact_changes(&self) {
+        self.check_invites().await;
+        let contacts = self.current_contacts().await;
+        let old = std::mem::replace(&mut lock(&self.state).contacts, contacts.clone());
+        for (handle, contact) in &contacts {
+            if old.get(handle) != Some(contact) {
+                self.emit(BackendEvent::ContactChanged(contact.clone()))
+                    .await;
+                if !old.contains_key(handle) {
+                    self.report_initial_presence(contact).await;
+                }
+            }
+        }
+        for handle in old.keys() {
+            if !contacts.contains_key(handle) {
+                lock(&self.state).presence.remove(handle);
+                self.emit(BackendEvent::ContactRemoved {
+                    handle: handle.clone(),
+                })
+                .await;
+            }
+        }
+    }
+
+    /// A new contact's presence: rooms are always online; people as the homeserver says,
+    /// or the fallback state when it has no presence.
+    async fn report_initial_presence(&self, contact: &Contact) {
+        let state = match contact.kind {
+            ContactKind::Group => PresenceState::Online,
+            ContactKind::Person if !contact.lists.contains(&List::Forward) => return,
+            ContactKind::Person => {
+                let known = lock(&self.state).presence.get(&contact.handle).copied();
+                match known {
+                    Some(s) => s,
+                    None => self.fetch_presence(&contact.handle).await,
+                }
+            }
+        };
+        self.show_presence(&contact.handle, state, None).await;
+    }
+
+    async fn fetch_presence(&self, handle: &str) -> PresenceState {
+        let Some(user) = user_for_handle(handle).and_then(|u| OwnedUserId::try_from(u).ok()) else {
+            return self.fallback;
+        };
+        match self.client.send(get_presence::v3::Request::new(user)).await {
+            // Synapse with presence disabled answers a bare "offline".
+            Ok(r)
+                if r.presence == RumaPresence::Offline
+                    && r.last_active_ago.is_none()
+                    && !lock(&self.state).presence_seen =>
+            {
+                self.fallback
+            }
+            Ok(r) => from_matrix(matrix_presence(&r.presence), r.status_msg.as_deref()),
+            Err(_) => self.fallback,
+        }
+    }
+
+    /// Emits a presence event if the state differs from the one shown.
+    async fn show_presence(&self, handle: &str, state: PresenceState, name: Option<String>) {
+        let changed = lock(&self.state).presence.insert(handle.to_owned(), state) != Some(state);
+        if changed {
+            self.emit(BackendEvent::Presence {
+                handle: handle.to_owned(),
+                state,
+                name,
+            })
+            .await;
+        }
+    }
+
+    async fn handle_presence(&self, raw: &matrix_sdk::ruma::serde::Raw<PresenceEvent>) {
+        let Ok(event) = raw.deserialize() else {
+            return;
+        };
+        if event.sender == self.own {
+            return;
+        }
+        let Some(handle) = handle_for_user(event.sender.as_str()) else {
+            return;
+        };
+        let state = from_matrix(
+            matrix_presence(&event.content.presence),
+            event.content.status_msg.as_deref(),
+        );
+        let is_contact = {
+            let mut s = lock(&self.state);
+            s.presence_seen = true;
+            s.contacts
+                .get(&handle)
+                .is_some_and(|c| c.lists.contains(&List::Forward))
+        };
+        if is_contact {
+            self.show_presence(&handle, state, event.content.displayname)
+                .await;
+        } else {
+            // Not shown, but remembered for when they become a contact.
+            lock(&self.state).presence.insert(handle, state);
+        }
+    }
+
+    async fn handle_sync(&self, response: matrix_sdk::sync::SyncResponse) {
+        for raw in &response.presence {
+            self.handle_presence(raw).await;
+        }
+        let lists_may_change = !response.rooms.joined.is_empty()
+            || !response.rooms.left.is_empty()
+            || !response.rooms.invited.is_empty()
+            || !response.account_data.is_empty();
+        if lists_may_change {
+            self.report_contact_changes().await;
+        }
+        for (room_id, update) in &response.rooms.joined {
+            let Some(room) = self.client.get_room(room_id) else {
+                continue;
+            };
+            for event in &update.timeline.events {
+                self.handle_timeline_event(&room, event.clone()).await;
+            }
+            for raw in &update.ephemeral {
+                if let Ok(AnySyncEphemeralRoomEvent::Typing(typing)) = raw.deserialize() {
+                    self.handle_typing(room_id, typing.content.user_ids).await;
+                }
+            }
+        }
+        self.retry_undecrypted().await;
+    }
+
+    async fn handle_typing(&self, room_id: &RoomId, now: Vec<OwnedUserId>) {
+        let now: HashSet<OwnedUserId> = now.into_iter().filter(|u| *u != self.own).collect();
+        let before = lock(&self.state)
+            .typing
+            .insert(room_id.to_owned(), now.clone())
+            .unwrap_or_default();
+        for user in now.difference(&before) {
+            if let Some(from) = handle_for_user(user.as_str()) {
+                self.emit(BackendEvent::Typing {
+                    chat: ChatId(room_id.to_string()),
+                    from,
+                })
+                .await;
+            }
+        }
+    }
+
+    async fn handle_timeline_event(&self, room: &Room, event: TimelineEvent) {
+        if let TimelineEventKind::UnableToDecrypt { .. } = &event.kind {
+            let mut state = lock(&self.state);
+            if state.undecrypted.len() < UTD_PENDING {
+                state.undecrypted.push(Undecrypted {
+                    room: room.room_id().to_owned(),
+                    event,
+                    since: Instant::now(),
+                });
+            }
+            return;
+        }
+        let Ok(parsed) = event.raw().deserialize() else {
+            return;
+        };
+        self.handle_parsed(room, parsed).await;
+    }
+
+    /// Tries the waiting encrypted events again (their keys may have arrived since); shows
+    /// those still undecryptable after the grace period as such.
+    async fn retry_undecrypted(&self) {
+        let waiting = std::mem::take(&mut lock(&self.state).undecrypted);
+        for item in waiting {
+            let Some(room) = self.client.get_room(&item.room) else {
+                continue;
+            };
+            let raw = item.event.raw().cast_ref_unchecked();
+            match room.decrypt_event(raw, None).await {
+                Ok(decrypted)
+                    if !matches!(decrypted.kind, TimelineEventKind::UnableToDecrypt { .. }) =>
+                {
+                    if let Ok(parsed) = decrypted.raw().deserialize() {
+                        self.handle_parsed(&room, parsed).await;
+                    }
+                }
+                _ if item.since.elapsed() >= UTD_GRACE => {
+                    if let Ok(parsed) = item.event.raw().deserialize() {
+                        let id = parsed.event_id().to_string();
+                        let sender = parsed.sender().to_owned();
+                        self.deliver(&room, &sender, &id, "[unable to decrypt]".into())
+                            .await;
+                    }
+                }
+                _ => lock(&self.state).undecrypted.push(item),
+            }
+        }
+    }
+
+    async fn handle_parsed(&self, room: &Room, event: AnySyncTimelineEvent) {
+        match event {
+            AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+                SyncMessageLikeEvent::Original(message),
+            )) => {
+                if message.sender == self.own {
+                    return;
+                }
+                let name = self.member_name(room, &message.sender).await;
+                let Some(text) = self.text_of(&message.content.msgtype, &name) else {
+                    return;
+                };
+                self.deliver(room, &message.sender, message.event_id.as_str(), text)
+                    .await;
+            }
+            AnySyncTimelineEvent::State(AnySyncStateEvent::RoomMember(
+                SyncStateEvent::Original(member),
+            )) => {
+                let leaves = matches!(
+                    member.content.membership,
+                    MembershipState::Leave | MembershipState::Ban
+                );
+                let Ok(user) = OwnedUserId::try_from(member.state_key.as_str()) else {
+                    return;
+                };
+                let key = (room.room_id().to_owned(), user.clone());
+                if leaves && lock(&self.state).joined.remove(&key) {
+                    if let Some(handle) = handle_for_user(user.as_str()) {
+                        self.emit(BackendEvent::Left {
+                            chat: ChatId(room.room_id().to_string()),
+                            handle,
+                        })
+                        .await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Emits a message once per event id, preceded in group rooms by the sender's `Joined`.
+    async fn deliver(&self, room: &Room, sender: &UserId, event_id: &str, text: String) {
+        if sender == self.own || !lock(&self.state).seen.insert(event_id) {
+            return;
+        }
+        let Some(from) = handle_for_user(sender.as_str()) else {
+            return;
+        };
+        let name = self.member_name(room, sender).await;
+        let chat = ChatId(room.room_id().to_string());
+        let is_direct = !room.direct_targets().is_empty();
+        if !is_direct {
+            let first = lock(&self.state)
+                .joined
+                .insert((room.room_id().to_owned(), sender.to_owned()));
+            if first {
+                self.emit(BackendEvent::Joined {
+                    chat: chat.clone(),
+                    handle: from.clone(),
+                    name: name.clone(),
+                })
+                .await;
+            }
+        }
+        self.emit(BackendEvent::Message {
+            chat,
+            from,
+            name,
+            text,
+            id: Some(event_id.to_owned()),
+        })
+        .await;
+    }
+
+    fn text_of(&self, message: &MessageType, name: &str) -> Option<String> {
+        let media = |kind: &str,
+                     body: &str,
+                     source: &matrix_sdk::ruma::events::room::MediaSource| {
+            let url = match source {
+                matrix_sdk::ruma::events::room::MediaSource::Plain(uri) => self.download_url(uri),
+                matrix_sdk::ruma::events::room::MediaSource::Encrypted(file) => {
+                    format!("{} (encrypted)", self.download_url(&file.url))
+                }
+            };
+            format!("[{kind}] {body}: {url}")
+        };
+        let text = match message {
+            MessageType::Text(t) => t.body.clone(),
+            MessageType::Notice(n) => n.body.clone(),
+            MessageType::Emote(e) => format!("* {name} {}", e.body),
+            MessageType::Image(i) => media("image", &i.body, &i.source),
+            MessageType::File(f) => media("file", &f.body, &f.source),
+            MessageType::Video(v) => media("video", &v.body, &v.source),
+            MessageType::Audio(a) => media("audio", &a.body, &a.source),
+            other => other.body().to_owned(),
+        };
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// The homeserver's (authenticated) download URL of an `mxc://server/id` URI.
+    fn download_url(&self, uri: &MxcUri) -> String {
+        match uri.parts() {
+            Ok((server, id)) => {
+                let base = self.client.homeserver();
+                format!(
+                    "{}/_matrix/client/v1/media/download/{server}/{id}",
+                    base.as_str().trim_end_matches('/')
+                )
+            }
+            Err(_) => uri.to_string(),
+        }
+    }
+
+    fn room(&self, room: &str) -> Result<Room, BackendError> {
+        let room_id = OwnedRoomId::try_from(room).map_err(|_| BackendError::InvalidContact)?;
+        self.client
+            .get_room(&room_id)
+            .filter(|r| r.state() == RoomState::Joined)
+            .ok_or(BackendError::NoSuchContact)
+    }
+
+    pub async fn set_presence(&self, state: PresenceState, name: &str) -> Result<(), BackendError> {
+        let rename = {
+            let mut s = lock(&self.state);
+            s.own_state = Some(state);
+            let rename = !name.is_empty() && s.own_name.as_deref() != Some(name);
+            if rename {
+                s.own_name = Some(name.to_owned());
+            }
+            rename
+        };
+        let (presence, status) = to_matrix(state);
+        let mut request = set_presence::v3::Request::new(self.own.clone(), ruma_presence(presence));
+        request.status_msg = status.map(str::to_owned);
+        // A homeserver without presence refuses this; the state still applies to syncing.
+        if let Err(e) = self.client.send(request).await {
+            tracing::debug!(error = %e, "setting Matrix presence failed");
+        }
+        if rename {
+            if let Err(e) = self.client.account().set_display_name(Some(name)).await {
+                tracing::debug!(error = %e, "setting the Matrix display name failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn go_offline(&self) {
+        let request = set_presence::v3::Request::new(self.own.clone(), RumaPresence::Offline);
+        let _ = self.client.send(request).await;
+    }
+
+    fn user_of(handle: &str) -> Result<OwnedUserId, BackendError> {
+        user_for_handle(handle)
+            .and_then(|u| OwnedUserId::try_from(u).ok())
+            .ok_or(BackendError::InvalidContact)
+    }
+
+    /// Joins the rooms `handle` invited the user to; false if there were none.
+    async fn accept_invites(&self, handle: &str) -> Result<bool, BackendError> {
+        let rooms: Vec<OwnedRoomId> = lock(&self.state)
+            .invites
+            .get(handle)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        for room_id in &rooms {
+            if let Some(room) = self.client.get_room(room_id) {
+                room.join().await.map_err(other)?;
+            }
+        }
+        if !rooms.is_empty() {
+            lock(&self.state).invites.remove(handle);
+            self.report_contact_changes().await;
+        }
+        Ok(!rooms.is_empty())
+    }
+
+    pub async fn add_contact(&self, list: List, handle: &str) -> Result<(), BackendError> {
+        match list {
+            List::Reverse => Err(BackendError::Unsupported),
+            List::Allow => {
+                self.accept_invites(handle).await?;
+                Ok(())
+            }
+            List::Block => {
+                let user = Self::user_of(handle)?;
+                let rooms: Vec<OwnedRoomId> = lock(&self.state)
+                    .invites
+                    .remove(handle)
+                    .map(|r| r.into_iter().collect())
+                    .unwrap_or_default();
+                for room_id in rooms {
+                    if let Some(room) = self.client.get_room(&room_id) {
+                        let _ = room.leave().await;
+                    }
+                }
+                self.client
+                    .account()
+                    .ignore_user(&user)
+                    .await
+                    .map_err(other)
+            }
+            List::Forward if crate::handles::is_room_handle(handle) => {
+                let room_id = room_for_handle(handle)
+                    .and_then(|r| OwnedRoomId::try_from(r).ok())
+                    .ok_or(BackendError::InvalidContact)?;
+                self.client.join_room_by_id(&room_id).await.map_err(other)?;
+                self.report_contact_changes().await;
+                Ok(())
+            }
+            List::Forward => {
+                let user = Self::user_of(handle)?;
+                if self.accept_invites(handle).await? {
+                    return Ok(());
+                }
+                if self.client.get_dm_room(&user).is_none() {
+                    self.client.create_dm(&user).await.map_err(other)?;
+                }
+                self.report_contact_changes().await;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn remove_contact(&self, list: List, handle: &str) -> Result<(), BackendError> {
+        match list {
+            List::Reverse | List::Allow => Ok(()),
+            List::Block => {
+                let user = Self::user_of(handle)?;
+                self.client
+                    .account()
+                    .unignore_user(&user)
+                    .await
+                    .map_err(other)
+            }
+            List::Forward if crate::handles::is_room_handle(handle) => {
+                let room_id = room_for_handle(handle).ok_or(BackendError::InvalidContact)?;
+                let room = self.room(&room_id)?;
+                room.leave().await.map_err(other)?;
+                self.report_contact_changes().await;
+                Ok(())
+            }
+            List::Forward => {
+                let user = Self::user_of(handle)?;
+                let rooms: Vec<Room> = self.client.get_dm_rooms(&user).collect();
+                if rooms.is_empty() {
+                    return Err(BackendError::NotThere);
+                }
+                for room in rooms {
+                    room.leave().await.map_err(other)?;
+                }
+                self.report_contact_changes().await;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn open_chat(&self, handle: &str) -> Result<crate::ChatId, BackendError> {
+        if crate::handles::is_room_handle(handle) {
+            let room_id = room_for_handle(handle).ok_or(BackendError::InvalidContact)?;
+            if let Ok(room) = self.room(&room_id) {
+                return Ok(ChatId(room.room_id().to_string()));
+            }
+            let room_id =
+                OwnedRoomId::try_from(room_id).map_err(|_| BackendError::InvalidContact)?;
+            let room = self.client.join_room_by_id(&room_id).await.map_err(other)?;
+            return Ok(ChatId(room.room_id().to_string()));
+        }
+        let user = Self::user_of(handle)?;
+        let joined = self
+            .client
+            .get_dm_rooms(&user)
+            .find(|r| r.state() == RoomState::Joined);
+        let room = match joined {
+            Some(room) => room,
+            None => {
+                let room = self.client.create_dm(&user).await.map_err(other)?;
+                self.report_contact_changes().await;
+                room
+            }
+        };
+        Ok(ChatId(room.room_id().to_string()))
+    }
+
+    pub async fn send_typing(&self, room: &str) -> Result<(), BackendError> {
+        self.room(room)?.typing_notice(true).await.map_err(other)
+    }
+
+    pub async fn invite(&self, room: &str, handle: &str) -> Result<(), BackendError> {
+        let user = Self::user_of(handle)?;
+        self.room(room)?
+            .invite_user_by_id(&user)
+            .await
+            .map_err(other)
+    }
+
+    async fn send_one(&self, outgoing: &Outgoing) -> Result<(), BackendError> {
+        let room = self.room(&outgoing.room)?;
+        let txn_id = TransactionId::new();
+        let deadline = Instant::now() + SEND_RETRY_FOR;
+        let mut attempt = 0;
+        loop {
+            let content = RoomMessageEventContent::text_plain(outgoing.text.clone());
+            match room.send(content).with_transaction_id(txn_id.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_network(&e) && Instant::now() < deadline => {
+                    tracing::info!(error = %e, "sending to Matrix failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) if is_network(&e) => return Err(BackendError::Disconnected),
+                Err(e) => return Err(other(e)),
+            }
+        }
+    }
+}
+
+/// Sends queued messages one after another, in order.
+pub async fn send_loop(shared: std::sync::Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some(outgoing) = queue.recv().await {
+        let result = shared.send_one(&outgoing).await;
+        let _ = outgoing.reply.send(result);
+    }
+}
+
+/// Syncs until the task is aborted or the device is logged out.
+pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
+    let mut connected = false;
+    let mut attempt = 0;
+    shared
+        .emit(BackendEvent::Connection(ConnectionState::Connecting))
+        .await;
+    loop {
+        let mut settings = sync_settings(shared.sync_presence());
+        if !connected {
+            // Come back quickly with what is there, instead of long-polling.
+            settings = settings.timeout(Duration::ZERO);
+        }
+        match shared.client.sync_once(settings).await {
+            Ok(response) => {
+                attempt = 0;
+                if !connected {
+                    connected = true;
+                    shared
+                        .emit(BackendEvent::Connection(ConnectionState::Connected))
+                        .await;
+                    shared.report_contact_list().await;
+                }
+                shared.handle_sync(response).await;
+            }
+            Err(e) if crate::sync_error_is_fatal(&e) => {
+                tracing::warn!(user = %shared.own, "the Matrix homeserver revoked the device; not retrying");
+                shared
+                    .emit(BackendEvent::Connection(ConnectionState::BadCredentials))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let delay = backoff(attempt);
+                tracing::info!(user = %shared.own, error = %e, ?delay, "Matrix sync failed; retrying");
+                connected = false;
+                shared
+                    .emit(BackendEvent::Connection(
+                        ConnectionState::TransientDisconnect {
+                            reason: e.to_string(),
+                        },
+                    ))
+                    .await;
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_drops_repeats_and_stays_bounded() {
+        let mut seen = Seen::default();
+        assert!(seen.insert("$a"));
+        assert!(!seen.insert("$a"));
+        for i in 0..SEEN_EVENTS + 10 {
+            seen.insert(&format!("${i}"));
+        }
+        assert!(seen.set.len() <= SEEN_EVENTS);
+        assert_eq!(seen.set.len(), seen.order.len());
+        assert!(seen.insert("$a"), "the oldest ids are forgotten");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_ceiling() {
+        for attempt in 0..20 {
+            let base = ((500u64 << attempt.min(7)) as f64 / 1000.0).min(60.0);
+            let d = backoff(attempt).as_secs_f64();
+            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
+        }
+    }
+}

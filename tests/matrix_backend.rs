@@ -1,0 +1,523 @@
+//! The Matrix backend through the bridges/api interface, against a real Synapse started by the
+//! test, with an independent matrix-sdk client (Bob) on the other side.
+//!
+//! Alice is the msngate user: her account is linked with `link` and logged in with
+//! `MatrixBackend::login`; what she would see on MSN is the `BackendEvent`s.
+
+mod support;
+
+use std::time::Duration;
+
+use matrix_sdk::ruma::presence::PresenceState as MatrixPresence;
+use matrix_sdk::ruma::RoomId;
+use msngate_bridge_api::{
+    Backend, BackendError, BackendEvent, BackendSession, ChatId, ConnectionState, ContactKind,
+    Credentials, List, OutgoingMessage, PresenceState,
+};
+use msngate_bridge_matrix::{
+    handle_for_room, link, unlink, Linked, MatrixBackend, MatrixUserSession,
+};
+use support::matrix::MatrixClient;
+use support::synapse::Synapse;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(30);
+const BOB: &str = "bob@localhost";
+
+/// What Alice's MSN side receives.
+struct Events {
+    rx: mpsc::Receiver<BackendEvent>,
+    buffer: Vec<BackendEvent>,
+}
+
+impl Events {
+    /// Takes the first buffered or incoming event `matches` accepts; panics after [`WAIT`].
+    async fn next(&mut self, what: &str, matches: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
+        if let Some(i) = self.buffer.iter().position(&matches) {
+            return self.buffer.remove(i);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(e)) if matches(&e) => return e,
+                Ok(Some(e)) => self.buffer.push(e),
+                Ok(None) => panic!("event channel closed while waiting for {what}"),
+                Err(_) => panic!("waited {WAIT:?} for {what}; saw {:#?}", self.buffer),
+            }
+        }
+    }
+
+    /// Every event (buffered and arriving) within `window`.
+    async fn within(&mut self, window: Duration) -> Vec<BackendEvent> {
+        let deadline = Instant::now() + window;
+        let mut all = std::mem::take(&mut self.buffer);
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            all.push(e);
+        }
+        all
+    }
+
+    async fn message(&mut self, text: &str) -> BackendEvent {
+        let what = format!("the message {text:?}");
+        self.next(
+            &what,
+            |e| matches!(e, BackendEvent::Message { text: t, .. } if t == text),
+        )
+        .await
+    }
+}
+
+fn texts(events: &[BackendEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BackendEvent::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A linked account and its store directory.
+struct Account {
+    linked: Linked,
+    _store: tempfile::TempDir,
+}
+
+async fn link_alice(server: &Synapse) -> Account {
+    let store = tempfile::tempdir().expect("store dir");
+    let linked = link(
+        &server.url(),
+        &server.user_id("alice"),
+        "alice-pw",
+        &store.path().join("alice"),
+    )
+    .await
+    .expect("link alice");
+    Account {
+        linked,
+        _store: store,
+    }
+}
+
+async fn login(account: &Account) -> (MatrixUserSession, Events) {
+    let (tx, rx) = mpsc::channel(256);
+    let credentials = Credentials {
+        msn_handle: "alice@msn.example".into(),
+        account: account.linked.account.clone(),
+        secret: account.linked.secret.clone(),
+        options: account.linked.options.clone(),
+    };
+    let session = MatrixBackend
+        .login(credentials, tx)
+        .await
+        .expect("login alice");
+    let mut events = Events {
+        rx,
+        buffer: Vec::new(),
+    };
+    events
+        .next("the contact list", |e| {
+            matches!(e, BackendEvent::ContactList(_))
+        })
+        .await;
+    (session, events)
+}
+
+/// A Synapse with alice and bob.
+async fn server_with_users() -> Synapse {
+    let server = Synapse::start().await;
+    server.register("alice", "alice-pw").await;
+    server.register("bob", "bob-pw").await;
+    server
+}
+
+async fn bob(server: &Synapse) -> MatrixClient {
+    MatrixClient::login(&server.url(), &server.user_id("bob"), "bob-pw").await
+}
+
+/// Alice (through the backend) opens a direct chat with Bob, who joins it.
+async fn direct_chat(server: &Synapse, alice: &MatrixUserSession, bob: &MatrixClient) -> ChatId {
+    let chat = alice.open_chat(BOB).await.expect("open chat with bob");
+    let room = RoomId::parse(&chat.0).expect("chat is a room id");
+    bob.join(&room).await;
+    bob.wait_member_joined(&room, &server.user_id("alice"))
+        .await;
+    chat
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_refuses_a_wrong_password_and_login_a_revoked_device() {
+    let server = server_with_users().await;
+    let store = tempfile::tempdir().unwrap();
+    let wrong = link(
+        &server.url(),
+        &server.user_id("alice"),
+        "wrong",
+        &store.path().join("a"),
+    )
+    .await;
+    assert_eq!(wrong, Err(BackendError::BadCredentials));
+
+    let nowhere = link(
+        "http://127.0.0.1:1",
+        &server.user_id("alice"),
+        "alice-pw",
+        &store.path().join("b"),
+    )
+    .await;
+    assert!(
+        matches!(nowhere, Err(BackendError::Unreachable(_))),
+        "{nowhere:?}"
+    );
+
+    let account = link_alice(&server).await;
+    assert_eq!(account.linked.account, "@alice:localhost");
+    assert!(!account.linked.secret.contains("alice-pw"));
+    unlink(
+        &account.linked.account,
+        &account.linked.secret,
+        &account.linked.options,
+    )
+    .await
+    .expect("unlink");
+    let (tx, _rx) = mpsc::channel(16);
+    let revoked = MatrixBackend
+        .login(
+            Credentials {
+                msn_handle: "alice@msn.example".into(),
+                account: account.linked.account.clone(),
+                secret: account.linked.secret.clone(),
+                options: account.linked.options.clone(),
+            },
+            tx,
+        )
+        .await;
+    assert!(
+        matches!(revoked, Err(BackendError::BadCredentials)),
+        "{revoked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_list_has_direct_chat_partners_and_rooms() {
+    let server = server_with_users().await;
+    // Before linking: Alice (from another client) has a direct chat with Bob, and is in a
+    // room Bob made.
+    let alice_elsewhere =
+        MatrixClient::login(&server.url(), &server.user_id("alice"), "alice-pw").await;
+    let bob = bob(&server).await;
+    let dm = alice_elsewhere.create_dm(&server.user_id("bob")).await;
+    bob.join(&dm).await;
+    let room = bob
+        .create_room("Stammtisch", false, &[&server.user_id("alice")])
+        .await;
+    alice_elsewhere.join(&room).await;
+    alice_elsewhere.room(&room).await;
+
+    let account = link_alice(&server).await;
+    let (tx, rx) = mpsc::channel(256);
+    let _session = MatrixBackend
+        .login(
+            Credentials {
+                msn_handle: "alice@msn.example".into(),
+                account: account.linked.account.clone(),
+                secret: account.linked.secret.clone(),
+                options: account.linked.options.clone(),
+            },
+            tx,
+        )
+        .await
+        .expect("login");
+    let mut events = Events {
+        rx,
+        buffer: Vec::new(),
+    };
+    let BackendEvent::ContactList(contacts) = events
+        .next("the contact list", |e| {
+            matches!(e, BackendEvent::ContactList(_))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    let bob_contact = contacts
+        .iter()
+        .find(|c| c.handle == BOB)
+        .unwrap_or_else(|| panic!("bob is not in {contacts:#?}"));
+    assert_eq!(bob_contact.kind, ContactKind::Person);
+    for list in [List::Forward, List::Allow, List::Reverse] {
+        assert!(bob_contact.lists.contains(&list), "{bob_contact:?}");
+    }
+    let room_handle = handle_for_room(room.as_str()).unwrap();
+    let group = contacts
+        .iter()
+        .find(|c| c.handle == room_handle)
+        .unwrap_or_else(|| panic!("the room is not in {contacts:#?}"));
+    assert_eq!(group.kind, ContactKind::Group);
+    assert_eq!(group.name, "Stammtisch");
+    assert!(group.lists.contains(&List::Forward));
+    // Rooms always look online, so that MSN can open them.
+    events
+        .next("the room online", |e| {
+            matches!(e, BackendEvent::Presence { handle, state: PresenceState::Online, .. } if *handle == room_handle)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_chat_both_ways_with_non_ascii_text() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    let changed = events
+        .next(
+            "bob added as a contact",
+            |e| matches!(e, BackendEvent::ContactChanged(c) if c.handle == BOB),
+        )
+        .await;
+    assert!(matches!(changed, BackendEvent::ContactChanged(c) if c.lists.contains(&List::Forward)));
+
+    let text = "Grüße, 世界 ✓";
+    bob.send_text(&room, text).await;
+    let BackendEvent::Message {
+        chat: got,
+        from,
+        id,
+        ..
+    } = events.message(text).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((got, from.as_str()), (chat.clone(), BOB));
+    assert!(id.is_some());
+
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "Hallo zurück, 世界 ✓".into(),
+            },
+        )
+        .await
+        .expect("send");
+    let (in_room, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(
+        (in_room.as_str(), body.as_str()),
+        (room.as_str(), "Hallo zurück, 世界 ✓")
+    );
+    // Alice's own message does not come back to her.
+    let later = events.within(Duration::from_secs(2)).await;
+    assert!(
+        !texts(&later).iter().any(|t| t.starts_with("Hallo zurück")),
+        "{later:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_room_invite_join_and_messages_both_ways() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let room = bob
+        .create_room("Geheim", true, &[&server.user_id("alice")])
+        .await;
+
+    let added = events
+        .next("bob's invite", |e| {
+            matches!(e, BackendEvent::AddedBy { .. })
+        })
+        .await;
+    assert!(
+        matches!(&added, BackendEvent::AddedBy { handle, .. } if handle == BOB),
+        "{added:?}"
+    );
+    alice
+        .add_contact(List::Allow, BOB, "bob")
+        .await
+        .expect("accept the invite");
+    let room_handle = handle_for_room(room.as_str()).unwrap();
+    events
+        .next("the room on the contact list", |e| {
+            matches!(e, BackendEvent::ContactChanged(c) if c.handle == room_handle && c.kind == ContactKind::Group)
+        })
+        .await;
+    bob.wait_member_joined(&room, &server.user_id("alice"))
+        .await;
+
+    bob.send_text(&room, "nur für uns 🔐").await;
+    let chat = ChatId(room.to_string());
+    events
+        .next("bob joining the conversation", |e| {
+            matches!(e, BackendEvent::Joined { chat: c, handle, .. } if *c == chat && handle == BOB)
+        })
+        .await;
+    let message = events.message("nur für uns 🔐").await;
+    assert!(
+        matches!(&message, BackendEvent::Message { chat: c, from, .. } if *c == chat && from == BOB)
+    );
+
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "verschlüsselt zurück".into(),
+            },
+        )
+        .await
+        .expect("send");
+    let (in_room, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!((in_room, body.as_str()), (room, "verschlüsselt zurück"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_both_ways() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+
+    bob.set_typing(&room).await;
+    events
+        .next(
+            "bob typing",
+            |e| matches!(e, BackendEvent::Typing { chat: c, from } if *c == chat && from == BOB),
+        )
+        .await;
+    alice.send_typing(&chat).await.expect("typing");
+    bob.next_typing(&room, &server.user_id("alice")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_both_ways() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    direct_chat(&server, &alice, &bob).await;
+
+    alice
+        .set_presence(PresenceState::BeRightBack, "Alice")
+        .await
+        .expect("presence");
+    let (presence, message) = bob
+        .next_presence(&server.user_id("alice"), |p, _| {
+            *p == MatrixPresence::Unavailable
+        })
+        .await;
+    assert_eq!(
+        (presence, message.as_deref()),
+        (MatrixPresence::Unavailable, Some("Be Right Back"))
+    );
+
+    bob.set_presence(MatrixPresence::Unavailable, Some("Busy"))
+        .await;
+    events
+        .next("bob busy", |e| {
+            matches!(e, BackendEvent::Presence { handle, state: PresenceState::Busy, .. } if handle == BOB)
+        })
+        .await;
+    bob.set_presence(MatrixPresence::Online, None).await;
+    events
+        .next("bob online", |e| {
+            matches!(e, BackendEvent::Presence { handle, state: PresenceState::Online, .. } if handle == BOB)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_offline_arrive_once() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    bob.send_text(&room, "online").await;
+    events.message("online").await;
+    alice.logout().await;
+    drop(alice);
+    drop(events);
+
+    bob.send_text(&room, "eins").await;
+    bob.send_text(&room, "zwei").await;
+    let (alice, mut events) = login(&account).await;
+    events.message("eins").await;
+    events.message("zwei").await;
+    let rest = texts(&events.within(Duration::from_secs(3)).await);
+    assert!(rest.is_empty(), "delivered again: {rest:?}");
+    alice.logout().await;
+    drop(alice);
+    drop(events);
+
+    // Another logon: nothing old comes again, and new messages still do.
+    let (_alice, mut events) = login(&account).await;
+    bob.send_text(&room, "drei").await;
+    events.message("drei").await;
+    let all = texts(&events.within(Duration::from_secs(2)).await);
+    assert!(all.is_empty(), "delivered again: {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homeserver_restart_mid_conversation() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    bob.send_text(&room, "vorher").await;
+    events.message("vorher").await;
+
+    server.stop().await;
+    events
+        .next("the connection lost", |e| {
+            matches!(
+                e,
+                BackendEvent::Connection(ConnectionState::TransientDisconnect { .. })
+            )
+        })
+        .await;
+    // Sent while the homeserver is down: delivered once it is back.
+    let pending = alice.send_message(
+        &chat,
+        &OutgoingMessage {
+            text: "während".into(),
+        },
+    );
+    server.start_again().await;
+    pending.await.expect("sent after the restart");
+    events
+        .next("the connection back", |e| {
+            matches!(e, BackendEvent::Connection(ConnectionState::Connected))
+        })
+        .await;
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "während");
+
+    bob.send_text(&room, "nachher").await;
+    events.message("nachher").await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "auch nachher".into(),
+            },
+        )
+        .await
+        .expect("send");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "auch nachher");
+
+    let rest = events.within(Duration::from_secs(2)).await;
+    let again = texts(&rest);
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+    let bob_again = bob.texts_within(Duration::from_secs(1)).await;
+    assert!(bob_again.is_empty(), "bob got twice: {bob_again:?}");
+}
