@@ -16,6 +16,24 @@ pub struct Config {
     pub client: ClientConfig,
     pub secrets: SecretsConfig,
     pub msncd: MsncdConfig,
+    pub matrix: MatrixConfig,
+}
+
+/// Settings for accounts mapped to Matrix (docs/bridges/matrix.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// The state contacts show in when the homeserver does not tell their presence (matrix.org
+    /// has presence off): MSN 1.0 can't open a chat with a contact who looks offline.
+    pub presence_fallback: String,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        MatrixConfig {
+            presence_fallback: "online".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -183,6 +201,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Server-wide settings a backend receives with every login, next to the link's own.
+    pub fn backend_options(&self, backend: &str) -> Vec<(String, String)> {
+        match backend {
+            "matrix" => vec![(
+                msngate_bridge_matrix::OPTION_PRESENCE_FALLBACK.into(),
+                self.matrix.presence_fallback.clone(),
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     /// Loads the defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
@@ -260,6 +289,12 @@ impl Config {
         }
         if self.msncd.max_connections == 0 {
             return invalid("msncd.max_connections", "must be at least 1");
+        }
+        if msngate_bridge_matrix::presence::parse_state(&self.matrix.presence_fallback).is_none() {
+            return invalid(
+                "matrix.presence_fallback",
+                "must be online, busy, idle, brb, away, phone, lunch or offline",
+            );
         }
         if self.msncd.max_events == 0 {
             return invalid("msncd.max_events", "must be at least 1");

@@ -13,6 +13,7 @@ use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
 use msngate::secrets::SecretKey;
 use msngate::store::{BackendLink, Database, StoreError};
+use msngate_bridge_api::BackendError;
 
 /// An MSN Messenger 1.0 (MSNP2) server.
 #[derive(Parser)]
@@ -85,6 +86,19 @@ enum LinkBackend {
         /// cross it in clear.
         #[arg(long)]
         plaintext: bool,
+    },
+    /// A Matrix account: its direct chats and rooms become the MSN contact list. Logs in once
+    /// and keeps an access token and device (never the password); `unlink` logs that device out.
+    Matrix {
+        /// The homeserver's client API, e.g. https://matrix.example.org.
+        #[arg(long)]
+        homeserver: String,
+        /// The Matrix user, e.g. @alice:example.org.
+        #[arg(long)]
+        user: String,
+        /// The Matrix password (or set MSNGATE_LINK_PASSWORD, which stays out of `ps`).
+        #[arg(long, env = "MSNGATE_LINK_PASSWORD", hide_env_values = true)]
+        password: String,
     },
 }
 
@@ -251,46 +265,131 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         }
         UserCommand::Link { handle, backend } => {
             let handle = parse_handle(&handle)?;
-            let LinkBackend::Xmpp {
-                jid,
-                password,
-                server,
-                plaintext,
-            } = backend;
-            check_jid(&jid)?;
-            check_password(&password)?;
-            let mut options = Vec::new();
-            if let Some(server) = server {
-                check_server(&server)?;
-                options.push(("server".to_string(), server));
-            }
-            if plaintext {
-                options.push(("plaintext".to_string(), "true".to_string()));
-            }
+            // The account must exist before a backend login is spent on it.
+            open()?
+                .account(&handle)
+                .map_err(|_| anyhow!("no account {handle}"))?;
             let key = SecretKey::load(&config.secrets, true)?.expect("created when missing");
+            let (backend, account, secret, options) = match backend {
+                LinkBackend::Xmpp {
+                    jid,
+                    password,
+                    server,
+                    plaintext,
+                } => {
+                    check_jid(&jid)?;
+                    check_password(&password)?;
+                    let mut options = Vec::new();
+                    if let Some(server) = server {
+                        check_server(&server)?;
+                        options.push(("server".to_string(), server));
+                    }
+                    if plaintext {
+                        options.push(("plaintext".to_string(), "true".to_string()));
+                    }
+                    ("xmpp", jid, password, options)
+                }
+                LinkBackend::Matrix {
+                    homeserver,
+                    user,
+                    password,
+                } => {
+                    check_password(&password)?;
+                    // A directory per link, so relinking never meets the previous store
+                    // (removed when that device is logged out below).
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis();
+                    let store = config
+                        .storage
+                        .backend_dir(&handle, "matrix")
+                        .join(stamp.to_string());
+                    let linked = runtime()?.block_on(msngate_bridge_matrix::link(
+                        &homeserver,
+                        &user,
+                        &password,
+                        &store,
+                    ));
+                    let linked = linked.map_err(|e| match e {
+                        BackendError::BadCredentials => {
+                            anyhow!("the homeserver refused the password of {user}")
+                        }
+                        e => anyhow!("cannot log {user} in at {homeserver}: {e}"),
+                    })?;
+                    ("matrix", linked.account, linked.secret, linked.options)
+                }
+            };
             let link = BackendLink {
-                backend: "xmpp".into(),
-                account: jid.clone(),
-                sealed_secret: key.seal(handle.as_str(), password.as_bytes()),
+                backend: backend.into(),
+                account: account.clone(),
+                sealed_secret: key.seal(handle.as_str(), secret.as_bytes()),
                 options,
             };
+            let previous = open()?.backend_link(&handle)?;
             match open()?.link(&handle, &link) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 other => other.map_err(Into::into),
             }?;
-            println!("linked {handle} to xmpp:{jid} (from its next login)");
+            if let Some(previous) = previous {
+                log_out_device(config, &handle, &previous);
+            }
+            println!("linked {handle} to {backend}:{account} (from its next login)");
         }
         UserCommand::Unlink { handle } => {
             let handle = parse_handle(&handle)?;
-            match open()?.unlink(&handle) {
+            let link = match open()?.unlink(&handle) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 Err(StoreError::NotLinked) => Err(anyhow!("{handle} is not linked to a backend")),
-                other => other.map(drop).map_err(Into::into),
+                other => other.map_err(anyhow::Error::from),
             }?;
+            log_out_device(config, &handle, &link);
             println!("unlinked {handle}; it is a local account from its next login");
         }
     }
     Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Ends what a backend link kept on the backend's side: a Matrix device is logged out and its
+/// local store removed. Failures are reported and not fatal: the link is already gone.
+fn log_out_device(config: &Config, handle: &UserHandle, link: &BackendLink) {
+    if link.backend != "matrix" {
+        return;
+    }
+    let secret = SecretKey::load(&config.secrets, false)
+        .ok()
+        .flatten()
+        .and_then(|key| key.open(handle.as_str(), &link.sealed_secret).ok())
+        .map(|s| String::from_utf8_lossy(&s).into_owned());
+    let Some(secret) = secret else {
+        eprintln!(
+            "msngate: cannot open the stored Matrix token; the device of {} stays logged in",
+            link.account
+        );
+        return;
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(msngate_bridge_matrix::unlink(
+            &link.account,
+            &secret,
+            &link.options,
+        ))
+        .map_err(|e| anyhow!("{e}"))
+    });
+    match result {
+        Ok(()) => println!("logged the Matrix device of {} out", link.account),
+        Err(e) => eprintln!(
+            "msngate: could not log the Matrix device of {} out: {e}",
+            link.account
+        ),
+    }
 }
 
 /// Each client is a file descriptor: raise the soft limit (often 1024) towards the hard one so

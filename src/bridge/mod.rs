@@ -218,11 +218,13 @@ pub async fn connect(
             return Err(ErrorCode::InternalServer);
         }
     };
+    let mut options = link.options.clone();
+    options.extend(services.config.backend_options(backend.name()));
     let credentials = Credentials {
         msn_handle: handle.to_string(),
         account: link.account.clone(),
         secret,
-        options: link.options.clone(),
+        options,
     };
     let (sender, mut events) = mpsc::channel(EVENT_QUEUE);
     let name = backend.name();

@@ -144,6 +144,7 @@ impl Backends {
     pub fn all() -> Backends {
         let mut backends = Backends::default();
         backends.insert(msngate_bridge_xmpp::XmppBackend);
+        backends.insert(msngate_bridge_matrix::MatrixBackend);
         backends
     }
 

@@ -1,0 +1,388 @@
+//! The Matrix bridge end to end: an MSN 1.0 client whose account is linked (with the
+//! `msngate user link ... matrix` command) to a Matrix account on a real Synapse, and
+//! independent Matrix clients on the other side.
+
+#![recursion_limit = "256"]
+
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Client, Line, TestServer};
+use matrix_sdk::ruma::presence::PresenceState as MatrixPresence;
+use support::matrix::MatrixClient;
+use support::synapse::Synapse;
+
+const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+const ALICE: &str = "alice@hotmail.com";
+const BOB: &str = "bob@localhost";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A Synapse with alice (to be linked), bob and carol, and an msngate database with the MSN
+/// account alice@hotmail.com, not yet linked.
+struct Setup {
+    synapse: Synapse,
+    dir: tempfile::TempDir,
+    config_file: PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let synapse = Synapse::start().await;
+        for user in ["alice", "bob", "carol"] {
+            synapse.register(user, &format!("{user}-pw")).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("msngate.toml");
+        std::fs::write(
+            &config_file,
+            format!(
+                "[storage]\ndatabase = {:?}\nbackend_data = {:?}\n[secrets]\nkey = {KEY:?}\n",
+                dir.path().join("msngate.db"),
+                dir.path().join("backends"),
+            ),
+        )
+        .unwrap();
+        common::create_accounts(
+            &dir.path().join("msngate.db"),
+            &[(ALICE, "msn-pw", "Alice")],
+        );
+        Setup {
+            synapse,
+            dir,
+            config_file,
+        }
+    }
+
+    async fn matrix(&self, user: &str) -> MatrixClient {
+        MatrixClient::login(
+            &self.synapse.url(),
+            &self.synapse.user_id(user),
+            &format!("{user}-pw"),
+        )
+        .await
+    }
+
+    /// `msngate user link alice@hotmail.com matrix ...`, the way a host does it.
+    fn link(&self, password: &str) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_msngate"))
+            .arg("--config")
+            .arg(&self.config_file)
+            .args(["user", "link", ALICE, "matrix", "--homeserver"])
+            .arg(self.synapse.url())
+            .args(["--user", &self.synapse.user_id("alice")])
+            .env("MSNGATE_LINK_PASSWORD", password)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    fn linked(&self) {
+        let out = self.link("alice-pw");
+        assert!(
+            out.status.success(),
+            "link failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn server(&self) -> TestServer {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut config = TestServer::config(self.dir.path());
+        config.secrets.key = Some(KEY.into());
+        config.storage.backend_data = self.dir.path().join("backends");
+        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_with(dir, config, &[]).await
+    }
+}
+
+fn stdout_of(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_msngate"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Logs in, synchronizes and goes online; returns the FL handles of the SYN.
+async fn come_online(server: &TestServer) -> (Client, Vec<String>) {
+    let mut c = server.login(ALICE, "msn-pw").await;
+    let t = c.cmd("SYN", "0").await;
+    let mut forward = Vec::new();
+    loop {
+        let l = c.recv().await;
+        if l.get(0) == "LST" && l.get(2) == "FL" && l.get(4) != "0" {
+            forward.push(l.get(6).to_string());
+        }
+        let last_list = l.get(0) == "LST"
+            && l.get(1) == t.to_string()
+            && l.get(2) == "RL"
+            && l.get(4) == l.get(5);
+        let unchanged = l.get(0) == "SYN" && l.get(1) == t.to_string() && l.get(2) == "0";
+        if last_list || unchanged {
+            break;
+        }
+    }
+    let t = c.cmd("CHG", "NLN").await;
+    c.wait_for_within(&format!("CHG {t} NLN"), WAIT).await;
+    (c, forward)
+}
+
+/// Waits for a ring, answers it and returns the session with the first message's line.
+async fn answer_ring(alice: &mut Client, caller: &str) -> (Client, Line) {
+    let rng = alice
+        .wait_for_within(&format!("RNG * * CKI * {caller} *"), WAIT)
+        .await;
+    let (mut sb, _) = Client::answer(&rng, ALICE).await;
+    let msg = sb.wait_for_within(&format!("MSG {caller} * *"), WAIT).await;
+    (sb, msg)
+}
+
+/// Sends a plain-text MSG in a switchboard session.
+async fn say(sb: &mut Client, text: &str) {
+    let payload =
+        format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{text}");
+    sb.msg("N", payload.as_bytes()).await;
+}
+
+/// Bob already has a direct chat with Alice (joined from her own Matrix client), then Alice
+/// links her account: Bob is her contact, and they chat both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_chat_presence_and_typing_both_ways() {
+    let s = Setup::new().await;
+    let mut bob = s.matrix("bob").await;
+    let alice_matrix = s.matrix("alice").await;
+    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
+    alice_matrix.join(&dm).await;
+    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
+        .await;
+    drop(alice_matrix);
+    s.linked();
+    let listed = stdout_of(&s.config_file, &["user", "list"]);
+    assert!(listed.contains("matrix:@alice:localhost"), "{listed}");
+
+    let server = s.server().await;
+    let (mut alice, forward) = come_online(&server).await;
+    assert!(forward.iter().any(|h| h == BOB), "FL was {forward:?}");
+
+    // Bob writes first: Alice's client is rung, as if Bob called.
+    let hello = "Grüße aus Matrix ✓ 世界";
+    bob.send_text(&dm, hello).await;
+    let (mut sb, msg) = answer_ring(&mut alice, BOB).await;
+    assert_eq!(msg.payload_text().split("\r\n\r\n").nth(1), Some(hello));
+
+    let reply = "Antwort aus 1999: ça marche";
+    say(&mut sb, reply).await;
+    let (room, text) = bob.next_text_from(&s.synapse.user_id("alice")).await;
+    assert_eq!((room.as_str(), text.as_str()), (dm.as_str(), reply));
+
+    // Typing from Bob shows in the conversation window.
+    bob.set_typing(&dm).await;
+    let typing = sb.wait_for_within(&format!("MSG {BOB} * *"), WAIT).await;
+    assert!(
+        typing.payload_text().contains("text/x-msmsgscontrol"),
+        "{}",
+        typing.payload_text()
+    );
+}
+
+/// Presence both ways, with a direct chat Alice accepted from MSN (so no other Matrix device
+/// of hers is online: Synapse shows the most available of a user's devices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_both_ways() {
+    let s = Setup::new().await;
+    s.linked();
+    let server = s.server().await;
+    let (mut alice, _) = come_online(&server).await;
+    let mut bob = s.matrix("bob").await;
+    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
+    alice
+        .wait_for_within(&format!("ADD 0 RL * {BOB} *"), WAIT)
+        .await;
+    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
+    alice
+        .wait_for_within(&format!("ADD {t} AL * {BOB} *"), WAIT)
+        .await;
+    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
+        .await;
+    alice
+        .wait_for_within(&format!("ADD 0 FL * {BOB} *"), WAIT)
+        .await;
+
+    // Bob busy shows as BSY; Alice away shows on Matrix as unavailable, "Away".
+    bob.set_presence(MatrixPresence::Unavailable, Some("Busy"))
+        .await;
+    alice
+        .wait_for_within(&format!("NLN BSY {BOB} *"), WAIT)
+        .await;
+    let t = alice.cmd("CHG", "AWY").await;
+    alice.wait_for_within(&format!("CHG {t} AWY"), WAIT).await;
+    let (presence, status) = bob
+        .next_presence(&s.synapse.user_id("alice"), |p, _| {
+            *p == MatrixPresence::Unavailable
+        })
+        .await;
+    assert_eq!(
+        (presence, status.as_deref()),
+        (MatrixPresence::Unavailable, Some("Away"))
+    );
+}
+
+/// A wrong Matrix password is refused when linking, with a clear message, and nothing is linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_at_link_time() {
+    let s = Setup::new().await;
+    let out = s.link("not-alices-password");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains("not-alices-password"), "{stderr}");
+    let listed = stdout_of(&s.config_file, &["user", "list"]);
+    assert!(listed.contains(&format!("{ALICE}\tlocal")), "{listed}");
+}
+
+/// Bob invites Alice into an encrypted room: the invitation is an RL addition, accepting it
+/// (AL) joins, and the room then works like a plain one both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_to_an_encrypted_room_and_chat_in_it() {
+    let s = Setup::new().await;
+    s.linked();
+    let server = s.server().await;
+    let (mut alice, _) = come_online(&server).await;
+    let mut bob = s.matrix("bob").await;
+    let room = bob
+        .create_room("Geheimer Raum", true, &[&s.synapse.user_id("alice")])
+        .await;
+    alice
+        .wait_for_within(&format!("ADD 0 RL * {BOB} *"), WAIT)
+        .await;
+    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
+    alice
+        .wait_for_within(&format!("ADD {t} AL * {BOB} *"), WAIT)
+        .await;
+    bob.wait_member_joined(&room, &s.synapse.user_id("alice"))
+        .await;
+
+    let secret = "verschlüsselt: niemand sonst liest das 🔒";
+    bob.send_text(&room, secret).await;
+    let (mut sb, msg) = answer_ring(&mut alice, BOB).await;
+    assert_eq!(msg.payload_text().split("\r\n\r\n").nth(1), Some(secret));
+    say(&mut sb, "und zurück, auch verschlüsselt").await;
+    let (in_room, text) = bob.next_text_from(&s.synapse.user_id("alice")).await;
+    assert_eq!(
+        (in_room.as_str(), text.as_str()),
+        (room.as_str(), "und zurück, auch verschlüsselt")
+    );
+}
+
+/// A room with Alice, Bob and Carol: speakers join Alice's conversation as they speak, and
+/// what Alice writes reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_three_people() {
+    let s = Setup::new().await;
+    let bob = s.matrix("bob").await;
+    let mut carol = s.matrix("carol").await;
+    let alice_matrix = s.matrix("alice").await;
+    let room = bob
+        .create_room(
+            "Stammtisch",
+            false,
+            &[&s.synapse.user_id("alice"), &s.synapse.user_id("carol")],
+        )
+        .await;
+    alice_matrix.join(&room).await;
+    carol.join(&room).await;
+    bob.wait_member_joined(&room, &s.synapse.user_id("alice"))
+        .await;
+    bob.wait_member_joined(&room, &s.synapse.user_id("carol"))
+        .await;
+    drop(alice_matrix);
+    s.linked();
+    let server = s.server().await;
+    let (mut alice, forward) = come_online(&server).await;
+    assert!(
+        forward.iter().any(|h| h.starts_with("+room.")),
+        "the room is a contact: {forward:?}"
+    );
+
+    bob.send_text(&room, "Bob hier").await;
+    let (mut sb, msg) = answer_ring(&mut alice, BOB).await;
+    assert_eq!(
+        msg.payload_text().split("\r\n\r\n").nth(1),
+        Some("Bob hier")
+    );
+    carol.send_text(&room, "Carol auch").await;
+    sb.wait_for_within("JOI carol@localhost *", WAIT).await;
+    let msg = sb.wait_for_within("MSG carol@localhost * *", WAIT).await;
+    assert_eq!(
+        msg.payload_text().split("\r\n\r\n").nth(1),
+        Some("Carol auch")
+    );
+
+    say(&mut sb, "Hallo ihr beiden").await;
+    let (in_room, text) = carol.next_text_from(&s.synapse.user_id("alice")).await;
+    assert_eq!(
+        (in_room.as_str(), text.as_str()),
+        (room.as_str(), "Hallo ihr beiden")
+    );
+    let more = carol.texts_within(Duration::from_secs(2)).await;
+    assert!(
+        !more.iter().any(|t| t == "Hallo ihr beiden"),
+        "Alice's message reached the room twice: {more:?}"
+    );
+}
+
+/// Messages sent while Alice's MSN client is offline arrive at her next logon, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_arrive_once_at_the_next_logon() {
+    let s = Setup::new().await;
+    let bob = s.matrix("bob").await;
+    let alice_matrix = s.matrix("alice").await;
+    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
+    alice_matrix.join(&dm).await;
+    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
+        .await;
+    drop(alice_matrix);
+    s.linked();
+    let server = s.server().await;
+    {
+        let (alice, _) = come_online(&server).await;
+        drop(alice);
+    }
+    // Let the server notice the logout and stop syncing for Alice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bob.send_text(&dm, "erste, während du weg warst").await;
+    bob.send_text(&dm, "zweite").await;
+
+    let (mut alice, _) = come_online(&server).await;
+    let (mut sb, first) = answer_ring(&mut alice, BOB).await;
+    assert_eq!(
+        first.payload_text().split("\r\n\r\n").nth(1),
+        Some("erste, während du weg warst")
+    );
+    let second = sb.wait_for_within(&format!("MSG {BOB} * *"), WAIT).await;
+    assert_eq!(
+        second.payload_text().split("\r\n\r\n").nth(1),
+        Some("zweite")
+    );
+    drop(sb);
+    drop(alice);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A logon after that brings nothing again.
+    let (mut alice, _) = come_online(&server).await;
+    let again = alice.recv_within(Duration::from_secs(5)).await;
+    assert!(
+        !matches!(&again, Ok(Some(l)) if l.get(0) == "RNG"),
+        "messages delivered twice: {:?}",
+        again.ok().flatten().map(|l| l.text())
+    );
+}
