@@ -205,7 +205,7 @@ async fn contact_list_has_direct_chat_partners_and_rooms() {
     // Before linking: Alice (from another client) has a direct chat with Bob, and is in a
     // room Bob made.
     let alice_elsewhere =
-        MatrixClient::login(&server.url(), &server.user_id("alice"), "alice-pw").await;
+        MatrixClient::login_offline(&server.url(), &server.user_id("alice"), "alice-pw").await;
     let bob = bob(&server).await;
     let dm = alice_elsewhere.create_dm(&server.user_id("bob")).await;
     bob.join(&dm).await;

@@ -10,6 +10,7 @@
 // Each test binary uses some of these helpers.
 #![allow(dead_code)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use matrix_sdk::config::SyncSettings;
@@ -58,6 +59,8 @@ pub struct MatrixClient {
     inbox: mpsc::Receiver<Seen>,
     buffer: Vec<Seen>,
     sync: tokio::task::JoinHandle<()>,
+    /// The presence each sync sets.
+    presence: Arc<Mutex<PresenceState>>,
 }
 
 impl Drop for MatrixClient {
@@ -67,8 +70,25 @@ impl Drop for MatrixClient {
 }
 
 impl MatrixClient {
-    /// Logs `user_id` in with its password and starts syncing.
+    /// Logs `user_id` in with its password and starts syncing, online.
     pub async fn login(homeserver: &str, user_id: &str, password: &str) -> MatrixClient {
+        Self::login_as(homeserver, user_id, password, PresenceState::Online).await
+    }
+
+    /// Like [`login`](Self::login), but syncing as offline: for a helper that sets something
+    /// up. Synapse shows a user as the most online of their devices, and keeps a device that
+    /// synced "online" online for 30 s after it stopped (logging out doesn't end that), so
+    /// a setup client syncing online would mask the presence of the user's other device.
+    pub async fn login_offline(homeserver: &str, user_id: &str, password: &str) -> MatrixClient {
+        Self::login_as(homeserver, user_id, password, PresenceState::Offline).await
+    }
+
+    async fn login_as(
+        homeserver: &str,
+        user_id: &str,
+        password: &str,
+        initial: PresenceState,
+    ) -> MatrixClient {
         let store = tempfile::tempdir().expect("store dir");
         let client = Client::builder()
             .homeserver_url(homeserver)
@@ -86,7 +106,7 @@ impl MatrixClient {
         let user_id = client.user_id().expect("logged in").to_owned();
         // The first sync before the handlers: what happened earlier is not "seen".
         client
-            .sync_once(SyncSettings::default())
+            .sync_once(SyncSettings::default().set_presence(initial.clone()))
             .await
             .expect("first sync");
         let (tx, inbox) = mpsc::channel(1024);
@@ -132,9 +152,16 @@ impl MatrixClient {
             }
         });
         let syncing = client.clone();
+        let presence = Arc::new(Mutex::new(initial));
+        let shown = presence.clone();
         let sync = tokio::spawn(async move {
             loop {
-                let settings = SyncSettings::default().timeout(Duration::from_secs(5));
+                // Synapse sets a syncing user to the sync's presence (online by default),
+                // which would undo `set_presence`: sync with the chosen one, as Element does.
+                let current = shown.lock().expect("presence lock").clone();
+                let settings = SyncSettings::default()
+                    .timeout(Duration::from_secs(5))
+                    .set_presence(current);
                 if syncing.sync_once(settings).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -147,6 +174,7 @@ impl MatrixClient {
             inbox,
             buffer: Vec::new(),
             sync,
+            presence,
         }
     }
 
@@ -235,6 +263,7 @@ impl MatrixClient {
     }
 
     pub async fn set_presence(&self, presence: PresenceState, status_msg: Option<&str>) {
+        *self.presence.lock().expect("presence lock") = presence.clone();
         let mut request = set_presence::v3::Request::new(self.user_id.clone(), presence);
         request.status_msg = status_msg.map(str::to_owned);
         self.client.send(request).await.expect("set presence");
