@@ -521,3 +521,118 @@ async fn homeserver_restart_mid_conversation() {
     let bob_again = bob.texts_within(Duration::from_secs(1)).await;
     assert!(bob_again.is_empty(), "bob got twice: {bob_again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_unblock_join_and_leave_a_room() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let bob = bob(&server).await;
+    let alice_id = server.user_id("alice");
+
+    // Blocking the inviter declines the invite and puts them on the BL.
+    bob.create_room("Werbung", false, &[&alice_id]).await;
+    events
+        .next(
+            "bob's first invite",
+            |e| matches!(e, BackendEvent::AddedBy { handle, .. } if handle == BOB),
+        )
+        .await;
+    alice
+        .add_contact(List::Block, BOB, "bob")
+        .await
+        .expect("block");
+    events
+        .next("bob on the block list", |e| {
+            matches!(e, BackendEvent::ContactChanged(c)
+                if c.handle == BOB && c.lists.contains(&List::Block) && !c.lists.contains(&List::Allow))
+        })
+        .await;
+    alice
+        .remove_contact(List::Block, BOB)
+        .await
+        .expect("unblock");
+    events
+        .next("bob off the block list", |e| match e {
+            BackendEvent::ContactRemoved { handle } => handle == BOB,
+            BackendEvent::ContactChanged(c) => c.handle == BOB && !c.lists.contains(&List::Block),
+            _ => false,
+        })
+        .await;
+
+    // Accepting an invite with FL joins the room; removing the room from the FL leaves it.
+    let room = bob.create_room("Runde", false, &[&alice_id]).await;
+    events
+        .next(
+            "bob's second invite",
+            |e| matches!(e, BackendEvent::AddedBy { handle, .. } if handle == BOB),
+        )
+        .await;
+    alice
+        .add_contact(List::Forward, BOB, "bob")
+        .await
+        .expect("accept");
+    let room_handle = handle_for_room(room.as_str()).unwrap();
+    let BackendEvent::ContactChanged(group) = events
+        .next(
+            "the room as a contact",
+            |e| matches!(e, BackendEvent::ContactChanged(c) if c.handle == room_handle),
+        )
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (group.kind, group.name.as_str()),
+        (ContactKind::Group, "Runde")
+    );
+    bob.wait_member_joined(&room, &alice_id).await;
+    alice
+        .remove_contact(List::Forward, &room_handle)
+        .await
+        .expect("leave the room");
+    events
+        .next(
+            "the room removed",
+            |e| matches!(e, BackendEvent::ContactRemoved { handle } if *handle == room_handle),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_homeserver_presence_contacts_show_the_fallback_state() {
+    let server = Synapse::start_without_presence().await;
+    server.register("alice", "alice-pw").await;
+    server.register("bob", "bob-pw").await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let bob = bob(&server).await;
+    direct_chat(&server, &alice, &bob).await;
+    alice.logout().await;
+    drop(alice);
+
+    let (tx, rx) = mpsc::channel(256);
+    let mut options = account.linked.options.clone();
+    options.push(("presence_fallback".into(), "Away".into()));
+    let _alice = MatrixBackend
+        .login(
+            Credentials {
+                msn_handle: "alice@msn.example".into(),
+                account: account.linked.account.clone(),
+                secret: account.linked.secret.clone(),
+                options,
+            },
+            tx,
+        )
+        .await
+        .expect("login");
+    let mut events = Events {
+        rx,
+        buffer: Vec::new(),
+    };
+    events
+        .next("bob shown in the fallback state", |e| {
+            matches!(e, BackendEvent::Presence { handle, state: PresenceState::Away, .. } if handle == BOB)
+        })
+        .await;
+}

@@ -49,12 +49,23 @@ pub struct Synapse {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    presence: bool,
 }
 
 impl Synapse {
     /// Installs Synapse if needed and starts a fresh private instance, ready for clients.
     /// Panics (with the server's log) if it can't.
     pub async fn start() -> Synapse {
+        Self::start_with_presence(true).await
+    }
+
+    /// Like [`start`](Self::start), with presence off (`presence: {enabled: false}`), as some
+    /// homeservers run.
+    pub async fn start_without_presence() -> Synapse {
+        Self::start_with_presence(false).await
+    }
+
+    async fn start_with_presence(presence: bool) -> Synapse {
         ensure_installed().await;
         let dir = tempfile::Builder::new()
             .prefix("msngate-synapse-")
@@ -66,6 +77,7 @@ impl Synapse {
             dir,
             port: 0,
             child: None,
+            presence,
         };
         let mut errors = Vec::new();
         for _ in 0..3 {
@@ -305,7 +317,7 @@ trusted_key_servers: []
 suppress_key_server_warning: true
 federation_domain_whitelist: []
 presence:
-  enabled: true
+  enabled: {presence}
 rc_message: {limit}
 rc_registration: {limit}
 rc_login:
@@ -334,6 +346,7 @@ rc_user_directory: {limit}
 rc_profile: {limit}
 "#,
             port = self.port,
+            presence = self.presence,
             pid = path("homeserver.pid"),
             db = path("homeserver.db"),
             log_config = path("log.yaml"),

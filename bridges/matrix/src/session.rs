@@ -14,6 +14,7 @@ use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::presence::{get_presence, set_presence};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::ignored_user_list::IgnoredUserListEventContent;
 use matrix_sdk::ruma::events::presence::PresenceEvent;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::{MessageType, RoomMessageEventContent};
@@ -233,6 +234,20 @@ impl Shared {
                 );
             }
         }
+        // Ignored users are on the BL (and not the AL), like XMPP's blocklist.
+        for user in self.ignored_users().await {
+            let Some(handle) = handle_for_user(user.as_str()) else {
+                continue;
+            };
+            let contact = contacts.entry(handle.clone()).or_insert(Contact {
+                handle,
+                name: user.localpart().to_owned(),
+                kind: ContactKind::Person,
+                lists: Vec::new(),
+            });
+            contact.lists.retain(|l| *l != List::Allow);
+            contact.lists.push(List::Block);
+        }
         // Inviters not otherwise on the list are on the RL only.
         let invites: Vec<(String, String)> = {
             let state = lock(&self.state);
@@ -251,6 +266,21 @@ impl Shared {
             });
         }
         contacts
+    }
+
+    /// The account's `m.ignored_user_list`, as the store has it.
+    async fn ignored_users(&self) -> Vec<OwnedUserId> {
+        let Ok(Some(raw)) = self
+            .client
+            .account()
+            .account_data::<IgnoredUserListEventContent>()
+            .await
+        else {
+            return Vec::new();
+        };
+        raw.deserialize()
+            .map(|content| content.ignored_users.into_keys().collect())
+            .unwrap_or_default()
     }
 
     async fn member_name(&self, room: &Room, user: &UserId) -> String {
