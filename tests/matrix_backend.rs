@@ -636,3 +636,27 @@ async fn without_homeserver_presence_contacts_show_the_fallback_state() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_absence_is_caught_up_completely_and_in_order() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    alice.logout().await;
+    drop(alice);
+
+    // More than one sync returns per room (100): the rest is fetched back.
+    let sent: Vec<String> = (1..=130).map(|i| format!("Nachricht {i}")).collect();
+    for text in &sent {
+        bob.send_text(&room, text).await;
+    }
+    let (_alice, mut events) = login(&account).await;
+    events.message("Nachricht 130").await;
+    let mut got = texts(&std::mem::take(&mut events.buffer));
+    got.push("Nachricht 130".into());
+    got.extend(texts(&events.within(Duration::from_secs(2)).await));
+    assert_eq!(got, sent);
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::presence::{get_presence, set_presence};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
@@ -24,6 +25,7 @@ use matrix_sdk::ruma::events::{
 };
 use matrix_sdk::ruma::presence::PresenceState as RumaPresence;
 use matrix_sdk::ruma::{MxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
+use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState};
 use msngate_bridge_api::{
     BackendError, BackendEvent, ChatId, ConnectionState, Contact, ContactKind, EventSender, List,
@@ -34,9 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::handles::{handle_for_room, handle_for_user, room_for_handle, user_for_handle};
 use crate::presence::{from_matrix, to_matrix, MatrixPresence};
 
-/// Events per room that one sync returns; Synapse's default is 10, which would cut the
-/// catch-up after a while offline short.
+/// Events per room that one sync returns (Synapse's default is 10); a room with more new
+/// events than that is filled in with [`Shared::backfill`].
 pub const TIMELINE_LIMIT: u32 = 100;
+/// At most this many events per room are fetched back when a sync was cut short.
+const BACKFILL_MAX: usize = 1000;
 /// The long-poll timeout of each sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many event ids are remembered to drop redeliveries.
@@ -449,7 +453,35 @@ impl Shared {
         }
     }
 
-    async fn handle_sync(&self, response: matrix_sdk::sync::SyncResponse) {
+    /// The events between the sync position `since` and a room's cut (`prev_batch`) of a
+    /// limited timeline, oldest first: what the sync left out. At most [`BACKFILL_MAX`].
+    async fn backfill(&self, room: &Room, prev_batch: &str, since: &str) -> Vec<TimelineEvent> {
+        let mut collected = Vec::new();
+        let mut from = prev_batch.to_owned();
+        while collected.len() < BACKFILL_MAX {
+            let mut options = MessagesOptions::backward().from(from.as_str());
+            options.to = Some(since.to_owned());
+            options.limit = UInt::from(TIMELINE_LIMIT);
+            let page = match room.messages(options).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::info!(room = %room.room_id(), error = %e, "Matrix backfill failed");
+                    break;
+                }
+            };
+            let got = page.chunk.len();
+            collected.extend(page.chunk);
+            match page.end {
+                Some(end) if got > 0 && end != from => from = end,
+                _ => break,
+            }
+        }
+        collected.truncate(BACKFILL_MAX);
+        collected.reverse();
+        collected
+    }
+
+    async fn handle_sync(&self, response: matrix_sdk::sync::SyncResponse, since: Option<String>) {
         for raw in &response.presence {
             self.handle_presence(raw).await;
         }
@@ -464,6 +496,15 @@ impl Shared {
             let Some(room) = self.client.get_room(room_id) else {
                 continue;
             };
+            if let (true, Some(prev_batch), Some(since)) = (
+                update.timeline.limited,
+                update.timeline.prev_batch.as_deref(),
+                since.as_deref(),
+            ) {
+                for event in self.backfill(&room, prev_batch, since).await {
+                    self.handle_timeline_event(&room, event).await;
+                }
+            }
             for event in &update.timeline.events {
                 self.handle_timeline_event(&room, event.clone()).await;
             }
@@ -857,6 +898,17 @@ impl Shared {
     }
 }
 
+/// The sync position the store holds (where the next sync continues).
+async fn stored_sync_token(client: &Client) -> Option<String> {
+    client
+        .state_store()
+        .get_kv_data(StateStoreDataKey::SyncToken)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|value| value.into_sync_token())
+}
+
 /// Sends queued messages one after another, in order.
 pub async fn send_loop(shared: std::sync::Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
     while let Some(outgoing) = queue.recv().await {
@@ -878,6 +930,7 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
             // Come back quickly with what is there, instead of long-polling.
             settings = settings.timeout(Duration::ZERO);
         }
+        let since = stored_sync_token(&shared.client).await;
         match shared.client.sync_once(settings).await {
             Ok(response) => {
                 attempt = 0;
@@ -888,7 +941,7 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
                         .await;
                     shared.report_contact_list().await;
                 }
-                shared.handle_sync(response).await;
+                shared.handle_sync(response, since).await;
             }
             Err(e) if crate::sync_error_is_fatal(&e) => {
                 tracing::warn!(user = %shared.own, "the Matrix homeserver revoked the device; not retrying");
