@@ -585,6 +585,9 @@ async fn group_chat_with_two_xmpp_occupants() {
             break;
         }
     }
+    // Other presence lines may still be on their way (the room's, the occupants'): let them
+    // pass before the XFR, whose reply the helper expects next.
+    while let Ok(Some(_)) = alice.recv_within(Duration::from_millis(500)).await {}
 
     let mut sb = alice.open_switchboard("alice@hotmail.com").await;
     let t = sb.cmd("CAL", &room).await;
