@@ -12,6 +12,7 @@
 //! ```
 
 pub mod matrix;
+pub mod process;
 pub mod prosody;
 pub mod synapse;
 pub mod xmpp;

@@ -17,12 +17,12 @@
 #![allow(dead_code)]
 
 use std::fs;
+
+use super::process::{free_port, run_with_timeout, spawn_tied_to_process};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const VERSION: &str = "1.163.2";
@@ -429,57 +429,6 @@ async fn ensure_installed() {
     .await;
 }
 
-/// Runs a short command to completion off the async threads, killing it after `timeout`.
-async fn run_with_timeout(
-    mut cmd: Command,
-    timeout: Duration,
-) -> Result<std::process::Output, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let name = format!("{cmd:?}");
-    let mut child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{name} timed out after {timeout:?}"));
-            }
-            Err(e) => return Err(format!("{name}: {e}")),
-        }
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free loopback port")
-}
-
 /// True once `GET /health` answers 200.
 fn healthy(port: u16) -> bool {
     let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -493,43 +442,4 @@ fn healthy(port: u16) -> bool {
     let mut response = Vec::new();
     let _ = sock.read_to_end(&mut response);
     response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200")
-}
-
-/// Spawns `cmd` so that it gets SIGKILL when this process dies (PR_SET_PDEATHSIG), from one
-/// long-lived thread (the signal follows the forking thread's exit, not the process's).
-fn spawn_tied_to_process(cmd: Command) -> std::io::Result<Child> {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("synapse-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let parent = std::process::id();
-                    // SAFETY: only async-signal-safe calls between fork and exec.
-                    unsafe {
-                        cmd.pre_exec(move || {
-                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                            if libc::getppid() as u32 != parent {
-                                libc::_exit(1);
-                            }
-                            Ok(())
-                        });
-                    }
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    spawner
-        .lock()
-        .expect("spawner lock")
-        .send((cmd, reply_tx))
-        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("spawner thread gone"))?
 }
