@@ -98,7 +98,13 @@ async fn build_client(
     Client::builder()
         .homeserver_url(homeserver)
         .sqlite_store(store_dir, Some(passphrase))
-        .request_config(matrix_sdk::config::RequestConfig::new().timeout(REQUEST_TIMEOUT))
+        // A retry limit bounds the SDK's own retries of 5xx/429 answers (otherwise up to
+        // 15 minutes, which would hold an MSN logon); the sync loop does the long retrying.
+        .request_config(
+            matrix_sdk::config::RequestConfig::new()
+                .timeout(REQUEST_TIMEOUT)
+                .retry_limit(3),
+        )
         .build()
         .await
         .map_err(|e| BackendError::Internal(format!("matrix client: {e}")))
@@ -436,5 +442,5 @@ impl BackendSession for MatrixUserSession {
 
 /// Whether a sync error means the device was logged out (revoked token).
 pub(crate) fn sync_error_is_fatal(e: &matrix_sdk::Error) -> bool {
-    is_unknown_token(e)
+    is_unknown_token(e) || matches!(e.client_api_error_kind(), Some(ErrorKind::UserDeactivated))
 }

@@ -47,6 +47,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 const SEEN_EVENTS: usize = 4096;
 /// How long an undecryptable event waits for its key before it is shown as such.
 const UTD_GRACE: Duration = Duration::from_secs(20);
+/// How many users the per-session maps (presence of non-contacts, `Joined` announcements)
+/// keep at most.
+const MAX_TRACKED: usize = 10_000;
 /// How many undecryptable events may wait at once.
 const UTD_PENDING: usize = 256;
 /// How long a message keeps being retried while the homeserver is unreachable.
@@ -449,7 +452,10 @@ impl Shared {
                 .await;
         } else {
             // Not shown, but remembered for when they become a contact.
-            lock(&self.state).presence.insert(handle, state);
+            let mut s = lock(&self.state);
+            if s.presence.len() < MAX_TRACKED {
+                s.presence.insert(handle, state);
+            }
         }
     }
 
@@ -634,9 +640,16 @@ impl Shared {
         let chat = ChatId(room.room_id().to_string());
         let is_direct = !room.direct_targets().is_empty();
         if !is_direct {
-            let first = lock(&self.state)
-                .joined
-                .insert((room.room_id().to_owned(), sender.to_owned()));
+            let first = {
+                let mut state = lock(&self.state);
+                // Bounded: past the cap, senders are announced again (harmless for MSN).
+                if state.joined.len() >= MAX_TRACKED {
+                    state.joined.clear();
+                }
+                state
+                    .joined
+                    .insert((room.room_id().to_owned(), sender.to_owned()))
+            };
             if first {
                 self.emit(BackendEvent::Joined {
                     chat: chat.clone(),
