@@ -416,6 +416,16 @@ async fn presence_both_ways() {
         (MatrixPresence::Unavailable, Some("Be Right Back"))
     );
 
+    // Hidden: offline to contacts, while the session keeps syncing.
+    alice
+        .set_presence(PresenceState::Hidden, "Alice")
+        .await
+        .expect("presence");
+    bob.next_presence(&server.user_id("alice"), |p, _| {
+        *p == MatrixPresence::Offline
+    })
+    .await;
+
     bob.set_presence(MatrixPresence::Unavailable, Some("Busy"))
         .await;
     events
@@ -659,4 +669,34 @@ async fn a_long_absence_is_caught_up_completely_and_in_order() {
     got.push("Nachricht 130".into());
     got.extend(texts(&events.within(Duration::from_secs(2)).await));
     assert_eq!(got, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_logged_out_elsewhere_ends_the_session_without_retrying() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (_alice, mut events) = login(&account).await;
+    // Logging the msngate device out (here through unlink; a user would do it in Element)
+    // revokes its token while the session syncs.
+    unlink(
+        &account.linked.account,
+        &account.linked.secret,
+        &account.linked.options,
+    )
+    .await
+    .expect("unlink");
+    events
+        .next("bad credentials", |e| {
+            matches!(e, BackendEvent::Connection(ConnectionState::BadCredentials))
+        })
+        .await;
+    // Only what comes after: no reconnection attempts.
+    events.buffer.clear();
+    let after = events.within(Duration::from_secs(3)).await;
+    assert!(
+        !after
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Connection(_))),
+        "the session kept trying: {after:?}"
+    );
 }
