@@ -700,3 +700,42 @@ async fn a_device_logged_out_elsewhere_ends_the_session_without_retrying() {
         "the session kept trying: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_chat_invite_accepted_makes_the_inviter_a_contact() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let room = bob.create_dm(&server.user_id("alice")).await;
+    events
+        .next(
+            "bob's invite",
+            |e| matches!(e, BackendEvent::AddedBy { handle, .. } if handle == BOB),
+        )
+        .await;
+    alice
+        .add_contact(List::Allow, BOB, "bob")
+        .await
+        .expect("accept");
+    events
+        .next("bob as a contact", |e| {
+            matches!(e, BackendEvent::ContactChanged(c)
+                if c.handle == BOB && c.kind == ContactKind::Person && c.lists.contains(&List::Forward))
+        })
+        .await;
+    // The chat with bob is the room he invited alice to.
+    let chat = alice.open_chat(BOB).await.expect("open chat");
+    assert_eq!(chat.0, room.as_str());
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "angenommen".into(),
+            },
+        )
+        .await
+        .expect("send");
+    let (in_room, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!((in_room, body.as_str()), (room, "angenommen"));
+}
