@@ -315,6 +315,29 @@ async fn direct_chat_both_ways_with_non_ascii_text() {
         !texts(&later).iter().any(|t| t.starts_with("Hallo zurück")),
         "{later:#?}"
     );
+
+    // Removing bob from the FL leaves the direct chat; adding him again opens a new one.
+    alice
+        .remove_contact(List::Forward, BOB)
+        .await
+        .expect("remove bob");
+    events
+        .next(
+            "bob removed",
+            |e| matches!(e, BackendEvent::ContactRemoved { handle } if handle == BOB),
+        )
+        .await;
+    alice
+        .add_contact(List::Forward, BOB, "bob")
+        .await
+        .expect("add bob again");
+    events
+        .next("bob back", |e| {
+            matches!(e, BackendEvent::ContactChanged(c) if c.handle == BOB && c.lists.contains(&List::Forward))
+        })
+        .await;
+    let again = alice.open_chat(BOB).await.expect("open chat");
+    assert_ne!(again, chat, "a new direct chat");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

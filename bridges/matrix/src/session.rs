@@ -809,7 +809,11 @@ impl Shared {
                 if self.accept_invites(handle).await? {
                     return Ok(());
                 }
-                if self.client.get_dm_room(&user).is_none() {
+                let joined = self
+                    .client
+                    .get_dm_rooms(&user)
+                    .any(|r| r.state() == RoomState::Joined);
+                if !joined {
                     self.client.create_dm(&user).await.map_err(other)?;
                 }
                 self.report_contact_changes().await;
@@ -838,7 +842,11 @@ impl Shared {
             }
             List::Forward => {
                 let user = Self::user_of(handle)?;
-                let rooms: Vec<Room> = self.client.get_dm_rooms(&user).collect();
+                let rooms: Vec<Room> = self
+                    .client
+                    .get_dm_rooms(&user)
+                    .filter(|r| r.state() == RoomState::Joined)
+                    .collect();
                 if rooms.is_empty() {
                     return Err(BackendError::NotThere);
                 }
