@@ -871,6 +871,8 @@ impl Shared {
             return Ok(ChatId(room.room_id().to_string()));
         }
         let user = Self::user_of(handle)?;
+        // A pending invite from them is the chat they want: accept it rather than make one.
+        self.accept_invites(handle).await?;
         let joined = self
             .client
             .get_dm_rooms(&user)
