@@ -204,6 +204,15 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The delay before reconnection attempt `attempt` (0-based), for every backend: doubling from
+/// 0.5 s up to 60 s, each multiplied by a random factor between 0.5 and 1.5 so that many
+/// sessions cut off by one outage don't all come back in the same instant.
+pub fn reconnect_backoff(attempt: u32) -> std::time::Duration {
+    use std::time::Duration;
+    let base = Duration::from_millis(500u64 << attempt.min(7)).min(Duration::from_secs(60));
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
 /// Where a session's events go. Bounded: a backend that can't deliver waits.
 pub type EventSender = tokio::sync::mpsc::Sender<BackendEvent>;
 
@@ -304,6 +313,17 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("127.0.0.1"), "{printed}");
         assert!(printed.contains("a@xmpp.example"));
+    }
+
+    #[test]
+    fn reconnect_backoff_grows_with_jitter_and_a_ceiling() {
+        for attempt in 0..20 {
+            let base = ((500u64 << attempt.min(7)) as f64 / 1000.0).min(60.0);
+            let d = reconnect_backoff(attempt).as_secs_f64();
+            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| reconnect_backoff(3)).collect();
+        assert!(samples.len() > 1, "no jitter");
     }
 
     struct Minimal;

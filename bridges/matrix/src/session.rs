@@ -167,13 +167,6 @@ fn is_network(e: &matrix_sdk::Error) -> bool {
     matches!(e, matrix_sdk::Error::Http(h) if !matches!(**h, matrix_sdk::HttpError::Api(_)))
 }
 
-/// The delay before reconnection attempt `attempt` (0-based): doubling from 0.5 s up to 60 s,
-/// times a random factor between 0.5 and 1.5 (as the XMPP backend does).
-pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(500u64 << attempt.min(7)).min(Duration::from_secs(60));
-    base.mul_f64(0.5 + rand::random::<f64>())
-}
-
 impl Shared {
     pub fn new(
         client: Client,
@@ -911,7 +904,7 @@ impl Shared {
                 Ok(_) => return Ok(()),
                 Err(e) if is_network(&e) && Instant::now() < deadline => {
                     tracing::info!(error = %e, "sending to Matrix failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(msngate_bridge_api::reconnect_backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(e) if is_network(&e) => return Err(BackendError::Disconnected),
@@ -974,7 +967,7 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
                 return;
             }
             Err(e) => {
-                let delay = backoff(attempt);
+                let delay = msngate_bridge_api::reconnect_backoff(attempt);
                 tracing::info!(user = %shared.own, error = %e, ?delay, "Matrix sync failed; retrying");
                 connected = false;
                 shared
@@ -1006,14 +999,5 @@ mod tests {
         assert!(seen.set.len() <= SEEN_EVENTS);
         assert_eq!(seen.set.len(), seen.order.len());
         assert!(seen.insert("$a"), "the oldest ids are forgotten");
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_ceiling() {
-        for attempt in 0..20 {
-            let base = ((500u64 << attempt.min(7)) as f64 / 1000.0).min(60.0);
-            let d = backoff(attempt).as_secs_f64();
-            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
-        }
     }
 }

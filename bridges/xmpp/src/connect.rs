@@ -128,14 +128,6 @@ async fn login_with<C: ServerConnector>(
     })
 }
 
-/// The delay before reconnection attempt `attempt` (0-based): doubling from 0.5 s up to 60 s,
-/// each multiplied by a random factor between 0.5 and 1.5 so that many sessions cut off by
-/// one outage don't all come back in the same instant.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(500u64 << attempt.min(7)).min(Duration::from_secs(60));
-    base.mul_f64(0.5 + rand::random::<f64>())
-}
-
 /// The reconnector given to the stanza stream: the first call hands over the connection made
 /// at login (if there was one); later calls reconnect in the background.
 pub fn reconnector(
@@ -167,7 +159,7 @@ pub fn reconnector(
                         return;
                     }
                     Err(ConnectError::Other(reason)) => {
-                        let delay = backoff(attempt);
+                        let delay = msngate_bridge_api::reconnect_backoff(attempt);
                         tracing::info!(jid = %target.jid, %reason, ?delay, "XMPP connection failed; retrying");
                         let state = ConnectionState::TransientDisconnect { reason };
                         let _ = events.send(BackendEvent::Connection(state)).await;
@@ -178,20 +170,4 @@ pub fn reconnector(
             }
         });
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_ceiling() {
-        for attempt in 0..20 {
-            let base = ((500u64 << attempt.min(7)) as f64 / 1000.0).min(60.0);
-            let d = backoff(attempt).as_secs_f64();
-            assert!(d >= base * 0.5 && d <= base * 1.5, "attempt {attempt}: {d}");
-        }
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(3)).collect();
-        assert!(samples.len() > 1, "jitter varies the delay");
-    }
 }
