@@ -106,3 +106,33 @@ pub fn spawn_tied_to_process(cmd: Command) -> std::io::Result<Child> {
         .recv()
         .map_err(|_| std::io::Error::other("spawner thread gone"))?
 }
+
+/// Sends `sig` to a child that has not been reaped yet.
+pub fn signal(child: &Child, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Stops a server as an administrator would (SIGTERM) and waits for it to exit, with SIGKILL
+/// once `timeout` has passed.
+pub async fn stop_gracefully(mut child: Child, timeout: Duration) {
+    signal(&child, libc::SIGTERM);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@
 
 use std::fs;
 
-use super::process::{free_port, run_with_timeout, spawn_tied_to_process};
+use super::process::{free_port, run_with_timeout, spawn_tied_to_process, stop_gracefully};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -171,23 +171,8 @@ impl Prosody {
     /// Stops the server with SIGTERM (as an administrator would: clients get a stream error)
     /// and waits for the process to exit (1-4 s), SIGKILL after 10 s. Data is kept.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        signal(&child, libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
+        if let Some(child) = self.child.take() {
+            stop_gracefully(child, STOP_TIMEOUT).await;
         }
     }
 
@@ -528,13 +513,4 @@ fn offers_starttls(port: u16) -> bool {
 
 fn lua_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
 }

@@ -18,7 +18,7 @@
 
 use std::fs;
 
-use super::process::{free_port, run_with_timeout, spawn_tied_to_process};
+use super::process::{free_port, run_with_timeout, spawn_tied_to_process, stop_gracefully};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -147,28 +147,8 @@ impl Synapse {
 
     /// Stops the server with SIGTERM and waits for it to exit (SIGKILL after 15 s).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(25)).await
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return;
-                }
-            }
+        if let Some(child) = self.child.take() {
+            stop_gracefully(child, STOP_TIMEOUT).await;
         }
     }
 
