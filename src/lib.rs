@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod hub;
+pub mod local;
 pub mod msncd;
 pub mod notification;
 pub mod protocol;

@@ -107,7 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
     let (ns_addr, sb_addr) = (local(&ns), local(&sb));
     let host = config.server.public_host.clone();
-    let services = Arc::new(Services {
+    let services = Arc::new_cyclic(|services| Services {
         hub: Hub::new(Cookies::new(Duration::from_secs(
             config.server.cookie_lifetime_secs,
         ))),
@@ -117,7 +117,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         tracker: TaskTracker::new(),
         secret_key,
-        backends: Backends::all(),
+        backends: Backends::all(services.clone()),
         config,
     });
     let shutdown = CancellationToken::new();

@@ -1,11 +1,17 @@
-//! Accounts mapped to a backend account (XMPP): logging them in, mirroring the backend's
-//! contact list into the store, showing contacts' presence, and routing their chats.
+//! Every login's backend session: logging the account into its backend (the local one, or the
+//! XMPP or Matrix account it is linked to), list changes and presence through it, and for
+//! backends on another network, mirroring their contact list into the store, showing contacts'
+//! presence, and routing their chats.
 //!
-//! A bridged user's lists live in the store like a local user's, but as a mirror: the backend
-//! is the source of truth, and every change it reports becomes an `ADD 0`/`REM 0` with a new
-//! serial, so SYN always reflects the live contact list (or the last one seen, while the
-//! backend is unreachable). Contacts' states are kept here, in the hub's entry for the user,
-//! not in the store.
+//! The notification server and switchboard reach an account only through here and through
+//! [`Bridged::session`]; what differs between backends is decided by their declared
+//! [`Capabilities`], never by their names. A backend whose contacts are MSN users of this
+//! server (`msn_contacts`, the local backend) keeps its lists in the store as the truth and
+//! its contacts' states in the hub. For the others, the user's lists live in the store as a
+//! mirror: the backend is the source of truth, and every change it reports becomes an
+//! `ADD 0`/`REM 0` with a new serial, so SYN always reflects the live contact list (or the last
+//! one seen, while the backend is unreachable); contacts' states are kept here, in the hub's
+//! entry for the user, not in the store.
 
 pub mod mime;
 pub mod registry;
@@ -15,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msngate_bridge_api::{
-    BackendError, BackendEvent, ChatId, ConnectionState, Contact, Credentials, List, PresenceState,
+    BackendError, BackendEvent, Capabilities, ChatId, ConnectionState, Contact, Credentials, List,
+    PresenceState,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -35,12 +42,13 @@ const CONTACT_LIST_WAIT: Duration = Duration::from_secs(5);
 /// How long an action on the backend (a list change) may take before the client gets an error.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A logged-in user whose account is mapped to a backend account.
+/// A logged-in user's backend session, whatever the backend.
 pub struct Bridged {
     pub handle: UserHandle,
     pub session: Box<dyn Session>,
     /// The backend's name, for logs.
     pub backend: &'static str,
+    pub capabilities: Capabilities,
     /// Contacts' states as the backend reports them; absent means offline.
     presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
     /// Open switchboard sessions by backend chat, to route incoming messages.
@@ -124,7 +132,7 @@ pub fn to_presence(status: Status) -> PresenceState {
     }
 }
 
-fn from_presence(state: PresenceState) -> Status {
+pub(crate) fn from_presence(state: PresenceState) -> Status {
     match state {
         PresenceState::Online => Status::Online,
         PresenceState::Busy => Status::Busy,
@@ -146,7 +154,7 @@ pub fn to_list(kind: ListKind) -> List {
     }
 }
 
-fn from_list(list: List) -> ListKind {
+pub(crate) fn from_list(list: List) -> ListKind {
     match list {
         List::Forward => ListKind::Forward,
         List::Allow => ListKind::Allow,
@@ -187,59 +195,77 @@ fn contact_entry(contact: &Contact) -> Option<(UserHandle, FriendlyName, Vec<Lis
     ))
 }
 
-/// What a logon of a mapped account produced.
+/// What a logon produced.
 pub struct Connected {
     pub bridged: Arc<Bridged>,
-    pub events: mpsc::Receiver<BackendEvent>,
+    /// The backend's events; `None` for a backend that sends none (`msn_contacts`).
+    pub events: Option<mpsc::Receiver<BackendEvent>>,
     pub early: Vec<BackendEvent>,
 }
 
-/// Logs the backend account of `handle` in, given its stored link; `Ok(None)` (no link) means a
-/// local account.
+/// The backend of accounts with no link.
+pub const UNLINKED_BACKEND: &str = "local";
+
+/// Logs the account `handle` into its backend: the one its stored link names, or the local
+/// backend when there is none.
 /// A refused password is `911`; a missing key or unknown backend is `500`, with a log line.
 pub async fn connect(
     services: &Services,
     handle: &UserHandle,
     link: Option<BackendLink>,
-) -> Result<Option<Connected>, ErrorCode> {
-    let Some(link) = link else { return Ok(None) };
-    let Some(backend) = services.backends.get(&link.backend).cloned() else {
-        warn!(%handle, backend = %link.backend, "this account's backend is not available in this server");
+) -> Result<Connected, ErrorCode> {
+    let backend_name = link
+        .as_ref()
+        .map_or(UNLINKED_BACKEND, |l| l.backend.as_str());
+    let Some(backend) = services.backends.get(backend_name).cloned() else {
+        warn!(%handle, backend = %backend_name, "this account's backend is not available in this server");
         return Err(ErrorCode::InternalServer);
     };
-    let Some(key) = services.secret_key.as_ref() else {
-        warn!(%handle, "the account is linked but the secrets key is missing; see [secrets] in the configuration");
-        return Err(ErrorCode::InternalServer);
+    let credentials = match &link {
+        Some(link) => linked_credentials(services, handle, link, backend.name())?,
+        None => Credentials {
+            msn_handle: handle.to_string(),
+            account: String::new(),
+            secret: String::new(),
+            options: Vec::new(),
+        },
     };
-    let secret = match key.open(handle.as_str(), &link.sealed_secret) {
-        Ok(s) => String::from_utf8_lossy(&s).into_owned(),
-        Err(e) => {
-            warn!(%handle, error = %e, "cannot decrypt the account's backend secret");
-            return Err(ErrorCode::InternalServer);
-        }
-    };
-    let mut options = link.options.clone();
-    options.extend(services.config.backend_options(backend.name()));
-    let credentials = Credentials {
-        msn_handle: handle.to_string(),
-        account: link.account.clone(),
-        secret,
-        options,
-    };
-    let (sender, mut events) = mpsc::channel(EVENT_QUEUE);
+    let account = credentials.account.clone();
+    let capabilities = backend.capabilities();
+    let (sender, mut events) = mpsc::channel(if capabilities.msn_contacts {
+        1
+    } else {
+        EVENT_QUEUE
+    });
     let name = backend.name();
     let session = match backend.login(credentials, sender).await {
         Ok(s) => s,
         Err(BackendError::BadCredentials) => {
-            warn!(%handle, backend = name, account = %link.account, "the backend refused the linked account's credentials");
+            warn!(%handle, backend = name, %account, "the backend refused the linked account's credentials");
             return Err(ErrorCode::AuthenticationFailed);
         }
         Err(e) => {
-            warn!(%handle, backend = name, account = %link.account, error = %e, "cannot log the linked account in");
+            warn!(%handle, backend = name, %account, error = %e, "cannot log the account into its backend");
             return Err(error_code(&e));
         }
     };
-    info!(%handle, backend = name, account = %link.account, "linked account logged in");
+    let bridged = Arc::new(Bridged {
+        handle: handle.clone(),
+        session,
+        backend: name,
+        capabilities,
+        presence: Mutex::new(HashMap::new()),
+        chats: Mutex::new(HashMap::new()),
+        groups: Mutex::new(HashSet::new()),
+    });
+    if capabilities.msn_contacts {
+        return Ok(Connected {
+            bridged,
+            events: None,
+            early: Vec::new(),
+        });
+    }
+    info!(%handle, backend = name, %account, "linked account logged in");
     // Give the backend a moment to deliver the contact list so the first SYN shows it.
     let mut early = Vec::new();
     let waited = tokio::time::timeout(CONTACT_LIST_WAIT, async {
@@ -256,14 +282,6 @@ pub async fn connect(
         None
     })
     .await;
-    let bridged = Arc::new(Bridged {
-        handle: handle.clone(),
-        session,
-        backend: name,
-        presence: Mutex::new(HashMap::new()),
-        chats: Mutex::new(HashMap::new()),
-        groups: Mutex::new(HashSet::new()),
-    });
     if let Ok(Some(contacts)) = waited {
         contacts.iter().for_each(|c| bridged.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
@@ -273,24 +291,64 @@ pub async fn connect(
             .call(move |db| db.mirror_all(&owner, &entries))
             .await?;
     }
-    Ok(Some(Connected {
+    Ok(Connected {
+        bridged,
+        events: Some(events),
+        early,
+    })
+}
+
+/// The credentials of a linked account, its secret opened with the server's key.
+fn linked_credentials(
+    services: &Services,
+    handle: &UserHandle,
+    link: &BackendLink,
+    backend: &str,
+) -> Result<Credentials, ErrorCode> {
+    let Some(key) = services.secret_key.as_ref() else {
+        warn!(%handle, "the account is linked but the secrets key is missing; see [secrets] in the configuration");
+        return Err(ErrorCode::InternalServer);
+    };
+    let secret = match key.open(handle.as_str(), &link.sealed_secret) {
+        Ok(s) => String::from_utf8_lossy(&s).into_owned(),
+        Err(e) => {
+            warn!(%handle, error = %e, "cannot decrypt the account's backend secret");
+            return Err(ErrorCode::InternalServer);
+        }
+    };
+    let mut options = link.options.clone();
+    options.extend(services.config.backend_options(backend));
+    Ok(Credentials {
+        msn_handle: handle.to_string(),
+        account: link.account.clone(),
+        secret,
+        options,
+    })
+}
+
+/// Starts applying a login's backend events to the user's client, if its backend sends any.
+pub fn start_events(services: &Arc<Services>, peer: Peer, connected: Connected) {
+    let Connected {
         bridged,
         events,
         early,
-    }))
+    } = connected;
+    if let Some(events) = events {
+        services
+            .tracker
+            .spawn(pump(services.clone(), bridged, peer, events, early));
+    }
 }
 
 /// Runs until the backend session ends: applies its events to the store, the user's client
 /// and the user's switchboard sessions.
-pub async fn pump(
+async fn pump(
     services: Arc<Services>,
     bridged: Arc<Bridged>,
     peer: Peer,
-    connected: Connected,
+    mut events: mpsc::Receiver<BackendEvent>,
+    early: Vec<BackendEvent>,
 ) {
-    let Connected {
-        mut events, early, ..
-    } = connected;
     // Messages that arrive before the client's first CHG wait: until then the client is
     // offline and only synchronizing, so it is rung once it is online.
     let mut waiting: Vec<BackendEvent> = Vec::new();
@@ -612,7 +670,30 @@ async fn mirror_after(
     }
 }
 
-/// `ADD` for a bridged user: the backend first, then the mirror and the reply.
+/// The user's serial, after a change the backend made in the store itself.
+async fn current_serial(services: &Services, owner: &UserHandle) -> Result<u32, ErrorCode> {
+    let owner = owner.clone();
+    Ok(services
+        .store
+        .call(move |db| db.account(&owner))
+        .await?
+        .serial)
+}
+
+/// A contact's state as the user may see it, if visible.
+pub async fn visible_contact(
+    services: &Services,
+    bridged: &Bridged,
+    contact: &UserHandle,
+) -> Result<Option<(Status, FriendlyName)>, ErrorCode> {
+    if bridged.capabilities.msn_contacts {
+        crate::local::contact_state(services, &bridged.handle, contact).await
+    } else {
+        Ok(bridged.contact_state(contact))
+    }
+}
+
+/// `ADD`: the backend first, then (for a mirrored list) the mirror, then the reply.
 pub async fn add(
     services: &Services,
     bridged: &Bridged,
@@ -622,30 +703,36 @@ pub async fn add(
     name: FriendlyName,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let owner = bridged.handle.clone();
-    let target = contact.clone();
-    let current: Vec<ListKind> = services
-        .store
-        .call(move |db| db.lists_of(&owner, &target))
-        .await?;
-    if current.contains(&list) {
-        return Err(ErrorCode::AlreadyThere);
-    }
-    if list.opposite().is_some_and(|o| current.contains(&o)) {
-        return Err(ErrorCode::AlreadyInOppositeList);
-    }
-    backend_action(
+    let action = || {
         bridged
             .session
-            .add_contact(to_list(list), contact.as_str(), name.as_str()),
-    )
-    .await?;
-    let mut lists = current;
-    lists.push(list);
-    if list == ListKind::Block {
-        lists.retain(|l| *l != ListKind::Allow);
-    }
-    let serial = mirror_after(services, bridged, &contact, name.clone(), lists, list).await?;
+            .add_contact(to_list(list), contact.as_str(), name.as_str())
+    };
+    let serial = if bridged.capabilities.msn_contacts {
+        // The backend's lists are the store: it checked and made the change.
+        backend_action(action()).await?;
+        current_serial(services, &bridged.handle).await?
+    } else {
+        let owner = bridged.handle.clone();
+        let target = contact.clone();
+        let current: Vec<ListKind> = services
+            .store
+            .call(move |db| db.lists_of(&owner, &target))
+            .await?;
+        if current.contains(&list) {
+            return Err(ErrorCode::AlreadyThere);
+        }
+        if list.opposite().is_some_and(|o| current.contains(&o)) {
+            return Err(ErrorCode::AlreadyInOppositeList);
+        }
+        backend_action(action()).await?;
+        let mut lists = current;
+        lists.push(list);
+        if list == ListKind::Block {
+            lists.retain(|l| *l != ListKind::Allow);
+        }
+        mirror_after(services, bridged, &contact, name.clone(), lists, list).await?
+    };
     out.push(ServerCommand::Add {
         trid,
         list,
@@ -654,7 +741,7 @@ pub async fn add(
         name,
     });
     if list == ListKind::Forward {
-        if let Some((status, contact_name)) = bridged.contact_state(&contact) {
+        if let Some((status, contact_name)) = visible_contact(services, bridged, &contact).await? {
             out.push(ServerCommand::Iln {
                 trid,
                 status,
@@ -666,7 +753,7 @@ pub async fn add(
     Ok(())
 }
 
-/// `REM` for a bridged user.
+/// `REM`: the backend first, then (for a mirrored list) the mirror, then the reply.
 pub async fn remove(
     services: &Services,
     bridged: &Bridged,
@@ -675,29 +762,34 @@ pub async fn remove(
     contact: UserHandle,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let (owner, target) = (bridged.handle.clone(), contact.clone());
-    let (current, name) = services
-        .store
-        .call(move |db| {
-            let lists = db.lists_of(&owner, &target)?;
-            let name = db
-                .entry(&owner, ListKind::Forward, &target)?
-                .map(|e| e.name);
-            Ok((lists, name))
-        })
-        .await?;
-    if !current.contains(&list) {
-        return Err(ErrorCode::NotOnList);
-    }
-    backend_action(
+    let action = || {
         bridged
             .session
-            .remove_contact(to_list(list), contact.as_str()),
-    )
-    .await?;
-    let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
-    let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
-    let serial = mirror_after(services, bridged, &contact, name, lists, list).await?;
+            .remove_contact(to_list(list), contact.as_str())
+    };
+    let serial = if bridged.capabilities.msn_contacts {
+        backend_action(action()).await?;
+        current_serial(services, &bridged.handle).await?
+    } else {
+        let (owner, target) = (bridged.handle.clone(), contact.clone());
+        let (current, name) = services
+            .store
+            .call(move |db| {
+                let lists = db.lists_of(&owner, &target)?;
+                let name = db
+                    .entry(&owner, ListKind::Forward, &target)?
+                    .map(|e| e.name);
+                Ok((lists, name))
+            })
+            .await?;
+        if !current.contains(&list) {
+            return Err(ErrorCode::NotOnList);
+        }
+        backend_action(action()).await?;
+        let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
+        let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
+        mirror_after(services, bridged, &contact, name, lists, list).await?
+    };
     out.push(ServerCommand::Rem {
         trid,
         list,
@@ -707,13 +799,16 @@ pub async fn remove(
     Ok(())
 }
 
-/// The ILN burst of a bridged user's first CHG: every FL contact the backend shows online.
+/// The ILN burst of a user's first CHG: every FL contact the user may see online.
 pub async fn initial_states(
     services: &Services,
     bridged: &Bridged,
     trid: TrId,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
+    if bridged.capabilities.msn_contacts {
+        return crate::local::presence::initial_states(services, &bridged.handle, trid, out).await;
+    }
     let owner = bridged.handle.clone();
     let (_, forward) = services
         .store

@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use msngate_bridge_api::{
     Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, List,
     OutgoingMessage, PresenceState,
 };
+
+use crate::local::LocalBackend;
+use crate::server::Services;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -140,9 +143,10 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Every backend this build has.
-    pub fn all() -> Backends {
+    /// Every backend this build has, the local one serving the server with these services.
+    pub fn all(services: Weak<Services>) -> Backends {
         let mut backends = Backends::default();
+        backends.insert(LocalBackend::new(services));
         backends.insert(msngate_bridge_xmpp::XmppBackend);
         backends.insert(msngate_bridge_matrix::MatrixBackend);
         backends

@@ -26,8 +26,8 @@ pub struct OnlineUser {
     /// FLN from login until the first CHG.
     pub status: Status,
     pub name: FriendlyName,
-    /// For an account mapped to a backend: its backend session.
-    pub bridge: Option<Arc<Bridged>>,
+    /// The account's backend session (local, or the network its account is linked to).
+    pub backend: Arc<Bridged>,
 }
 
 /// The shared in-memory state of the server.
@@ -52,20 +52,20 @@ impl Hub {
         handle: UserHandle,
         peer: Peer,
         name: FriendlyName,
-        bridge: Option<Arc<Bridged>>,
+        backend: Arc<Bridged>,
     ) -> Option<OnlineUser> {
         let user = OnlineUser {
             peer,
             status: Status::Offline,
             name,
-            bridge,
+            backend,
         };
         self.users.insert(handle, user)
     }
 
-    /// The backend session of a logged-in bridged user.
-    pub fn bridge(&self, handle: &UserHandle) -> Option<Arc<Bridged>> {
-        self.users.get(handle).and_then(|u| u.bridge.clone())
+    /// The backend session of a logged-in user.
+    pub fn backend(&self, handle: &UserHandle) -> Option<Arc<Bridged>> {
+        self.users.get(handle).map(|u| u.backend.clone())
     }
 
     /// The state of a user's login, if it is still the connection with this peer id.

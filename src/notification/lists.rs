@@ -1,14 +1,12 @@
-//! SYN, LST, BLP, ADD and REM: the stored lists and settings, and what their changes tell
-//! other users.
+//! SYN, LST and BLP: the stored lists and settings. (ADD and REM go through the account's
+//! backend: `crate::bridge::add`/`remove`.)
 
 use crate::connection::Replies;
-use crate::protocol::{
-    BlpSetting, ErrorCode, FriendlyName, ListItem, ListKind, ServerCommand, TrId, UserHandle,
-};
+use crate::protocol::{BlpSetting, ErrorCode, ListItem, ListKind, ServerCommand, TrId, UserHandle};
 use crate::server::Services;
-use crate::store::{Database, Entry, Permission, StoreError};
+use crate::store::Entry;
 
-use super::presence;
+use crate::local::presence;
 
 /// `SYN`: nothing but the serial when the client's copy is current, else everything.
 pub async fn synchronize(
@@ -108,136 +106,5 @@ pub async fn set_privacy_mode(
         .map(|(w, p)| (w, p, p.with_blp(setting)))
         .collect();
     presence::privacy_changed(services, me, &changes);
-    Ok(())
-}
-
-/// What a list change did, as read in the same store call.
-struct Outcome {
-    serial: u32,
-    reverse_serial: Option<u32>,
-    /// For AL/BL changes of someone on the RL: the contact's permission before and after.
-    privacy: Option<(Permission, Permission)>,
-    /// For FL additions: whether the new contact lets the user see them.
-    contact_allows_me: bool,
-}
-
-fn change_list(
-    db: &mut Database,
-    owner: &UserHandle,
-    list: ListKind,
-    contact: &UserHandle,
-    add: Option<&FriendlyName>,
-) -> Result<Outcome, StoreError> {
-    // Only AL/BL changes can change what a watcher (someone with the owner on their FL) sees.
-    let privacy_matters = matches!(list, ListKind::Allow | ListKind::Block)
-        && db.is_on_list(owner, ListKind::Reverse, contact)?;
-    let before = if privacy_matters {
-        Some(db.permission(owner, contact)?)
-    } else {
-        None
-    };
-    let change = match add {
-        Some(name) => db.add_entry(owner, list, contact, name)?,
-        None => db.remove_entry(owner, list, contact)?,
-    };
-    let privacy = match before {
-        Some(before) => Some((before, db.permission(owner, contact)?)),
-        None => None,
-    };
-    let contact_allows_me =
-        add.is_some() && list == ListKind::Forward && db.permission(contact, owner)?.allows();
-    Ok(Outcome {
-        serial: change.serial,
-        reverse_serial: change.reverse_serial,
-        privacy,
-        contact_allows_me,
-    })
-}
-
-/// `ADD`: adds to the FL, AL or BL, and tells the contact and the user what follows from it.
-pub async fn add(
-    services: &Services,
-    me: &UserHandle,
-    trid: TrId,
-    list: ListKind,
-    contact: UserHandle,
-    name: FriendlyName,
-    out: &mut Replies,
-) -> Result<(), ErrorCode> {
-    let (owner, target, stored_name) = (me.clone(), contact.clone(), name.clone());
-    let outcome = services
-        .store
-        .call(move |db| change_list(db, &owner, list, &target, Some(&stored_name)))
-        .await?;
-    out.push(ServerCommand::Add {
-        trid,
-        list,
-        serial: outcome.serial,
-        handle: contact.clone(),
-        name,
-    });
-    if let (Some(serial), Some((_, my_name))) = (outcome.reverse_serial, services.hub.presence(me))
-    {
-        services.hub.send(
-            &contact,
-            &ServerCommand::Add {
-                trid: TrId(0),
-                list: ListKind::Reverse,
-                serial,
-                handle: me.clone(),
-                name: my_name,
-            },
-        );
-    }
-    if outcome.contact_allows_me {
-        if let Some((status, contact_name)) = services.hub.visible_status(&contact) {
-            out.push(ServerCommand::Iln {
-                trid,
-                status,
-                handle: contact.clone(),
-                name: contact_name,
-            });
-        }
-    }
-    if let Some((before, after)) = outcome.privacy {
-        presence::privacy_changed(services, me, &[(contact, before, after)]);
-    }
-    Ok(())
-}
-
-/// `REM`: removes from the FL, AL or BL.
-pub async fn remove(
-    services: &Services,
-    me: &UserHandle,
-    trid: TrId,
-    list: ListKind,
-    contact: UserHandle,
-    out: &mut Replies,
-) -> Result<(), ErrorCode> {
-    let (owner, target) = (me.clone(), contact.clone());
-    let outcome = services
-        .store
-        .call(move |db| change_list(db, &owner, list, &target, None))
-        .await?;
-    out.push(ServerCommand::Rem {
-        trid,
-        list,
-        serial: outcome.serial,
-        handle: contact.clone(),
-    });
-    if let Some(serial) = outcome.reverse_serial {
-        services.hub.send(
-            &contact,
-            &ServerCommand::Rem {
-                trid: TrId(0),
-                list: ListKind::Reverse,
-                serial,
-                handle: me.clone(),
-            },
-        );
-    }
-    if let Some((before, after)) = outcome.privacy {
-        presence::privacy_changed(services, me, &[(contact, before, after)]);
-    }
     Ok(())
 }

@@ -6,7 +6,6 @@
 //! codes.
 
 mod lists;
-mod presence;
 
 use crate::bridge;
 use crate::hub::OnlineUser;
@@ -157,7 +156,7 @@ impl Role for NotificationSession {
         if let State::Online(online) = self.state {
             if let Some(user) = self.services.hub.log_out(&online.handle, self.peer.id()) {
                 info!(handle = %online.handle, "logged out");
-                end_login(&self.services, &online.handle, user).await;
+                end_login(user).await;
             }
         }
     }
@@ -281,8 +280,8 @@ impl NotificationSession {
                 return Flow::Continue;
             }
         };
-        // A mapped account logs its backend account in first: a refused password fails the
-        // MSN logon too.
+        // The account's backend logs in first: a linked account whose password the other
+        // network refuses fails the MSN logon too.
         let connected = match bridge::connect(&self.services, &handle, link).await {
             Ok(c) => c,
             Err(code) => {
@@ -290,7 +289,7 @@ impl NotificationSession {
                 return Flow::Continue;
             }
         };
-        let bridged = connected.as_ref().map(|c| c.bridged.clone());
+        let bridged = connected.bridged.clone();
         let hub = &self.services.hub;
         let previous = hub.log_in(
             handle.clone(),
@@ -303,15 +302,9 @@ impl NotificationSession {
             previous.peer.send_and_close(&ServerCommand::Out {
                 reason: Some(OutReason::OtherLogin),
             });
-            end_login(&self.services, &handle, previous).await;
+            end_login(previous).await;
         }
-        if let Some(connected) = connected {
-            let (services, peer) = (self.services.clone(), self.peer.clone());
-            let bridged = connected.bridged.clone();
-            self.services
-                .tracker
-                .spawn(bridge::pump(services, bridged, peer, connected));
-        }
+        bridge::start_events(&self.services, self.peer.clone(), connected);
         Span::current().record("handle", handle.as_str());
         info!(%handle, "logged in");
         out.push(ServerCommand::UsrOk {
@@ -371,14 +364,14 @@ impl NotificationSession {
                 list,
                 handle,
                 name,
-            } => match services.hub.bridge(&me) {
-                Some(b) => bridge::add(services, &b, trid, list, handle, name, out).await,
-                None => lists::add(services, &me, trid, list, handle, name, out).await,
-            },
-            ClientCommand::Rem { trid, list, handle } => match services.hub.bridge(&me) {
-                Some(b) => bridge::remove(services, &b, trid, list, handle, out).await,
-                None => lists::remove(services, &me, trid, list, handle, out).await,
-            },
+            } => {
+                let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
+                bridge::add(services, &account, trid, list, handle, name, out).await
+            }
+            ClientCommand::Rem { trid, list, handle } => {
+                let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
+                bridge::remove(services, &account, trid, list, handle, out).await
+            }
             ClientCommand::Chg { trid, status } => self.change_status(me, trid, status, out).await,
             ClientCommand::Rea { trid, handle, name } => {
                 rename(services, &me, trid, handle, name, out).await
@@ -457,39 +450,33 @@ impl NotificationSession {
         };
         let first = !online.initial_state_sent;
         online.initial_state_sent = true;
-        if let Some(bridge) = services.hub.bridge(&me) {
-            if first {
-                bridge::initial_states(services, &bridge, trid, out).await?;
-            }
-            if previous != status {
-                let name = services
-                    .hub
-                    .presence(&me)
-                    .map(|(_, n)| n.to_string())
-                    .unwrap_or_default();
-                let _ = bridge
-                    .session
-                    .set_presence(bridge::to_presence(status), &name)
-                    .await;
-            }
+        let Some(account) = services.hub.backend(&me) else {
             return Ok(());
-        }
+        };
         if first {
-            presence::initial_states(services, &me, trid, out).await?;
+            bridge::initial_states(services, &account, trid, out).await?;
         }
         if previous != status {
-            presence::announce(services, &me, previous, status).await;
+            let name = services
+                .hub
+                .presence(&me)
+                .map(|(_, n)| n.to_string())
+                .unwrap_or_default();
+            if let Err(error) = account
+                .session
+                .set_presence(bridge::to_presence(status), &name)
+                .await
+            {
+                warn!(%error, backend = account.backend, "the backend did not take the new state");
+            }
         }
         Ok(())
     }
 }
 
-/// What ends with a login: watchers see the user go offline; a backend session logs out.
-async fn end_login(services: &Services, handle: &UserHandle, user: OnlineUser) {
-    match user.bridge {
-        Some(bridge) => bridge.session.logout().await,
-        None => presence::announce(services, handle, user.status, Status::Offline).await,
-    }
+/// What ends with a login: its backend session logs out, so contacts see the user go offline.
+async fn end_login(user: OnlineUser) {
+    user.backend.session.logout().await;
 }
 
 /// `REA`: renames the user, or a contact on their FL.
@@ -514,16 +501,13 @@ async fn rename(
             handle,
             name,
         });
-        if let Some((status, new_name)) = services.hub.visible_status(me) {
-            match services.hub.bridge(me) {
-                Some(b) => {
-                    let _ = b
-                        .session
-                        .set_presence(bridge::to_presence(status), new_name.as_str())
-                        .await;
-                }
-                None => presence::announce(services, me, status, status).await,
-            }
+        if let (Some((status, new_name)), Some(account)) =
+            (services.hub.visible_status(me), services.hub.backend(me))
+        {
+            let _ = account
+                .session
+                .set_presence(bridge::to_presence(status), new_name.as_str())
+                .await;
         }
     } else {
         let contact = handle.clone();

@@ -259,23 +259,12 @@ impl SwitchboardConnection {
         }
         session.can_call(callee.clone()).await?;
         let hub = &self.services.hub;
-        if let Some(bridge) = hub.bridge(me) {
-            return self.call_remote(bridge, session, trid, callee, out).await;
+        // A backend whose contacts are on another network brings them into the session as
+        // remote participants; contacts who are MSN users of this server are rung.
+        if let Some(account) = hub.backend(me).filter(|a| !a.capabilities.msn_contacts) {
+            return self.call_remote(account, session, trid, callee, out).await;
         }
-        let peer = hub
-            .visible_status(&callee)
-            .and_then(|_| hub.peer(&callee))
-            .ok_or(ErrorCode::NotOnline)?;
-        let (owner, caller) = (callee.clone(), me.clone());
-        let permission = self
-            .services
-            .store
-            .call(move |db| db.permission(&owner, &caller))
-            .await?;
-        if !permission.allows() {
-            // Said the same way as "offline", so a block can't be told from absence.
-            return Err(ErrorCode::NotOnline);
-        }
+        let peer = crate::local::reachable(&self.services, me, &callee).await?;
         let cookie = hub
             .cookies
             .issue(CookieGrant::Invite {

@@ -306,6 +306,7 @@ impl Backend for MatrixBackend {
             blocking: true,
             presence: true,
             offline_messages: true,
+            msn_contacts: false,
         }
     }
 

@@ -64,6 +64,7 @@ impl Backend for XmppBackend {
             blocking: true,
             presence: true,
             offline_messages: true,
+            msn_contacts: false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Presence: who sees whose state, and the NLN/FLN/ILN lines that tell them.
+//! Presence between local accounts: who sees whose state, and the NLN/FLN/ILN lines that
+//! tell them.
 //!
 //! A user Y is visible to a watcher X when Y's state is neither FLN nor HDN and Y's privacy
 //! settings allow X ([`Permission::allows`]: X not on Y's BL, and with BLP=BL, X on Y's AL).
