@@ -1,9 +1,14 @@
 //! The backend conformance suite (tests/conformance) against the Matrix backend, a real
-//! Synapse and an independent matrix-sdk client as the contact.
+//! Synapse and an independent matrix-sdk client as the contact, and the MSN-level
+//! suite (tests/conformance/msn.rs): an MSN client whose account msngate links to the Matrix
+//! account.
 
+mod common;
 mod conformance;
 mod support;
 
+use common::TestServer;
+use conformance::msn::{Served, ALICE, ALICE_PASSWORD};
 use matrix_sdk::ruma::presence::PresenceState as MatrixPresence;
 use matrix_sdk::ruma::OwnedRoomId;
 use msngate_bridge_api::{Credentials, PresenceState};
@@ -125,3 +130,47 @@ impl conformance::Peer for MatrixPeer {
 }
 
 conformance_suite!(Matrix);
+
+/// The MSN-level suite: an msngate whose alice@hotmail.com is linked to alice on Synapse.
+struct MatrixServed {
+    matrix: Matrix,
+    server: TestServer,
+}
+
+impl Served for MatrixServed {
+    type Peer = MatrixPeer;
+
+    async fn start() -> Self {
+        let matrix = <Matrix as conformance::Network>::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TestServer::config(dir.path());
+        config.secrets.key = Some(common::SECRETS_KEY.into());
+        config.storage.backend_data = dir.path().join("backends");
+        let db = config.storage.database.clone();
+        common::create_accounts(&db, &[(ALICE, ALICE_PASSWORD, "Alice")]);
+        common::link_account(
+            &db,
+            ALICE,
+            "matrix",
+            &matrix.linked.account,
+            &matrix.linked.secret,
+            matrix.linked.options.clone(),
+        );
+        let server = TestServer::start_with(dir, config, &[]).await;
+        MatrixServed { matrix, server }
+    }
+
+    fn server(&self) -> &TestServer {
+        &self.server
+    }
+
+    fn contact_handle(&self) -> String {
+        conformance::Network::contact_handle(&self.matrix)
+    }
+
+    async fn peer(&mut self) -> MatrixPeer {
+        conformance::Network::peer(&mut self.matrix).await
+    }
+}
+
+msn_conformance_suite!(MatrixServed);

@@ -1,9 +1,14 @@
 //! The backend conformance suite (tests/conformance) against the XMPP backend, a real Prosody
-//! and an independent XMPP client as the contact.
+//! and an independent XMPP client as the contact, and the MSN-level
+//! suite (tests/conformance/msn.rs): an MSN client whose account msngate links to the XMPP
+//! account.
 
+mod common;
 mod conformance;
 mod support;
 
+use common::TestServer;
+use conformance::msn::{Served, ALICE, ALICE_PASSWORD};
 use msngate_bridge_api::{Credentials, PresenceState};
 use msngate_bridge_xmpp::XmppBackend;
 use support::prosody::{trust_test_certificate, Prosody};
@@ -91,3 +96,48 @@ impl conformance::Peer for XmppPeer {
 }
 
 conformance_suite!(Xmpp);
+
+/// The MSN-level suite: an msngate whose alice@hotmail.com is linked to alice on Prosody.
+struct XmppServed {
+    xmpp: Xmpp,
+    server: TestServer,
+}
+
+impl Served for XmppServed {
+    type Peer = XmppPeer;
+
+    async fn start() -> Self {
+        let xmpp = <Xmpp as conformance::Network>::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TestServer::config(dir.path());
+        config.secrets.key = Some(common::SECRETS_KEY.into());
+        let db = config.storage.database.clone();
+        common::create_accounts(&db, &[(ALICE, ALICE_PASSWORD, "Alice")]);
+        common::link_account(
+            &db,
+            ALICE,
+            "xmpp",
+            &xmpp.prosody.jid("alice"),
+            "alice-pw",
+            vec![("server".into(), xmpp.prosody.addr())],
+        );
+        let server = TestServer::start_with(dir, config, &[]).await;
+        XmppServed { xmpp, server }
+    }
+
+    fn server(&self) -> &TestServer {
+        &self.server
+    }
+
+    fn contact_handle(&self) -> String {
+        conformance::Network::contact_handle(&self.xmpp)
+    }
+
+    async fn peer(&mut self) -> XmppPeer {
+        let mut peer = conformance::Network::peer(&mut self.xmpp).await;
+        peer.client.send_presence(None, None).await;
+        peer
+    }
+}
+
+msn_conformance_suite!(XmppServed);

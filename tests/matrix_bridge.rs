@@ -16,7 +16,7 @@ use matrix_sdk::ruma::presence::PresenceState as MatrixPresence;
 use support::matrix::MatrixClient;
 use support::synapse::Synapse;
 
-const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+use common::SECRETS_KEY as KEY;
 const ALICE: &str = "alice@hotmail.com";
 const BOB: &str = "bob@localhost";
 const WAIT: Duration = Duration::from_secs(30);
@@ -115,24 +115,7 @@ fn stdout_of(config: &Path, args: &[&str]) -> String {
 /// Logs in, synchronizes and goes online; returns the FL handles of the SYN.
 async fn come_online(server: &TestServer) -> (Client, Vec<String>) {
     let mut c = server.login(ALICE, "msn-pw").await;
-    let t = c.cmd("SYN", "0").await;
-    let mut forward = Vec::new();
-    loop {
-        let l = c.recv().await;
-        if l.get(0) == "LST" && l.get(2) == "FL" && l.get(4) != "0" {
-            forward.push(l.get(6).to_string());
-        }
-        let last_list = l.get(0) == "LST"
-            && l.get(1) == t.to_string()
-            && l.get(2) == "RL"
-            && l.get(4) == l.get(5);
-        let unchanged = l.get(0) == "SYN" && l.get(1) == t.to_string() && l.get(2) == "0";
-        if last_list || unchanged {
-            break;
-        }
-    }
-    let t = c.cmd("CHG", "NLN").await;
-    c.wait_for_within(&format!("CHG {t} NLN"), WAIT).await;
+    let forward = c.come_online().await;
     (c, forward)
 }
 

@@ -12,10 +12,6 @@ use common::{TestServer, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
-use msngate::protocol::UserHandle;
-use msngate::secrets::SecretKey;
-use msngate::store::{BackendLink, Database};
-
 /// A script's connection: write lines, read lines, like `socat` would.
 struct Script {
     reader: BufReader<Box<dyn AsyncRead + Unpin + Send>>,
@@ -369,8 +365,6 @@ async fn a_public_tcp_address_is_refused() {
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
-const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
     use support::prosody::{trust_test_certificate, Prosody};
@@ -391,18 +385,17 @@ async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = TestServer::config(dir.path());
     config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.secrets.key = Some(KEY.into());
+    config.secrets.key = Some(common::SECRETS_KEY.into());
     let db = config.storage.database.clone();
     common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
-    let key = SecretKey::load(&config.secrets, false).unwrap().unwrap();
-    let handle: UserHandle = "alice@hotmail.com".parse().unwrap();
-    let link = BackendLink {
-        backend: "xmpp".into(),
-        account: prosody.jid("alice"),
-        sealed_secret: key.seal(handle.as_str(), b"alice-pw"),
-        options: vec![("server".into(), prosody.addr())],
-    };
-    Database::open(&db).unwrap().link(&handle, &link).unwrap();
+    common::link_account(
+        &db,
+        "alice@hotmail.com",
+        "xmpp",
+        &prosody.jid("alice"),
+        "alice-pw",
+        vec![("server".into(), prosody.addr())],
+    );
     let server = TestServer::start_with(dir, config, &[]).await;
 
     let mut script = Script::tcp(&server).await;

@@ -13,12 +13,6 @@ use support::xmpp::XmppClient;
 use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::presence::{Show, Type as PresenceType};
 
-use msngate::protocol::UserHandle;
-use msngate::secrets::SecretKey;
-use msngate::store::{BackendLink, Database};
-
-const KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
-
 /// A running Prosody with `alice` (the bridged account) and `bob` (a plain XMPP user) who
 /// have each other on their rosters, and an msngate whose alice@hotmail.com maps to alice.
 struct Setup {
@@ -47,16 +41,16 @@ async fn setup_with(xmpp_password: &str) -> Setup {
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = TestServer::config(dir.path());
-    config.secrets.key = Some(KEY.into());
+    config.secrets.key = Some(common::SECRETS_KEY.into());
     let db = config.storage.database.clone();
     common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
-    link(
+    common::link_account(
         &db,
-        &config.secrets,
         "alice@hotmail.com",
+        "xmpp",
         &prosody.jid("alice"),
         xmpp_password,
-        &prosody.addr(),
+        vec![("server".into(), prosody.addr())],
     );
     let server = TestServer::start_with(dir, config, &[]).await;
     Setup {
@@ -66,46 +60,8 @@ async fn setup_with(xmpp_password: &str) -> Setup {
     }
 }
 
-fn link(
-    db: &std::path::Path,
-    secrets: &msngate::config::SecretsConfig,
-    handle: &str,
-    jid: &str,
-    password: &str,
-    server: &str,
-) {
-    let key = SecretKey::load(secrets, false).unwrap().unwrap();
-    let handle: UserHandle = handle.parse().unwrap();
-    let link = BackendLink {
-        backend: "xmpp".into(),
-        account: jid.into(),
-        sealed_secret: key.seal(handle.as_str(), password.as_bytes()),
-        options: vec![("server".into(), server.into())],
-    };
-    Database::open(db).unwrap().link(&handle, &link).unwrap();
-}
-
 async fn msn_alice(server: &TestServer) -> Client {
     server.login("alice@hotmail.com", "msn-pw").await
-}
-
-/// SYN and the first CHG, without assuming what else arrives meanwhile (presence, rings).
-async fn come_online(c: &mut Client) {
-    let t = c.cmd("SYN", "0").await;
-    loop {
-        let l = c.recv().await;
-        let last_list = l.get(0) == "LST"
-            && l.get(1) == t.to_string()
-            && l.get(2) == "RL"
-            && l.get(4) == l.get(5);
-        let unchanged = l.get(0) == "SYN" && l.get(1) == t.to_string() && l.get(2) == "0";
-        if last_list || unchanged {
-            break;
-        }
-    }
-    let t = c.cmd("CHG", "NLN").await;
-    c.wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(5))
-        .await;
 }
 
 /// Opens a switchboard and calls Bob, an XMPP contact: he joins at once.
@@ -221,7 +177,7 @@ async fn chat_both_ways_with_typing_and_non_ascii_text() {
     } = setup_with("alice-pw").await;
     bob.send_presence(None, None).await;
     let mut alice = msn_alice(&server).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     // Bob shows up once the bridge is online for Alice (at her first CHG).
     alice
         .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
@@ -279,7 +235,7 @@ async fn an_incoming_message_rings_the_msn_client() {
         mut bob,
     } = setup_with("alice-pw").await;
     let mut alice = msn_alice(&server).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     bob.send_chat(
         &format!("alice@{}", prosody_domain()),
         "Are you there?",
@@ -322,7 +278,7 @@ async fn subscription_request_appears_on_the_rl_and_is_approved_or_blocked() {
         mut bob,
     } = setup_with("alice-pw").await;
     let mut alice = msn_alice(&server).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     let mut carol = xmpp(&prosody, "carol").await;
     let alice_jid = format!("alice@{}", prosody_domain());
     carol.subscribe(&alice_jid).await;
@@ -408,7 +364,7 @@ async fn messages_sent_while_offline_arrive_at_the_next_logon() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut alice = msn_alice(&server).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     let rng = alice
         .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
         .await;
@@ -456,7 +412,7 @@ async fn prosody_restart_mid_conversation_loses_nothing_and_flashes_nothing() {
     } = setup_with("alice-pw").await;
     let alice_jid = format!("alice@{}", prosody_domain());
     let mut alice = msn_alice(&server).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     alice
         .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
         .await;
@@ -536,7 +492,7 @@ async fn an_unreachable_xmpp_server_does_not_block_the_msn_logon() {
     let mut alice = msn_alice(&server).await;
     let t = alice.cmd("SYN", "0").await;
     alice.expect(&format!("SYN {t} *")).await;
-    come_online(&mut alice).await;
+    alice.come_online().await;
     prosody.start_again().await;
     // Once the server is back, the bridge connects by itself and shows the contact.
     let mut bob = xmpp(&prosody, "bob").await;

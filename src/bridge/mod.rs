@@ -4,7 +4,7 @@
 //! presence, and routing their chats.
 //!
 //! The notification server and switchboard reach an account only through here and through
-//! [`Bridged::session`]; what differs between backends is decided by their declared
+//! [`Account::session`]; what differs between backends is decided by their declared
 //! [`Capabilities`], never by their names. A backend whose contacts are MSN users of this
 //! server (`msn_contacts`, the local backend) keeps its lists in the store as the truth and
 //! its contacts' states in the hub. For the others, the user's lists live in the store as a
@@ -43,7 +43,7 @@ const CONTACT_LIST_WAIT: Duration = Duration::from_secs(5);
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A logged-in user's backend session, whatever the backend.
-pub struct Bridged {
+pub struct Account {
     pub handle: UserHandle,
     pub session: Box<dyn Session>,
     /// The backend's name, for logs.
@@ -57,15 +57,15 @@ pub struct Bridged {
     groups: Mutex<HashSet<UserHandle>>,
 }
 
-impl std::fmt::Debug for Bridged {
+impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bridged")
+        f.debug_struct("Account")
             .field("handle", &self.handle)
             .finish_non_exhaustive()
     }
 }
 
-impl Bridged {
+impl Account {
     /// A contact's state if it is visible (not offline).
     pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
         self.presence
@@ -197,7 +197,7 @@ fn contact_entry(contact: &Contact) -> Option<(UserHandle, FriendlyName, Vec<Lis
 
 /// What a logon produced.
 pub struct Connected {
-    pub bridged: Arc<Bridged>,
+    pub account: Arc<Account>,
     /// The backend's events; `None` for a backend that sends none (`msn_contacts`).
     pub events: Option<mpsc::Receiver<BackendEvent>>,
     pub early: Vec<BackendEvent>,
@@ -230,7 +230,7 @@ pub async fn connect(
             options: Vec::new(),
         },
     };
-    let account = credentials.account.clone();
+    let linked_account = credentials.account.clone();
     let capabilities = backend.capabilities();
     let (sender, mut events) = mpsc::channel(if capabilities.msn_contacts {
         1
@@ -241,15 +241,15 @@ pub async fn connect(
     let session = match backend.login(credentials, sender).await {
         Ok(s) => s,
         Err(BackendError::BadCredentials) => {
-            warn!(%handle, backend = name, %account, "the backend refused the linked account's credentials");
+            warn!(%handle, backend = name, account = %linked_account, "the backend refused the linked account's credentials");
             return Err(ErrorCode::AuthenticationFailed);
         }
         Err(e) => {
-            warn!(%handle, backend = name, %account, error = %e, "cannot log the account into its backend");
+            warn!(%handle, backend = name, account = %linked_account, error = %e, "cannot log the account into its backend");
             return Err(error_code(&e));
         }
     };
-    let bridged = Arc::new(Bridged {
+    let account = Arc::new(Account {
         handle: handle.clone(),
         session,
         backend: name,
@@ -260,12 +260,12 @@ pub async fn connect(
     });
     if capabilities.msn_contacts {
         return Ok(Connected {
-            bridged,
+            account,
             events: None,
             early: Vec::new(),
         });
     }
-    info!(%handle, backend = name, %account, "linked account logged in");
+    info!(%handle, backend = name, account = %linked_account, "linked account logged in");
     // Give the backend a moment to deliver the contact list so the first SYN shows it.
     let mut early = Vec::new();
     let waited = tokio::time::timeout(CONTACT_LIST_WAIT, async {
@@ -283,7 +283,7 @@ pub async fn connect(
     })
     .await;
     if let Ok(Some(contacts)) = waited {
-        contacts.iter().for_each(|c| bridged.note_kind(c));
+        contacts.iter().for_each(|c| account.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
         let owner = handle.clone();
         services
@@ -292,7 +292,7 @@ pub async fn connect(
             .await?;
     }
     Ok(Connected {
-        bridged,
+        account,
         events: Some(events),
         early,
     })
@@ -329,14 +329,14 @@ fn linked_credentials(
 /// Starts applying a login's backend events to the user's client, if its backend sends any.
 pub fn start_events(services: &Arc<Services>, peer: Peer, connected: Connected) {
     let Connected {
-        bridged,
+        account,
         events,
         early,
     } = connected;
     if let Some(events) = events {
         services
             .tracker
-            .spawn(pump(services.clone(), bridged, peer, events, early));
+            .spawn(pump(services.clone(), account, peer, events, early));
     }
 }
 
@@ -344,7 +344,7 @@ pub fn start_events(services: &Arc<Services>, peer: Peer, connected: Connected) 
 /// and the user's switchboard sessions.
 async fn pump(
     services: Arc<Services>,
-    bridged: Arc<Bridged>,
+    account: Arc<Account>,
     peer: Peer,
     mut events: mpsc::Receiver<BackendEvent>,
     early: Vec<BackendEvent>,
@@ -365,26 +365,26 @@ async fn pump(
                 _ = tick.tick(), if !waiting.is_empty() => None,
             },
         };
-        let status = services.hub.peer_status(&bridged.handle, peer.id());
+        let status = services.hub.peer_status(&account.handle, peer.id());
         let online = status.is_some_and(|s| s != Status::Offline);
         if online && !waiting.is_empty() {
             for held in std::mem::take(&mut waiting) {
-                apply(&services, &bridged, &peer, held).await;
+                apply(&services, &account, &peer, held).await;
             }
         }
         match event {
             Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
                 if waiting.len() >= EVENT_QUEUE {
-                    warn!(handle = %bridged.handle, "too many messages waiting for the client to come online; dropping the oldest");
+                    warn!(handle = %account.handle, "too many messages waiting for the client to come online; dropping the oldest");
                     waiting.remove(0);
                 }
                 waiting.push(e);
             }
-            Some(e) => apply(&services, &bridged, &peer, e).await,
+            Some(e) => apply(&services, &account, &peer, e).await,
             None => {}
         }
         if status.is_none() && !waiting.is_empty() {
-            warn!(handle = %bridged.handle, count = waiting.len(), "logged out before coming online; messages not shown");
+            warn!(handle = %account.handle, count = waiting.len(), "logged out before coming online; messages not shown");
             waiting.clear();
         }
     }
@@ -412,15 +412,15 @@ fn notify_changes(peer: &Peer, changes: Vec<MirrorChange>) {
     }
 }
 
-async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, event: BackendEvent) {
-    let owner = bridged.handle.clone();
+async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, event: BackendEvent) {
+    let owner = account.handle.clone();
     match event {
         BackendEvent::Connection(ConnectionState::BadCredentials) => {
             warn!(handle = %owner, "the backend now refuses the linked account's password");
         }
         BackendEvent::Connection(state) => info!(handle = %owner, ?state, "backend connection"),
         BackendEvent::ContactList(contacts) => {
-            contacts.iter().for_each(|c| bridged.note_kind(c));
+            contacts.iter().for_each(|c| account.note_kind(c));
             let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
             match services
                 .store
@@ -432,7 +432,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             }
         }
         BackendEvent::ContactChanged(contact) => {
-            bridged.note_kind(&contact);
+            account.note_kind(&contact);
             let Some((handle, name, lists)) = contact_entry(&contact) else {
                 return;
             };
@@ -487,7 +487,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
                 return;
             };
             let status = from_presence(state);
-            let lookup = (bridged.handle.clone(), contact.clone());
+            let lookup = (account.handle.clone(), contact.clone());
             let stored_name = services
                 .store
                 .call(move |db| db.entry(&lookup.0, ListKind::Forward, &lookup.1))
@@ -500,7 +500,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
                 .or(stored_name.clone())
                 .unwrap_or_else(|| FriendlyName::from_handle(&contact));
             let changed = {
-                let mut presence = bridged.presence.lock().unwrap_or_else(|e| e.into_inner());
+                let mut presence = account.presence.lock().unwrap_or_else(|e| e.into_inner());
                 let before = presence.get(&contact).map(|(s, _)| *s);
                 if status.is_visible() {
                     presence.insert(contact.clone(), (status, display.clone()));
@@ -512,7 +512,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             // Only contacts on the FL are shown, and only to a client past its first CHG.
             let ready = services
                 .hub
-                .peer_status(&bridged.handle, peer.id())
+                .peer_status(&account.handle, peer.id())
                 .is_some_and(|s| s != Status::Offline);
             if changed && ready && stored_name.is_some() {
                 let line = if status.is_visible() {
@@ -535,14 +535,14 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
             ..
         } => {
             let payload = mime::text(&text);
-            deliver(services, bridged, peer, chat, &from, &name, payload).await;
+            deliver(services, account, peer, chat, &from, &name, payload).await;
         }
         BackendEvent::Typing { chat, from } => {
             // Typing alone never opens a conversation window.
             if let (Some(session), Some((handle, name))) =
-                (bridged.chat_session(&chat), handle_and_name(&from, &from))
+                (account.chat_session(&chat), handle_and_name(&from, &from))
             {
-                let name = bridged
+                let name = account
                     .contact_state(&handle)
                     .map(|(_, n)| n)
                     .unwrap_or(name);
@@ -553,13 +553,13 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
         }
         BackendEvent::Joined { chat, handle, name } => {
             let (Some(session), Some((handle, name))) =
-                (bridged.chat_session(&chat), handle_and_name(&handle, &name))
+                (account.chat_session(&chat), handle_and_name(&handle, &name))
             else {
                 return;
             };
             let member = Member::Remote(Remote {
                 chat,
-                bridge: bridged.clone(),
+                bridge: account.clone(),
             });
             // Someone already shown (a repeated presence) is no error worth reporting.
             let _ = session
@@ -572,7 +572,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
         }
         BackendEvent::Left { chat, handle } => {
             if let (Some(session), Ok(handle)) =
-                (bridged.chat_session(&chat), handle.parse::<UserHandle>())
+                (account.chat_session(&chat), handle.parse::<UserHandle>())
             {
                 session.remote_left(handle).await;
             }
@@ -585,7 +585,7 @@ async fn apply(services: &Arc<Services>, bridged: &Arc<Bridged>, peer: &Peer, ev
 /// the client answers.
 async fn deliver(
     services: &Arc<Services>,
-    bridged: &Arc<Bridged>,
+    account: &Arc<Account>,
     peer: &Peer,
     chat: ChatId,
     from: &str,
@@ -596,7 +596,7 @@ async fn deliver(
         return;
     };
     let name = FriendlyName::new(name).unwrap_or(fallback);
-    if let Some(session) = bridged.chat_session(&chat) {
+    if let Some(session) = account.chat_session(&chat) {
         if session
             .remote_message(handle.clone(), name.clone(), payload.clone())
             .await
@@ -609,16 +609,16 @@ async fn deliver(
         name: name.clone(),
         member: Member::Remote(Remote {
             chat,
-            bridge: bridged.clone(),
+            bridge: account.clone(),
         }),
     };
     let session = SessionHandle::start_incoming(services, remote, payload);
     let grant = CookieGrant::Invite {
-        handle: bridged.handle.clone(),
+        handle: account.handle.clone(),
         session_id: session.id(),
     };
     let Some(cookie) = services.hub.cookies.issue(grant) else {
-        warn!(handle = %bridged.handle, "too many outstanding cookies; a message waits in its session unrung");
+        warn!(handle = %account.handle, "too many outstanding cookies; a message waits in its session unrung");
         return;
     };
     peer.send_command(&ServerCommand::Rng {
@@ -645,13 +645,13 @@ async fn backend_action(
 /// serial to answer with.
 async fn mirror_after(
     services: &Services,
-    bridged: &Bridged,
+    account: &Account,
     contact: &UserHandle,
     name: FriendlyName,
     lists: Vec<ListKind>,
     list: ListKind,
 ) -> Result<u32, ErrorCode> {
-    let (owner, target) = (bridged.handle.clone(), contact.clone());
+    let (owner, target) = (account.handle.clone(), contact.clone());
     let changes = services
         .store
         .call(move |db| db.mirror_contact(&owner, &target, &name, &lists))
@@ -660,7 +660,7 @@ async fn mirror_after(
         Some(c) => Ok(c.serial),
         // The backend's own report of the change got there first.
         None => {
-            let owner = bridged.handle.clone();
+            let owner = account.handle.clone();
             Ok(services
                 .store
                 .call(move |db| db.account(&owner))
@@ -683,20 +683,20 @@ async fn current_serial(services: &Services, owner: &UserHandle) -> Result<u32, 
 /// A contact's state as the user may see it, if visible.
 pub async fn visible_contact(
     services: &Services,
-    bridged: &Bridged,
+    account: &Account,
     contact: &UserHandle,
 ) -> Result<Option<(Status, FriendlyName)>, ErrorCode> {
-    if bridged.capabilities.msn_contacts {
-        crate::local::contact_state(services, &bridged.handle, contact).await
+    if account.capabilities.msn_contacts {
+        crate::local::contact_state(services, &account.handle, contact).await
     } else {
-        Ok(bridged.contact_state(contact))
+        Ok(account.contact_state(contact))
     }
 }
 
 /// `ADD`: the backend first, then (for a mirrored list) the mirror, then the reply.
 pub async fn add(
     services: &Services,
-    bridged: &Bridged,
+    account: &Account,
     trid: TrId,
     list: ListKind,
     contact: UserHandle,
@@ -704,16 +704,16 @@ pub async fn add(
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
     let action = || {
-        bridged
+        account
             .session
             .add_contact(to_list(list), contact.as_str(), name.as_str())
     };
-    let serial = if bridged.capabilities.msn_contacts {
+    let serial = if account.capabilities.msn_contacts {
         // The backend's lists are the store: it checked and made the change.
         backend_action(action()).await?;
-        current_serial(services, &bridged.handle).await?
+        current_serial(services, &account.handle).await?
     } else {
-        let owner = bridged.handle.clone();
+        let owner = account.handle.clone();
         let target = contact.clone();
         let current: Vec<ListKind> = services
             .store
@@ -731,7 +731,7 @@ pub async fn add(
         if list == ListKind::Block {
             lists.retain(|l| *l != ListKind::Allow);
         }
-        mirror_after(services, bridged, &contact, name.clone(), lists, list).await?
+        mirror_after(services, account, &contact, name.clone(), lists, list).await?
     };
     out.push(ServerCommand::Add {
         trid,
@@ -741,7 +741,7 @@ pub async fn add(
         name,
     });
     if list == ListKind::Forward {
-        if let Some((status, contact_name)) = visible_contact(services, bridged, &contact).await? {
+        if let Some((status, contact_name)) = visible_contact(services, account, &contact).await? {
             out.push(ServerCommand::Iln {
                 trid,
                 status,
@@ -756,22 +756,22 @@ pub async fn add(
 /// `REM`: the backend first, then (for a mirrored list) the mirror, then the reply.
 pub async fn remove(
     services: &Services,
-    bridged: &Bridged,
+    account: &Account,
     trid: TrId,
     list: ListKind,
     contact: UserHandle,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
     let action = || {
-        bridged
+        account
             .session
             .remove_contact(to_list(list), contact.as_str())
     };
-    let serial = if bridged.capabilities.msn_contacts {
+    let serial = if account.capabilities.msn_contacts {
         backend_action(action()).await?;
-        current_serial(services, &bridged.handle).await?
+        current_serial(services, &account.handle).await?
     } else {
-        let (owner, target) = (bridged.handle.clone(), contact.clone());
+        let (owner, target) = (account.handle.clone(), contact.clone());
         let (current, name) = services
             .store
             .call(move |db| {
@@ -788,7 +788,7 @@ pub async fn remove(
         backend_action(action()).await?;
         let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
         let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
-        mirror_after(services, bridged, &contact, name, lists, list).await?
+        mirror_after(services, account, &contact, name, lists, list).await?
     };
     out.push(ServerCommand::Rem {
         trid,
@@ -802,20 +802,20 @@ pub async fn remove(
 /// The ILN burst of a user's first CHG: every FL contact the user may see online.
 pub async fn initial_states(
     services: &Services,
-    bridged: &Bridged,
+    account: &Account,
     trid: TrId,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    if bridged.capabilities.msn_contacts {
-        return crate::local::presence::initial_states(services, &bridged.handle, trid, out).await;
+    if account.capabilities.msn_contacts {
+        return crate::local::presence::initial_states(services, &account.handle, trid, out).await;
     }
-    let owner = bridged.handle.clone();
+    let owner = account.handle.clone();
     let (_, forward) = services
         .store
         .call(move |db| db.list(&owner, ListKind::Forward))
         .await?;
     let known: HashSet<UserHandle> = forward.into_iter().map(|e| e.handle).collect();
-    let presence = bridged
+    let presence = account
         .presence
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
 
-use crate::bridge::Bridged;
+use crate::bridge::Account;
 use crate::connection::Peer;
 use crate::protocol::{FriendlyName, ServerCommand, Status, UserHandle};
 use crate::switchboard::SessionHandle;
@@ -27,7 +27,7 @@ pub struct OnlineUser {
     pub status: Status,
     pub name: FriendlyName,
     /// The account's backend session (local, or the network its account is linked to).
-    pub backend: Arc<Bridged>,
+    pub backend: Arc<Account>,
 }
 
 /// The shared in-memory state of the server.
@@ -52,7 +52,7 @@ impl Hub {
         handle: UserHandle,
         peer: Peer,
         name: FriendlyName,
-        backend: Arc<Bridged>,
+        backend: Arc<Account>,
     ) -> Option<OnlineUser> {
         let user = OnlineUser {
             peer,
@@ -64,7 +64,7 @@ impl Hub {
     }
 
     /// The backend session of a logged-in user.
-    pub fn backend(&self, handle: &UserHandle) -> Option<Arc<Bridged>> {
+    pub fn backend(&self, handle: &UserHandle) -> Option<Arc<Account>> {
         self.users.get(handle).map(|u| u.backend.clone())
     }
 

@@ -289,13 +289,12 @@ impl NotificationSession {
                 return Flow::Continue;
             }
         };
-        let bridged = connected.bridged.clone();
         let hub = &self.services.hub;
         let previous = hub.log_in(
             handle.clone(),
             self.peer.clone(),
             account.name.clone(),
-            bridged,
+            connected.account.clone(),
         );
         if let Some(previous) = previous {
             info!(%handle, "logged in elsewhere; closing the older connection");

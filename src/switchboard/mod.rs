@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::bridge::Bridged;
+use crate::bridge::Account;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
 use crate::protocol::{
@@ -294,7 +294,7 @@ impl SwitchboardConnection {
     /// carry 1:1 chats, so inviting a second one is refused rather than silently dropped.
     async fn call_remote(
         &self,
-        bridge: Arc<Bridged>,
+        bridge: Arc<Account>,
         session: &SessionHandle,
         trid: TrId,
         callee: UserHandle,

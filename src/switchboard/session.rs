@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::bridge::{mime, Bridged};
+use crate::bridge::{mime, Account};
 use crate::connection::Peer;
 use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, UserHandle};
 use crate::server::Services;
@@ -34,7 +34,7 @@ const BACKEND_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Remote {
     pub chat: ChatId,
-    pub bridge: Arc<Bridged>,
+    pub bridge: Arc<Account>,
 }
 
 /// How a participant is reached.
@@ -89,7 +89,7 @@ enum Request {
         handle: UserHandle,
     },
     AttachRoom {
-        bridge: Arc<Bridged>,
+        bridge: Arc<Account>,
         chat: ChatId,
     },
     RemoteMessage {
@@ -190,7 +190,7 @@ impl SessionHandle {
 
     /// Attaches a group chat: its occupants join as they are reported, and it is left when the
     /// session ends.
-    pub async fn attach_room(&self, bridge: Arc<Bridged>, chat: ChatId) -> Result<(), ErrorCode> {
+    pub async fn attach_room(&self, bridge: Arc<Account>, chat: ChatId) -> Result<(), ErrorCode> {
         self.requests
             .send(Request::AttachRoom { bridge, chat })
             .await
@@ -273,7 +273,7 @@ struct Session {
     /// For a session nobody local has joined yet: when to give up on the ring.
     unanswered_until: Option<Instant>,
     /// Group chats this session opened; their occupants are the remote participants.
-    rooms: Vec<(Arc<Bridged>, ChatId)>,
+    rooms: Vec<(Arc<Account>, ChatId)>,
     services: Arc<Services>,
 }
 

@@ -96,6 +96,36 @@ impl TestServer {
     }
 }
 
+/// The secrets key of test servers that link accounts (`config.secrets.key`).
+pub const SECRETS_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+/// Links an account to a backend account in the database, its secret sealed with
+/// [`SECRETS_KEY`], as `msngate user link` does.
+pub fn link_account(
+    db: &Path,
+    handle: &str,
+    backend: &str,
+    account: &str,
+    secret: &str,
+    options: Vec<(String, String)>,
+) {
+    let secrets = msngate::config::SecretsConfig {
+        key: Some(SECRETS_KEY.into()),
+        ..Default::default()
+    };
+    let key = msngate::secrets::SecretKey::load(&secrets, false)
+        .unwrap()
+        .unwrap();
+    let handle: UserHandle = handle.parse().unwrap();
+    let link = msngate::store::BackendLink {
+        backend: backend.into(),
+        account: account.into(),
+        sealed_secret: key.seal(handle.as_str(), secret.as_bytes()),
+        options,
+    };
+    Database::open(db).unwrap().link(&handle, &link).unwrap();
+}
+
 pub fn create_accounts(db: &Path, accounts: &[(&str, &str, &str)]) {
     let mut database = Database::open(db).unwrap();
     for (handle, password, name) in accounts {
@@ -390,6 +420,31 @@ impl Client {
             }
         }
         self.chg(state).await
+    }
+
+    /// SYN then CHG NLN, like [`Client::go_online`] but without assuming what else arrives
+    /// meanwhile (a bridged account's contacts change, ring and show presence as they please).
+    /// Returns the FL handles of the SYN.
+    pub async fn come_online(&mut self) -> Vec<String> {
+        let t = self.cmd("SYN", "0").await;
+        let mut forward = Vec::new();
+        loop {
+            let l = self.recv().await;
+            let ours = l.get(1) == t.to_string();
+            if ours && l.get(0) == "LST" && l.get(2) == "FL" && l.get(4) != "0" {
+                forward.push(l.get(6).to_string());
+            }
+            let last_list = ours && l.get(0) == "LST" && l.get(2) == "RL" && l.get(4) == l.get(5);
+            let unchanged = ours && l.get(0) == "SYN" && l.get(2) == "0";
+            if last_list || unchanged {
+                break;
+            }
+        }
+        let t = self.cmd("CHG", "NLN").await;
+        // The reply waits for the backend to take the state.
+        self.wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(30))
+            .await;
+        forward
     }
 
     /// CHG to a state; returns the ILN lines of the first CHG (empty afterwards).

@@ -5,6 +5,11 @@
 //! A network plugs in by implementing [`Network`] (start its server, make two accounts that
 //! are contacts of each other, give credentials for one and a client for the other); the
 //! [`conformance_suite!`] macro then makes one test per scenario.
+//!
+//! [`msn`] holds the same promises seen from an MSN client, which every backend runs, the
+//! local one included.
+
+pub mod msn;
 
 use std::future::Future;
 use std::time::Duration;
