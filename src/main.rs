@@ -258,7 +258,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
             for (handle, name, link) in open()?.accounts_with_links()? {
                 let backend = match link {
                     Some(l) => format!("{}:{}", l.backend, l.account),
-                    None => "local".into(),
+                    None => msngate::bridge::UNLINKED_BACKEND.into(),
                 };
                 println!("{handle}\t{backend}\t{}", name.as_str());
             }

@@ -204,7 +204,7 @@ pub struct Connected {
 }
 
 /// The backend of accounts with no link.
-pub const UNLINKED_BACKEND: &str = "local";
+pub const UNLINKED_BACKEND: &str = crate::local::NAME;
 
 /// Logs the account `handle` into its backend: the one its stored link names, or the local
 /// backend when there is none.

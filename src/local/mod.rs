@@ -23,6 +23,9 @@ use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, 
 use crate::server::Services;
 use crate::store::{Database, Permission, StoreError};
 
+/// The local backend's name, in logs and `user list`.
+pub const NAME: &str = "local";
+
 /// The backend of accounts that are not linked to another network.
 pub struct LocalBackend {
     services: Weak<Services>,
@@ -40,7 +43,7 @@ impl Backend for LocalBackend {
     type Session = LocalSession;
 
     fn name(&self) -> &'static str {
-        "local"
+        NAME
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -118,23 +121,29 @@ impl LocalSession {
             .map_err(|e| backend_error(&e))?;
         if let Some(serial) = outcome.reverse_serial {
             let me = self.handle.clone();
-            let told = match services.hub.presence(&self.handle) {
-                Some((_, name)) if add.is_some() => ServerCommand::Add {
+            let told = match add {
+                Some(_) => {
+                    services
+                        .hub
+                        .presence(&self.handle)
+                        .map(|(_, name)| ServerCommand::Add {
+                            trid: TrId(0),
+                            list: ListKind::Reverse,
+                            serial,
+                            handle: me,
+                            name,
+                        })
+                }
+                None => Some(ServerCommand::Rem {
                     trid: TrId(0),
                     list: ListKind::Reverse,
                     serial,
                     handle: me,
-                    name,
-                },
-                Some(_) if add.is_none() => ServerCommand::Rem {
-                    trid: TrId(0),
-                    list: ListKind::Reverse,
-                    serial,
-                    handle: me,
-                },
-                _ => return Ok(()),
+                }),
             };
-            services.hub.send(&contact, &told);
+            if let Some(told) = told {
+                services.hub.send(&contact, &told);
+            }
         }
         if let Some((before, after)) = outcome.privacy {
             presence::privacy_changed(&services, &self.handle, &[(contact, before, after)]);
