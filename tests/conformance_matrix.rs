@@ -142,21 +142,15 @@ impl Served for MatrixServed {
 
     async fn start() -> Self {
         let matrix = <Matrix as conformance::Network>::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = TestServer::config(dir.path());
-        config.secrets.key = Some(common::SECRETS_KEY.into());
-        config.storage.backend_data = dir.path().join("backends");
-        let db = config.storage.database.clone();
-        common::create_accounts(&db, &[(ALICE, ALICE_PASSWORD, "Alice")]);
-        common::link_account(
-            &db,
+        let server = TestServer::start_linked(
             ALICE,
+            ALICE_PASSWORD,
             "matrix",
             &matrix.linked.account,
             &matrix.linked.secret,
             matrix.linked.options.clone(),
-        );
-        let server = TestServer::start_with(dir, config, &[]).await;
+        )
+        .await;
         MatrixServed { matrix, server }
     }
 

@@ -108,20 +108,15 @@ impl Served for XmppServed {
 
     async fn start() -> Self {
         let xmpp = <Xmpp as conformance::Network>::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = TestServer::config(dir.path());
-        config.secrets.key = Some(common::SECRETS_KEY.into());
-        let db = config.storage.database.clone();
-        common::create_accounts(&db, &[(ALICE, ALICE_PASSWORD, "Alice")]);
-        common::link_account(
-            &db,
+        let server = TestServer::start_linked(
             ALICE,
+            ALICE_PASSWORD,
             "xmpp",
             &xmpp.prosody.jid("alice"),
             "alice-pw",
             vec![("server".into(), xmpp.prosody.addr())],
-        );
-        let server = TestServer::start_with(dir, config, &[]).await;
+        )
+        .await;
         XmppServed { xmpp, server }
     }
 

@@ -39,20 +39,15 @@ async fn setup_with(xmpp_password: &str) -> Setup {
     prosody.set_roster("bob", &[("alice@localhost", "both")]);
     let bob = xmpp(&prosody, "bob").await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = TestServer::config(dir.path());
-    config.secrets.key = Some(common::SECRETS_KEY.into());
-    let db = config.storage.database.clone();
-    common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
-    common::link_account(
-        &db,
+    let server = TestServer::start_linked(
         "alice@hotmail.com",
+        "msn-pw",
         "xmpp",
         &prosody.jid("alice"),
         xmpp_password,
         vec![("server".into(), prosody.addr())],
-    );
-    let server = TestServer::start_with(dir, config, &[]).await;
+    )
+    .await;
     Setup {
         prosody,
         server,

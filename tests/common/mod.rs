@@ -58,6 +58,26 @@ impl TestServer {
         }
     }
 
+    /// Starts a server whose one account, `handle` with MSN password `password`, is linked to
+    /// `account` on `backend` (see [`link_account`]).
+    pub async fn start_linked(
+        handle: &str,
+        password: &str,
+        backend: &str,
+        account: &str,
+        secret: &str,
+        options: Vec<(String, String)>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Self::config(dir.path());
+        config.secrets.key = Some(SECRETS_KEY.into());
+        config.storage.backend_data = dir.path().join("backends");
+        let db = config.storage.database.clone();
+        create_accounts(&db, &[(handle, password, "Alice")]);
+        link_account(&db, handle, backend, account, secret, options);
+        Self::start_with(dir, config, &[]).await
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("server running")
     }
