@@ -369,3 +369,160 @@ async fn offline_messages_arrive_once_at_the_next_logon() {
         again.ok().flatten().map(|l| l.text())
     );
 }
+
+/// Reads lines until one matches `pattern`, for up to [`WAIT`], keeping every line read
+/// (the match too) in `seen`.
+async fn wait_noting(client: &mut Client, pattern: &str, seen: &mut Vec<String>) -> Line {
+    wait_noting_any(client, &[pattern], seen).await
+}
+
+/// Like [`wait_noting`], for a line matching any of `patterns`.
+async fn wait_noting_any(client: &mut Client, patterns: &[&str], seen: &mut Vec<String>) -> Line {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.recv_within(remaining).await {
+            Ok(Some(line)) => {
+                seen.push(line.text());
+                if patterns.iter().any(|p| common::matches(&line, p)) {
+                    return line;
+                }
+            }
+            Ok(None) => panic!("closed while waiting for {patterns:?}; saw {seen:#?}"),
+            Err(()) => panic!("no {patterns:?} within {WAIT:?}; saw {seen:#?}"),
+        }
+    }
+}
+
+/// The handles on the FL, as `LST FL` shows them now.
+async fn forward_list(client: &mut Client, seen: &mut Vec<String>) -> Vec<String> {
+    let t = client.cmd("LST", "FL").await;
+    let mut handles = Vec::new();
+    loop {
+        let l = client.recv().await;
+        seen.push(l.text());
+        if l.get(0) != "LST" || l.get(1) != t.to_string() {
+            continue;
+        }
+        // `LST t FL serial index total handle name`, or `LST t FL serial 0 0` when empty.
+        if l.get(4) == "0" {
+            return handles;
+        }
+        handles.push(l.get(6).to_string());
+        if l.get(4) == l.get(5) {
+            return handles;
+        }
+    }
+}
+
+/// Bob invites Alice to a direct chat and Alice accepts it from MSN by adding him to her FL
+/// (then the AL, as msncd's ADD does): Bob stays her contact without flapping (no REM of him,
+/// the room never listed on its own), he shows online, and his messages arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_direct_chat_invite_with_add_fl() {
+    let s = Setup::new().await;
+    s.linked();
+    let server = s.server().await;
+    let (mut alice, _) = come_online(&server).await;
+    let mut seen = Vec::new();
+    // Bob is online when Alice accepts: she must see that, although he does not change.
+    let bob = s.matrix("bob").await;
+    bob.set_presence(MatrixPresence::Online, None).await;
+    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
+    wait_noting(&mut alice, &format!("ADD 0 RL * {BOB} *"), &mut seen).await;
+
+    let t = alice.cmd("ADD", &format!("FL {BOB} Bob")).await;
+    wait_noting(&mut alice, &format!("ADD {t} FL * {BOB} *"), &mut seen).await;
+    // Bob may be on the AL already (the backend reports the accepted chat's person on FL,
+    // AL and RL), then the client is told so.
+    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
+    let answer = loop {
+        let l = alice.recv().await;
+        seen.push(l.text());
+        if l.get(1) == t.to_string() {
+            break l;
+        }
+    };
+    assert!(
+        common::matches(&answer, &format!("ADD {t} AL * {BOB} *"))
+            || common::matches(&answer, &format!("215 {t}")),
+        "ADD AL answered {}",
+        answer.text()
+    );
+    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
+        .await;
+
+    // He is shown online, perhaps already among the lines so far.
+    let online = format!("NLN NLN {BOB} ");
+    if !seen.iter().any(|l| l.starts_with(&online)) {
+        wait_noting(&mut alice, &format!("{online}*"), &mut seen).await;
+    }
+
+    bob.send_text(&dm, "Hallo Alice, schön dass du da bist")
+        .await;
+    let rng = wait_noting(&mut alice, &format!("RNG * * CKI * {BOB} *"), &mut seen).await;
+    let (mut sb, _) = Client::answer(&rng, ALICE).await;
+    let msg = sb.wait_for_within(&format!("MSG {BOB} * *"), WAIT).await;
+    assert_eq!(
+        msg.payload_text().split("\r\n\r\n").nth(1),
+        Some("Hallo Alice, schön dass du da bist")
+    );
+
+    // Whatever m.direct and the syncs bring later changes nothing either.
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_secs(3)).await {
+        seen.push(line.text());
+    }
+    let forward = forward_list(&mut alice, &mut seen).await;
+    assert_eq!(forward, vec![BOB.to_string()], "the FL; saw {seen:#?}");
+    let flaps: Vec<&String> = seen
+        .iter()
+        .filter(|l| {
+            l.contains("+room.")
+                || (l.starts_with("REM ") && l.split(' ').nth(4) == Some(BOB))
+                || (l.starts_with("FLN ") && l.ends_with(BOB))
+        })
+        .collect();
+    assert!(
+        flaps.is_empty(),
+        "the contact flapped: {flaps:#?} in {seen:#?}"
+    );
+}
+
+/// Bob's direct chat leaves Alice's list and comes back without her MSN client doing anything
+/// (her other Matrix device leaves it; Bob invites her again and that device joins): Bob,
+/// online all along, is shown online again once he is back on her FL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_back_on_the_list_is_shown_online_again() {
+    let s = Setup::new().await;
+    let alice_id = s.synapse.user_id("alice");
+    let bob = s.matrix("bob").await;
+    bob.set_presence(MatrixPresence::Online, None).await;
+    // Syncing offline, so that this device doesn't make Alice look online to Bob.
+    let alice_matrix = MatrixClient::login_offline(&s.synapse.url(), &alice_id, "alice-pw").await;
+    let dm = bob.create_dm(&alice_id).await;
+    alice_matrix.join(&dm).await;
+    bob.wait_member_joined(&dm, &alice_id).await;
+    s.linked();
+    let server = s.server().await;
+
+    let mut alice = server.login(ALICE, "msn-pw").await;
+    let mut seen = Vec::new();
+    let t = alice.cmd("SYN", "0").await;
+    wait_noting(&mut alice, &format!("LST {t} FL * 1 1 {BOB} *"), &mut seen).await;
+    let t = alice.cmd("CHG", "NLN").await;
+    wait_noting(&mut alice, &format!("CHG {t} NLN"), &mut seen).await;
+    let online = [format!("ILN {t} NLN {BOB} *"), format!("NLN NLN {BOB} *")];
+    wait_noting_any(&mut alice, &[&online[0], &online[1]], &mut seen).await;
+
+    alice_matrix.room(&dm).await.leave().await.expect("leave");
+    wait_noting(&mut alice, &format!("REM 0 FL * {BOB}"), &mut seen).await;
+    bob.room(&dm)
+        .await
+        .invite_user_by_id(&matrix_sdk::ruma::UserId::parse(&alice_id).unwrap())
+        .await
+        .expect("invite again");
+    wait_noting(&mut alice, &format!("ADD 0 RL * {BOB} *"), &mut seen).await;
+    alice_matrix.join(&dm).await;
+    wait_noting(&mut alice, &format!("ADD 0 FL * {BOB} *"), &mut seen).await;
+    wait_noting(&mut alice, &format!("NLN NLN {BOB} *"), &mut seen).await;
+}

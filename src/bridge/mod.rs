@@ -390,25 +390,46 @@ async fn pump(
     }
 }
 
-fn notify_changes(peer: &Peer, changes: Vec<MirrorChange>) {
+/// Whether the user's client is past its first CHG (and so is shown contacts' states).
+fn client_ready(services: &Services, account: &Account, peer: &Peer) -> bool {
+    services
+        .hub
+        .peer_status(&account.handle, peer.id())
+        .is_some_and(|s| s != Status::Offline)
+}
+
+/// Sends the store's changes to the client as `ADD 0`/`REM 0`. A contact that comes onto the
+/// FL in a state already known is shown in it at once (as `ILN` follows the user's own
+/// `ADD FL`): the backend reported that state while the contact was not on the FL, or before
+/// it was removed and added again, and does not report it again.
+fn notify_changes(services: &Services, account: &Account, peer: &Peer, changes: Vec<MirrorChange>) {
+    let ready = client_ready(services, account, peer);
     for c in changes {
-        let command = if c.added {
-            ServerCommand::Add {
+        if !c.added {
+            peer.send_command(&ServerCommand::Rem {
                 trid: TrId(0),
                 list: c.list,
                 serial: c.serial,
                 handle: c.handle,
-                name: c.name,
-            }
-        } else {
-            ServerCommand::Rem {
-                trid: TrId(0),
-                list: c.list,
-                serial: c.serial,
+            });
+            continue;
+        }
+        let shown = c.list == ListKind::Forward && ready;
+        let state = shown.then(|| account.contact_state(&c.handle)).flatten();
+        peer.send_command(&ServerCommand::Add {
+            trid: TrId(0),
+            list: c.list,
+            serial: c.serial,
+            handle: c.handle.clone(),
+            name: c.name,
+        });
+        if let Some((status, name)) = state {
+            peer.send_command(&ServerCommand::Nln {
+                status,
                 handle: c.handle,
-            }
-        };
-        peer.send_command(&command);
+                name,
+            });
+        }
     }
 }
 
@@ -427,7 +448,7 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
                 .call(move |db| db.mirror_all(&owner, &entries))
                 .await
             {
-                Ok(changes) => notify_changes(peer, changes),
+                Ok(changes) => notify_changes(services, account, peer, changes),
                 Err(e) => warn!(error = %e, "cannot store the backend's contact list"),
             }
         }
@@ -441,7 +462,7 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
                 .call(move |db| db.mirror_contact(&owner, &handle, &name, &lists))
                 .await
             {
-                Ok(changes) => notify_changes(peer, changes),
+                Ok(changes) => notify_changes(services, account, peer, changes),
                 Err(e) => warn!(error = %e, "cannot store a contact change"),
             }
         }
@@ -455,7 +476,7 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
                 .call(move |db| db.mirror_contact(&owner, &handle, &name, &[]))
                 .await
             {
-                Ok(changes) => notify_changes(peer, changes),
+                Ok(changes) => notify_changes(services, account, peer, changes),
                 Err(e) => warn!(error = %e, "cannot store a contact removal"),
             }
         }
@@ -474,7 +495,7 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
                 })
                 .await;
             match result {
-                Ok(changes) => notify_changes(peer, changes),
+                Ok(changes) => notify_changes(services, account, peer, changes),
                 Err(e) => warn!(error = %e, "cannot store a subscription request"),
             }
         }
@@ -510,10 +531,7 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
                 before != Some(status).filter(|s| s.is_visible())
             };
             // Only contacts on the FL are shown, and only to a client past its first CHG.
-            let ready = services
-                .hub
-                .peer_status(&account.handle, peer.id())
-                .is_some_and(|s| s != Status::Offline);
+            let ready = client_ready(services, account, peer);
             if changed && ready && stored_name.is_some() {
                 let line = if status.is_visible() {
                     ServerCommand::Nln {
@@ -641,20 +659,32 @@ async fn backend_action(
     }
 }
 
-/// Stores a contact's lists after the backend accepted a change to `list`, returning the
-/// serial to answer with.
+/// Stores a contact's lists after the backend accepted adding it to (`added`) or removing
+/// it from `list`, returning the serial to answer with. The other lists are read again
+/// here, not before the backend action: the backend may have reported changes meanwhile
+/// (accepting an invite with FL puts the inviter on the AL too), which must not be undone.
 async fn mirror_after(
     services: &Services,
     account: &Account,
     contact: &UserHandle,
     name: FriendlyName,
-    lists: Vec<ListKind>,
     list: ListKind,
+    added: bool,
 ) -> Result<u32, ErrorCode> {
     let (owner, target) = (account.handle.clone(), contact.clone());
     let changes = services
         .store
-        .call(move |db| db.mirror_contact(&owner, &target, &name, &lists))
+        .call(move |db| {
+            let mut lists = db.lists_of(&owner, &target)?;
+            lists.retain(|l| *l != list);
+            if added {
+                lists.push(list);
+                if list == ListKind::Block {
+                    lists.retain(|l| *l != ListKind::Allow);
+                }
+            }
+            db.mirror_contact(&owner, &target, &name, &lists)
+        })
         .await?;
     match changes.iter().find(|c| c.list == list) {
         Some(c) => Ok(c.serial),
@@ -726,12 +756,7 @@ pub async fn add(
             return Err(ErrorCode::AlreadyInOppositeList);
         }
         backend_action(action()).await?;
-        let mut lists = current;
-        lists.push(list);
-        if list == ListKind::Block {
-            lists.retain(|l| *l != ListKind::Allow);
-        }
-        mirror_after(services, account, &contact, name.clone(), lists, list).await?
+        mirror_after(services, account, &contact, name.clone(), list, true).await?
     };
     out.push(ServerCommand::Add {
         trid,
@@ -786,9 +811,8 @@ pub async fn remove(
             return Err(ErrorCode::NotOnList);
         }
         backend_action(action()).await?;
-        let lists: Vec<ListKind> = current.into_iter().filter(|l| *l != list).collect();
         let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
-        mirror_after(services, account, &contact, name, lists, list).await?
+        mirror_after(services, account, &contact, name, list, false).await?
     };
     out.push(ServerCommand::Rem {
         trid,

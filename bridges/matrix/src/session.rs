@@ -15,6 +15,7 @@ use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::presence::{get_presence, set_presence};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::direct::DirectEventContent;
 use matrix_sdk::ruma::events::ignored_user_list::IgnoredUserListEventContent;
 use matrix_sdk::ruma::events::presence::PresenceEvent;
 use matrix_sdk::ruma::events::room::member::MembershipState;
@@ -114,7 +115,12 @@ struct State {
     invites: HashMap<String, HashSet<OwnedRoomId>>,
     /// Rooms whose invite was already reported.
     invited_rooms: HashSet<OwnedRoomId>,
-    /// Presence last shown per contact handle.
+    /// Direct chat invites the user accepted (being joined, or joined) whose `m.direct`
+    /// entry the store doesn't have yet: room -> inviter. Until it has, these rooms count as
+    /// direct chats with the inviter (see [`Shared::direct_users`]).
+    accepted_direct: HashMap<OwnedRoomId, OwnedUserId>,
+    /// Presence last shown per contact handle, and the last presence of other users (not
+    /// shown, remembered for when they become contacts).
     presence: HashMap<String, PresenceState>,
     /// Whether the homeserver has sent any presence at all this session.
     presence_seen: bool,
@@ -135,6 +141,9 @@ pub struct Shared {
     events: EventSender,
     fallback: PresenceState,
     state: Mutex<State>,
+    /// Held while the contact list is computed, compared and reported, so that two tasks
+    /// (the sync loop and a user's action) never report an older list after a newer one.
+    reporting: tokio::sync::Mutex<()>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -180,6 +189,7 @@ impl Shared {
             events,
             fallback,
             state: Mutex::new(State::default()),
+            reporting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -192,16 +202,82 @@ impl Shared {
         own.map(|s| ruma_presence(to_matrix(s).0))
     }
 
+    /// The people a room is a direct chat with: its `m.direct` targets as the store has
+    /// them, or, until the store has that, the inviter of a direct chat invite the user
+    /// accepted. Empty for a group room.
+    fn direct_users(&self, room: &Room) -> Vec<OwnedUserId> {
+        let targets: Vec<OwnedUserId> = room
+            .direct_targets()
+            .into_iter()
+            .filter_map(|t| t.as_user_id().map(|u| u.to_owned()))
+            .filter(|u| *u != self.own)
+            .collect();
+        if !targets.is_empty() {
+            return targets;
+        }
+        lock(&self.state)
+            .accepted_direct
+            .get(room.room_id())
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+
+    /// The joined direct chats with `user`, accepted invites not yet in `m.direct` included.
+    fn joined_direct_chats(&self, user: &UserId) -> Vec<Room> {
+        let mut rooms: Vec<Room> = self
+            .client
+            .get_dm_rooms(user)
+            .filter(|r| r.state() == RoomState::Joined)
+            .collect();
+        let accepted: Vec<OwnedRoomId> = lock(&self.state)
+            .accepted_direct
+            .iter()
+            .filter(|(_, inviter)| *inviter == user)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room_id in accepted {
+            if rooms.iter().any(|r| r.room_id() == room_id) {
+                continue;
+            }
+            if let Some(room) = self
+                .client
+                .get_room(&room_id)
+                .filter(|r| r.state() == RoomState::Joined)
+            {
+                rooms.push(room);
+            }
+        }
+        rooms
+    }
+
+    /// Forgets accepted direct chat invites the store now knows as direct chats (or that
+    /// are no longer joined or being joined).
+    fn forget_settled_direct_invites(&self) {
+        let rooms: Vec<OwnedRoomId> = lock(&self.state).accepted_direct.keys().cloned().collect();
+        let settled: Vec<OwnedRoomId> = rooms
+            .into_iter()
+            .filter(|room_id| {
+                self.client.get_room(room_id).is_none_or(|r| {
+                    !matches!(r.state(), RoomState::Invited | RoomState::Joined)
+                        || r.direct_targets()
+                            .iter()
+                            .any(|t| t.as_user_id() != Some(&self.own))
+                })
+            })
+            .collect();
+        let mut state = lock(&self.state);
+        for room_id in settled {
+            state.accepted_direct.remove(&room_id);
+        }
+    }
+
     /// The contact list as the store knows it now.
     async fn current_contacts(&self) -> BTreeMap<String, Contact> {
+        self.forget_settled_direct_invites();
         let mut contacts = BTreeMap::new();
         for room in self.client.joined_rooms() {
-            let targets: Vec<OwnedUserId> = room
-                .direct_targets()
-                .into_iter()
-                .filter_map(|t| t.as_user_id().map(|u| u.to_owned()))
-                .filter(|u| *u != self.own)
-                .collect();
+            let targets = self.direct_users(&room);
             if !targets.is_empty() {
                 for user in targets {
                     let Some(handle) = handle_for_user(user.as_str()) else {
@@ -333,6 +409,7 @@ impl Shared {
 
     /// Reports the whole contact list and every contact's presence.
     async fn report_contact_list(&self) {
+        let _reporting = self.reporting.lock().await;
         self.check_invites().await;
         let contacts = self.current_contacts().await;
         lock(&self.state).contacts = contacts.clone();
@@ -348,6 +425,7 @@ impl Shared {
 
     /// Reports what changed in the contact list since it was last reported.
     async fn report_contact_changes(&self) {
+        let _reporting = self.reporting.lock().await;
         self.check_invites().await;
         let contacts = self.current_contacts().await;
         let old = std::mem::replace(&mut lock(&self.state).contacts, contacts.clone());
@@ -355,7 +433,11 @@ impl Shared {
             if old.get(handle) != Some(contact) {
                 self.emit(BackendEvent::ContactChanged(contact.clone()))
                     .await;
-                if !old.contains_key(handle) {
+                // Also an inviter (on the RL only) who becomes a contact.
+                let was_forward = old
+                    .get(handle)
+                    .is_some_and(|c| c.lists.contains(&List::Forward));
+                if !was_forward {
                     self.report_initial_presence(contact).await;
                 }
             }
@@ -372,7 +454,8 @@ impl Shared {
     }
 
     /// A new contact's presence: rooms are always online; people as the homeserver says,
-    /// or the fallback state when it has no presence.
+    /// or the fallback state when it has no presence. Reported even when it is the state
+    /// remembered from before they were a contact: it was not shown then.
     async fn report_initial_presence(&self, contact: &Contact) {
         let state = match contact.kind {
             ContactKind::Group => PresenceState::Online,
@@ -385,7 +468,15 @@ impl Shared {
                 }
             }
         };
-        self.show_presence(&contact.handle, state, None).await;
+        lock(&self.state)
+            .presence
+            .insert(contact.handle.clone(), state);
+        self.emit(BackendEvent::Presence {
+            handle: contact.handle.clone(),
+            state,
+            name: None,
+        })
+        .await;
     }
 
     async fn fetch_presence(&self, handle: &str) -> PresenceState {
@@ -631,7 +722,7 @@ impl Shared {
         };
         let name = self.member_name(room, sender).await;
         let chat = ChatId(room.room_id().to_string());
-        let is_direct = !room.direct_targets().is_empty();
+        let is_direct = !self.direct_users(room).is_empty();
         if !is_direct {
             let first = {
                 let mut state = lock(&self.state);
@@ -752,9 +843,34 @@ impl Shared {
             .get(handle)
             .map(|r| r.iter().cloned().collect())
             .unwrap_or_default();
+        let inviter = user_for_handle(handle).and_then(|u| OwnedUserId::try_from(u).ok());
         for room_id in &rooms {
-            if let Some(room) = self.client.get_room(room_id) {
-                room.join().await.map_err(other)?;
+            let Some(room) = self.client.get_room(room_id) else {
+                continue;
+            };
+            // A direct chat invite is a direct chat with the inviter from the moment it is
+            // joined, but the store learns that from `m.direct` only at a later sync: until
+            // then the contact list would show the room as a group and drop the inviter.
+            let direct = match &inviter {
+                Some(user)
+                    if room.state() == RoomState::Invited
+                        && room.is_direct().await.unwrap_or(false) =>
+                {
+                    Some(user.clone())
+                }
+                _ => None,
+            };
+            if let Some(user) = &direct {
+                lock(&self.state)
+                    .accepted_direct
+                    .insert(room_id.clone(), user.clone());
+            }
+            if let Err(e) = room.join().await {
+                lock(&self.state).accepted_direct.remove(room_id);
+                return Err(other(e));
+            }
+            if let Some(user) = &direct {
+                self.ensure_direct(room_id, user).await;
             }
         }
         if !rooms.is_empty() {
@@ -762,6 +878,33 @@ impl Shared {
             self.report_contact_changes().await;
         }
         Ok(!rooms.is_empty())
+    }
+
+    /// Makes sure the account's `m.direct` lists `room` as a direct chat with `user`.
+    /// matrix-sdk adds it when it joins a direct chat invite, but not when a sync showed the
+    /// room joined before the join request returned.
+    async fn ensure_direct(&self, room: &RoomId, user: &OwnedUserId) {
+        let account = self.client.account();
+        let listed = match account
+            .fetch_account_data_static::<DirectEventContent>()
+            .await
+        {
+            Ok(Some(raw)) => raw.deserialize().is_ok_and(|content| {
+                content.iter().any(|(target, rooms)| {
+                    target.as_user_id() == Some(user) && rooms.iter().any(|r| r == room)
+                })
+            }),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading m.direct failed");
+                return;
+            }
+        };
+        if !listed {
+            if let Err(e) = account.mark_as_dm(room, std::slice::from_ref(user)).await {
+                tracing::info!(%room, error = %e, "marking a joined direct chat in m.direct failed");
+            }
+        }
     }
 
     pub async fn add_contact(&self, list: List, handle: &str) -> Result<(), BackendError> {
@@ -802,10 +945,7 @@ impl Shared {
                 if self.accept_invites(handle).await? {
                     return Ok(());
                 }
-                let joined = self
-                    .client
-                    .get_dm_rooms(&user)
-                    .any(|r| r.state() == RoomState::Joined);
+                let joined = !self.joined_direct_chats(&user).is_empty();
                 if !joined {
                     self.client.create_dm(&user).await.map_err(other)?;
                 }
@@ -835,11 +975,7 @@ impl Shared {
             }
             List::Forward => {
                 let user = Self::user_of(handle)?;
-                let rooms: Vec<Room> = self
-                    .client
-                    .get_dm_rooms(&user)
-                    .filter(|r| r.state() == RoomState::Joined)
-                    .collect();
+                let rooms = self.joined_direct_chats(&user);
                 if rooms.is_empty() {
                     return Err(BackendError::NotThere);
                 }
@@ -866,10 +1002,7 @@ impl Shared {
         let user = Self::user_of(handle)?;
         // A pending invite from them is the chat they want: accept it rather than make one.
         self.accept_invites(handle).await?;
-        let joined = self
-            .client
-            .get_dm_rooms(&user)
-            .find(|r| r.state() == RoomState::Joined);
+        let joined = self.joined_direct_chats(&user).into_iter().next();
         let room = match joined {
             Some(room) => room,
             None => {
