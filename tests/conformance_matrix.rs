@@ -145,10 +145,9 @@ impl Served for MatrixServed {
         let server = TestServer::start_linked(
             ALICE,
             ALICE_PASSWORD,
-            "matrix",
-            &matrix.linked.account,
-            &matrix.linked.secret,
+            ("matrix", &matrix.linked.account, &matrix.linked.secret),
             matrix.linked.options.clone(),
+            |_| {},
         )
         .await;
         MatrixServed { matrix, server }

@@ -111,10 +111,9 @@ impl Served for XmppServed {
         let server = TestServer::start_linked(
             ALICE,
             ALICE_PASSWORD,
-            "xmpp",
-            &xmpp.prosody.jid("alice"),
-            "alice-pw",
+            ("xmpp", &xmpp.prosody.jid("alice"), "alice-pw"),
             vec![("server".into(), xmpp.prosody.addr())],
+            |_| {},
         )
         .await;
         XmppServed { xmpp, server }

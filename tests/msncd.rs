@@ -1,6 +1,9 @@
 //! The msncd scripting front end, driven with a plain socket client as a shell script would:
-//! a script chats with an MSN 1.0 client on the same server, and, logged in as an
-//! XMPP-mapped account, with an XMPP client on a real Prosody.
+//! a script chats with an MSN 1.0 client on the same server, and, logged in as an account
+//! mapped to XMPP or Matrix, with an XMPP client on a real Prosody or a Matrix client on a real
+//! Synapse.
+
+#![recursion_limit = "256"]
 
 mod common;
 mod support;
@@ -80,21 +83,35 @@ impl Script {
     /// Polls until an event line starting with `prefix` comes; returns the lines from it on
     /// (a MSG's lines follow it).
     async fn poll_for(&mut self, prefix: &str) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.poll_for_within(prefix, WAIT).await.1
+    }
+
+    /// Like [`Script::poll_for`] for up to `limit`, also returning the events before it.
+    async fn poll_for_within(
+        &mut self,
+        prefix: &str,
+        limit: Duration,
+    ) -> (Vec<String>, Vec<String>) {
+        let deadline = tokio::time::Instant::now() + limit;
         let mut seen = Vec::new();
         loop {
             let lines = self.poll().await;
             if let Some(i) = lines.iter().position(|l| l.starts_with(prefix)) {
-                return lines[i..].to_vec();
+                seen.extend_from_slice(&lines[..i]);
+                return (seen, lines[i..].to_vec());
             }
             seen.extend(lines);
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no `{prefix}` event within {WAIT:?}; saw {seen:?}"
+                "no `{prefix}` event within {limit:?}; saw {seen:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn with_msncd(config: &mut msngate::config::Config) {
+    config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
 }
 
 async fn server_with_msncd(
@@ -103,7 +120,7 @@ async fn server_with_msncd(
 ) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = TestServer::config(dir.path());
-    config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
+    with_msncd(&mut config);
     edit(&mut config, dir.path());
     TestServer::start_with(dir, config, accounts).await
 }
@@ -382,21 +399,14 @@ async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
         .unwrap_or_else(|e| panic!("bob could not connect: {e:?}\n{}", prosody.log()));
     bob.send_presence(None, None).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = TestServer::config(dir.path());
-    config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.secrets.key = Some(common::SECRETS_KEY.into());
-    let db = config.storage.database.clone();
-    common::create_accounts(&db, &[("alice@hotmail.com", "msn-pw", "Alice")]);
-    common::link_account(
-        &db,
+    let server = TestServer::start_linked(
         "alice@hotmail.com",
-        "xmpp",
-        &prosody.jid("alice"),
-        "alice-pw",
+        "msn-pw",
+        ("xmpp", &prosody.jid("alice"), "alice-pw"),
         vec![("server".into(), prosody.addr())],
-    );
-    let server = TestServer::start_with(dir, config, &[]).await;
+        with_msncd,
+    )
+    .await;
 
     let mut script = Script::tcp(&server).await;
     script.ok("LOGIN alice@hotmail.com msn-pw").await;
@@ -415,6 +425,71 @@ async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
     bob.send_chat(&prosody.jid("alice"), "hi, script — ça va?", None)
         .await;
     let event = script.poll_for("MSG ").await;
+    assert!(event[0].ends_with(" bob@localhost"), "{event:?}");
+    assert!(
+        event.iter().any(|l| l == "hi, script — ça va?"),
+        "{event:?}"
+    );
+}
+
+/// A script whose account is linked to Matrix accepts a direct chat invitation the way msncd
+/// scripts add anyone (`ADD`: FL, then AL), sees the inviter come online without the contact
+/// flapping off and on its lists, and chats both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_mapped_to_matrix_accepts_an_invitation_and_chats() {
+    use matrix_sdk::ruma::presence::PresenceState;
+    use support::matrix::MatrixClient;
+    use support::synapse::Synapse;
+
+    const LONG: Duration = Duration::from_secs(30);
+    let synapse = Synapse::start().await;
+    synapse.register("alice", "alice-pw").await;
+    synapse.register("bob", "bob-pw").await;
+    let store = tempfile::tempdir().unwrap();
+    let linked = msngate_bridge_matrix::link(
+        &synapse.url(),
+        &synapse.user_id("alice"),
+        "alice-pw",
+        &store.path().join("alice"),
+    )
+    .await
+    .expect("alice's account links");
+    let server = TestServer::start_linked(
+        "alice@hotmail.com",
+        "msn-pw",
+        ("matrix", &linked.account, &linked.secret),
+        linked.options.clone(),
+        with_msncd,
+    )
+    .await;
+
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@hotmail.com msn-pw").await;
+    script.ok("STATUS online").await;
+    let mut bob = MatrixClient::login(&synapse.url(), &synapse.user_id("bob"), "bob-pw").await;
+    bob.set_presence(PresenceState::Online, None).await;
+    let dm = bob.create_dm(&synapse.user_id("alice")).await;
+    script.poll_for_within("UADD bob@localhost", LONG).await;
+
+    script.ok("ADD Bob bob@localhost").await;
+    let (before, _) = script
+        .poll_for_within("STCH bob@localhost online", LONG)
+        .await;
+    let flaps: Vec<_> = before
+        .iter()
+        .filter(|e| e.starts_with("DELFL") || e.starts_with("UDEL") || e.contains("+room"))
+        .collect();
+    assert!(flaps.is_empty(), "the contact flapped: {before:?}");
+    bob.wait_member_joined(&dm, &synapse.user_id("alice")).await;
+
+    script
+        .ok("SENDMSG 1 bob@localhost\nhello from a script ✓")
+        .await;
+    let (_, text) = bob.next_text_from(&synapse.user_id("alice")).await;
+    assert_eq!(text, "hello from a script ✓");
+
+    bob.send_text(&dm, "hi, script — ça va?").await;
+    let (_, event) = script.poll_for_within("MSG ", LONG).await;
     assert!(event[0].ends_with(" bob@localhost"), "{event:?}");
     assert!(
         event.iter().any(|l| l == "hi, script — ça va?"),

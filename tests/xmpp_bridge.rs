@@ -42,10 +42,9 @@ async fn setup_with(xmpp_password: &str) -> Setup {
     let server = TestServer::start_linked(
         "alice@hotmail.com",
         "msn-pw",
-        "xmpp",
-        &prosody.jid("alice"),
-        xmpp_password,
+        ("xmpp", &prosody.jid("alice"), xmpp_password),
         vec![("server".into(), prosody.addr())],
+        |_| {},
     )
     .await;
     Setup {

@@ -59,17 +59,17 @@ impl TestServer {
     }
 
     /// Starts a server whose one account, `handle` with MSN password `password`, is linked to
-    /// `account` on `backend` (see [`link_account`]).
+    /// `account` on `backend` (see [`link_account`]); `configure` may change the config first.
     pub async fn start_linked(
         handle: &str,
         password: &str,
-        backend: &str,
-        account: &str,
-        secret: &str,
+        (backend, account, secret): (&str, &str, &str),
         options: Vec<(String, String)>,
+        configure: impl FnOnce(&mut Config),
     ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Self::config(dir.path());
+        configure(&mut config);
         config.secrets.key = Some(SECRETS_KEY.into());
         config.storage.backend_data = dir.path().join("backends");
         let db = config.storage.database.clone();
