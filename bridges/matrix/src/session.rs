@@ -144,6 +144,10 @@ pub struct Shared {
     /// Held while the contact list is computed, compared and reported, so that two tasks
     /// (the sync loop and a user's action) never report an older list after a newer one.
     reporting: tokio::sync::Mutex<()>,
+    /// Whether a sync has completed since logon. Sending waits for it: only a sync tells the
+    /// encryption layer about the contacts' devices that appeared since the last logon, and a
+    /// message encrypted before would be unreadable on those devices.
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -190,6 +194,7 @@ impl Shared {
             fallback,
             state: Mutex::new(State::default()),
             reporting: tokio::sync::Mutex::new(()),
+            synced: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -1027,9 +1032,16 @@ impl Shared {
     }
 
     async fn send_one(&self, outgoing: &Outgoing) -> Result<(), BackendError> {
+        let deadline = Instant::now() + SEND_RETRY_FOR;
+        let mut synced = self.synced.subscribe();
+        if tokio::time::timeout_at(deadline.into(), synced.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            return Err(BackendError::Disconnected);
+        }
         let room = self.room(&outgoing.room)?;
         let txn_id = TransactionId::new();
-        let deadline = Instant::now() + SEND_RETRY_FOR;
         let mut attempt = 0;
         loop {
             let content = RoomMessageEventContent::text_plain(outgoing.text.clone());
@@ -1085,6 +1097,7 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
                 attempt = 0;
                 if !connected {
                     connected = true;
+                    shared.synced.send_replace(true);
                     shared
                         .emit(BackendEvent::Connection(ConnectionState::Connected))
                         .await;
