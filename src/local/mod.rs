@@ -18,7 +18,6 @@ use msngate_bridge_api::{
     OutgoingMessage, PresenceState,
 };
 
-use crate::connection::Peer;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::server::Services;
 use crate::store::{Database, Permission, StoreError};
@@ -202,27 +201,16 @@ fn own_status(state: PresenceState) -> Status {
 }
 
 /// Whether `caller` may ring `callee` now: online, visible and not blocking the caller. All
-/// refusals look the same (217), so a block can't be told from absence. Gives the callee's
-/// notification connection.
-pub async fn reachable(
+/// refusals look the same (217), so a block can't be told from absence.
+async fn reachable(
     services: &Services,
     caller: &UserHandle,
     callee: &UserHandle,
-) -> Result<Peer, ErrorCode> {
-    let hub = &services.hub;
-    let peer = hub
-        .visible_status(callee)
-        .and_then(|_| hub.peer(callee))
-        .ok_or(ErrorCode::NotOnline)?;
-    let (owner, asker) = (callee.clone(), caller.clone());
-    let permission = services
-        .store
-        .call(move |db| db.permission(&owner, &asker))
-        .await?;
-    if !permission.allows() {
+) -> Result<(), ErrorCode> {
+    if contact_state(services, caller, callee).await?.is_none() {
         return Err(ErrorCode::NotOnline);
     }
-    Ok(peer)
+    Ok(())
 }
 
 /// A contact's state as `me` may see it: visible, and `me` allowed.

@@ -259,12 +259,19 @@ impl SwitchboardConnection {
         }
         session.can_call(callee.clone()).await?;
         let hub = &self.services.hub;
-        // A backend whose contacts are on another network brings them into the session as
-        // remote participants; contacts who are MSN users of this server are rung.
-        if let Some(account) = hub.backend(me).filter(|a| !a.capabilities.msn_contacts) {
+        // Calls go through the caller's backend: one whose contacts are on another network
+        // brings them into the session as remote participants; contacts who are MSN users of
+        // this server are rung into it, once the backend agrees they can be called.
+        let account = hub.backend(me).ok_or(ErrorCode::NotOnline)?;
+        if !account.capabilities.msn_contacts {
             return self.call_remote(account, session, trid, callee, out).await;
         }
-        let peer = crate::local::reachable(&self.services, me, &callee).await?;
+        account
+            .session
+            .open_chat(callee.as_str())
+            .await
+            .map_err(|e| crate::bridge::error_code(&e))?;
+        let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
         let cookie = hub
             .cookies
             .issue(CookieGrant::Invite {
