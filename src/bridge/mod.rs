@@ -700,6 +700,23 @@ async fn mirror_after(
     }
 }
 
+/// After a change of a user's privacy mode (BLP): watchers who are MSN users of this server and
+/// whose view of the user changed see it at once. A backend on another network has its own
+/// privacy rules; MSN's BLP is kept in the store for the client's sake only.
+pub fn privacy_mode_changed(
+    services: &Services,
+    account: &Account,
+    changes: &[(
+        UserHandle,
+        crate::store::Permission,
+        crate::store::Permission,
+    )],
+) {
+    if account.capabilities.msn_contacts {
+        crate::local::presence::privacy_changed(services, &account.handle, changes);
+    }
+}
+
 /// The user's serial, after a change the backend made in the store itself.
 async fn current_serial(services: &Services, owner: &UserHandle) -> Result<u32, ErrorCode> {
     let owner = owner.clone();

@@ -6,8 +6,6 @@ use crate::protocol::{BlpSetting, ErrorCode, ListItem, ListKind, ServerCommand, 
 use crate::server::Services;
 use crate::store::Entry;
 
-use crate::local::presence;
-
 /// `SYN`: nothing but the serial when the client's copy is current, else everything.
 pub async fn synchronize(
     services: &Services,
@@ -101,10 +99,12 @@ pub async fn set_privacy_mode(
         serial,
         setting,
     });
-    let changes: Vec<_> = watchers
-        .into_iter()
-        .map(|(w, p)| (w, p, p.with_blp(setting)))
-        .collect();
-    presence::privacy_changed(services, me, &changes);
+    if let Some(account) = services.hub.backend(me) {
+        let changes: Vec<_> = watchers
+            .into_iter()
+            .map(|(w, p)| (w, p, p.with_blp(setting)))
+            .collect();
+        crate::bridge::privacy_mode_changed(services, &account, &changes);
+    }
     Ok(())
 }
