@@ -1,5 +1,5 @@
-//! Test infrastructure for the XMPP bridge tests: a private Prosody server and an independent
-//! XMPP client to play the other side.
+//! Test infrastructure for the bridge tests: private XMPP servers (Prosody, ejabberd) and a
+//! private Matrix homeserver (Synapse), and independent clients to play the other side.
 //!
 //! ```ignore
 //! mod support;
@@ -11,6 +11,7 @@
 //! let mut alice = XmppClient::connect(&server.jid("alice"), "pw", server.port()).await?;
 //! ```
 
+pub mod ejabberd;
 pub mod matrix;
 pub mod process;
 pub mod prosody;

@@ -1,9 +1,11 @@
-//! Processes for the test servers: spawning them tied to the test process, running short
-//! commands with a time limit, and free ports.
+//! Processes for the test servers: installing them from Debian, spawning them tied to the test
+//! process, running short commands with a time limit, free ports, and cleaning up after test
+//! processes that died.
 
 // Each test binary uses some of these helpers.
 #![allow(dead_code)]
 
+use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -133,6 +135,101 @@ pub async fn stop_gracefully(mut child: Child, timeout: Duration) {
                 let _ = child.wait();
                 return;
             }
+        }
+    }
+}
+
+/// One lock for every apt-get the harnesses run: dpkg takes one install at a time, and test
+/// binaries may start servers in parallel.
+const APT_LOCK: &str = "/tmp/msngate-apt-install.lock";
+/// apt-get update + install; 10-30 s on a fresh machine.
+const APT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Installs the Debian `package` with apt-get unless all of `programs` are on the PATH. Holds
+/// an flock on [`APT_LOCK`] meanwhile and looks again under the lock, so that parallel test
+/// binaries install it once. Panics with apt-get's output if it fails.
+///
+/// Packages of servers start a system-wide instance of their own when installed (on the default
+/// ports, as another user); the test instances need none. Unless the machine already has a
+/// policy, a `policy-rc.d` that denies every service action (Debian's documented way, honoured
+/// by invoke-rc.d and deb-systemd-invoke) is in place for the duration of the install.
+pub async fn apt_install(package: &str, programs: &[&str]) {
+    if programs.iter().all(|p| on_path(p)) {
+        return;
+    }
+    let check = programs
+        .iter()
+        .map(|p| format!("command -v {p} >/dev/null 2>&1"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let script = format!(
+        "{check} && exit 0
+        policy=/usr/sbin/policy-rc.d
+        if [ ! -e $policy ]; then
+            printf '#!/bin/sh\\nexit 101\\n' > $policy && chmod 755 $policy
+            trap 'rm -f $policy' EXIT
+        fi
+        apt-get update && DEBIAN_FRONTEND=noninteractive \\
+            apt-get install -y -o DPkg::Lock::Timeout=300 {package}"
+    );
+    let mut cmd = Command::new("flock");
+    cmd.args([APT_LOCK, "sh", "-c", &script]);
+    let started = Instant::now();
+    let out = run_with_timeout(cmd, APT_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("installing {package}: {e}"));
+    assert!(
+        out.status.success() && programs.iter().all(|p| on_path(p)),
+        "installing {package} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{package} was missing: installed (or waited for another test binary installing it) \
+         in {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// Whether `program` is a file in one of the PATH's directories.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Deletes the instance directories (`$TMPDIR/<prefix>XXXXXX`, each with an `owner` file
+/// holding the test process's pid) of test processes that died without cleaning up (killed
+/// with SIGKILL, say; their servers died with them thanks to PR_SET_PDEATHSIG).
+pub fn remove_abandoned_dirs(prefix: &str) {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_instance = entry.file_name().to_string_lossy().starts_with(prefix)
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_instance {
+            continue;
+        }
+        let owner = fs::read_to_string(path.join("owner"))
+            .ok()
+            .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
+        let abandoned = match owner {
+            // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+            Some(pid) => {
+                (unsafe { libc::kill(pid, 0) }) != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            }
+            // Being created right now, or very old: judge by age.
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600)),
+        };
+        if abandoned {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }

@@ -24,7 +24,10 @@
 
 use std::fs;
 
-use super::process::{free_port, run_with_timeout, spawn_tied_to_process, stop_gracefully};
+use super::process::{
+    apt_install, free_port, remove_abandoned_dirs, run_with_timeout, spawn_tied_to_process,
+    stop_gracefully,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -41,9 +44,6 @@ pub const MUC_DOMAIN: &str = "conference.localhost";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long SIGTERM may take before SIGKILL (Prosody usually needs 1-4 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// apt-get update + install; about 10 s on a fresh machine.
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
-const INSTALL_LOCK: &str = "/tmp/msngate-prosody-install.lock";
 /// Instance directories are `$TMPDIR/msngate-prosody-XXXXXX`.
 const DIR_PREFIX: &str = "msngate-prosody-";
 
@@ -63,7 +63,7 @@ impl Prosody {
     pub async fn start() -> Prosody {
         ensure_installed().await;
         trust_test_certificate();
-        remove_abandoned_dirs();
+        remove_abandoned_dirs(DIR_PREFIX);
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
@@ -409,82 +409,16 @@ pub fn test_certificate() -> (&'static Path, &'static Path) {
     (cert, key)
 }
 
-/// Installs Prosody with apt-get unless `prosody` is on the PATH. Holds an flock on
-/// [`INSTALL_LOCK`] meanwhile, and looks again under the lock, so that parallel test binaries
-/// install it once.
+/// Installs Prosody from Debian unless the machine has it (once per test binary).
 async fn ensure_installed() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        if on_path("prosody") && on_path("prosodyctl") {
-            return;
-        }
-        let script = "command -v prosody >/dev/null 2>&1 || { apt-get update && \
-                      DEBIAN_FRONTEND=noninteractive apt-get install -y prosody; }";
-        let mut cmd = Command::new("flock");
-        cmd.args([INSTALL_LOCK, "sh", "-c", script]);
-        let started = Instant::now();
-        let out = run_with_timeout(cmd, INSTALL_TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("installing Prosody: {e}"));
-        assert!(
-            out.status.success() && on_path("prosody"),
-            "installing Prosody failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "Prosody was missing: installed (or waited for another test binary installing it) \
-             in {:.1?}",
-            started.elapsed()
-        );
-    })
-    .await;
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// Deletes the directories of instances whose test process died without cleaning up (killed
-/// with SIGKILL, say; its servers died with it thanks to PR_SET_PDEATHSIG).
-fn remove_abandoned_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_instance = entry.file_name().to_string_lossy().starts_with(DIR_PREFIX)
-            && entry.file_type().is_ok_and(|t| t.is_dir());
-        if !is_instance {
-            continue;
-        }
-        let owner = fs::read_to_string(path.join("owner"))
-            .ok()
-            .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
-        let abandoned = match owner {
-            // SAFETY: kill(2) with signal 0 only checks whether the process exists.
-            Some(pid) => {
-                (unsafe { libc::kill(pid, 0) }) != 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-            }
-            // Being created right now, or very old: judge by age.
-            None => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600)),
-        };
-        if abandoned {
-            let _ = fs::remove_dir_all(&path);
-        }
-    }
+    DONE.get_or_init(|| apt_install("prosody", &["prosody", "prosodyctl"]))
+        .await;
 }
 
 /// True once the server answers a stream header with features offering STARTTLS: the port is
-/// ours, the virtual host is loaded and TLS is configured.
-fn offers_starttls(port: u16) -> bool {
+/// ours, the virtual host is loaded and TLS is configured. Any XMPP server will do.
+pub fn offers_starttls(port: u16) -> bool {
     let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

@@ -4,19 +4,25 @@
 //! tokio-xmpp's own reconnector retries authentication failures forever and without jitter;
 //! this one treats a refused password as final (reported as `BadCredentials`, never retried)
 //! and spreads reconnection attempts with exponential backoff and random jitter.
+//!
+//! SCRAM channel binding (the `-PLUS` mechanisms) is used only when the server lists the
+//! binding type in its stream features (XEP-0440): see [`usable_binding`]. A connection after
+//! one that never came online does not try to resume the old session: see [`OnlineFlag`].
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msngate_bridge_api::{BackendEvent, ConnectionState, EventSender};
-use sasl::common::Credentials;
+use sasl::common::{ChannelBinding, Credentials};
 use tokio::sync::oneshot;
 use tokio_xmpp::connect::{
     DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector,
 };
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::sasl_cb::Type as ChannelBindingType;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
@@ -105,7 +111,7 @@ async fn login_with<C: ServerConnector>(
     let credentials = Credentials::default()
         .with_username(username)
         .with_password(target.password.clone())
-        .with_channel_binding(binding);
+        .with_channel_binding(usable_binding(binding, &features));
     let stream = match tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials).await
     {
         Ok(s) => s,
@@ -128,26 +134,99 @@ async fn login_with<C: ServerConnector>(
     })
 }
 
+/// The channel binding to authenticate with: the TLS connection's, if the server announced
+/// (XEP-0440) that it supports that type; none otherwise.
+///
+/// With a binding, tokio-xmpp picks `SCRAM-*-PLUS` whenever the server offers it, and over
+/// TLS 1.3 its binding is `tls-exporter`. Servers that offer `-PLUS` without XEP-0440 may know
+/// only `tls-unique` (which TLS 1.3 lacks): ejabberd 23.01 does, and refuses the right password
+/// with `not-authorized` ("Invalid channel binding"), which would read as bad credentials.
+/// Without a binding the client says so (`n`, plain `SCRAM-*`), which every server accepts.
+fn usable_binding(binding: ChannelBinding, features: &StreamFeatures) -> ChannelBinding {
+    let announced = |wanted: ChannelBindingType| {
+        features
+            .sasl_cb
+            .as_ref()
+            .is_some_and(|cb| cb.types.contains(&wanted))
+    };
+    let usable = match &binding {
+        ChannelBinding::TlsExporter(_) => announced(ChannelBindingType::TlsExporter),
+        ChannelBinding::TlsUnique(_) => announced(ChannelBindingType::TlsUnique),
+        ChannelBinding::None | ChannelBinding::Unsupported => true,
+    };
+    if usable {
+        binding
+    } else {
+        ChannelBinding::None
+    }
+}
+
+/// Whether the connection last handed to the stanza stream came online (the session saw it
+/// bound or resumed). Shared by the reconnector and the session task.
+///
+/// tokio-xmpp 6 resumes a lost session (XEP-0198) on the next connection, and when the
+/// server's answer to that is one it can't parse, it drops the connection but keeps the old
+/// session's state, and tries to resume it again on every new connection, forever, as fast as
+/// connections succeed. ejabberd 23.01 refuses a resumption it can't honour (after a restart,
+/// or once its 300 s resumption window has passed) with `<failed/>` without the optional `h`
+/// attribute, which xmpp-parsers 0.23 requires. So a connection that follows one that never
+/// came online offers no stream management to tokio-xmpp: the old state is dropped, a fresh
+/// session is bound, and the one after that enables stream management again.
+#[derive(Clone, Debug)]
+pub struct OnlineFlag(Arc<AtomicBool>);
+
+impl OnlineFlag {
+    /// A flag for a session with no connection yet: the first one may resume nothing anyway.
+    pub fn new() -> Self {
+        OnlineFlag(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// The session saw the current connection come online.
+    pub fn came_online(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Gives `connection` to the stanza stream (see the type's notes).
+    fn hand_over(&self, mut connection: Connection, slot: oneshot::Sender<Connection>) {
+        let previous_came_online = self.0.swap(false, Ordering::SeqCst);
+        if !previous_came_online && connection.features.stream_management.is_some() {
+            tracing::info!(
+                jid = %connection.identity,
+                "the last XMPP connection never came online; binding a new session instead of resuming"
+            );
+            connection.features.stream_management = None;
+        }
+        let _ = slot.send(connection);
+    }
+}
+
+impl Default for OnlineFlag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The reconnector given to the stanza stream: the first call hands over the connection made
 /// at login (if there was one); later calls reconnect in the background.
 pub fn reconnector(
     target: Target,
     first: Option<Connection>,
     events: EventSender,
+    online: OnlineFlag,
 ) -> Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send + 'static> {
     let first = Arc::new(Mutex::new(first));
     Box::new(move |_location, slot| {
         if let Some(connection) = first.lock().ok().and_then(|mut f| f.take()) {
-            let _ = slot.send(connection);
+            online.hand_over(connection, slot);
             return;
         }
-        let (target, events) = (target.clone(), events.clone());
+        let (target, events, online) = (target.clone(), events.clone(), online.clone());
         tokio::spawn(async move {
             let mut attempt = 0;
             loop {
                 match connect_once(&target).await {
                     Ok(connection) => {
-                        let _ = slot.send(connection);
+                        online.hand_over(connection, slot);
                         return;
                     }
                     Err(ConnectError::Auth) => {
@@ -170,4 +249,43 @@ pub fn reconnector(
             }
         });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_xmpp::parsers::sasl_cb::SaslChannelBinding;
+
+    fn features(types: Option<Vec<ChannelBindingType>>) -> StreamFeatures {
+        StreamFeatures {
+            sasl_cb: types.map(|types| SaslChannelBinding { types }),
+            ..StreamFeatures::default()
+        }
+    }
+
+    #[test]
+    fn binding_is_used_only_when_announced() {
+        let exporter = ChannelBinding::TlsExporter(vec![7; 32]);
+        // ejabberd 23.01: -PLUS offered, no XEP-0440, tls-unique only.
+        assert_eq!(
+            usable_binding(exporter.clone(), &features(None)),
+            ChannelBinding::None
+        );
+        assert_eq!(
+            usable_binding(
+                exporter.clone(),
+                &features(Some(vec![ChannelBindingType::TlsUnique]))
+            ),
+            ChannelBinding::None
+        );
+        let announced = features(Some(vec![
+            ChannelBindingType::TlsServerEndPoint,
+            ChannelBindingType::TlsExporter,
+        ]));
+        assert_eq!(usable_binding(exporter.clone(), &announced), exporter);
+        assert_eq!(
+            usable_binding(ChannelBinding::None, &announced),
+            ChannelBinding::None
+        );
+    }
 }

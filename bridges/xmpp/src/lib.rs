@@ -94,9 +94,11 @@ impl Backend for XmppBackend {
                 None
             }
         };
-        let stream = StanzaStream::new(connect::reconnector(target, first, events.clone()), 16);
+        let online = connect::OnlineFlag::new();
+        let reconnector = connect::reconnector(target, first, events.clone(), online.clone());
+        let stream = StanzaStream::new(reconnector, 16);
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(SessionTask::new(jid, stream, inbox, events).run());
+        tokio::spawn(SessionTask::new(jid, stream, inbox, events, online).run());
         Ok(XmppSession { commands })
     }
 }
@@ -131,8 +133,18 @@ impl BackendSession for XmppSession {
         state: PresenceState,
         _name: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let queued = self.commands.try_send(Command::SetPresence(state));
-        async move { queued.map_err(|_| BackendError::Disconnected) }
+        let (done, taken) = oneshot::channel();
+        let queued = self.commands.try_send(Command::SetPresence { state, done });
+        async move {
+            queued.map_err(|_| BackendError::Disconnected)?;
+            // Answered once the server has the presence, so that what the MSN client does
+            // next (and what contacts do on seeing the user online) comes after it: ejabberd
+            // stores a message that arrives while the user has no available presence as an
+            // offline message, and may not deliver one that it stores as the presence comes
+            // in until the next logon. Bounded: the state is kept and sent on reconnection.
+            let _ = tokio::time::timeout(session::PRESENCE_WAIT, taken).await;
+            Ok(())
+        }
     }
 
     fn add_contact(

@@ -29,6 +29,7 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError
 use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
 use tokio_xmpp::Stanza;
 
+use crate::connect::OnlineFlag;
 use crate::handles::{handle_for, occupant_handle};
 use crate::presence::{availability, from_xmpp, to_xmpp};
 
@@ -47,9 +48,17 @@ const SEEN_IDS: usize = 1024;
 /// A typing notification to the same contact is sent at most this often.
 const TYPING_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long a state change may wait for the server to take the presence stanza.
+pub const PRESENCE_WAIT: Duration = Duration::from_secs(5);
+
 /// What the user asks the session to do.
 pub enum Command {
-    SetPresence(PresenceState),
+    /// `done` is answered (or dropped) once the server has the new presence, or when there is
+    /// none to send.
+    SetPresence {
+        state: PresenceState,
+        done: oneshot::Sender<()>,
+    },
     Add {
         list: List,
         jid: BareJid,
@@ -121,6 +130,8 @@ pub struct SessionTask {
     stream: StanzaStream,
     commands: mpsc::Receiver<Command>,
     events: EventSender,
+    /// Told when a connection comes online (see connect.rs).
+    online: OnlineFlag,
     roster: BTreeMap<BareJid, RosterEntry>,
     requests: BTreeSet<BareJid>,
     blocked: BTreeSet<BareJid>,
@@ -149,8 +160,9 @@ pub struct SessionTask {
     going_offline: HashMap<BareJid, Instant>,
     /// The last state shown for contacts in `going_offline`.
     last_visible: HashMap<BareJid, PresenceState>,
-    /// Messages whose stream was lost before the server acknowledged them, to send again
-    /// (with the same id, so receivers that drop repeats by id see them once).
+    /// Messages to send once the stream is up again, after the user's presence: those whose
+    /// stream was lost before the server acknowledged them (sent again with the same id, so
+    /// receivers that drop repeats by id see them once), and those asked for meanwhile.
     resend: Vec<OutgoingChat>,
     lost_tx: mpsc::Sender<OutgoingChat>,
     lost_rx: mpsc::Receiver<OutgoingChat>,
@@ -167,6 +179,7 @@ impl SessionTask {
         stream: StanzaStream,
         commands: mpsc::Receiver<Command>,
         events: EventSender,
+        online: OnlineFlag,
     ) -> Self {
         let (lost_tx, lost_rx) = mpsc::channel(256);
         SessionTask {
@@ -174,6 +187,7 @@ impl SessionTask {
             stream,
             commands,
             events,
+            online,
             roster: BTreeMap::new(),
             requests: BTreeSet::new(),
             blocked: BTreeSet::new(),
@@ -270,7 +284,7 @@ impl SessionTask {
                 Command::Logout { done } => {
                     let _ = done.send(());
                 }
-                Command::SetPresence(_) | Command::Typing { .. } => {}
+                Command::SetPresence { .. } | Command::Typing { .. } => {}
             }
         }
     }
@@ -302,6 +316,7 @@ impl SessionTask {
                 features,
             }) => {
                 tracing::info!(jid = %bound_jid, "XMPP session online");
+                self.online.came_online();
                 self.connected = true;
                 self.stream_management = features.stream_management.is_some();
                 self.offline_at = None;
@@ -354,7 +369,7 @@ impl SessionTask {
                 )
                 .await;
                 self.own_sent = None;
-                self.send_own_presence().await;
+                let _ = self.send_own_presence().await;
                 for lost in std::mem::take(&mut self.resend) {
                     self.send_tracked(lost).await;
                 }
@@ -378,6 +393,7 @@ impl SessionTask {
             }
             Event::Stream(StreamEvent::Resumed) => {
                 tracing::info!(jid = %self.me, "XMPP session resumed");
+                self.online.came_online();
                 self.connected = true;
                 self.offline_at = None;
                 for lost in std::mem::take(&mut self.resend) {
@@ -778,13 +794,14 @@ impl SessionTask {
         }
     }
 
-    async fn send_own_presence(&mut self) {
+    /// Sends the user's state if it changed; the token of the presence stanza, if one was sent.
+    async fn send_own_presence(&mut self) -> Option<tokio_xmpp::stanzastream::StanzaToken> {
         if !self.connected || self.own_sent == Some(self.own) {
-            return;
+            return None;
         }
         let unavailable = matches!(self.own, PresenceState::Offline | PresenceState::Hidden);
         if unavailable && self.own_sent.is_none() {
-            return; // Never announced on this stream: there is nothing to withdraw.
+            return None; // Never announced on this stream: there is nothing to withdraw.
         }
         let presence = match to_xmpp(self.own) {
             Some((show, status)) => {
@@ -799,7 +816,25 @@ impl SessionTask {
             None => Presence::new(PresenceType::Unavailable),
         };
         self.own_sent = Some(self.own);
-        self.send(presence).await;
+        Some(self.send(presence).await)
+    }
+
+    /// Runs `then` once the server has taken the stanza of `token` (acknowledged it, with
+    /// stream management; else once it was written), or it was lost.
+    fn when_taken(
+        &self,
+        mut token: tokio_xmpp::stanzastream::StanzaToken,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let stage = if self.stream_management {
+            StanzaStage::Acked
+        } else {
+            StanzaStage::Sent
+        };
+        tokio::spawn(async move {
+            let _ = token.wait_for(stage).await;
+            then();
+        });
     }
 
     // ---- messages ----
@@ -995,9 +1030,16 @@ impl SessionTask {
                     }
                 }
             }
-            Command::SetPresence(state) => {
+            Command::SetPresence { state, done } => {
                 self.own = state;
-                self.send_own_presence().await;
+                match self.send_own_presence().await {
+                    Some(token) => self.when_taken(token, move || {
+                        let _ = done.send(());
+                    }),
+                    None => {
+                        let _ = done.send(());
+                    }
+                }
             }
             Command::Add {
                 list,
@@ -1007,8 +1049,11 @@ impl SessionTask {
             } => self.add(list, jid, name, reply).await,
             Command::Remove { list, jid, reply } => self.remove(list, jid, reply).await,
             Command::Send { to, text, reply } => {
-                // Sent now if connected, else queued by the stream until it is; the caller
-                // bounds how long it waits for the answer.
+                // Sent now if connected, else kept until the stream is up and the user's
+                // presence has gone out again (the caller bounds how long it waits for the
+                // answer). Never before that presence: the contact's reply to a user with no
+                // available presence would go to offline storage, and ejabberd 23.01 may keep
+                // it there until the next logon if it is stored as that presence comes in.
                 let id = self.new_id();
                 let kind = if self.rooms.contains_key(&to) {
                     MessageType::Groupchat
@@ -1020,12 +1065,16 @@ impl SessionTask {
                     .with_payload(ChatState::Active);
                 let mut message = message;
                 message.id = Some(tokio_xmpp::parsers::message::Id(id));
-                self.send_tracked(OutgoingChat {
+                let chat = OutgoingChat {
                     message,
                     reply,
                     attempt: 0,
-                })
-                .await;
+                };
+                if self.connected {
+                    self.send_tracked(chat).await;
+                } else {
+                    self.resend.push(chat);
+                }
             }
             Command::Typing { to } => {
                 let now = Instant::now();
