@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::process::{
-    apt_install, free_port, remove_abandoned_dirs, spawn_tied_to_process, stop_gracefully,
+    self, apt_install, free_port, remove_abandoned_dirs, spawn_tied_to_process, ServerProcess,
 };
 use super::prosody::{offers_starttls, test_certificate, trust_test_certificate};
 
@@ -192,9 +192,7 @@ impl Ejabberd {
     /// Stops the server with SIGTERM (the VM shuts ejabberd down in order: clients get a
     /// stream error) and waits for it to exit (about 1 s), SIGKILL after 10 s. Data is kept.
     pub async fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_gracefully(child, STOP_TIMEOUT).await;
-        }
+        process::stop(self).await;
     }
 
     /// Kills the server with SIGKILL, as a crash would: clients see their connections drop
@@ -207,22 +205,7 @@ impl Ejabberd {
 
     /// Starts a stopped server again, on the same ports with the same data.
     pub async fn start_again(&mut self) {
-        assert!(self.child.is_none(), "ejabberd is already running");
-        // The old process has exited, but be patient if a port is still held briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.launch().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline && e.contains("eaddrinuse") => {
-                    self.kill();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    self.kill();
-                    panic!("ejabberd did not start again: {e}");
-                }
-            }
-        }
+        process::start_again(self).await;
     }
 
     /// `stop()` then `start_again()`: connected clients are cut off, accounts and offline
@@ -241,7 +224,7 @@ impl Ejabberd {
     }
 
     /// Writes the config, spawns the VM and waits until ejabberd serves XMPP and its API.
-    async fn launch(&mut self) -> Result<(), String> {
+    async fn launch_process(&mut self) -> Result<(), String> {
         fs::write(self.config_path(), self.config()).map_err(|e| e.to_string())?;
         self.log_start = fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0);
         let dir = self.dir.path();
@@ -379,10 +362,7 @@ impl Ejabberd {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        process::kill(self);
     }
 
     fn config(&self) -> String {
@@ -491,4 +471,22 @@ fn ejabberd_libs() -> String {
             .unwrap_or_else(|| "/usr/lib/x86_64-linux-gnu".to_owned())
     })
     .clone()
+}
+
+impl ServerProcess for Ejabberd {
+    const NAME: &'static str = "ejabberd";
+    const STOP_TIMEOUT: Duration = STOP_TIMEOUT;
+    const RESTART_PATIENCE: Duration = Duration::from_secs(5);
+
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+
+    fn launch(&mut self) -> impl std::future::Future<Output = Result<(), String>> {
+        self.launch_process()
+    }
+
+    fn worth_retrying(error: &str) -> bool {
+        error.contains("eaddrinuse")
+    }
 }

@@ -1,6 +1,6 @@
 //! Processes for the test servers: installing them from Debian, spawning them tied to the test
-//! process, running short commands with a time limit, free ports, and cleaning up after test
-//! processes that died.
+//! process, stopping and starting them again, running short commands with a time limit, free
+//! ports, and cleaning up after test processes that died.
 
 // Each test binary uses some of these helpers.
 #![allow(dead_code)]
@@ -134,6 +134,63 @@ pub async fn stop_gracefully(mut child: Child, timeout: Duration) {
                 let _ = child.kill();
                 let _ = child.wait();
                 return;
+            }
+        }
+    }
+}
+
+/// A test server run as a child process that can be stopped and started again on the same
+/// ports and data: Prosody, ejabberd, Synapse. Each implements how to launch; stopping, killing
+/// and starting again are [`stop`], [`kill`] and [`start_again`], the same for all.
+pub trait ServerProcess {
+    /// The server's name, for messages.
+    const NAME: &'static str;
+    /// How long SIGTERM may take before SIGKILL.
+    const STOP_TIMEOUT: Duration;
+    /// How long [`start_again`] keeps retrying a launch whose failure is worth retrying.
+    const RESTART_PATIENCE: Duration;
+
+    /// The running process, if any.
+    fn child(&mut self) -> &mut Option<Child>;
+    /// Writes the config, spawns the server into [`child`](Self::child) and waits until it
+    /// serves.
+    fn launch(&mut self) -> impl std::future::Future<Output = Result<(), String>>;
+    /// Whether a failed launch may succeed if tried again soon (a port still held briefly by
+    /// the process that just exited).
+    fn worth_retrying(error: &str) -> bool;
+}
+
+/// Kills the server at once (SIGKILL) and reaps it.
+pub fn kill<S: ServerProcess>(server: &mut S) {
+    if let Some(mut child) = server.child().take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Stops the server as an administrator would (see [`stop_gracefully`]). Data is kept.
+pub async fn stop<S: ServerProcess>(server: &mut S) {
+    if let Some(child) = server.child().take() {
+        stop_gracefully(child, S::STOP_TIMEOUT).await;
+    }
+}
+
+/// Starts a stopped server again, on the same ports with the same data, retrying for up to
+/// [`ServerProcess::RESTART_PATIENCE`] while its launch fails in a way worth retrying.
+pub async fn start_again<S: ServerProcess>(server: &mut S) {
+    assert!(server.child().is_none(), "{} is already running", S::NAME);
+    let deadline = Instant::now() + S::RESTART_PATIENCE;
+    loop {
+        match server.launch().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline && S::worth_retrying(&e) => {
+                eprintln!("{} did not start again yet: {e}", S::NAME);
+                kill(server);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                kill(server);
+                panic!("{} did not start again: {e}", S::NAME);
             }
         }
     }

@@ -25,8 +25,8 @@
 use std::fs;
 
 use super::process::{
-    apt_install, free_port, remove_abandoned_dirs, run_with_timeout, spawn_tied_to_process,
-    stop_gracefully,
+    self, apt_install, free_port, remove_abandoned_dirs, run_with_timeout, spawn_tied_to_process,
+    ServerProcess,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -171,29 +171,12 @@ impl Prosody {
     /// Stops the server with SIGTERM (as an administrator would: clients get a stream error)
     /// and waits for the process to exit (1-4 s), SIGKILL after 10 s. Data is kept.
     pub async fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_gracefully(child, STOP_TIMEOUT).await;
-        }
+        process::stop(self).await;
     }
 
     /// Starts a stopped server again, on the same port with the same data.
     pub async fn start_again(&mut self) {
-        assert!(self.child.is_none(), "Prosody is already running");
-        // The old process has exited, but be patient if the port is still held briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.launch().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline && e.contains("Failed to open server port") => {
-                    self.kill();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    self.kill();
-                    panic!("Prosody did not start again: {e}");
-                }
-            }
-        }
+        process::start_again(self).await;
     }
 
     /// `stop()` then `start_again()`: connected clients are cut off, accounts and offline
@@ -212,7 +195,7 @@ impl Prosody {
     }
 
     /// Writes the config, spawns Prosody and waits until it serves XMPP on its port.
-    async fn launch(&mut self) -> Result<(), String> {
+    async fn launch_process(&mut self) -> Result<(), String> {
         fs::write(self.config_path(), self.config()).map_err(|e| e.to_string())?;
         self.log_start = fs::metadata(self.log_path()).map(|m| m.len()).unwrap_or(0);
         let stdout = fs::OpenOptions::new()
@@ -281,10 +264,7 @@ impl Prosody {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        process::kill(self);
     }
 
     fn config(&self) -> String {
@@ -447,4 +427,22 @@ pub fn offers_starttls(port: u16) -> bool {
 
 fn lua_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl ServerProcess for Prosody {
+    const NAME: &'static str = "Prosody";
+    const STOP_TIMEOUT: Duration = STOP_TIMEOUT;
+    const RESTART_PATIENCE: Duration = Duration::from_secs(5);
+
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+
+    fn launch(&mut self) -> impl std::future::Future<Output = Result<(), String>> {
+        self.launch_process()
+    }
+
+    fn worth_retrying(error: &str) -> bool {
+        error.contains("Failed to open server port")
+    }
 }

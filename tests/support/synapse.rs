@@ -18,7 +18,7 @@
 
 use std::fs;
 
-use super::process::{free_port, run_with_timeout, spawn_tied_to_process, stop_gracefully};
+use super::process::{self, free_port, run_with_timeout, spawn_tied_to_process, ServerProcess};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -147,29 +147,12 @@ impl Synapse {
 
     /// Stops the server with SIGTERM and waits for it to exit (SIGKILL after 15 s).
     pub async fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_gracefully(child, STOP_TIMEOUT).await;
-        }
+        process::stop(self).await;
     }
 
     /// Starts a stopped server again, on the same port with the same data.
     pub async fn start_again(&mut self) {
-        assert!(self.child.is_none(), "Synapse is already running");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.launch().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("Synapse did not start again yet: {e}");
-                    self.kill();
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Err(e) => {
-                    self.kill();
-                    panic!("Synapse did not start again: {e}");
-                }
-            }
-        }
+        process::start_again(self).await;
     }
 
     /// `stop()` then `start_again()`: clients are cut off, data survives, same port.
@@ -182,7 +165,7 @@ impl Synapse {
         self.dir.path().join("homeserver.yaml")
     }
 
-    async fn launch(&mut self) -> Result<(), String> {
+    async fn launch_process(&mut self) -> Result<(), String> {
         let dir = self.dir.path();
         fs::write(self.config_path(), self.config()).map_err(|e| e.to_string())?;
         fs::write(dir.join("log.yaml"), self.log_config()).map_err(|e| e.to_string())?;
@@ -234,10 +217,7 @@ impl Synapse {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        process::kill(self);
     }
 
     fn log_config(&self) -> String {
@@ -422,4 +402,23 @@ fn healthy(port: u16) -> bool {
     let mut response = Vec::new();
     let _ = sock.read_to_end(&mut response);
     response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200")
+}
+
+impl ServerProcess for Synapse {
+    const NAME: &'static str = "Synapse";
+    const STOP_TIMEOUT: Duration = STOP_TIMEOUT;
+    const RESTART_PATIENCE: Duration = Duration::from_secs(10);
+
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+
+    fn launch(&mut self) -> impl std::future::Future<Output = Result<(), String>> {
+        self.launch_process()
+    }
+
+    /// Synapse says little about why a start failed early: any failure may pass.
+    fn worth_retrying(_error: &str) -> bool {
+        true
+    }
 }
