@@ -31,7 +31,7 @@ use crate::connection::{Peer, Replies};
 use crate::hub::CookieGrant;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::server::Services;
-use crate::store::{BackendLink, MirrorChange};
+use crate::store::{BackendLink, Database, MirrorChange, StoreError};
 use crate::switchboard::{Member, Participant, Remote, SessionHandle};
 use registry::Session;
 
@@ -433,6 +433,20 @@ fn notify_changes(services: &Services, account: &Account, peer: &Peer, changes: 
     }
 }
 
+/// Applies a change to the user's mirror in the store and shows the client what it changed.
+async fn mirror(
+    services: &Services,
+    account: &Account,
+    peer: &Peer,
+    what: &str,
+    change: impl FnOnce(&mut Database) -> Result<Vec<MirrorChange>, StoreError> + Send + 'static,
+) {
+    match services.store.call(change).await {
+        Ok(changes) => notify_changes(services, account, peer, changes),
+        Err(e) => warn!(error = %e, "cannot store {what}"),
+    }
+}
+
 async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, event: BackendEvent) {
     let owner = account.handle.clone();
     match event {
@@ -443,61 +457,53 @@ async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, ev
         BackendEvent::ContactList(contacts) => {
             contacts.iter().for_each(|c| account.note_kind(c));
             let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
-            match services
-                .store
-                .call(move |db| db.mirror_all(&owner, &entries))
-                .await
-            {
-                Ok(changes) => notify_changes(services, account, peer, changes),
-                Err(e) => warn!(error = %e, "cannot store the backend's contact list"),
-            }
+            mirror(
+                services,
+                account,
+                peer,
+                "the backend's contact list",
+                move |db| db.mirror_all(&owner, &entries),
+            )
+            .await;
         }
         BackendEvent::ContactChanged(contact) => {
             account.note_kind(&contact);
             let Some((handle, name, lists)) = contact_entry(&contact) else {
                 return;
             };
-            match services
-                .store
-                .call(move |db| db.mirror_contact(&owner, &handle, &name, &lists))
-                .await
-            {
-                Ok(changes) => notify_changes(services, account, peer, changes),
-                Err(e) => warn!(error = %e, "cannot store a contact change"),
-            }
+            mirror(services, account, peer, "a contact change", move |db| {
+                db.mirror_contact(&owner, &handle, &name, &lists)
+            })
+            .await;
         }
         BackendEvent::ContactRemoved { handle } => {
             let Ok(handle) = handle.parse::<UserHandle>() else {
                 return;
             };
             let name = FriendlyName::from_handle(&handle);
-            match services
-                .store
-                .call(move |db| db.mirror_contact(&owner, &handle, &name, &[]))
-                .await
-            {
-                Ok(changes) => notify_changes(services, account, peer, changes),
-                Err(e) => warn!(error = %e, "cannot store a contact removal"),
-            }
+            mirror(services, account, peer, "a contact removal", move |db| {
+                db.mirror_contact(&owner, &handle, &name, &[])
+            })
+            .await;
         }
         BackendEvent::AddedBy { handle, name } => {
             let Some((handle, name)) = handle_and_name(&handle, &name) else {
                 return;
             };
-            let result = services
-                .store
-                .call(move |db| {
+            mirror(
+                services,
+                account,
+                peer,
+                "a subscription request",
+                move |db| {
                     let mut lists = db.lists_of(&owner, &handle)?;
                     if !lists.contains(&ListKind::Reverse) {
                         lists.push(ListKind::Reverse);
                     }
                     db.mirror_contact(&owner, &handle, &name, &lists)
-                })
-                .await;
-            match result {
-                Ok(changes) => notify_changes(services, account, peer, changes),
-                Err(e) => warn!(error = %e, "cannot store a subscription request"),
-            }
+                },
+            )
+            .await;
         }
         BackendEvent::Presence {
             handle,
