@@ -678,7 +678,7 @@ async fn mirror_after(
     added: bool,
 ) -> Result<u32, ErrorCode> {
     let (owner, target) = (account.handle.clone(), contact.clone());
-    let changes = services
+    Ok(services
         .store
         .call(move |db| {
             let mut lists = db.lists_of(&owner, &target)?;
@@ -689,21 +689,14 @@ async fn mirror_after(
                     lists.retain(|l| *l != ListKind::Allow);
                 }
             }
-            db.mirror_contact(&owner, &target, &name, &lists)
+            let changes = db.mirror_contact(&owner, &target, &name, &lists)?;
+            match changes.iter().find(|c| c.list == list) {
+                Some(c) => Ok(c.serial),
+                // The backend's own report of the change got there first.
+                None => Ok(db.account(&owner)?.serial),
+            }
         })
-        .await?;
-    match changes.iter().find(|c| c.list == list) {
-        Some(c) => Ok(c.serial),
-        // The backend's own report of the change got there first.
-        None => {
-            let owner = account.handle.clone();
-            Ok(services
-                .store
-                .call(move |db| db.account(&owner))
-                .await?
-                .serial)
-        }
-    }
+        .await?)
 }
 
 /// After a change of a user's privacy mode (BLP): watchers who are MSN users of this server and
@@ -723,27 +716,25 @@ pub fn privacy_mode_changed(
     }
 }
 
-/// The user's serial, after a change the backend made in the store itself.
-async fn current_serial(services: &Services, owner: &UserHandle) -> Result<u32, ErrorCode> {
-    let owner = owner.clone();
+/// After a change the backend made in the store itself (`msn_contacts`): the user's serial
+/// and, for a `contact` given, whether it lets the user see it, read in one store call.
+async fn after_own_change(
+    services: &Services,
+    owner: &UserHandle,
+    contact: Option<&UserHandle>,
+) -> Result<(u32, bool), ErrorCode> {
+    let (owner, contact) = (owner.clone(), contact.cloned());
     Ok(services
         .store
-        .call(move |db| db.account(&owner))
-        .await?
-        .serial)
-}
-
-/// A contact's state as the user may see it, if visible.
-pub async fn visible_contact(
-    services: &Services,
-    account: &Account,
-    contact: &UserHandle,
-) -> Result<Option<(Status, FriendlyName)>, ErrorCode> {
-    if account.capabilities.msn_contacts {
-        crate::local::contact_state(services, &account.handle, contact).await
-    } else {
-        Ok(account.contact_state(contact))
-    }
+        .call(move |db| {
+            let serial = db.account(&owner)?.serial;
+            let allowed = match contact {
+                Some(contact) => db.permission(&contact, &owner)?.allows(),
+                None => false,
+            };
+            Ok((serial, allowed))
+        })
+        .await?)
 }
 
 /// `ADD`: the backend first, then (for a mirrored list) the mirror, then the reply.
@@ -761,10 +752,15 @@ pub async fn add(
             .session
             .add_contact(to_list(list), contact.as_str(), name.as_str())
     };
-    let serial = if account.capabilities.msn_contacts {
+    let forward = list == ListKind::Forward;
+    // With the serial, the contact's state the ILN after an FL addition shows, if any.
+    let (serial, state) = if account.capabilities.msn_contacts {
         // The backend's lists are the store: it checked and made the change.
         backend_action(action()).await?;
-        current_serial(services, &account.handle).await?
+        let asked = forward.then_some(&contact);
+        let (serial, allowed) = after_own_change(services, &account.handle, asked).await?;
+        let state = services.hub.visible_status(&contact).filter(|_| allowed);
+        (serial, state)
     } else {
         let owner = account.handle.clone();
         let target = contact.clone();
@@ -779,7 +775,8 @@ pub async fn add(
             return Err(ErrorCode::AlreadyInOppositeList);
         }
         backend_action(action()).await?;
-        mirror_after(services, account, &contact, name.clone(), list, true).await?
+        let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
+        (serial, account.contact_state(&contact).filter(|_| forward))
     };
     out.push(ServerCommand::Add {
         trid,
@@ -788,15 +785,13 @@ pub async fn add(
         handle: contact.clone(),
         name,
     });
-    if list == ListKind::Forward {
-        if let Some((status, contact_name)) = visible_contact(services, account, &contact).await? {
-            out.push(ServerCommand::Iln {
-                trid,
-                status,
-                handle: contact,
-                name: contact_name,
-            });
-        }
+    if let Some((status, contact_name)) = state {
+        out.push(ServerCommand::Iln {
+            trid,
+            status,
+            handle: contact,
+            name: contact_name,
+        });
     }
     Ok(())
 }
@@ -817,7 +812,7 @@ pub async fn remove(
     };
     let serial = if account.capabilities.msn_contacts {
         backend_action(action()).await?;
-        current_serial(services, &account.handle).await?
+        after_own_change(services, &account.handle, None).await?.0
     } else {
         let (owner, target) = (account.handle.clone(), contact.clone());
         let (current, name) = services

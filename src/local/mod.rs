@@ -214,7 +214,7 @@ async fn reachable(
 }
 
 /// A contact's state as `me` may see it: visible, and `me` allowed.
-pub async fn contact_state(
+async fn contact_state(
     services: &Services,
     me: &UserHandle,
     contact: &UserHandle,
