@@ -31,6 +31,19 @@ pub enum PresenceState {
     Offline,
 }
 
+impl PresenceState {
+    /// The states in which contacts see someone (all but Hidden and Offline).
+    pub const VISIBLE: [PresenceState; 7] = [
+        PresenceState::Online,
+        PresenceState::Busy,
+        PresenceState::Idle,
+        PresenceState::BeRightBack,
+        PresenceState::Away,
+        PresenceState::OnThePhone,
+        PresenceState::OutToLunch,
+    ];
+}
+
 /// One of a user's four MSN lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum List {

@@ -77,16 +77,10 @@ mod tests {
 
     #[test]
     fn every_visible_state_round_trips() {
-        for state in [
-            PresenceState::Online,
-            PresenceState::Busy,
-            PresenceState::Idle,
-            PresenceState::BeRightBack,
-            PresenceState::Away,
-            PresenceState::OnThePhone,
-            PresenceState::OutToLunch,
-            PresenceState::Offline,
-        ] {
+        for state in PresenceState::VISIBLE
+            .into_iter()
+            .chain([PresenceState::Offline])
+        {
             let (presence, msg) = to_matrix(state);
             assert_eq!(from_matrix(presence, msg), state, "{state:?}");
         }
