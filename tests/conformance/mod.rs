@@ -69,6 +69,17 @@ impl<S: BackendSession> LoggedIn<S> {
         LoggedIn { session, events }
     }
 
+    /// Logged in and online, like an MSN client after its first CHG: backends may hold
+    /// messages for users who are not online.
+    pub async fn online<N: Network<Backend = B>, B: Backend<Session = S>>(network: &N) -> Self {
+        let user = Self::login(network).await;
+        user.session
+            .set_presence(PresenceState::Online, "Alice")
+            .await
+            .expect("presence is set");
+        user
+    }
+
     /// The first event `pick` accepts, skipping others.
     pub async fn next<T>(
         &mut self,
@@ -133,13 +144,8 @@ pub async fn wrong_secret_is_refused<N: Network>(network: N) {
 /// user's own messages are not echoed back as incoming ones.
 pub async fn chat_both_ways<N: Network>(mut network: N) {
     let mut peer = network.peer().await;
-    let mut user = LoggedIn::login(&network).await;
+    let mut user = LoggedIn::online(&network).await;
     let contact = network.contact_handle();
-    // Like an MSN client's first CHG: backends may hold messages for users who are not online.
-    user.session
-        .set_presence(PresenceState::Online, "Alice")
-        .await
-        .expect("presence is set");
     let chat: ChatId = user
         .session
         .open_chat(&contact)
@@ -178,12 +184,8 @@ pub async fn chat_both_ways<N: Network>(mut network: N) {
 /// the network as what the backend maps Busy to.
 pub async fn presence_both_ways<N: Network>(mut network: N) {
     let mut peer = network.peer().await;
-    let mut user = LoggedIn::login(&network).await;
+    let mut user = LoggedIn::online(&network).await;
     let contact = network.contact_handle();
-    user.session
-        .set_presence(PresenceState::Online, "Alice")
-        .await
-        .expect("presence is set");
     peer.go_away().await;
     user.next("the contact going away", |e| match e {
         BackendEvent::Presence { handle, state, .. }
