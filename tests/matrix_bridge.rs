@@ -119,6 +119,18 @@ async fn come_online(server: &TestServer) -> (Client, Vec<String>) {
     (c, forward)
 }
 
+/// Waits for Bob's invitation (an RL addition) and accepts it the way MSN 1.0 answers one:
+/// adding him to the AL.
+async fn accept_invitation_from_bob(alice: &mut Client) {
+    alice
+        .wait_for_within(&format!("ADD 0 RL * {BOB} *"), WAIT)
+        .await;
+    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
+    alice
+        .wait_for_within(&format!("ADD {t} AL * {BOB} *"), WAIT)
+        .await;
+}
+
 /// Waits for a ring, answers it and returns the session with the first message's line.
 async fn answer_ring(alice: &mut Client, caller: &str) -> (Client, Line) {
     let rng = alice
@@ -187,13 +199,7 @@ async fn presence_both_ways() {
     let (mut alice, _) = come_online(&server).await;
     let mut bob = s.matrix("bob").await;
     let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
-    alice
-        .wait_for_within(&format!("ADD 0 RL * {BOB} *"), WAIT)
-        .await;
-    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
-    alice
-        .wait_for_within(&format!("ADD {t} AL * {BOB} *"), WAIT)
-        .await;
+    accept_invitation_from_bob(&mut alice).await;
     bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
         .await;
     alice
@@ -244,13 +250,7 @@ async fn invitation_to_an_encrypted_room_and_chat_in_it() {
     let room = bob
         .create_room("Geheimer Raum", true, &[&s.synapse.user_id("alice")])
         .await;
-    alice
-        .wait_for_within(&format!("ADD 0 RL * {BOB} *"), WAIT)
-        .await;
-    let t = alice.cmd("ADD", &format!("AL {BOB} Bob")).await;
-    alice
-        .wait_for_within(&format!("ADD {t} AL * {BOB} *"), WAIT)
-        .await;
+    accept_invitation_from_bob(&mut alice).await;
     bob.wait_member_joined(&room, &s.synapse.user_id("alice"))
         .await;
 
