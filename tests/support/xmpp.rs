@@ -157,6 +157,18 @@ impl XmppClient {
             .await;
         }
         this.send(Presence::available()).await;
+        // The server echoes our presence to us once it has taken it. Until then a message to
+        // our bare JID may still go to offline storage instead of here, so wait for the echo.
+        let own = this.jid.clone();
+        let echoed = this
+            .wait_for_within(TIMEOUT, |st| match st {
+                Stanza::Presence(p) if p.from.as_ref() == Some(&Jid::from(own.clone())) => Some(()),
+                _ => None,
+            })
+            .await;
+        if echoed.is_none() {
+            eprintln!("{}: the server did not echo our presence", this.jid);
+        }
         Ok(this)
     }
 
