@@ -232,6 +232,22 @@ pub fn reconnect_backoff(attempt: u32) -> std::time::Duration {
     base.mul_f64(0.5 + rand::random::<f64>())
 }
 
+/// How long [`Backend::login`] may take. A backend that has not heard from its server by then
+/// (the server is down, silent or frozen) returns a session that keeps connecting in the
+/// background and reports what happens as [`ConnectionState`] events; a refusal it learns of
+/// later is [`ConnectionState::BadCredentials`], and it does not retry after one.
+pub const LOGIN_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long the future of [`BackendSession::send_message`] may take to resolve. By then it is
+/// `Ok` (the other network has the message) or `Err` (the message was not sent and never will
+/// be): a message the user was told failed must not turn up later.
+pub const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long the other actions (list changes, opening a chat) may take before the core gives
+/// up waiting and answers the client with an error. The backend may still finish the action;
+/// it then reports the change as an event like any other.
+pub const ACTION_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a session's events go. Bounded: a backend that can't deliver waits.
 pub type EventSender = tokio::sync::mpsc::Sender<BackendEvent>;
 
@@ -244,9 +260,9 @@ pub trait Backend: Send + Sync + 'static {
 
     fn capabilities(&self) -> Capabilities;
 
-    /// Logs a user in. `Err(BadCredentials)` means the account is refused for good; a backend
-    /// that is merely unreachable returns a session that keeps connecting (reporting
-    /// [`ConnectionState`] events) instead of an error.
+    /// Logs a user in, within [`LOGIN_BOUND`]. `Err(BadCredentials)` means the account is
+    /// refused for good; a backend that is merely unreachable, or has no answer yet, returns a
+    /// session that keeps connecting (reporting [`ConnectionState`] events) instead of an error.
     fn login(
         &self,
         credentials: Credentials,
@@ -256,7 +272,9 @@ pub trait Backend: Send + Sync + 'static {
 
 /// One logged-in user's backend session: the user's outgoing actions.
 pub trait BackendSession: Send + Sync + 'static {
-    /// Sets the user's own state and display name, as contacts see them.
+    /// Sets the user's own state and display name, as contacts see them. Returns once the
+    /// change is queued; it never waits on the network (the MSN client's CHG is answered at
+    /// once), and a later call's state wins over an earlier one still waiting.
     fn set_presence(
         &self,
         state: PresenceState,
@@ -283,7 +301,7 @@ pub trait BackendSession: Send + Sync + 'static {
 
     /// Sends a message. The message is queued when this method is called, so messages go
     /// out in call order; the returned future (which holds no borrow) resolves once the
-    /// backend's server has the message.
+    /// backend's server has the message, and within [`SEND_DEADLINE`] in any case (see there).
     fn send_message(
         &self,
         chat: &ChatId,
