@@ -17,6 +17,25 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub msncd: MsncdConfig,
     pub matrix: MatrixConfig,
+    pub bridges: BridgesConfig,
+}
+
+/// Settings for every account mapped to another network (docs/bridges/).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgesConfig {
+    /// Seconds a backend may be disconnected before its contacts are shown offline. A shorter
+    /// outage shows nothing; a longer one shows each contact offline once, and online again
+    /// once the backend is back.
+    pub presence_debounce_secs: u64,
+}
+
+impl Default for BridgesConfig {
+    fn default() -> Self {
+        BridgesConfig {
+            presence_debounce_secs: 30,
+        }
+    }
 }
 
 /// Settings for accounts mapped to Matrix (docs/bridges/matrix.md).
@@ -256,6 +275,10 @@ impl Config {
             (
                 "server.cookie_lifetime_secs",
                 self.server.cookie_lifetime_secs,
+            ),
+            (
+                "bridges.presence_debounce_secs",
+                self.bridges.presence_debounce_secs,
             ),
         ] {
             if value == 0 {

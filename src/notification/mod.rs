@@ -461,13 +461,7 @@ impl NotificationSession {
                 .presence(&me)
                 .map(|(_, n)| n.to_string())
                 .unwrap_or_default();
-            if let Err(error) = account
-                .session
-                .set_presence(bridge::to_presence(status), &name)
-                .await
-            {
-                warn!(%error, backend = account.backend, "the backend did not take the new state");
-            }
+            bridge::set_presence(&account, status, &name).await;
         }
         Ok(())
     }
@@ -475,6 +469,7 @@ impl NotificationSession {
 
 /// What ends with a login: its backend session logs out, so contacts see the user go offline.
 async fn end_login(user: OnlineUser) {
+    user.backend.ended.cancel();
     user.backend.session.logout().await;
 }
 
@@ -503,10 +498,7 @@ async fn rename(
         if let (Some((status, new_name)), Some(account)) =
             (services.hub.visible_status(me), services.hub.backend(me))
         {
-            let _ = account
-                .session
-                .set_presence(bridge::to_presence(status), new_name.as_str())
-                .await;
+            bridge::set_presence(&account, status, new_name.as_str()).await;
         }
     } else {
         let contact = handle.clone();
