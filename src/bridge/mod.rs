@@ -41,6 +41,8 @@ use registry::Session;
 
 /// Events a backend may queue for one user before it has to wait.
 const EVENT_QUEUE: usize = 1024;
+/// The most message text a logon keeps from its backend while it waits for the contact list.
+const EARLY_BYTES: usize = 256 * 1024;
 /// How long a logon of a linked account may wait on its backend in all: the login (at most
 /// [`msngate_bridge_api::LOGIN_BOUND`]), then the contact list, so the first SYN shows it.
 /// Without the list by then, SYN shows the last one stored and changes follow as `ADD 0`.
@@ -296,11 +298,16 @@ pub async fn connect(
     // Give the backend what is left of the budget to deliver the contact list, so the first
     // SYN shows it.
     let mut early = Vec::new();
+    let mut early_bytes = 0;
     let waited = tokio::time::timeout_at(started + LOGON_BUDGET, async {
-        while early.len() < EVENT_QUEUE {
+        // Bounded like the pump's own queue: past it the rest waits in the channel.
+        while early.len() < EVENT_QUEUE && early_bytes < EARLY_BYTES {
             let Some(event) = events.recv().await else {
                 break;
             };
+            if let BackendEvent::Message { text, .. } = &event {
+                early_bytes += text.len();
+            }
             match event {
                 BackendEvent::ContactList(list) => return Some(list),
                 BackendEvent::Connection(ConnectionState::TransientDisconnect { .. }) => {
@@ -378,12 +385,13 @@ async fn note_refused(services: &Services, handle: &UserHandle, refused: bool) {
     }
 }
 
-/// Waits for a backend action, within [`ACTION_TIMEOUT`].
-async fn backend_action(
-    action: impl std::future::Future<Output = Result<(), BackendError>>,
-) -> Result<(), ErrorCode> {
+/// Waits for a backend action, within [`ACTION_TIMEOUT`]: past it the client is answered
+/// `601`, and whatever the backend still does shows up later as its events.
+pub async fn backend_action<T>(
+    action: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, ErrorCode> {
     match tokio::time::timeout(ACTION_TIMEOUT, action).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error_code(&e)),
         Err(_) => Err(ErrorCode::ServerUnavailable),
     }

@@ -266,11 +266,7 @@ impl SwitchboardConnection {
         if !account.capabilities.msn_contacts {
             return self.call_remote(account, session, trid, callee, out).await;
         }
-        account
-            .session
-            .open_chat(callee.as_str())
-            .await
-            .map_err(|e| crate::bridge::error_code(&e))?;
+        crate::bridge::backend_action(account.session.open_chat(callee.as_str())).await?;
         let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
         let cookie = hub
             .cookies
@@ -317,11 +313,7 @@ impl SwitchboardConnection {
         if already {
             return Err(ErrorCode::SwitchboardFailed);
         }
-        let chat = bridge
-            .session
-            .open_chat(callee.as_str())
-            .await
-            .map_err(|e| crate::bridge::error_code(&e))?;
+        let chat = crate::bridge::backend_action(bridge.session.open_chat(callee.as_str())).await?;
         if bridge.is_group(&callee) {
             // Calling a room joins it; its occupants come in as JOI as the room reports them.
             out.push(ServerCommand::Cal {
