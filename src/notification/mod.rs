@@ -10,6 +10,7 @@ mod lists;
 use crate::bridge;
 use crate::hub::OnlineUser;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,14 +77,17 @@ struct Online {
 pub struct NotificationSession {
     services: Arc<Services>,
     peer: Peer,
+    /// The client's address, for login throttling.
+    address: IpAddr,
     state: State,
 }
 
 impl NotificationSession {
-    pub fn new(services: Arc<Services>, peer: Peer) -> NotificationSession {
+    pub fn new(services: Arc<Services>, peer: Peer, address: IpAddr) -> NotificationSession {
         NotificationSession {
             services,
             peer,
+            address,
             state: State::AwaitingVersion,
         }
     }
@@ -239,15 +243,24 @@ impl NotificationSession {
                 Flow::Continue
             }
             AuthStage::Subsequent(response) => {
+                let throttle = &self.services.hub.throttle;
                 let verified = match challenge.take() {
+                    // A throttled handle is refused without looking at the password.
+                    Some((handle, _)) if throttle.blocked(self.address, &handle).is_some() => {
+                        throttle.failed(self.address, &handle);
+                        None
+                    }
                     Some((handle, Some(hash))) if password::verify_response(&hash, &response) => {
                         Some(handle)
                     }
-                    _ => None,
+                    Some((handle, _)) => {
+                        throttle.failed(self.address, &handle);
+                        None
+                    }
+                    None => None,
                 };
                 let Some(handle) = verified else {
                     *failures += 1;
-                    warn!(failures = *failures, "login failed");
                     out.error(ErrorCode::AuthenticationFailed, trid);
                     return if *failures >= MAX_AUTH_FAILURES {
                         Flow::Close
@@ -255,6 +268,7 @@ impl NotificationSession {
                         Flow::Continue
                     };
                 };
+                throttle.succeeded(self.address, &handle);
                 self.log_in(trid, dialect, handle, out).await
             }
         }
