@@ -818,3 +818,279 @@ async fn commands_are_answered_while_the_xmpp_server_is_frozen() {
     })
     .await;
 }
+
+// ---- outages: messages once or refused, no presence flash ----
+
+fn text_payload(body: &str) -> Vec<u8> {
+    format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{body}")
+        .into_bytes()
+}
+
+/// How many chat messages with this body reach `client` within `limit`.
+async fn count_chats(client: &mut XmppClient, body: &str, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut count = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let got = client
+            .wait_for_within(remaining, |s| match s {
+                tokio_xmpp::Stanza::Message(m)
+                    if m.get_best_body_cloned(vec![])
+                        .is_some_and(|(_, b)| b == body) =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+        match got {
+            Some(()) => count += 1,
+            None => return count,
+        }
+    }
+}
+
+/// How many MSG lines ending with `body` reach `sb` within `limit`.
+async fn count_msgs(sb: &mut Client, body: &str, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut count = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match sb.recv_within(remaining).await {
+            Ok(Some(line)) if line.get(0) == "MSG" && line.payload_text().ends_with(body) => {
+                count += 1
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(()) => return count,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_the_xmpp_server_is_down_is_delivered_once() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    let mut sb = call_bob(&mut alice).await;
+
+    // The server crashes; Alice writes while it is down; it comes back a few seconds later.
+    process::kill(&mut prosody);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = sb.msg("A", &text_payload("written during the crash")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    prosody.start_again().await;
+    // A fresh client for Bob (his old one would take its own time to reconnect); he writes
+    // at once, maybe before the bridge is back: the server keeps it for Alice meanwhile.
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_chat(&alice_jid, "right after the crash", None)
+        .await;
+
+    // Alice's message: acknowledged and delivered once, or refused and never delivered.
+    let answer = reply_within(&mut sb, t, msngate_bridge_api::SEND_DEADLINE).await;
+    let delivered = count_chats(&mut bob, "written during the crash", Duration::from_secs(5)).await;
+    match answer.get(0) {
+        "ACK" => assert_eq!(
+            delivered, 1,
+            "acknowledged, but delivered {delivered} times"
+        ),
+        "NAK" => assert_eq!(delivered, 0, "refused, but delivered {delivered} times"),
+        other => panic!("unexpected answer {other}"),
+    }
+    // With the server back within seconds, it is delivered.
+    assert_eq!(answer.get(0), "ACK");
+    // Bob's message reaches Alice once (rung in a new session or in this one).
+    let mut seen = count_msgs(&mut sb, "right after the crash", Duration::from_secs(3)).await;
+    if seen == 0 {
+        let rng = alice
+            .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
+            .await;
+        let (mut sb2, _) = Client::answer(&rng, "alice@hotmail.com").await;
+        seen = count_msgs(&mut sb2, "right after the crash", Duration::from_secs(3)).await;
+    }
+    assert_eq!(seen, 1, "Bob's message reached Alice {seen} times");
+    // And the conversation goes on.
+    bob.send_chat(&alice_jid, "still there?", None).await;
+    let t = sb.msg("A", &text_payload("yes")).await;
+    let answer = reply_within(&mut sb, t, Duration::from_secs(10)).await;
+    assert_eq!(answer.get(0), "ACK");
+    assert_eq!(
+        count_chats(&mut bob, "yes", Duration::from_secs(2)).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_during_a_long_outage_is_never_delivered_later() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    let mut sb = call_bob(&mut alice).await;
+    bob.disconnect().await;
+
+    // The server crashes and comes back frozen: the bridge's reconnection attempts get no
+    // answer until it thaws, after the message's deadline.
+    process::kill(&mut prosody);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = sb.msg("A", &text_payload("too late")).await;
+    prosody.start_again().await;
+    freeze(&mut prosody, true);
+    let answer = reply_within(
+        &mut sb,
+        t,
+        msngate_bridge_api::SEND_DEADLINE + Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(answer.get(0), "NAK", "{}", answer.text());
+    freeze(&mut prosody, false);
+
+    // Once the bridge is back (Bob sees Alice available again), the refused message never
+    // turns up: not live, not from offline storage.
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(None, None).await;
+    let back = bob
+        .wait_for_within(Duration::from_secs(40), |s| match s {
+            tokio_xmpp::Stanza::Presence(p)
+                if p.type_ == PresenceType::None
+                    && p.from
+                        .as_ref()
+                        .is_some_and(|f| f.to_bare().to_string() == alice_jid) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(back.is_some(), "the bridge did not come back");
+    assert_eq!(
+        count_chats(&mut bob, "too late", Duration::from_secs(3)).await,
+        0,
+        "a message refused to the MSN user was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_outage_flashes_no_contact_offline() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with_contacts("alice-pw", &["bob", "carol"]).await;
+    bob.send_presence(None, None).await;
+    let mut carol = xmpp(&prosody, "carol").await;
+    carol.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    let mut online = Vec::new();
+    while online.len() < 2 {
+        let line = alice.recv().await;
+        if common::matches(&line, "NLN NLN * *") {
+            online.push(line.get(2).to_owned());
+        }
+    }
+
+    // The server is down for 10 s. Bob comes back (away now), Carol does not.
+    process::kill(&mut prosody);
+    let (_old_bob, _old_carol) = (bob, carol);
+    let mut seen = Vec::new();
+    let outage_end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(line)) = alice
+        .recv_within(outage_end.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        seen.push(line.text());
+    }
+    prosody.start_again().await;
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(Some(Show::Away), None).await;
+
+    // The MSN user sees Bob's new state and Carol going offline, and never Bob offline.
+    let (mut bob_away, mut carol_offline) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !(bob_away && carol_offline) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match alice.recv_within(remaining).await {
+            Ok(Some(line)) => {
+                bob_away |= common::matches(&line, "NLN AWY bob@localhost *");
+                carol_offline |= line.text() == "FLN carol@localhost";
+                seen.push(line.text());
+            }
+            _ => panic!("bob away: {bob_away}, carol offline: {carol_offline}; saw {seen:?}"),
+        }
+    }
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_secs(2)).await {
+        seen.push(line.text());
+    }
+    assert!(
+        !seen.iter().any(|l| l == "FLN bob@localhost"),
+        "Bob flashed offline: {seen:?}"
+    );
+    let carol_lines = seen
+        .iter()
+        .filter(|l| l.contains("carol@localhost"))
+        .count();
+    assert_eq!(carol_lines, 1, "Carol: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_message_from_an_xmpp_contact_is_passed_on_whole() {
+    use msngate_bridge_api::{Backend, BackendEvent, BackendSession, Credentials, PresenceState};
+    let Setup {
+        prosody,
+        server: _s,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let (events, mut received) = tokio::sync::mpsc::channel(1024);
+    let credentials = Credentials {
+        msn_handle: "alice@hotmail.com".into(),
+        account: prosody.jid("alice"),
+        secret: "alice-pw".into(),
+        options: vec![("server".into(), prosody.addr())],
+    };
+    let session = msngate_bridge_xmpp::XmppBackend
+        .login(credentials, events)
+        .await
+        .expect("login");
+    session
+        .set_presence(PresenceState::Online, "Alice")
+        .await
+        .expect("presence");
+    let alice_jid = format!("alice@{}", prosody_domain());
+    presence_where(&mut bob, &alice_jid, |p| p.type_ == PresenceType::None).await;
+    // About 200 KB of text over many lines (Prosody's stanza limit is 256 KiB).
+    let line = "Ein langer Brief, Zeile für Zeile — a long letter ☺ 0123456789\n";
+    let text = line.repeat(200_000 / line.len());
+    bob.send_chat(&alice_jid, &text, None).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, received.recv()).await {
+            Ok(Some(BackendEvent::Message {
+                from, text: got, ..
+            })) => {
+                assert_eq!(from, "bob@localhost");
+                assert!(got == text, "{} bytes of {} arrived", got.len(), text.len());
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+    session.logout().await;
+}
