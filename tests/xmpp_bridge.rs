@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use common::{Client, TestServer};
+use common::{Client, Line, TestServer};
+use support::process::{self, ServerProcess};
 use support::prosody::{trust_test_certificate, Prosody};
 use support::xmpp::XmppClient;
 use tokio_xmpp::parsers::chatstates::ChatState;
@@ -28,6 +29,11 @@ async fn xmpp(prosody: &Prosody, user: &str) -> XmppClient {
 }
 
 async fn setup_with(xmpp_password: &str) -> Setup {
+    setup_with_contacts(xmpp_password, &["bob"]).await
+}
+
+/// [`setup_with`], with Alice and each of `contacts` mutual contacts on the XMPP side.
+async fn setup_with_contacts(xmpp_password: &str, contacts: &[&str]) -> Setup {
     trust_test_certificate();
     let prosody = Prosody::start().await;
     for user in ["alice", "bob", "carol"] {
@@ -35,8 +41,12 @@ async fn setup_with(xmpp_password: &str) -> Setup {
     }
     // Alice and Bob are contacts on the XMPP side before msngate is involved (written into
     // Prosody's storage: deterministic, and the handshake itself is tested elsewhere).
-    prosody.set_roster("alice", &[("bob@localhost", "both")]);
-    prosody.set_roster("bob", &[("alice@localhost", "both")]);
+    let jids: Vec<String> = contacts.iter().map(|c| format!("{c}@localhost")).collect();
+    let items: Vec<(&str, &str)> = jids.iter().map(|j| (j.as_str(), "both")).collect();
+    prosody.set_roster("alice", &items);
+    for contact in contacts {
+        prosody.set_roster(contact, &[("alice@localhost", "both")]);
+    }
     let bob = xmpp(&prosody, "bob").await;
 
     let server = TestServer::start_linked(
@@ -737,4 +747,478 @@ async fn group_chat_with_two_xmpp_occupants() {
     alice
         .wait_for_within(&format!("NLN NLN {den} den"), Duration::from_secs(5))
         .await;
+}
+
+// ---- bounds: the MSN client is answered whatever the XMPP server does ----
+
+/// Freezes (SIGSTOP) or thaws (SIGCONT) the test's Prosody: its sockets stay open, and the
+/// kernel still accepts connections for it, but it answers nothing.
+fn freeze(prosody: &mut Prosody, frozen: bool) {
+    let child = ServerProcess::child(prosody)
+        .as_ref()
+        .expect("Prosody is running");
+    process::signal(child, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+}
+
+/// The MSN logon of alice@hotmail.com, which must end with `USR OK` within `limit`.
+async fn logon_within(server: &TestServer, limit: Duration) -> Client {
+    let started = tokio::time::Instant::now();
+    let alice = msn_alice(server).await;
+    let took = started.elapsed();
+    assert!(took < limit, "USR OK came after {took:?}");
+    alice
+}
+
+/// The answer to the command with TrID `t` (whatever it is), within `limit`; other lines
+/// (presence, list changes) are skipped.
+async fn reply_within(client: &mut Client, t: u32, limit: Duration) -> Line {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.recv_within(remaining).await {
+            Ok(Some(line)) if line.get(1) == t.to_string() => return line,
+            Ok(Some(line)) => seen.push(line.text()),
+            Ok(None) => panic!("closed while waiting for the answer to {t}; saw {seen:?}"),
+            Err(()) => panic!("no answer to {t} within {limit:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// SYN is answered, and the first CHG at once (it never waits for the XMPP server).
+async fn syn_and_first_chg_answered_at_once(alice: &mut Client) {
+    let t = alice.cmd("SYN", "0").await;
+    reply_within(alice, t, Duration::from_secs(2)).await;
+    let t = alice.cmd("CHG", "NLN").await;
+    let reply = reply_within(alice, t, Duration::from_secs(1)).await;
+    assert_eq!(reply.text(), format!("CHG {t} NLN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logon_is_bounded_when_the_xmpp_server_accepts_and_stays_silent() {
+    trust_test_certificate();
+    // A "server" that accepts TCP connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let server = TestServer::start_linked(
+        "alice@hotmail.com",
+        "msn-pw",
+        ("xmpp", "alice@localhost", "alice-pw"),
+        vec![("server".into(), address)],
+        |_| {},
+    )
+    .await;
+    let mut alice = logon_within(&server, Duration::from_secs(4)).await;
+    syn_and_first_chg_answered_at_once(&mut alice).await;
+    // A list change can't be made without the server: it fails fast instead of hanging.
+    let t = alice.cmd("ADD", "FL bob@localhost Bob").await;
+    let reply = reply_within(&mut alice, t, Duration::from_secs(5)).await;
+    assert_eq!(reply.text(), format!("601 {t}"));
+    silent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logon_is_bounded_when_the_xmpp_server_is_frozen_and_connects_once_it_thaws() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    bob.send_presence(None, None).await;
+    freeze(&mut prosody, true);
+    let mut alice = logon_within(&server, Duration::from_secs(4)).await;
+    syn_and_first_chg_answered_at_once(&mut alice).await;
+    // The attempt still under way carries on once the server answers again.
+    freeze(&mut prosody, false);
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(20))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_refused_after_the_logon_bound_is_final_and_reported_once() {
+    use msngate_bridge_api::{Backend, BackendEvent, ConnectionState, Credentials};
+    let Setup {
+        mut prosody,
+        server: _s,
+        bob: _b,
+    } = setup_with("alice-pw").await;
+    freeze(&mut prosody, true);
+    let (events, mut received) = tokio::sync::mpsc::channel(64);
+    let credentials = Credentials {
+        msn_handle: "alice@hotmail.com".into(),
+        account: prosody.jid("alice"),
+        secret: "not-the-password".into(),
+        options: vec![("server".into(), prosody.addr())],
+    };
+    let started = tokio::time::Instant::now();
+    let login = msngate_bridge_xmpp::XmppBackend.login(credentials, events);
+    let session = tokio::time::timeout(Duration::from_secs(4), login)
+        .await
+        .expect("login within the bound")
+        .expect("no answer yet is not a refusal");
+    assert!(started.elapsed() < msngate_bridge_api::LOGIN_BOUND);
+    freeze(&mut prosody, false);
+    // The refusal comes once the server answers...
+    let mut before = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, received.recv()).await {
+            Ok(Some(BackendEvent::Connection(ConnectionState::BadCredentials))) => break,
+            Ok(Some(BackendEvent::Connection(state))) => before.push(state),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("no refusal reported; connection events: {before:?}"),
+        }
+    }
+    // ...once: nothing is tried after it.
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(event)) = tokio::time::timeout_at(quiet, received.recv()).await {
+        assert!(
+            !matches!(event, BackendEvent::Connection(_)),
+            "{event:?} after the refusal"
+        );
+    }
+    drop(session);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changes_fail_fast_while_the_xmpp_server_is_down() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    process::kill(&mut prosody);
+    // The bridge sees its connection closed at once (the kernel closes a dead process's).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = alice.cmd("ADD", "FL carol@localhost Carol").await;
+    let reply = reply_within(&mut alice, t, Duration::from_secs(5)).await;
+    assert_eq!(reply.text(), format!("601 {t}"));
+    let t = alice.cmd("REM", "FL bob@localhost").await;
+    let reply = reply_within(&mut alice, t, Duration::from_secs(5)).await;
+    assert_eq!(reply.text(), format!("601 {t}"));
+    let t = alice.cmd("CHG", "BSY").await;
+    let reply = reply_within(&mut alice, t, Duration::from_secs(1)).await;
+    assert_eq!(reply.text(), format!("CHG {t} BSY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_while_the_xmpp_server_is_frozen() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    freeze(&mut prosody, true);
+    // A state change is answered at once, whatever the server does.
+    let t = alice.cmd("CHG", "BSY").await;
+    let reply = reply_within(&mut alice, t, Duration::from_secs(1)).await;
+    assert_eq!(reply.text(), format!("CHG {t} BSY"));
+    // List changes are answered within the bound (an error: the server did not answer).
+    for command in ["FL carol@localhost Carol"] {
+        let t = alice.cmd("ADD", command).await;
+        reply_within(&mut alice, t, Duration::from_secs(5)).await;
+    }
+    let t = alice.cmd("REM", "FL bob@localhost").await;
+    reply_within(&mut alice, t, Duration::from_secs(5)).await;
+    // Once the server thaws, Bob sees the state the user chose meanwhile.
+    freeze(&mut prosody, false);
+    presence_where(&mut bob, &format!("alice@{}", prosody_domain()), |p| {
+        p.type_ == PresenceType::None && p.show == Some(Show::Dnd)
+    })
+    .await;
+}
+
+// ---- outages: messages once or refused, no presence flash ----
+
+fn text_payload(body: &str) -> Vec<u8> {
+    format!("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n{body}")
+        .into_bytes()
+}
+
+/// How many chat messages with this body reach `client` within `limit`.
+async fn count_chats(client: &mut XmppClient, body: &str, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut count = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let got = client
+            .wait_for_within(remaining, |s| match s {
+                tokio_xmpp::Stanza::Message(m)
+                    if m.get_best_body_cloned(vec![])
+                        .is_some_and(|(_, b)| b == body) =>
+                {
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+        match got {
+            Some(()) => count += 1,
+            None => return count,
+        }
+    }
+}
+
+/// How many MSG lines ending with `body` reach `sb` within `limit`.
+async fn count_msgs(sb: &mut Client, body: &str, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut count = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match sb.recv_within(remaining).await {
+            Ok(Some(line)) if line.get(0) == "MSG" && line.payload_text().ends_with(body) => {
+                count += 1
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(()) => return count,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_the_xmpp_server_is_down_is_delivered_once() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    let mut sb = call_bob(&mut alice).await;
+
+    // The server crashes; Alice writes while it is down; it comes back a few seconds later.
+    process::kill(&mut prosody);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = sb.msg("A", &text_payload("written during the crash")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    prosody.start_again().await;
+    // A fresh client for Bob (his old one would take its own time to reconnect); he writes
+    // at once, maybe before the bridge is back: the server keeps it for Alice meanwhile.
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_chat(&alice_jid, "right after the crash", None)
+        .await;
+
+    // Alice's message: acknowledged and delivered once, or refused and never delivered.
+    let answer = reply_within(&mut sb, t, msngate_bridge_api::SEND_DEADLINE).await;
+    let delivered = count_chats(&mut bob, "written during the crash", Duration::from_secs(5)).await;
+    match answer.get(0) {
+        "ACK" => assert_eq!(
+            delivered, 1,
+            "acknowledged, but delivered {delivered} times"
+        ),
+        "NAK" => assert_eq!(delivered, 0, "refused, but delivered {delivered} times"),
+        other => panic!("unexpected answer {other}"),
+    }
+    // With the server back within seconds, it is delivered.
+    assert_eq!(answer.get(0), "ACK");
+    // Bob's message reaches Alice once (rung in a new session or in this one).
+    let mut seen = count_msgs(&mut sb, "right after the crash", Duration::from_secs(3)).await;
+    if seen == 0 {
+        let rng = alice
+            .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
+            .await;
+        let (mut sb2, _) = Client::answer(&rng, "alice@hotmail.com").await;
+        seen = count_msgs(&mut sb2, "right after the crash", Duration::from_secs(3)).await;
+    }
+    assert_eq!(seen, 1, "Bob's message reached Alice {seen} times");
+    // And the conversation goes on.
+    bob.send_chat(&alice_jid, "still there?", None).await;
+    let t = sb.msg("A", &text_payload("yes")).await;
+    let answer = reply_within(&mut sb, t, Duration::from_secs(10)).await;
+    assert_eq!(answer.get(0), "ACK");
+    assert_eq!(
+        count_chats(&mut bob, "yes", Duration::from_secs(2)).await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_during_a_long_outage_is_never_delivered_later() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(5))
+        .await;
+    let mut sb = call_bob(&mut alice).await;
+    bob.disconnect().await;
+
+    // The server crashes and comes back frozen: the bridge's reconnection attempts get no
+    // answer until it thaws, after the message's deadline.
+    process::kill(&mut prosody);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = sb.msg("A", &text_payload("too late")).await;
+    prosody.start_again().await;
+    freeze(&mut prosody, true);
+    let answer = reply_within(
+        &mut sb,
+        t,
+        msngate_bridge_api::SEND_DEADLINE + Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(answer.get(0), "NAK", "{}", answer.text());
+    freeze(&mut prosody, false);
+
+    // Once the bridge is back (Bob sees Alice available again), the refused message never
+    // turns up: not live, not from offline storage.
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(None, None).await;
+    let back = bob
+        .wait_for_within(Duration::from_secs(40), |s| match s {
+            tokio_xmpp::Stanza::Presence(p)
+                if p.type_ == PresenceType::None
+                    && p.from
+                        .as_ref()
+                        .is_some_and(|f| f.to_bare().to_string() == alice_jid) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(back.is_some(), "the bridge did not come back");
+    assert_eq!(
+        count_chats(&mut bob, "too late", Duration::from_secs(3)).await,
+        0,
+        "a message refused to the MSN user was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_outage_flashes_no_contact_offline() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_with_contacts("alice-pw", &["bob", "carol"]).await;
+    bob.send_presence(None, None).await;
+    let mut carol = xmpp(&prosody, "carol").await;
+    carol.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    let mut online = Vec::new();
+    while online.len() < 2 {
+        let line = alice.recv().await;
+        if common::matches(&line, "NLN NLN * *") {
+            online.push(line.get(2).to_owned());
+        }
+    }
+
+    // The server is down for 10 s. Bob comes back (away now), Carol does not.
+    process::kill(&mut prosody);
+    let (_old_bob, _old_carol) = (bob, carol);
+    let mut seen = Vec::new();
+    let outage_end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(line)) = alice
+        .recv_within(outage_end.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        seen.push(line.text());
+    }
+    prosody.start_again().await;
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(Some(Show::Away), None).await;
+
+    // The MSN user sees Bob's new state and Carol going offline, and never Bob offline.
+    let (mut bob_away, mut carol_offline) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !(bob_away && carol_offline) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match alice.recv_within(remaining).await {
+            Ok(Some(line)) => {
+                bob_away |= common::matches(&line, "NLN AWY bob@localhost *");
+                carol_offline |= line.text() == "FLN carol@localhost";
+                seen.push(line.text());
+            }
+            _ => panic!("bob away: {bob_away}, carol offline: {carol_offline}; saw {seen:?}"),
+        }
+    }
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_secs(2)).await {
+        seen.push(line.text());
+    }
+    assert!(
+        !seen.iter().any(|l| l == "FLN bob@localhost"),
+        "Bob flashed offline: {seen:?}"
+    );
+    let carol_lines = seen
+        .iter()
+        .filter(|l| l.contains("carol@localhost"))
+        .count();
+    assert_eq!(carol_lines, 1, "Carol: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_message_from_an_xmpp_contact_is_passed_on_whole() {
+    use msngate_bridge_api::{Backend, BackendEvent, BackendSession, Credentials, PresenceState};
+    let Setup {
+        prosody,
+        server: _s,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let (events, mut received) = tokio::sync::mpsc::channel(1024);
+    let credentials = Credentials {
+        msn_handle: "alice@hotmail.com".into(),
+        account: prosody.jid("alice"),
+        secret: "alice-pw".into(),
+        options: vec![("server".into(), prosody.addr())],
+    };
+    let session = msngate_bridge_xmpp::XmppBackend
+        .login(credentials, events)
+        .await
+        .expect("login");
+    session
+        .set_presence(PresenceState::Online, "Alice")
+        .await
+        .expect("presence");
+    let alice_jid = format!("alice@{}", prosody_domain());
+    presence_where(&mut bob, &alice_jid, |p| p.type_ == PresenceType::None).await;
+    // About 200 KB of text over many lines (Prosody's stanza limit is 256 KiB).
+    let line = "Ein langer Brief, Zeile für Zeile — a long letter ☺ 0123456789\n";
+    let text = line.repeat(200_000 / line.len());
+    bob.send_chat(&alice_jid, &text, None).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, received.recv()).await {
+            Ok(Some(BackendEvent::Message {
+                from, text: got, ..
+            })) => {
+                assert_eq!(from, "bob@localhost");
+                assert!(got == text, "{} bytes of {} arrived", got.len(), text.len());
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+    session.logout().await;
 }

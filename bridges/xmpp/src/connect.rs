@@ -186,6 +186,13 @@ impl OnlineFlag {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// The next connection binds a new session instead of resuming this one, so that what
+    /// tokio-xmpp still holds unacknowledged for resumption is dropped, never sent: a message
+    /// whose sender was told it failed must not go out later.
+    pub fn forget_session(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
     /// Gives `connection` to the stanza stream (see the type's notes).
     fn hand_over(&self, mut connection: Connection, slot: oneshot::Sender<Connection>) {
         let previous_came_online = self.0.swap(false, Ordering::SeqCst);
@@ -206,25 +213,65 @@ impl Default for OnlineFlag {
     }
 }
 
+/// The connection made at logon, as far as it got within [`msngate_bridge_api::LOGIN_BOUND`].
+pub enum First {
+    /// Connected and authenticated: the stanza stream's first connection.
+    Ready(Box<Connection>),
+    /// Still under way (a server that accepted TCP and has not answered yet): the stanza
+    /// stream takes it if it succeeds; a refusal is final, anything else is retried.
+    Pending(tokio::task::JoinHandle<Result<Connection, ConnectError>>),
+    /// Failed for a reason worth retrying (already reported).
+    Failed,
+}
+
+/// The delay before reconnection attempt `attempt` (0-based) after a connection was lost or
+/// failed: [`msngate_bridge_api::reconnect_backoff`], so already jittered before the first
+/// attempt (many sessions cut off by one outage don't all come back in the same instant).
+pub fn retry_delay(attempt: u32) -> Duration {
+    msngate_bridge_api::reconnect_backoff(attempt)
+}
+
 /// The reconnector given to the stanza stream: the first call hands over the connection made
-/// at login (if there was one); later calls reconnect in the background.
+/// at login (or waits for the attempt still under way); later calls reconnect in the
+/// background, after a jittered delay that grows with each failure.
 pub fn reconnector(
     target: Target,
-    first: Option<Connection>,
+    first: First,
     events: EventSender,
     online: OnlineFlag,
 ) -> Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send + 'static> {
-    let first = Arc::new(Mutex::new(first));
+    let first = Arc::new(Mutex::new(Some(first)));
     Box::new(move |_location, slot| {
-        if let Some(connection) = first.lock().ok().and_then(|mut f| f.take()) {
-            online.hand_over(connection, slot);
+        let first = first.lock().ok().and_then(|mut f| f.take());
+        let (target, events, online) = (target.clone(), events.clone(), online.clone());
+        if let Some(First::Ready(connection)) = first {
+            online.hand_over(*connection, slot);
             return;
         }
-        let (target, events, online) = (target.clone(), events.clone(), online.clone());
         tokio::spawn(async move {
+            // The first attempt of a reconnection is itself delayed (with jitter): the loss of
+            // the last connection is the first failure.
+            let mut pending = None;
             let mut attempt = 0;
+            match first {
+                Some(First::Pending(attempt)) => pending = Some(attempt),
+                Some(First::Failed) | None => {}
+                Some(First::Ready(_)) => return,
+            }
             loop {
-                match connect_once(&target).await {
+                let result = match pending.take() {
+                    Some(handle) => handle
+                        .await
+                        .unwrap_or_else(|e| Err(ConnectError::Other(e.to_string()))),
+                    None => {
+                        let delay = retry_delay(attempt);
+                        tracing::debug!(jid = %target.jid, ?delay, "reconnecting to the XMPP server");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                        connect_once(&target).await
+                    }
+                };
+                match result {
                     Ok(connection) => {
                         online.hand_over(connection, slot);
                         return;
@@ -238,12 +285,9 @@ pub fn reconnector(
                         return;
                     }
                     Err(ConnectError::Other(reason)) => {
-                        let delay = msngate_bridge_api::reconnect_backoff(attempt);
-                        tracing::info!(jid = %target.jid, %reason, ?delay, "XMPP connection failed; retrying");
+                        tracing::info!(jid = %target.jid, %reason, "XMPP connection failed; retrying");
                         let state = ConnectionState::TransientDisconnect { reason };
                         let _ = events.send(BackendEvent::Connection(state)).await;
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
                     }
                 }
             }
@@ -261,6 +305,19 @@ mod tests {
             sasl_cb: types.map(|types| SaslChannelBinding { types }),
             ..StreamFeatures::default()
         }
+    }
+
+    #[test]
+    fn the_first_reconnection_attempt_is_already_jittered() {
+        let first: std::collections::HashSet<_> = (0..20).map(|_| retry_delay(0)).collect();
+        assert!(first.len() > 1, "no jitter before the first attempt");
+        for d in first {
+            assert!(
+                d >= Duration::from_millis(250) && d <= Duration::from_millis(750),
+                "{d:?}"
+            );
+        }
+        assert!(retry_delay(5) >= Duration::from_secs(8), "no backoff");
     }
 
     #[test]

@@ -153,6 +153,43 @@ mod tests {
     }
 
     #[test]
+    fn jids_and_nicks_of_any_length_map_to_valid_handles_or_none() {
+        // Up to the JID limits (1023 bytes per part), plain and escaped, and nicks of any
+        // length: a handle is at most 129 bytes of the MSN alphabet, or there is none.
+        for n in [1, 50, 100, 119, 120, 121, 129, 200, 1023] {
+            for local in ["a".repeat(n), "ü".repeat(n / 2 + 1), "a+".repeat(n / 2 + 1)] {
+                let Ok(j) = BareJid::new(&format!("{local}@example.org")) else {
+                    continue;
+                };
+                if let Some(h) = handle_for(&j) {
+                    assert!(h.len() <= MAX_HANDLE, "{} bytes", h.len());
+                    assert!(h.bytes().all(|b| b.is_ascii_graphic()), "{h}");
+                    assert_eq!(jid_for(&h), Some(j));
+                }
+            }
+            let room = jid("lounge@conference.example.org");
+            if let Some(h) = occupant_handle(&room, &"Ö".repeat(n)) {
+                assert!(h.len() <= MAX_HANDLE, "{} bytes", h.len());
+            }
+        }
+        let longest = format!("{}@example.org", "a".repeat(MAX_HANDLE - 12));
+        assert_eq!(
+            handle_for(&jid(&longest)).map(|h| h.len()),
+            Some(MAX_HANDLE)
+        );
+        let too_long = format!("{}@example.org", "a".repeat(MAX_HANDLE - 11));
+        assert_eq!(handle_for(&jid(&too_long)), None);
+        let domain = format!("bob@{}.org", "d".repeat(1000));
+        if let Ok(j) = BareJid::new(&domain) {
+            assert_eq!(handle_for(&j), None);
+        }
+        assert_eq!(
+            occupant_handle(&jid("r@c.example.org"), &"n".repeat(5000)),
+            None
+        );
+    }
+
+    #[test]
     fn unmappable_jids() {
         assert_eq!(handle_for(&jid("example.org")), None);
         assert_eq!(handle_for(&jid("bob@exämple.org")), None);

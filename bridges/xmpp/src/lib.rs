@@ -13,10 +13,12 @@ pub mod presence;
 mod session;
 
 use std::future::Future;
+use std::time::Duration;
 
 use msngate_bridge_api::{
     Backend, BackendError, BackendEvent, BackendSession, Capabilities, ChatId, ConnectionState,
-    Credentials, EventSender, List, OutgoingMessage, PresenceState,
+    Credentials, EventSender, List, OutgoingMessage, PresenceState, ACTION_BOUND, LOGIN_BOUND,
+    SEND_DEADLINE,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::jid::BareJid;
@@ -24,10 +26,22 @@ use tokio_xmpp::stanzastream::StanzaStream;
 
 pub use connect::ATTEMPT_TIMEOUT;
 pub use handles::{handle_for, jid_for};
-pub use session::OFFLINE_DEBOUNCE;
+pub use session::OFFLINE_GRACE;
 
-use connect::{ConnectError, Target};
+use connect::{ConnectError, First, Target};
 use session::{Command, SessionTask};
+
+/// How long the logon waits for the first connection attempt: within [`LOGIN_BOUND`], with
+/// room for the rest of the logon.
+const LOGIN_WAIT: Duration = LOGIN_BOUND.saturating_sub(Duration::from_millis(500));
+
+/// How long a list change waits for the server's answer before it is reported failed
+/// (`Disconnected`): within [`ACTION_BOUND`], with room for the core's own work.
+const ACTION_WAIT: Duration = ACTION_BOUND.saturating_sub(Duration::from_secs(1));
+
+/// How long a message may wait to go out (the stream down, or the server not acknowledging
+/// it) before its sender is told it failed: within [`SEND_DEADLINE`], with room to spare.
+const SEND_WAIT: Duration = SEND_DEADLINE.saturating_sub(Duration::from_secs(3));
 
 /// How many commands may wait for a session's task.
 const COMMAND_QUEUE: usize = 256;
@@ -83,15 +97,36 @@ impl Backend for XmppBackend {
             server: option(&credentials, "server").map(str::to_owned),
             plaintext: option(&credentials, "plaintext") == Some("true"),
         };
-        // The first attempt decides between a refused account and a merely unreachable one.
-        let first = match connect::connect_once(&target).await {
-            Ok(connection) => Some(connection),
-            Err(ConnectError::Auth) => return Err(BackendError::BadCredentials),
-            Err(ConnectError::Other(reason)) => {
+        // The first attempt decides between a refused account and a merely unreachable one,
+        // if it can within the logon bound; a server that has not answered by then (silent,
+        // frozen) gets the session anyway, which keeps connecting in the background.
+        let attempt = {
+            let target = target.clone();
+            tokio::spawn(async move { connect::connect_once(&target).await })
+        };
+        let mut attempt = attempt;
+        let first = match tokio::time::timeout(LOGIN_WAIT, &mut attempt).await {
+            Ok(Ok(Ok(connection))) => First::Ready(Box::new(connection)),
+            Ok(Ok(Err(ConnectError::Auth))) => return Err(BackendError::BadCredentials),
+            Ok(Ok(Err(ConnectError::Other(reason)))) => {
                 tracing::warn!(%jid, %reason, "XMPP server unreachable at logon; will keep trying");
                 let state = ConnectionState::TransientDisconnect { reason };
                 let _ = events.send(BackendEvent::Connection(state)).await;
-                None
+                First::Failed
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%jid, error = %e, "XMPP connection attempt failed; will keep trying");
+                let reason = "connection attempt failed".to_owned();
+                let state = ConnectionState::TransientDisconnect { reason };
+                let _ = events.send(BackendEvent::Connection(state)).await;
+                First::Failed
+            }
+            Err(_) => {
+                tracing::warn!(%jid, "no answer from the XMPP server within the logon bound; still connecting");
+                let reason = "no answer from the server yet".to_owned();
+                let state = ConnectionState::TransientDisconnect { reason };
+                let _ = events.send(BackendEvent::Connection(state)).await;
+                First::Pending(attempt)
             }
         };
         let online = connect::OnlineFlag::new();
@@ -104,16 +139,22 @@ impl Backend for XmppBackend {
 }
 
 impl XmppSession {
-    /// Queues a command now, in call order, and returns a future for its answer.
-    fn request(
+    /// Queues a command now, in call order, and returns a future for its answer, which comes
+    /// within `bound` (else `Disconnected`: the server did not answer in time; if it does
+    /// later, the change is reported as an event like any other).
+    fn request<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), BackendError>>) -> Command,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
+        bound: Duration,
+        make: impl FnOnce(oneshot::Sender<Result<T, BackendError>>) -> Command,
+    ) -> impl Future<Output = Result<T, BackendError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let queued = self.commands.try_send(make(reply));
         async move {
             match queued {
-                Ok(()) => answer.await.unwrap_or(Err(BackendError::Disconnected)),
+                Ok(()) => match tokio::time::timeout(bound, answer).await {
+                    Ok(answer) => answer.unwrap_or(Err(BackendError::Disconnected)),
+                    Err(_) => Err(BackendError::Disconnected),
+                },
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     Err(BackendError::Internal("too many requests".into()))
                 }
@@ -128,23 +169,22 @@ fn jid_of(handle: &str) -> Result<BareJid, BackendError> {
 }
 
 impl BackendSession for XmppSession {
+    /// Queued, in call order with the other commands (so a message sent after it goes out
+    /// after the presence), and answered at once: it never waits on the network. The session
+    /// sends the latest state whenever the stream is (back) up.
     fn set_presence(
         &self,
         state: PresenceState,
         _name: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let (done, taken) = oneshot::channel();
-        let queued = self.commands.try_send(Command::SetPresence { state, done });
-        async move {
-            queued.map_err(|_| BackendError::Disconnected)?;
-            // Answered once the server has the presence, so that what the MSN client does
-            // next (and what contacts do on seeing the user online) comes after it: ejabberd
-            // stores a message that arrives while the user has no available presence as an
-            // offline message, and may not deliver one that it stores as the presence comes
-            // in until the next logon. Bounded: the state is kept and sent on reconnection.
-            let _ = tokio::time::timeout(session::PRESENCE_WAIT, taken).await;
-            Ok(())
-        }
+        let queued = match self.commands.try_send(Command::SetPresence { state }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(BackendError::Internal("too many requests".into()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BackendError::Disconnected),
+        };
+        std::future::ready(queued)
     }
 
     fn add_contact(
@@ -155,7 +195,7 @@ impl BackendSession for XmppSession {
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         let name = name.to_owned();
         let request = jid_of(handle).map(move |jid| {
-            self.request(move |reply| Command::Add {
+            self.request(ACTION_WAIT, move |reply| Command::Add {
                 list,
                 jid,
                 name,
@@ -170,24 +210,22 @@ impl BackendSession for XmppSession {
         list: List,
         handle: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let request = jid_of(handle)
-            .map(move |jid| self.request(move |reply| Command::Remove { list, jid, reply }));
+        let request = jid_of(handle).map(move |jid| {
+            self.request(ACTION_WAIT, move |reply| Command::Remove {
+                list,
+                jid,
+                reply,
+            })
+        });
         async move { request?.await }
     }
 
     /// A person's chat is their bare JID; a group's is the room, which this joins (its
     /// occupants then arrive as `Joined` events).
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send {
-        let queued = jid_of(handle).map(|jid| {
-            let (reply, answer) = oneshot::channel();
-            (self.commands.try_send(Command::Open { jid, reply }), answer)
-        });
-        async move {
-            match queued? {
-                (Ok(()), answer) => answer.await.unwrap_or(Err(BackendError::Disconnected)),
-                (Err(_), _) => Err(BackendError::Disconnected),
-            }
-        }
+        let request = jid_of(handle)
+            .map(|jid| self.request(ACTION_WAIT, |reply| Command::Open { jid, reply }));
+        async move { request?.await }
     }
 
     fn leave_chat(&self, chat: &ChatId) -> impl Future<Output = Result<(), BackendError>> + Send {
@@ -201,17 +239,30 @@ impl BackendSession for XmppSession {
         async move { result }
     }
 
-    /// Queued at once, in call order; resolves when the server has the message (acknowledged
-    /// under stream management, else written to the connection).
+    /// Queued at once, in call order; resolves `Ok` when the server has the message
+    /// (acknowledged under stream management, else written to the connection), or `Err`
+    /// within [`SEND_DEADLINE`], after which the session never sends it.
     fn send_message(
         &self,
         chat: &ChatId,
         message: &OutgoingMessage,
     ) -> impl Future<Output = Result<(), BackendError>> + Send + 'static {
         let text = message.text.clone();
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
         let request = BareJid::new(&chat.0)
             .map_err(|_| BackendError::InvalidContact)
-            .map(|to| self.request(|reply| Command::Send { to, text, reply }));
+            .map(|to| {
+                // The session answers by the deadline; the bound here only covers a session
+                // task that is gone or stuck.
+                self.request(SEND_WAIT + Duration::from_secs(1), move |reply| {
+                    Command::Send {
+                        to,
+                        text,
+                        deadline,
+                        reply,
+                    }
+                })
+            });
         async move { request?.await }
     }
 

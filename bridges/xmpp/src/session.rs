@@ -33,12 +33,12 @@ use crate::connect::OnlineFlag;
 use crate::handles::{handle_for, occupant_handle};
 use crate::presence::{availability, from_xmpp, to_xmpp};
 
-/// How long a lost connection may last before contacts are shown offline: shorter outages
-/// (a server restart, a network blip) don't flash every contact offline and online.
-pub const OFFLINE_DEBOUNCE: Duration = Duration::from_secs(10);
-/// After a reconnection without resumption, contacts that have not announced themselves
-/// again within this time are shown offline.
-const SETTLE: Duration = Duration::from_secs(5);
+/// After a reconnection without resumption, contacts reported available before it that have
+/// not announced themselves again this long after the roster arrived are reported offline:
+/// the server sends contacts' presence right after our first presence, in one burst.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The same, counted from the reconnection, when the roster does not come.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(10);
 /// A contact going offline is shown this much later: when a server shuts down it first
 /// sends everyone's unavailable presence, then drops the stream, and those must not flash
 /// contacts offline for what turns out to be a short outage.
@@ -48,16 +48,11 @@ const SEEN_IDS: usize = 1024;
 /// A typing notification to the same contact is sent at most this often.
 const TYPING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How long a state change may wait for the server to take the presence stanza.
-pub const PRESENCE_WAIT: Duration = Duration::from_secs(5);
-
 /// What the user asks the session to do.
 pub enum Command {
-    /// `done` is answered (or dropped) once the server has the new presence, or when there is
-    /// none to send.
+    /// The user's own state: sent now if the stream is up, else once it is.
     SetPresence {
         state: PresenceState,
-        done: oneshot::Sender<()>,
     },
     Add {
         list: List,
@@ -73,6 +68,9 @@ pub enum Command {
     Send {
         to: BareJid,
         text: String,
+        /// When the sender is told it failed if the server does not have it by then; it is
+        /// never sent after that.
+        deadline: Instant,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
     Typing {
@@ -106,6 +104,7 @@ pub struct OutgoingChat {
     message: Message,
     reply: oneshot::Sender<Result<(), BackendError>>,
     attempt: u32,
+    deadline: Instant,
 }
 
 /// How many times a message lost with a connection is sent again on the next one.
@@ -144,8 +143,12 @@ pub struct SessionTask {
     adding: HashSet<BareJid>,
     rooms: BTreeMap<BareJid, Room>,
     resources: HashMap<BareJid, BTreeMap<String, (i8, PresenceState)>>,
-    shown: HashMap<BareJid, PresenceState>,
-    confirmed: HashSet<BareJid>,
+    /// The state last reported to the core for each contact it was told is available (it
+    /// keeps showing those through an outage of ours).
+    reported: HashMap<BareJid, PresenceState>,
+    /// Contacts whose presence was heard on the current stream (after a reconnection without
+    /// resumption, the others in `reported` are reported offline once the burst settled).
+    fresh: HashSet<BareJid>,
     own: PresenceState,
     own_sent: Option<PresenceState>,
     pending: HashMap<String, Pending>,
@@ -154,12 +157,9 @@ pub struct SessionTask {
     seen_set: HashSet<String>,
     stream_management: bool,
     connected: bool,
-    offline_at: Option<Instant>,
     settle_at: Option<Instant>,
-    /// Contacts whose going offline is not shown yet (see [`OFFLINE_GRACE`]).
+    /// Contacts whose going offline is not reported yet (see [`OFFLINE_GRACE`]).
     going_offline: HashMap<BareJid, Instant>,
-    /// The last state shown for contacts in `going_offline`.
-    last_visible: HashMap<BareJid, PresenceState>,
     /// Messages to send once the stream is up again, after the user's presence: those whose
     /// stream was lost before the server acknowledged them (sent again with the same id, so
     /// receivers that drop repeats by id see them once), and those asked for meanwhile.
@@ -197,8 +197,8 @@ impl SessionTask {
             adding: HashSet::new(),
             rooms: BTreeMap::new(),
             resources: HashMap::new(),
-            shown: HashMap::new(),
-            confirmed: HashSet::new(),
+            reported: HashMap::new(),
+            fresh: HashSet::new(),
             // Offline until the MSN client sets its first state: contacts don't see the user
             // before the MSN client is online.
             own: PresenceState::Offline,
@@ -209,10 +209,8 @@ impl SessionTask {
             seen_set: HashSet::new(),
             stream_management: false,
             connected: false,
-            offline_at: None,
             settle_at: None,
             going_offline: HashMap::new(),
-            last_visible: HashMap::new(),
             resend: Vec::new(),
             lost_tx,
             lost_rx,
@@ -223,9 +221,9 @@ impl SessionTask {
     pub async fn run(mut self) {
         loop {
             let deadline = [
-                self.offline_at,
                 self.settle_at,
                 self.going_offline.values().min().copied(),
+                self.resend.iter().map(|c| c.deadline).min(),
             ]
             .into_iter()
             .flatten()
@@ -257,7 +255,9 @@ impl SessionTask {
                 },
                 _ = timer => self.timers().await,
                 Some(lost) = self.lost_rx.recv() => {
-                    if self.connected {
+                    if Instant::now() >= lost.deadline {
+                        fail(lost);
+                    } else if self.connected {
                         self.send_tracked(lost).await;
                     } else {
                         self.resend.push(lost);
@@ -319,17 +319,20 @@ impl SessionTask {
                 self.online.came_online();
                 self.connected = true;
                 self.stream_management = features.stream_management.is_some();
-                self.offline_at = None;
                 // IQs sent on the lost stream will never be answered.
                 for (_, pending) in self.pending.drain() {
                     if let Pending::Reply(reply) = pending {
                         let _ = reply.send(Err(BackendError::Disconnected));
                     }
                 }
+                // Contacts' presence starts again on a new session: every contact's state is
+                // reported anew as it comes (the core shows only changes), and those reported
+                // available before that don't come back are reported offline once settled.
                 self.resources.clear();
-                self.confirmed.clear();
-                if !self.shown.is_empty() {
-                    self.settle_at = Some(Instant::now() + SETTLE);
+                self.fresh.clear();
+                self.going_offline.clear();
+                if !self.reported.is_empty() {
+                    self.settle_at = Some(Instant::now() + SETTLE_AT_MOST);
                 }
                 self.emit(BackendEvent::Connection(ConnectionState::Connected))
                     .await;
@@ -370,22 +373,15 @@ impl SessionTask {
                 .await;
                 self.own_sent = None;
                 let _ = self.send_own_presence().await;
-                for lost in std::mem::take(&mut self.resend) {
-                    self.send_tracked(lost).await;
-                }
+                self.send_waiting().await;
             }
             Event::Stream(StreamEvent::Suspended) => {
                 tracing::info!(jid = %self.me, "XMPP connection lost; resuming");
                 self.connected = false;
-                self.offline_at
-                    .get_or_insert(Instant::now() + OFFLINE_DEBOUNCE);
-                // Contacts that "went offline" just before our stream dropped most likely went
-                // with the server: keep showing them as before until the reconnection says.
-                for jid in std::mem::take(&mut self.going_offline).into_keys() {
-                    if let Some(state) = self.last_visible.get(&jid).copied() {
-                        self.shown.insert(jid, state);
-                    }
-                }
+                // Contacts are not reported offline for an outage of ours: the core keeps
+                // showing their last state for a while. Those that "went offline" just before
+                // our stream dropped most likely went with the server: the reconnection says.
+                self.going_offline.clear();
                 let state = ConnectionState::TransientDisconnect {
                     reason: "connection lost".into(),
                 };
@@ -395,12 +391,17 @@ impl SessionTask {
                 tracing::info!(jid = %self.me, "XMPP session resumed");
                 self.online.came_online();
                 self.connected = true;
-                self.offline_at = None;
-                for lost in std::mem::take(&mut self.resend) {
-                    self.send_tracked(lost).await;
-                }
                 self.emit(BackendEvent::Connection(ConnectionState::Connected))
                     .await;
+                // Nothing was lost: contacts' states are still current. Report them again
+                // (unchanged states show nothing) so the core knows they are.
+                let reported: Vec<(BareJid, PresenceState)> =
+                    self.reported.iter().map(|(j, s)| (j.clone(), *s)).collect();
+                for (jid, state) in reported {
+                    self.emit_presence(&jid, state).await;
+                }
+                let _ = self.send_own_presence().await;
+                self.send_waiting().await;
             }
             Event::Stanza(Stanza::Iq(iq)) => self.iq(iq).await,
             Event::Stanza(Stanza::Presence(presence)) => self.presence(presence).await,
@@ -410,10 +411,6 @@ impl SessionTask {
 
     async fn timers(&mut self) {
         let now = Instant::now();
-        if self.offline_at.is_some_and(|t| t <= now) {
-            self.offline_at = None;
-            self.all_offline().await;
-        }
         let due: Vec<BareJid> = self
             .going_offline
             .iter()
@@ -422,29 +419,54 @@ impl SessionTask {
             .collect();
         for jid in due {
             self.going_offline.remove(&jid);
-            if !self.shown.contains_key(&jid) {
+            if self.reported.remove(&jid).is_some() {
                 self.emit_presence(&jid, PresenceState::Offline).await;
             }
         }
         if self.settle_at.is_some_and(|t| t <= now) {
             self.settle_at = None;
             let stale: Vec<BareJid> = self
-                .shown
+                .reported
                 .keys()
-                .filter(|j| !self.confirmed.contains(*j))
+                .filter(|j| !self.fresh.contains(*j))
                 .cloned()
                 .collect();
             for jid in stale {
-                self.shown.remove(&jid);
+                self.reported.remove(&jid);
                 self.emit_presence(&jid, PresenceState::Offline).await;
+            }
+        }
+        // Messages still waiting for the stream when their deadline came: failed, never sent.
+        if self.resend.iter().any(|c| c.deadline <= now) {
+            let (late, waiting) = std::mem::take(&mut self.resend)
+                .into_iter()
+                .partition(|c| c.deadline <= now);
+            self.resend = waiting;
+            for chat in late {
+                fail(chat);
             }
         }
     }
 
+    /// Sends the messages that waited for the stream, in order, once the user's presence is
+    /// out again; those past their deadline fail instead.
+    async fn send_waiting(&mut self) {
+        let now = Instant::now();
+        for chat in std::mem::take(&mut self.resend) {
+            if chat.deadline <= now {
+                fail(chat);
+            } else {
+                self.send_tracked(chat).await;
+            }
+        }
+    }
+
+    /// The stream ended for good: contacts reported available are reported offline.
     async fn all_offline(&mut self) {
         self.resources.clear();
-        let shown: Vec<BareJid> = self.shown.drain().map(|(j, _)| j).collect();
-        for jid in shown {
+        self.going_offline.clear();
+        let reported: Vec<BareJid> = self.reported.drain().map(|(j, _)| j).collect();
+        for jid in reported {
             self.emit_presence(&jid, PresenceState::Offline).await;
         }
     }
@@ -528,7 +550,15 @@ impl SessionTask {
             .chain(&self.blocked)
             .chain(self.rooms.keys())
             .collect();
-        jids.into_iter().filter_map(|j| self.contact(j)).collect()
+        jids.into_iter()
+            .filter_map(|j| {
+                let contact = self.contact(j);
+                if contact.is_none() && handle_for(j).is_none() {
+                    tracing::info!(jid = %j, "leaving out a contact that has no MSN handle");
+                }
+                contact
+            })
+            .collect()
     }
 
     async fn contact_changed(&self, jid: &BareJid) {
@@ -574,6 +604,10 @@ impl SessionTask {
                     }
                     let contacts = self.contacts();
                     self.emit(BackendEvent::ContactList(contacts)).await;
+                    // Contacts' presence follows our own, which went out with this request.
+                    if self.settle_at.is_some() {
+                        self.settle_at = Some(Instant::now() + SETTLE);
+                    }
                     // A room is always there to be called.
                     let rooms: Vec<BareJid> = self.rooms.keys().cloned().collect();
                     for room in rooms {
@@ -757,8 +791,10 @@ impl SessionTask {
         }
     }
 
+    /// Reports a contact's combined state if it changed, or if it is the first word of the
+    /// contact on a new stream (after a reconnection the core is told every state again).
     async fn update_shown(&mut self, jid: &BareJid) {
-        self.confirmed.insert(jid.clone());
+        let first_on_stream = self.fresh.insert(jid.clone());
         let best = self
             .resources
             .get(jid)
@@ -768,28 +804,17 @@ impl SessionTask {
             })
             .map(|(_, state)| *state)
             .unwrap_or(PresenceState::Offline);
-        let before = self
-            .shown
-            .get(jid)
-            .copied()
-            .unwrap_or(PresenceState::Offline);
         if best == PresenceState::Offline {
-            self.shown.remove(jid);
-            if before != PresenceState::Offline {
-                self.last_visible.insert(jid.clone(), before);
+            if self.reported.contains_key(jid) {
                 self.going_offline
-                    .insert(jid.clone(), Instant::now() + OFFLINE_GRACE);
+                    .entry(jid.clone())
+                    .or_insert(Instant::now() + OFFLINE_GRACE);
             }
             return;
         }
-        self.shown.insert(jid.clone(), best);
-        let was_going = self.going_offline.remove(jid).is_some();
-        let shown_before = if was_going {
-            self.last_visible.get(jid).copied().unwrap_or(before)
-        } else {
-            before
-        };
-        if best != shown_before {
+        self.going_offline.remove(jid);
+        let before = self.reported.insert(jid.clone(), best);
+        if before != Some(best) || first_on_stream {
             self.emit_presence(jid, best).await;
         }
     }
@@ -817,24 +842,6 @@ impl SessionTask {
         };
         self.own_sent = Some(self.own);
         Some(self.send(presence).await)
-    }
-
-    /// Runs `then` once the server has taken the stanza of `token` (acknowledged it, with
-    /// stream management; else once it was written), or it was lost.
-    fn when_taken(
-        &self,
-        mut token: tokio_xmpp::stanzastream::StanzaToken,
-        then: impl FnOnce() + Send + 'static,
-    ) {
-        let stage = if self.stream_management {
-            StanzaStage::Acked
-        } else {
-            StanzaStage::Sent
-        };
-        tokio::spawn(async move {
-            let _ = token.wait_for(stage).await;
-            then();
-        });
     }
 
     // ---- messages ----
@@ -945,6 +952,7 @@ impl SessionTask {
             return;
         }
         let (Some(handle), chat) = (occupant_handle(room, &nick), ChatId(room.to_string())) else {
+            tracing::info!(%room, "ignoring an occupant whose nick makes no MSN handle");
             return;
         };
         let event = match presence.type_ {
@@ -978,6 +986,7 @@ impl SessionTask {
             return;
         };
         let Some(handle) = occupant_handle(room, &nick) else {
+            tracing::info!(%room, "dropping a message from an occupant whose nick makes no MSN handle");
             return;
         };
         let id = message.id.as_ref().map(|i| i.0.clone());
@@ -992,11 +1001,12 @@ impl SessionTask {
         .await;
     }
 
+    /// Joins a room, if the stream is up (a new stream joins the rooms the user has open).
     async fn join_room(&mut self, room: &BareJid) {
         let Some(entry) = self.rooms.get(room) else {
             return;
         };
-        if entry.joined {
+        if entry.joined || !self.connected {
             return;
         }
         let Ok(me) = room.with_resource_str(&entry.nick) else {
@@ -1022,24 +1032,27 @@ impl SessionTask {
                 if let Some(room) = self.rooms.get_mut(&jid) {
                     room.wanted = false;
                 }
+                let connected = self.connected;
                 if let Some(room) = self.rooms.get_mut(&jid).filter(|r| r.joined) {
                     room.joined = false;
-                    if let Ok(me) = jid.with_resource_str(&room.nick) {
+                    let nick = jid.with_resource_str(&room.nick);
+                    if let (Ok(me), true) = (nick, connected) {
                         self.send(Presence::new(PresenceType::Unavailable).with_to(me))
                             .await;
                     }
                 }
             }
-            Command::SetPresence { state, done } => {
+            Command::SetPresence { state } => {
+                // Sent now if the stream is up, else when it is back (before any message).
                 self.own = state;
-                match self.send_own_presence().await {
-                    Some(token) => self.when_taken(token, move || {
-                        let _ = done.send(());
-                    }),
-                    None => {
-                        let _ = done.send(());
-                    }
-                }
+                let _ = self.send_own_presence().await;
+            }
+            // A list change needs the server: while the stream is down it fails at once rather
+            // than waiting for a reconnection nobody can promise.
+            Command::Add { list, reply, .. } | Command::Remove { list, reply, .. }
+                if !self.connected && list != List::Reverse =>
+            {
+                let _ = reply.send(Err(BackendError::Disconnected));
             }
             Command::Add {
                 list,
@@ -1048,7 +1061,12 @@ impl SessionTask {
                 reply,
             } => self.add(list, jid, name, reply).await,
             Command::Remove { list, jid, reply } => self.remove(list, jid, reply).await,
-            Command::Send { to, text, reply } => {
+            Command::Send {
+                to,
+                text,
+                deadline,
+                reply,
+            } => {
                 // Sent now if connected, else kept until the stream is up and the user's
                 // presence has gone out again (the caller bounds how long it waits for the
                 // answer). Never before that presence: the contact's reply to a user with no
@@ -1069,6 +1087,7 @@ impl SessionTask {
                     message,
                     reply,
                     attempt: 0,
+                    deadline,
                 };
                 if self.connected {
                     self.send_tracked(chat).await;
@@ -1076,6 +1095,7 @@ impl SessionTask {
                     self.resend.push(chat);
                 }
             }
+            Command::Typing { .. } if !self.connected => {} // Stale by the time it could go.
             Command::Typing { to } => {
                 let now = Instant::now();
                 if self
@@ -1097,7 +1117,9 @@ impl SessionTask {
 
     /// Sends a chat message and answers its sender once the server has it (acknowledged under
     /// stream management, else written). A message whose stream is lost first comes back to
-    /// this task to be sent again on the next stream, up to [`RESENDS`] times.
+    /// this task to be sent again on the next stream, up to [`RESENDS`] times, before its
+    /// deadline. One still unacknowledged at its deadline fails, and the session it was sent
+    /// on is not resumed (resumption would send it again): it is never sent after that.
     async fn send_tracked(&mut self, chat: OutgoingChat) {
         let wait_for = if self.stream_management {
             StanzaStage::Acked
@@ -1106,12 +1128,19 @@ impl SessionTask {
         };
         let mut token = self.send(chat.message.clone()).await;
         let lost = self.lost_tx.clone();
+        let online = self.online.clone();
         tokio::spawn(async move {
-            match token.wait_for(wait_for).await {
-                Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }) => {
+            let state = tokio::time::timeout_at(chat.deadline, token.wait_for(wait_for)).await;
+            match state {
+                Ok(Some(StanzaState::Sent { .. } | StanzaState::Acked { .. })) => {
                     let _ = chat.reply.send(Ok(()));
                 }
-                _ if chat.attempt < RESENDS => {
+                Err(_) => {
+                    online.forget_session();
+                    tracing::info!("an XMPP message was not acknowledged in time; reported failed");
+                    let _ = chat.reply.send(Err(BackendError::Disconnected));
+                }
+                Ok(_) if chat.attempt < RESENDS && Instant::now() < chat.deadline => {
                     let again = OutgoingChat {
                         attempt: chat.attempt + 1,
                         ..chat
@@ -1120,9 +1149,7 @@ impl SessionTask {
                         let _ = again.reply.send(Err(BackendError::Disconnected));
                     }
                 }
-                _ => {
-                    let _ = chat.reply.send(Err(BackendError::Disconnected));
-                }
+                Ok(_) => fail(chat),
             }
         });
     }
@@ -1257,6 +1284,12 @@ impl SessionTask {
         // Close the stream politely, but don't wait on a dead server.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.stream.close()).await;
     }
+}
+
+/// Tells a message's sender it was not sent (and drops it: it never will be).
+fn fail(chat: OutgoingChat) {
+    tracing::info!("an XMPP message could not be sent in time; reported failed");
+    let _ = chat.reply.send(Err(BackendError::Disconnected));
 }
 
 fn service_unavailable(id: String, to: Option<Jid>) -> Iq {
