@@ -34,6 +34,15 @@ async fn setup_with(xmpp_password: &str) -> Setup {
 
 /// [`setup_with`], with Alice and each of `contacts` mutual contacts on the XMPP side.
 async fn setup_with_contacts(xmpp_password: &str, contacts: &[&str]) -> Setup {
+    setup_configured(xmpp_password, contacts, |_| {}).await
+}
+
+/// [`setup_with_contacts`], with a change to msngate's configuration.
+async fn setup_configured(
+    xmpp_password: &str,
+    contacts: &[&str],
+    configure: impl FnOnce(&mut msngate::config::Config),
+) -> Setup {
     trust_test_certificate();
     let prosody = Prosody::start().await;
     for user in ["alice", "bob", "carol"] {
@@ -54,7 +63,7 @@ async fn setup_with_contacts(xmpp_password: &str, contacts: &[&str]) -> Setup {
         "msn-pw",
         ("xmpp", &prosody.jid("alice"), xmpp_password),
         vec![("server".into(), prosody.addr())],
-        |_| {},
+        configure,
     )
     .await;
     Setup {
@@ -1221,4 +1230,58 @@ async fn a_long_message_from_an_xmpp_contact_is_passed_on_whole() {
         }
     }
     session.logout().await;
+}
+
+/// An outage longer than the presence debounce (3 s here, 30 s by default) shows each contact
+/// offline once, and online once when the server is back: no more, no less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_debounce_shows_contacts_offline_once_and_back_once() {
+    let Setup {
+        mut prosody,
+        server,
+        mut bob,
+    } = setup_configured("alice-pw", &["bob"], |c| {
+        c.bridges.presence_debounce_secs = 3;
+    })
+    .await;
+    bob.send_presence(None, None).await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(10))
+        .await;
+
+    process::kill(&mut prosody);
+    let _old_bob = bob;
+    let mut seen = Vec::new();
+    let outage_end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while let Ok(Some(line)) = alice
+        .recv_within(outage_end.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        seen.push(line.text());
+    }
+    assert_eq!(
+        seen.iter().filter(|l| *l == "FLN bob@localhost").count(),
+        1,
+        "during the outage: {seen:?}"
+    );
+    prosody.start_again().await;
+    let mut bob = xmpp(&prosody, "bob").await;
+    bob.send_presence(None, None).await;
+    alice
+        .wait_for_within("NLN NLN bob@localhost *", Duration::from_secs(40))
+        .await;
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_secs(3)).await {
+        seen.push(line.text());
+    }
+    let bob_lines: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("bob@localhost"))
+        .collect();
+    assert_eq!(
+        bob_lines,
+        vec!["FLN bob@localhost"],
+        "after the FLN, only one NLN: {seen:?}"
+    );
 }
