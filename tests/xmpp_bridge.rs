@@ -1285,3 +1285,61 @@ async fn an_outage_longer_than_the_debounce_shows_contacts_offline_once_and_back
         "after the FLN, only one NLN: {seen:?}"
     );
 }
+
+/// Alice signs in twice in quick succession (a second client, or MSN 1.0 reconnecting): the
+/// first connection gets `OUT OTH`, the XMPP account stays online with exactly one resource,
+/// and Bob's next message rings the new connection once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_logon_leaves_exactly_one_xmpp_session() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let mut first = msn_alice(&server).await;
+    first.come_online().await;
+    let mut second = msn_alice(&server).await;
+    first
+        .wait_for_within("OUT OTH", Duration::from_secs(5))
+        .await;
+    second.come_online().await;
+
+    // Bob's view of Alice's resources settles on one available one.
+    let mut resources: std::collections::BTreeMap<String, bool> = Default::default();
+    let settle = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = settle.saturating_duration_since(tokio::time::Instant::now());
+        let presence = bob
+            .wait_for_within(left, |s| match s {
+                tokio_xmpp::Stanza::Presence(p)
+                    if p.from
+                        .as_ref()
+                        .is_some_and(|f| f.to_bare().to_string() == "alice@localhost") =>
+                {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .await;
+        let Some(p) = presence else { break };
+        let from = p.from.map(|f| f.to_string()).unwrap_or_default();
+        resources.insert(from, p.type_ != PresenceType::Unavailable);
+    }
+    let available: Vec<_> = resources.iter().filter(|(_, on)| **on).collect();
+    assert_eq!(
+        available.len(),
+        1,
+        "Alice's resources as Bob sees them: {resources:?}"
+    );
+
+    bob.send_chat("alice@localhost", "which one of you?", None)
+        .await;
+    let rng = second
+        .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
+        .await;
+    let (mut sb, _) = Client::answer(&rng, "alice@hotmail.com").await;
+    let msg = sb.expect("MSG bob@localhost * *").await;
+    assert!(msg.payload_text().ends_with("which one of you?"));
+    sb.expect_silence(1000).await;
+    second.expect_silence(500).await;
+}
