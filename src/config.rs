@@ -34,6 +34,12 @@ pub struct LimitsConfig {
     pub login_failure_window_secs: u64,
     /// The first refusal's length; it doubles with each repeat, up to an hour.
     pub login_cooldown_secs: u64,
+    /// The most simultaneous connections from one client address (all listeners together);
+    /// more are closed at once.
+    pub max_connections_per_address: usize,
+    /// Whether loopback addresses count too. Off by default: local load tests and msncd's own
+    /// connections to the server come from loopback.
+    pub limit_loopback: bool,
 }
 
 impl Default for LimitsConfig {
@@ -43,11 +49,17 @@ impl Default for LimitsConfig {
             login_failures_per_address: 30,
             login_failure_window_secs: 60,
             login_cooldown_secs: 30,
+            max_connections_per_address: 64,
+            limit_loopback: false,
         }
     }
 }
 
 impl LimitsConfig {
+    pub fn per_address(&self) -> (usize, bool) {
+        (self.max_connections_per_address, self.limit_loopback)
+    }
+
     pub fn throttle(&self) -> crate::hub::ThrottleLimits {
         crate::hub::ThrottleLimits {
             per_handle: self.login_failures_per_handle,

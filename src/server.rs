@@ -111,6 +111,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub: Hub::new(
             Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
             config.limits.throttle(),
+            config.limits.per_address(),
         ),
         store,
         challenge_key,
@@ -212,7 +213,16 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(%address, "connection limit reached; closing the new connection");
+            if let Some(unlogged) = services.hub.refused_connections.should_log(address.ip()) {
+                warn!(%address, unlogged, "connection limit reached; closing the new connection");
+            }
+            drop(stream);
+            continue;
+        };
+        let Some(slot) = services.hub.addresses.open(address.ip()) else {
+            if let Some(unlogged) = services.hub.refused_connections.should_log(address.ip()) {
+                warn!(%address, unlogged, "too many connections from this address; closing the new one");
+            }
             drop(stream);
             continue;
         };
@@ -244,7 +254,7 @@ async fn accept_loop(
                         .await
                     }
                 }
-                drop(permit);
+                drop((permit, slot));
             }
             .instrument(span),
         );

@@ -470,3 +470,40 @@ async fn failed_logins_throttle_that_handle_from_that_address_only() {
         "911"
     );
 }
+
+/// Connections per address are limited (here 3, loopback counted for the test): the fourth
+/// from one address is closed at once, another address is not affected, and a closed
+/// connection gives its place back.
+#[tokio::test]
+async fn connections_per_address_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.limits.max_connections_per_address = 3;
+    config.limits.limit_loopback = true;
+    let server = TestServer::start_with(dir, config, &[]).await;
+    let connect_from = |source: &'static str| {
+        let address = server.ns();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            Client::from_stream(socket.connect(address).await.unwrap())
+        }
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.9").await;
+        let t = c.cmd("VER", "MSNP2 CVR0").await;
+        c.expect(&format!("VER {t} MSNP2")).await;
+        open.push(c);
+    }
+    let mut fourth = connect_from("127.0.0.9").await;
+    fourth.expect_closed().await;
+    let mut other = connect_from("127.0.0.10").await;
+    let t = other.cmd("VER", "MSNP2 CVR0").await;
+    other.expect(&format!("VER {t} MSNP2")).await;
+    drop(open.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut again = connect_from("127.0.0.9").await;
+    let t = again.cmd("VER", "MSNP2 CVR0").await;
+    again.expect(&format!("VER {t} MSNP2")).await;
+}

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
-pub use throttle::{LogLimiter, LoginThrottle, ThrottleLimits};
+pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, ThrottleLimits};
 
 use crate::bridge::Account;
 use crate::connection::Peer;
@@ -41,16 +41,26 @@ pub struct Hub {
     pub throttle: LoginThrottle,
     /// Bad switchboard cookies are logged once per address and minute.
     pub bad_cookies: LogLimiter,
+    /// Open connections per client address.
+    pub addresses: Arc<AddressCounts>,
+    /// Connections refused for a limit are logged once per address and minute.
+    pub refused_connections: LogLimiter,
 }
 
 impl Hub {
-    pub fn new(cookies: Cookies, limits: ThrottleLimits) -> Hub {
+    pub fn new(
+        cookies: Cookies,
+        limits: ThrottleLimits,
+        (per_address, count_loopback): (usize, bool),
+    ) -> Hub {
         Hub {
             users: DashMap::new(),
             cookies,
             switchboards: DashMap::new(),
             throttle: LoginThrottle::new(limits),
             bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
+            addresses: Arc::new(AddressCounts::new(per_address, count_loopback)),
+            refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
         }
     }
 

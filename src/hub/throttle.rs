@@ -178,6 +178,64 @@ impl LoginThrottle {
     }
 }
 
+/// Open connections per client address, against a limit. Loopback addresses (local load tests,
+/// msncd's own connections) are not counted unless the configuration says so.
+pub struct AddressCounts {
+    limit: usize,
+    count_loopback: bool,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AddressCounts {
+    pub fn new(limit: usize, count_loopback: bool) -> AddressCounts {
+        AddressCounts {
+            limit,
+            count_loopback,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new connection from `address`; `None` when that address has its limit.
+    pub fn open(self: &std::sync::Arc<Self>, address: IpAddr) -> Option<OwnedAddressSlot> {
+        if address.is_loopback() && !self.count_loopback {
+            return Some(OwnedAddressSlot(None));
+        }
+        let mut open = self.lock();
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(OwnedAddressSlot(Some((self.clone(), address))))
+    }
+
+    /// How many connections from `address` are counted now.
+    pub fn open_from(&self, address: IpAddr) -> usize {
+        self.lock().get(&address).copied().unwrap_or(0)
+    }
+}
+
+/// A counted connection ([`AddressCounts::open`]); dropping it gives the place back.
+pub struct OwnedAddressSlot(Option<(std::sync::Arc<AddressCounts>, IpAddr)>);
+
+impl Drop for OwnedAddressSlot {
+    fn drop(&mut self) {
+        if let Some((counts, address)) = self.0.take() {
+            let mut open = counts.lock();
+            if let Some(count) = open.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&address);
+                }
+            }
+        }
+    }
+}
+
 /// Logs a kind of failure (bad cookies, say) once per address and period, with how many
 /// were not logged since the last line.
 pub struct LogLimiter {
@@ -277,6 +335,22 @@ mod tests {
         let fresh: UserHandle = "fresh@x.com".parse().unwrap();
         assert!(t.blocked(a, &fresh).is_some());
         assert_eq!(t.blocked(ip("192.0.2.9"), &fresh), None);
+    }
+
+    #[test]
+    fn connections_per_address_are_limited_and_given_back_loopback_aside() {
+        let counts = std::sync::Arc::new(AddressCounts::new(2, false));
+        let a = ip("192.0.2.1");
+        let first = counts.open(a).unwrap();
+        let _second = counts.open(a).unwrap();
+        assert!(counts.open(a).is_none());
+        assert!(counts.open(ip("192.0.2.2")).is_some());
+        drop(first);
+        assert_eq!(counts.open_from(a), 1);
+        assert!(counts.open(a).is_some());
+        let local: Vec<_> = (0..10).map(|_| counts.open(ip("127.0.0.1"))).collect();
+        assert!(local.iter().all(Option::is_some));
+        assert_eq!(counts.open_from(ip("127.0.0.1")), 0);
     }
 
     #[tokio::test(start_paused = true)]
