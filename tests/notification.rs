@@ -417,26 +417,9 @@ async fn try_login(server: &TestServer, source: &str, handle: &str, password: &s
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(server.ns()).await.unwrap();
-    let mut c = Client::from_stream(stream);
-    let t = c.cmd("VER", "MSNP2 CVR0").await;
-    c.expect(&format!("VER {t} MSNP2")).await;
-    let t = c.cmd("USR", &format!("MD5 I {handle}")).await;
-    let challenge = c
-        .expect(&format!("USR {t} MD5 S *"))
-        .await
-        .get(4)
-        .to_string();
-    let t = c
-        .cmd(
-            "USR",
-            &format!(
-                "MD5 S {}",
-                common::md5_hex(&format!("{challenge}{password}"))
-            ),
-        )
+    let answer = Client::from_stream(stream)
+        .try_md5_login(handle, password)
         .await;
-    let answer = c.recv().await;
-    assert_eq!(answer.get(1), t.to_string(), "{}", answer.text());
     answer.get(0).to_string()
 }
 

@@ -399,21 +399,8 @@ async fn a_wrong_xmpp_password_fails_the_msn_logon() {
         bob: _b,
     } = setup_with("not-the-password").await;
     let mut c = Client::connect(server.ns()).await;
-    let t = c.cmd("VER", "MSNP2 CVR0").await;
-    c.expect(&format!("VER {t} MSNP2")).await;
-    let t = c.cmd("USR", "MD5 I alice@hotmail.com").await;
-    let challenge = c
-        .expect(&format!("USR {t} MD5 S *"))
-        .await
-        .get(4)
-        .to_string();
-    let t = c
-        .cmd(
-            "USR",
-            &format!("MD5 S {}", common::md5_hex(&format!("{challenge}msn-pw"))),
-        )
-        .await;
-    c.expect(&format!("911 {t}")).await;
+    let answer = c.try_md5_login("alice@hotmail.com", "msn-pw").await;
+    assert_eq!(answer.get(0), "911", "{}", answer.text());
     // The host sees why in `msngate user list`.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_msngate"))
         .args(["user", "list"])

@@ -392,28 +392,45 @@ impl Client {
         );
     }
 
-    /// Logs in the way MSN Messenger 1.0 does, up to and including the profile message.
-    pub async fn login(address: SocketAddr, handle: &str, password: &str) -> Client {
-        let mut c = Client::connect(address).await;
-        c.name = handle.to_string();
-        let t = c.cmd("VER", "MSNP2 CVR0").await;
-        c.expect(&format!("VER {t} MSNP2")).await;
-        let t = c.cmd("INF", "").await;
-        c.expect(&format!("INF {t} MD5")).await;
-        let t = c.cmd("USR", &format!("MD5 I {handle}")).await;
-        let challenge = c
+    /// Sends MSN 1.0's `VER`, `INF` and the two `USR`s on a new connection, and returns the
+    /// answer to the second `USR` (`USR t OK ...` or an error such as `911 t`).
+    pub async fn try_md5_login(&mut self, handle: &str, password: &str) -> Line {
+        let t = self.cmd("VER", "MSNP2 CVR0").await;
+        self.expect(&format!("VER {t} MSNP2")).await;
+        let t = self.cmd("INF", "").await;
+        self.expect(&format!("INF {t} MD5")).await;
+        let t = self.cmd("USR", &format!("MD5 I {handle}")).await;
+        let challenge = self
             .expect(&format!("USR {t} MD5 S *"))
             .await
             .get(4)
             .to_string();
-        let t = c
+        let t = self
             .cmd(
                 "USR",
                 &format!("MD5 S {}", md5_hex(&format!("{challenge}{password}"))),
             )
             .await;
-        c.expect(&format!("USR {t} OK {} *", handle.to_ascii_lowercase()))
-            .await;
+        let answer = self.recv().await;
+        assert_eq!(answer.get(1), t.to_string(), "{}", answer.text());
+        answer
+    }
+
+    /// Logs in the way MSN Messenger 1.0 does, up to and including the profile message.
+    pub async fn login(address: SocketAddr, handle: &str, password: &str) -> Client {
+        let mut c = Client::connect(address).await;
+        c.name = handle.to_string();
+        let answer = c.try_md5_login(handle, password).await;
+        let t = answer.get(1).to_string();
+        assert!(
+            matches(
+                &answer,
+                &format!("USR {t} OK {} *", handle.to_ascii_lowercase())
+            ),
+            "{}: expected USR OK, got `{}`",
+            c.name,
+            answer.text()
+        );
         let profile = c.expect("MSG Hotmail Hotmail *").await;
         assert!(profile.payload_text().contains("text/x-msmsgsprofile"));
         c
