@@ -17,6 +17,63 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub msncd: MsncdConfig,
     pub matrix: MatrixConfig,
+    pub bridges: BridgesConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Limits that keep one client or address from spoiling the server for others.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Failed logins for one handle from one address within the window before further logins
+    /// for it from there are refused (911) for a while.
+    pub login_failures_per_handle: u32,
+    /// Failed logins for any handles from one address within the window before that address's
+    /// logins are refused for a while.
+    pub login_failures_per_address: u32,
+    pub login_failure_window_secs: u64,
+    /// The first refusal's length; it doubles with each repeat, up to an hour.
+    pub login_cooldown_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            login_failures_per_handle: 10,
+            login_failures_per_address: 30,
+            login_failure_window_secs: 60,
+            login_cooldown_secs: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn throttle(&self) -> crate::hub::ThrottleLimits {
+        crate::hub::ThrottleLimits {
+            per_handle: self.login_failures_per_handle,
+            per_address: self.login_failures_per_address,
+            window: std::time::Duration::from_secs(self.login_failure_window_secs),
+            cooldown: std::time::Duration::from_secs(self.login_cooldown_secs),
+        }
+    }
+}
+
+/// Settings for every account mapped to another network (docs/bridges/).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgesConfig {
+    /// Seconds a backend may be disconnected before its contacts are shown offline. A shorter
+    /// outage shows nothing; a longer one shows each contact offline once, and online again
+    /// once the backend is back.
+    pub presence_debounce_secs: u64,
+}
+
+impl Default for BridgesConfig {
+    fn default() -> Self {
+        BridgesConfig {
+            presence_debounce_secs: 30,
+        }
+    }
 }
 
 /// Settings for accounts mapped to Matrix (docs/bridges/matrix.md).
@@ -256,6 +313,26 @@ impl Config {
             (
                 "server.cookie_lifetime_secs",
                 self.server.cookie_lifetime_secs,
+            ),
+            (
+                "bridges.presence_debounce_secs",
+                self.bridges.presence_debounce_secs,
+            ),
+            (
+                "limits.login_failures_per_handle",
+                self.limits.login_failures_per_handle.into(),
+            ),
+            (
+                "limits.login_failures_per_address",
+                self.limits.login_failures_per_address.into(),
+            ),
+            (
+                "limits.login_failure_window_secs",
+                self.limits.login_failure_window_secs,
+            ),
+            (
+                "limits.login_cooldown_secs",
+                self.limits.login_cooldown_secs,
             ),
         ] {
             if value == 0 {

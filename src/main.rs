@@ -255,12 +255,22 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
             println!("removed {handle}");
         }
         UserCommand::List => {
-            for (handle, name, link) in open()?.accounts_with_links()? {
+            let db = open()?;
+            let refused: std::collections::HashSet<_> =
+                db.refused_links()?.into_iter().map(|(h, _)| h).collect();
+            for (handle, name, link) in db.accounts_with_links()? {
                 let backend = match link {
                     Some(l) => format!("{}:{}", l.backend, l.account),
                     None => msngate::bridge::UNLINKED_BACKEND.into(),
                 };
-                println!("{handle}\t{backend}\t{}", name.as_str());
+                // A link whose network refused the credentials stays refused (no retries)
+                // until a logon is accepted again or it is linked anew.
+                let state = if refused.contains(&handle) {
+                    "\tcredentials refused: link again"
+                } else {
+                    ""
+                };
+                println!("{handle}\t{backend}\t{}{state}", name.as_str());
             }
         }
         UserCommand::Link { handle, backend } => {

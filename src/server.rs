@@ -108,9 +108,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (ns_addr, sb_addr) = (local(&ns), local(&sb));
     let host = config.server.public_host.clone();
     let services = Arc::new_cyclic(|services| Services {
-        hub: Hub::new(Cookies::new(Duration::from_secs(
-            config.server.cookie_lifetime_secs,
-        ))),
+        hub: Hub::new(
+            Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
+            config.limits.throttle(),
+        ),
         store,
         challenge_key,
         notification_address: format!("{host}:{}", ns_addr.port()),
@@ -226,13 +227,13 @@ async fn accept_loop(
                 match kind {
                     Kind::Notification => {
                         run_role(stream, &services2, shutdown2, |peer| {
-                            NotificationSession::new(services2.clone(), peer)
+                            NotificationSession::new(services2.clone(), peer, address.ip())
                         })
                         .await
                     }
                     Kind::Switchboard => {
                         run_role(stream, &services2, shutdown2, |peer| {
-                            SwitchboardConnection::new(services2.clone(), peer)
+                            SwitchboardConnection::new(services2.clone(), peer, address.ip())
                         })
                         .await
                     }

@@ -323,6 +323,145 @@ async fn a_room_with_three_people() {
     );
 }
 
+/// Alice chats with Bob, signs out with `OUT`, and Bob writes once more while she is away. When
+/// she signs in again (four seconds later, then one second later), her first CHG is answered at
+/// once (MSN 1.0 stays on "Signing in..." until it is), and Bob's message rings her after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_again_after_out_answers_the_first_chg_at_once() {
+    let s = Setup::new().await;
+    let bob = s.matrix("bob").await;
+    let alice_matrix = s.matrix("alice").await;
+    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
+    alice_matrix.join(&dm).await;
+    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
+        .await;
+    drop(alice_matrix);
+    s.linked();
+    let server = s.server().await;
+
+    let (mut alice, _) = come_online(&server).await;
+    bob.send_text(&dm, "bist du da?").await;
+    let (mut sb, _) = answer_ring(&mut alice, BOB).await;
+    say(&mut sb, "ja, aber gleich weg").await;
+    for (round, away) in [(1, Duration::from_secs(4)), (2, Duration::from_secs(1))] {
+        alice.send("OUT").await;
+        alice.expect_closed().await;
+        drop(sb);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = format!("noch eine Nachricht ({round})");
+        bob.send_text(&dm, &text).await;
+        tokio::time::sleep(away.saturating_sub(Duration::from_millis(500))).await;
+
+        alice = server.login(ALICE, "msn-pw").await;
+        let t = alice.cmd("SYN", "0").await;
+        alice.wait_for_within(&format!("SYN {t} *"), WAIT).await;
+        let asked = tokio::time::Instant::now();
+        let t = alice.cmd("CHG", "NLN").await;
+        alice
+            .wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(2))
+            .await;
+        let answered = asked.elapsed();
+        assert!(
+            answered < Duration::from_secs(2),
+            "round {round}: CHG answered after {answered:?}"
+        );
+        let (next_sb, msg) = answer_ring(&mut alice, BOB).await;
+        assert_eq!(
+            msg.payload_text().split("\r\n\r\n").nth(1),
+            Some(text.as_str()),
+            "round {round}"
+        );
+        sb = next_sb;
+    }
+}
+
+/// How MSN 1.0 accepts an invitation when its user clicks "allow, and add to my list": after
+/// the `ADD 0 RL` it sends `ADD AL` and then `ADD FL` at once. On Matrix accepting joins the
+/// direct chat, which by itself puts Bob on the FL too; both of the client's ADDs must still be
+/// answered as additions (never `215`, which MSN clients show as an error), and the lists be
+/// right afterwards. Then the other order (FL, then AL).
+async fn accept_as_msn_1_0(first: &str, second: &str, encrypted: bool) {
+    let s = Setup::new().await;
+    s.linked();
+    let server = s.server().await;
+    let (mut alice, _) = come_online(&server).await;
+    let bob = s.matrix("bob").await;
+    let alice_id = s.synapse.user_id("alice");
+    let dm = if encrypted {
+        bob.create_dm(&alice_id).await
+    } else {
+        let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+        request.is_direct = true;
+        request.invite = vec![matrix_sdk::ruma::UserId::parse(&alice_id).unwrap()];
+        let room = bob.client.create_room(request).await.expect("create room");
+        room.room_id().to_owned()
+    };
+    let mut seen = Vec::new();
+    wait_noting(&mut alice, &format!("ADD 0 RL * {BOB} *"), &mut seen).await;
+    let t1 = alice.cmd("ADD", &format!("{first} {BOB} Bob")).await;
+    let t2 = alice.cmd("ADD", &format!("{second} {BOB} Bob")).await;
+    for (t, list) in [(t1, first), (t2, second)] {
+        let answer = loop {
+            let l = alice.recv().await;
+            seen.push(l.text());
+            if l.get(1) == t.to_string() {
+                break l;
+            }
+        };
+        assert!(
+            common::matches(&answer, &format!("ADD {t} {list} * {BOB} *")),
+            "ADD {list} answered {}; saw {seen:#?}",
+            answer.text()
+        );
+    }
+    bob.wait_member_joined(&dm, &alice_id).await;
+    // Whatever the backend reports later changes nothing the client was not told.
+    while let Ok(Some(line)) = alice.recv_within(Duration::from_secs(12)).await {
+        seen.push(line.text());
+    }
+    let forward = forward_list(&mut alice, &mut seen).await;
+    assert_eq!(forward, vec![BOB.to_string()], "the FL; saw {seen:#?}");
+    // A fresh SYN shows Bob once on each of FL, AL and RL.
+    drop(alice);
+    let mut again = server.login(ALICE, "msn-pw").await;
+    let t = again.cmd("SYN", "0").await;
+    let mut lists = Vec::new();
+    loop {
+        let l = again.recv().await;
+        if l.get(0) != "LST" || l.get(1) != t.to_string() {
+            continue;
+        }
+        // `LST t LIST serial index total handle name`, or `LST t LIST serial 0 0`; RL is last.
+        if l.get(4) != "0" {
+            lists.push((l.get(2).to_string(), l.get(6).to_string()));
+        }
+        if l.get(2) == "RL" && l.get(4) == l.get(5) {
+            break;
+        }
+    }
+    lists.sort();
+    let expected: Vec<(String, String)> = ["AL", "FL", "RL"]
+        .iter()
+        .map(|l| (l.to_string(), BOB.to_string()))
+        .collect();
+    assert_eq!(lists, expected, "SYN lists; saw before {seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_an_encrypted_direct_chat_with_add_al_then_add_fl() {
+    accept_as_msn_1_0("AL", "FL", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_plain_direct_chat_with_add_al_then_add_fl() {
+    accept_as_msn_1_0("AL", "FL", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_direct_chat_with_add_fl_then_add_al() {
+    accept_as_msn_1_0("FL", "AL", true).await;
+}
+
 /// Messages sent while Alice's MSN client is offline arrive at her next logon, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_messages_arrive_once_at_the_next_logon() {

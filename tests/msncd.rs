@@ -325,6 +325,80 @@ async fn bad_input_gets_err_and_the_connection_stays_usable() {
     assert_eq!(script.poll().await, Vec::<String>::new());
 }
 
+/// A shell script whose `$to` came out empty (or which put an extra word in) announces a line
+/// all the same: that line is message text, read and never run as a command, however wrong
+/// the SENDMSG line is.
+#[tokio::test]
+async fn message_text_is_never_run_as_a_command_whatever_is_wrong_with_sendmsg() {
+    let server = server_with_msncd(&[ALICE, BOB], |_, _| {}).await;
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    script.ok("ADD Bob bob@example.com").await;
+    script.poll_for("ADDFL bob@example.com").await;
+    for header in ["SENDMSG 1 ", "SENDMSG 1", "SENDMSG 1 bob@example.com extra"] {
+        let answer = script.cmd(&format!("{header}\nDEL bob@example.com")).await;
+        assert!(answer.starts_with("ERR 0 usage"), "{header:?}: {answer}");
+    }
+    // Not logged in: the lines are read too.
+    let mut other = Script::tcp(&server).await;
+    assert_eq!(
+        other.cmd("SENDMSG 1 bob@example.com\nFROB").await,
+        "ERR 302 not logged in"
+    );
+    assert_eq!(other.cmd("FROB").await, "ERR 0 unknown command FROB");
+    // Bob is still Alice's contact, and the connection is in step.
+    script.send("GETCL").await;
+    assert_eq!(script.line().await, "CL 1");
+    assert!(script.line().await.contains(" bob@example.com "));
+    assert_eq!(script.poll().await, Vec::<String>::new());
+}
+
+/// One documented bound for a line, 2,048 bytes, wherever it falls in what msncd reads: a
+/// longer command is refused and not run, whether it arrives alone, after other lines in the
+/// same write, or in pieces.
+#[tokio::test]
+async fn a_line_over_2048_bytes_is_refused_wherever_it_falls() {
+    let server = server_with_msncd(&[ALICE, BOB], |_, _| {}).await;
+    let mut script = Script::tcp(&server).await;
+    script.ok("LOGIN alice@example.com alice-pw").await;
+    let long_status = format!("STATUS away{}", " ".repeat(3000));
+    assert_eq!(script.cmd(&long_status).await, "ERR 0 line too long");
+    for before in [1, 100, 1000, 3000] {
+        let mut batch = String::new();
+        for _ in 0..before {
+            batch.push_str("FROB\n");
+        }
+        script.send(&format!("{batch}{long_status}")).await;
+        for _ in 0..before {
+            script.line().await;
+        }
+        assert_eq!(
+            script.line().await,
+            "ERR 0 line too long",
+            "after {before} lines"
+        );
+    }
+    // In pieces, slowly.
+    script.writer.write_all(b"STATUS away").await.unwrap();
+    for _ in 0..3 {
+        script.writer.write_all(&[b' '; 1000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    script.send("").await;
+    assert_eq!(script.line().await, "ERR 0 line too long");
+    // Exactly 2,048 bytes is still a line.
+    let fits = format!("STATUS busy{}", " ".repeat(2048 - "STATUS busy".len()));
+    script.ok(&fits).await;
+    // Nothing of the long lines was run: Alice is busy, never away.
+    let mut bob = server.login("bob@example.com", "bob-pw").await;
+    bob.go_online("NLN").await;
+    let t = bob.cmd("ADD", "FL alice@example.com Alice").await;
+    bob.expect(&format!("ADD {t} FL * alice@example.com Alice"))
+        .await;
+    bob.expect(&format!("ILN {t} BSY alice@example.com Alice"))
+        .await;
+}
+
 #[tokio::test]
 async fn the_unix_socket_is_owner_only_and_removed_at_shutdown() {
     let mut server = server_with_msncd(&[ALICE], |c, dir| {

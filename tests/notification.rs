@@ -410,3 +410,62 @@ async fn concurrent_state_changes_converge_for_every_watcher() {
         }
     }
 }
+
+/// Tries one MD5 login from `source` (a loopback address) and returns the answer's first word
+/// (`USR` for success, `911` for a refusal).
+async fn try_login(server: &TestServer, source: &str, handle: &str, password: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{source}:0").parse().unwrap())
+        .unwrap();
+    let stream = socket.connect(server.ns()).await.unwrap();
+    let mut c = Client::from_stream(stream);
+    let t = c.cmd("VER", "MSNP2 CVR0").await;
+    c.expect(&format!("VER {t} MSNP2")).await;
+    let t = c.cmd("USR", &format!("MD5 I {handle}")).await;
+    let challenge = c
+        .expect(&format!("USR {t} MD5 S *"))
+        .await
+        .get(4)
+        .to_string();
+    let t = c
+        .cmd(
+            "USR",
+            &format!("MD5 S {}", common::md5_hex(&format!("{challenge}{password}"))),
+        )
+        .await;
+    let answer = c.recv().await;
+    assert_eq!(answer.get(1), t.to_string(), "{}", answer.text());
+    answer.get(0).to_string()
+}
+
+/// Ten wrong passwords for one handle from one address, over several connections: the next
+/// login for it from there is refused even with the right password, for a cool-down; from
+/// another address the real user still logs in. An unknown handle is treated the same.
+#[tokio::test]
+async fn failed_logins_throttle_that_handle_from_that_address_only() {
+    let server = TestServer::start(&[("alice@example.com", "right", "Alice")]).await;
+    for _ in 0..10 {
+        let answer = try_login(&server, "127.0.0.1", "alice@example.com", "wrong").await;
+        assert_eq!(answer, "911");
+    }
+    assert_eq!(
+        try_login(&server, "127.0.0.1", "alice@example.com", "right").await,
+        "911",
+        "a throttled handle must be refused without checking the password"
+    );
+    assert_eq!(
+        try_login(&server, "127.0.0.2", "alice@example.com", "right").await,
+        "USR",
+        "another address must not be locked out"
+    );
+    for _ in 0..10 {
+        let answer = try_login(&server, "127.0.0.3", "nobody@example.com", "x").await;
+        assert_eq!(answer, "911");
+    }
+    // Known or unknown, the eleventh answer is the same.
+    assert_eq!(
+        try_login(&server, "127.0.0.3", "nobody@example.com", "x").await,
+        "911"
+    );
+}

@@ -241,3 +241,97 @@ async fn restart_keeps_accounts_and_offline_messages() {
     bob.send_chat("alice@localhost", "got it", None).await;
     assert_eq!(alice.next_chat().await.body, "got it");
 }
+
+/// What the test client must survive: answering each stanza at once while more keep coming,
+/// on a multi-threaded runtime. tokio-xmpp 6's `Client` stops delivering for good within a few
+/// dozen rounds of this (see the module notes of tests/support/xmpp.rs); `XmppClient` must
+/// not lose one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_receives_while_it_answers() {
+    const MESSAGES: usize = 500;
+    let server = Prosody::start().await;
+    server.register("alice", "a").await;
+    server.register("bob", "b").await;
+    let mut alice = connect(&server, "alice", "a").await;
+    let mut bob = connect(&server, "bob", "b").await;
+    let t = Instant::now();
+    let flood = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            bob.send_chat("alice@localhost", &format!("m{i}"), None)
+                .await;
+        }
+        bob
+    });
+    for i in 0..MESSAGES {
+        assert_eq!(alice.next_chat().await.body, format!("m{i}"));
+        alice
+            .send_chat_state("bob@localhost", ChatState::Active)
+            .await;
+    }
+    // And the stream still answers requests.
+    alice.roster().await;
+    eprintln!(
+        "{MESSAGES} messages received, each answered, in {:.2?}",
+        t.elapsed()
+    );
+    drop(flood.await);
+}
+
+/// The same with tokio-xmpp 6's own `Client`, which the test client used to be built on: it
+/// stalls (no stanza, no IQ answer) after a few dozen rounds, because `ClientWorker::run`
+/// (src/client/worker.rs) polls a `StanzaReceiver` whose `poll_next` (src/stanzastream/mod.rs)
+/// returns `Pending` without registering a waker when `try_lock` finds the stream locked by a
+/// concurrent `send_stanza`. Ignored: it fails with tokio-xmpp 6.0.0; run it with `--ignored`
+/// after an upgrade to see whether the bug is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "demonstrates a tokio-xmpp 6.0.0 bug: fails"]
+async fn tokio_xmpp_client_receives_while_it_answers() {
+    use futures_util::StreamExt;
+    use tokio_xmpp::connect::DnsConfig;
+    use tokio_xmpp::jid::{BareJid, Jid};
+    use tokio_xmpp::parsers::message::Message;
+    use tokio_xmpp::parsers::presence::Presence;
+    use tokio_xmpp::xmlstream::Timeouts;
+    use tokio_xmpp::{Client, Event, Stanza};
+
+    const MESSAGES: usize = 500;
+    let server = Prosody::start().await;
+    server.register("alice", "a").await;
+    let mut bob = {
+        server.register("bob", "b").await;
+        connect(&server, "bob", "b").await
+    };
+    let mut alice = Client::new_starttls(
+        BareJid::new("alice@localhost").unwrap(),
+        "a",
+        DnsConfig::addr(&server.addr()),
+        Timeouts::tight(),
+    );
+    while !matches!(alice.next().await, Some(Event::Online { .. })) {}
+    alice
+        .send_stanza(Presence::available().into())
+        .await
+        .unwrap();
+    // Let the presence settle, so that messages are not stored offline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flood = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            bob.send_chat("alice@localhost", &format!("m{i}"), None)
+                .await;
+        }
+        bob
+    });
+    let mut received = 0;
+    while received < MESSAGES {
+        match tokio::time::timeout(TIMEOUT, alice.next()).await {
+            Ok(Some(Event::Stanza(Stanza::Message(m)))) if !m.bodies.is_empty() => received += 1,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client stream ended"),
+            Err(_) => panic!("the Client stalled after {received} of {MESSAGES} messages"),
+        }
+        let state =
+            Message::chat(Some(Jid::new("bob@localhost").unwrap())).with_payload(ChatState::Active);
+        alice.send_stanza(state.into()).await.unwrap();
+    }
+    drop(flood.await);
+}

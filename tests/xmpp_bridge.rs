@@ -405,6 +405,134 @@ async fn a_wrong_xmpp_password_fails_the_msn_logon() {
         )
         .await;
     c.expect(&format!("911 {t}")).await;
+    // The host sees why in `msngate user list`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msngate"))
+        .args(["user", "list"])
+        .env("MSNGATE__STORAGE__DATABASE", server.db_path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("alice@hotmail.com\txmpp:alice@localhost\t")
+            && listed.contains("credentials refused"),
+        "{listed}"
+    );
+}
+
+/// Reads lines until the reply with TrID `t` and returns it.
+async fn reply_to(client: &mut Client, t: u32) -> common::Line {
+    loop {
+        let l = client.recv().await;
+        if l.get(1) == t.to_string() {
+            return l;
+        }
+    }
+}
+
+/// MSN 1.0 answers a subscription request (an `ADD 0 RL`) whose user clicked "allow, and add
+/// to my list" with `ADD AL` and `ADD FL` at once; some clients send FL first. Either way each
+/// ADD is answered as an addition, and the lists are right afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_a_subscription_request_as_msn_clients_do() {
+    let Setup {
+        prosody,
+        server,
+        bob: _b,
+    } = setup_with("alice-pw").await;
+    prosody.register("dave", "dave-pw").await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    let alice_jid = format!("alice@{}", prosody_domain());
+    for (contact, first, second) in [("carol", "AL", "FL"), ("dave", "FL", "AL")] {
+        let mut them = xmpp(&prosody, contact).await;
+        let handle = format!("{contact}@localhost");
+        them.subscribe(&alice_jid).await;
+        alice
+            .wait_for_within(&format!("ADD 0 RL * {handle} *"), Duration::from_secs(10))
+            .await;
+        let t1 = alice
+            .cmd("ADD", &format!("{first} {handle} {contact}"))
+            .await;
+        let t2 = alice
+            .cmd("ADD", &format!("{second} {handle} {contact}"))
+            .await;
+        for (t, list) in [(t1, first), (t2, second)] {
+            let answer = reply_to(&mut alice, t).await;
+            assert!(
+                common::matches(&answer, &format!("ADD {t} {list} * {handle} *")),
+                "{contact}: ADD {list} answered {}",
+                answer.text()
+            );
+        }
+        them.expect_subscription(&alice_jid, PresenceType::Subscribed)
+            .await;
+        for list in ["FL", "AL", "RL"] {
+            let t = alice.cmd("LST", list).await;
+            let mut on = false;
+            loop {
+                let l = alice.recv().await;
+                if l.get(0) != "LST" || l.get(1) != t.to_string() {
+                    continue;
+                }
+                on |= l.get(6) == handle;
+                if l.get(4) == l.get(5) {
+                    break;
+                }
+            }
+            assert!(on, "{contact} is not on the {list}");
+        }
+    }
+}
+
+/// A contact who pastes a novel: the text arrives as several messages, the end cut with a note,
+/// and the MSN user's connection stays up (a 300 KB message used to fill the outbound queue and
+/// disconnect the user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_very_long_message_arrives_in_parts_and_keeps_the_user_connected() {
+    let Setup {
+        prosody: _p,
+        server,
+        mut bob,
+    } = setup_with("alice-pw").await;
+    let mut alice = msn_alice(&server).await;
+    alice.come_online().await;
+    let line = "Es war einmal ein langer Text, der nicht aufhören wollte. ";
+    let novel = line.repeat(300 * 1024 / line.len());
+    bob.send_chat(&format!("alice@{}", prosody_domain()), &novel, None)
+        .await;
+    let rng = alice
+        .wait_for_within("RNG * * CKI * bob@localhost *", Duration::from_secs(10))
+        .await;
+    let (mut sb, _) = Client::answer(&rng, "alice@hotmail.com").await;
+    let mut text = String::new();
+    let mut parts = 0;
+    loop {
+        let msg = sb.expect("MSG bob@localhost * *").await;
+        parts += 1;
+        let body = msg.payload_text();
+        let body = body.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        if body.starts_with('[') && body.contains("were not shown") {
+            break;
+        }
+        text.push_str(&body);
+    }
+    assert!(parts > 2, "{parts} parts");
+    assert!(
+        novel.starts_with(&text),
+        "the parts are not the text's beginning"
+    );
+    assert!(text.len() > 30_000, "only {} bytes shown", text.len());
+    // Both connections are still there: a reply goes out, and the server still answers.
+    let t = sb
+        .msg(
+            "A",
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\ntoo long!",
+        )
+        .await;
+    assert_eq!(bob.next_chat().await.body, "too long!");
+    sb.expect(&format!("ACK {t}")).await;
+    let t = alice.cmd("CHG", "BSY").await;
+    alice.expect(&format!("CHG {t} BSY")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,52 @@ pub fn parse(payload: &[u8]) -> Payload {
     }
 }
 
+/// The most text one MSN message from a backend carries: what MSN clients of the time show in
+/// one message comfortably, well inside every client's payload limit.
+pub const TEXT_PER_MESSAGE: usize = 1400;
+/// The most messages one text from a backend becomes; the rest is cut with a note.
+pub const MAX_PARTS: usize = 32;
+
+/// The MSN payloads for a text from a backend: one, or for a long text several, each at most
+/// [`TEXT_PER_MESSAGE`] bytes of text, split at line ends or spaces where possible (never
+/// inside a character). Past [`MAX_PARTS`] the text is cut, and the last message says how
+/// much was left out: a contact pasting a novel must not flood the user's connection.
+pub fn texts(text: &str) -> Vec<Bytes> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        if parts.len() == MAX_PARTS {
+            let note = format!("[{} more bytes of this message were not shown]", rest.len());
+            parts.push(self::text(&note));
+            break;
+        }
+        let cut = split_point(rest, TEXT_PER_MESSAGE);
+        parts.push(self::text(&rest[..cut]));
+        rest = &rest[cut..];
+    }
+    if parts.is_empty() {
+        parts.push(self::text(""));
+    }
+    parts
+}
+
+/// Where to end a part of at most `max` bytes: after the last line end or space in its second
+/// half, or else at the last character boundary.
+fn split_point(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let window = &text[..end];
+    match window.rfind(['\n', ' ']) {
+        Some(i) if i + 1 > end / 2 => i + 1,
+        _ => end,
+    }
+}
+
 /// The MSN payload for a text from a backend.
 pub fn text(text: &str) -> Bytes {
     let body = text.replace("\r\n", "\n").replace('\n', "\r\n");
@@ -100,5 +146,34 @@ mod tests {
         assert_eq!(parse(&typing("a@b.c")), Payload::Typing);
         let invite = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsinvite; charset=UTF-8\r\n\r\nInvitation-Command: INVITE\r\n";
         assert_eq!(parse(invite), Payload::Other("text/x-msmsgsinvite".into()));
+    }
+
+    #[test]
+    fn a_long_text_becomes_several_messages_and_a_huge_one_is_cut_with_a_note() {
+        let short = texts("hello");
+        assert_eq!(short.len(), 1);
+        let line = "éé word ".repeat(1000); // 10,000 bytes, two-byte characters included
+        let parts = texts(&line);
+        assert!(parts.len() > 1);
+        let mut joined = String::new();
+        for p in &parts {
+            let Payload::Text(t) = parse(p) else {
+                panic!("not text")
+            };
+            assert!(t.len() <= TEXT_PER_MESSAGE, "{}", t.len());
+            joined.push_str(&t);
+        }
+        assert_eq!(joined, line);
+        let novel = "x".repeat(300 * 1024);
+        let parts = texts(&novel);
+        assert_eq!(parts.len(), MAX_PARTS + 1);
+        let Payload::Text(last) = parse(parts.last().unwrap()) else {
+            panic!("not text")
+        };
+        let left = 300 * 1024 - MAX_PARTS * TEXT_PER_MESSAGE;
+        assert_eq!(
+            last,
+            format!("[{left} more bytes of this message were not shown]")
+        );
     }
 }

@@ -13,8 +13,12 @@
 //! one seen, while the backend is unreachable); contacts' states are kept here, in the hub's
 //! entry for the user, not in the store.
 
+mod implied;
 pub mod mime;
+mod pump;
 pub mod registry;
+
+pub use pump::start_events;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,22 +29,28 @@ use msngate_bridge_api::{
     PresenceState,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::connection::{Peer, Replies};
-use crate::hub::CookieGrant;
+use crate::connection::Replies;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::server::Services;
-use crate::store::{BackendLink, Database, MirrorChange, StoreError};
-use crate::switchboard::{Member, Participant, Remote, SessionHandle};
+use crate::store::BackendLink;
+use crate::switchboard::SessionHandle;
 use registry::Session;
 
 /// Events a backend may queue for one user before it has to wait.
 const EVENT_QUEUE: usize = 1024;
-/// How long a logon waits for the backend's contact list, so the first SYN shows it.
-const CONTACT_LIST_WAIT: Duration = Duration::from_secs(5);
+/// The most message text a logon keeps from its backend while it waits for the contact list.
+const EARLY_BYTES: usize = 256 * 1024;
+/// How long a logon of a linked account may wait on its backend in all: the login (at most
+/// [`msngate_bridge_api::LOGIN_BOUND`]), then the contact list, so the first SYN shows it.
+/// Without the list by then, SYN shows the last one stored and changes follow as `ADD 0`.
+pub const LOGON_BUDGET: Duration = Duration::from_secs(5);
 /// How long an action on the backend (a list change) may take before the client gets an error.
-pub const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
+pub const ACTION_TIMEOUT: Duration = msngate_bridge_api::ACTION_BOUND;
+/// How long a CHG waits for the backend to take the new state (it only queues it).
+const PRESENCE_WAIT: Duration = Duration::from_secs(1);
 
 /// A logged-in user's backend session, whatever the backend.
 pub struct Account {
@@ -55,6 +65,11 @@ pub struct Account {
     pub chats: Mutex<HashMap<ChatId, SessionHandle>>,
     /// Contacts that are group chats.
     groups: Mutex<HashSet<UserHandle>>,
+    /// Cancelled when the login ends: the event pump stops, and with it its hold on the
+    /// backend session.
+    pub ended: CancellationToken,
+    /// List changes the backend made while doing what the client asked.
+    implied: implied::Implied,
 }
 
 impl std::fmt::Debug for Account {
@@ -180,9 +195,12 @@ pub fn error_code(error: &BackendError) -> ErrorCode {
     }
 }
 
+/// A contact's handle and name from another network: `None` for a handle MSN can't carry
+/// (the backend maps ids to valid handles; this is the last check), and a name shortened to
+/// what MSN allows.
 fn handle_and_name(handle: &str, name: &str) -> Option<(UserHandle, FriendlyName)> {
     let handle: UserHandle = handle.parse().ok()?;
-    let name = FriendlyName::new(name).unwrap_or_else(|_| FriendlyName::from_handle(&handle));
+    let name = FriendlyName::shortened(name).unwrap_or_else(|| FriendlyName::from_handle(&handle));
     Some((handle, name))
 }
 
@@ -238,15 +256,23 @@ pub async fn connect(
         EVENT_QUEUE
     });
     let name = backend.name();
-    let session = match backend.login(credentials, sender).await {
-        Ok(s) => s,
-        Err(BackendError::BadCredentials) => {
+    let started = tokio::time::Instant::now();
+    // A backend keeps LOGIN_BOUND by itself; the margin is for one that does not.
+    let login_wait = msngate_bridge_api::LOGIN_BOUND + Duration::from_secs(1);
+    let session = match tokio::time::timeout(login_wait, backend.login(credentials, sender)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(BackendError::BadCredentials)) => {
             warn!(%handle, backend = name, account = %linked_account, "the backend refused the linked account's credentials");
+            note_refused(services, handle, true).await;
             return Err(ErrorCode::AuthenticationFailed);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             warn!(%handle, backend = name, account = %linked_account, error = %e, "cannot log the account into its backend");
             return Err(error_code(&e));
+        }
+        Err(_) => {
+            warn!(%handle, backend = name, account = %linked_account, "the backend did not finish logging in within its bound");
+            return Err(ErrorCode::ServerUnavailable);
         }
     };
     let account = Arc::new(Account {
@@ -257,6 +283,8 @@ pub async fn connect(
         presence: Mutex::new(HashMap::new()),
         chats: Mutex::new(HashMap::new()),
         groups: Mutex::new(HashSet::new()),
+        ended: CancellationToken::new(),
+        implied: implied::Implied::default(),
     });
     if capabilities.msn_contacts {
         return Ok(Connected {
@@ -266,10 +294,20 @@ pub async fn connect(
         });
     }
     info!(%handle, backend = name, account = %linked_account, "linked account logged in");
-    // Give the backend a moment to deliver the contact list so the first SYN shows it.
+    note_refused(services, handle, false).await;
+    // Give the backend what is left of the budget to deliver the contact list, so the first
+    // SYN shows it.
     let mut early = Vec::new();
-    let waited = tokio::time::timeout(CONTACT_LIST_WAIT, async {
-        while let Some(event) = events.recv().await {
+    let mut early_bytes = 0;
+    let waited = tokio::time::timeout_at(started + LOGON_BUDGET, async {
+        // Bounded like the pump's own queue: past it the rest waits in the channel.
+        while early.len() < EVENT_QUEUE && early_bytes < EARLY_BYTES {
+            let Some(event) = events.recv().await else {
+                break;
+            };
+            if let BackendEvent::Message { text, .. } = &event {
+                early_bytes += text.len();
+            }
             match event {
                 BackendEvent::ContactList(list) => return Some(list),
                 BackendEvent::Connection(ConnectionState::TransientDisconnect { .. }) => {
@@ -282,6 +320,9 @@ pub async fn connect(
         None
     })
     .await;
+    if waited.is_err() {
+        info!(%handle, backend = name, "no contact list from the backend yet; SYN shows the last one stored");
+    }
     if let Ok(Some(contacts)) = waited {
         contacts.iter().for_each(|c| account.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
@@ -326,340 +367,31 @@ fn linked_credentials(
     })
 }
 
-/// Starts applying a login's backend events to the user's client, if its backend sends any.
-pub fn start_events(services: &Arc<Services>, peer: Peer, connected: Connected) {
-    let Connected {
-        account,
-        events,
-        early,
-    } = connected;
-    if let Some(events) = events {
-        services
-            .tracker
-            .spawn(pump(services.clone(), account, peer, events, early));
-    }
-}
-
-/// Runs until the backend session ends: applies its events to the store, the user's client
-/// and the user's switchboard sessions.
-async fn pump(
-    services: Arc<Services>,
-    account: Arc<Account>,
-    peer: Peer,
-    mut events: mpsc::Receiver<BackendEvent>,
-    early: Vec<BackendEvent>,
-) {
-    // Messages that arrive before the client's first CHG wait: until then the client is
-    // offline and only synchronizing, so it is rung once it is online.
-    let mut waiting: Vec<BackendEvent> = Vec::new();
-    let mut queue: std::collections::VecDeque<BackendEvent> = early.into();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        let event = match queue.pop_front() {
-            Some(e) => Some(e),
-            None => tokio::select! {
-                e = events.recv() => match e {
-                    Some(e) => Some(e),
-                    None => break,
-                },
-                _ = tick.tick(), if !waiting.is_empty() => None,
-            },
-        };
-        let status = services.hub.peer_status(&account.handle, peer.id());
-        let online = status.is_some_and(|s| s != Status::Offline);
-        if online && !waiting.is_empty() {
-            for held in std::mem::take(&mut waiting) {
-                apply(&services, &account, &peer, held).await;
-            }
-        }
-        match event {
-            Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
-                if waiting.len() >= EVENT_QUEUE {
-                    warn!(handle = %account.handle, "too many messages waiting for the client to come online; dropping the oldest");
-                    waiting.remove(0);
-                }
-                waiting.push(e);
-            }
-            Some(e) => apply(&services, &account, &peer, e).await,
-            None => {}
-        }
-        if status.is_none() && !waiting.is_empty() {
-            warn!(handle = %account.handle, count = waiting.len(), "logged out before coming online; messages not shown");
-            waiting.clear();
-        }
-    }
-}
-
-/// Whether the user's client is past its first CHG (and so is shown contacts' states).
-fn client_ready(services: &Services, account: &Account, peer: &Peer) -> bool {
-    services
-        .hub
-        .peer_status(&account.handle, peer.id())
-        .is_some_and(|s| s != Status::Offline)
-}
-
-/// Sends the store's changes to the client as `ADD 0`/`REM 0`. A contact that comes onto the
-/// FL in a state already known is shown in it at once (as `ILN` follows the user's own
-/// `ADD FL`): the backend reported that state while the contact was not on the FL, or before
-/// it was removed and added again, and does not report it again.
-fn notify_changes(services: &Services, account: &Account, peer: &Peer, changes: Vec<MirrorChange>) {
-    let ready = client_ready(services, account, peer);
-    for c in changes {
-        if !c.added {
-            peer.send_command(&ServerCommand::Rem {
-                trid: TrId(0),
-                list: c.list,
-                serial: c.serial,
-                handle: c.handle,
-            });
-            continue;
-        }
-        let shown = c.list == ListKind::Forward && ready;
-        let state = shown.then(|| account.contact_state(&c.handle)).flatten();
-        peer.send_command(&ServerCommand::Add {
-            trid: TrId(0),
-            list: c.list,
-            serial: c.serial,
-            handle: c.handle.clone(),
-            name: c.name,
-        });
-        if let Some((status, name)) = state {
-            peer.send_command(&ServerCommand::Nln {
-                status,
-                handle: c.handle,
-                name,
-            });
-        }
-    }
-}
-
-/// Applies a change to the user's mirror in the store and shows the client what it changed.
-async fn mirror(
-    services: &Services,
-    account: &Account,
-    peer: &Peer,
-    what: &str,
-    change: impl FnOnce(&mut Database) -> Result<Vec<MirrorChange>, StoreError> + Send + 'static,
-) {
-    match services.store.call(change).await {
-        Ok(changes) => notify_changes(services, account, peer, changes),
-        Err(e) => warn!(error = %e, "cannot store {what}"),
-    }
-}
-
-async fn apply(services: &Arc<Services>, account: &Arc<Account>, peer: &Peer, event: BackendEvent) {
-    let owner = account.handle.clone();
-    match event {
-        BackendEvent::Connection(ConnectionState::BadCredentials) => {
-            warn!(handle = %owner, "the backend now refuses the linked account's password");
-        }
-        BackendEvent::Connection(state) => info!(handle = %owner, ?state, "backend connection"),
-        BackendEvent::ContactList(contacts) => {
-            contacts.iter().for_each(|c| account.note_kind(c));
-            let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
-            mirror(
-                services,
-                account,
-                peer,
-                "the backend's contact list",
-                move |db| db.mirror_all(&owner, &entries),
-            )
-            .await;
-        }
-        BackendEvent::ContactChanged(contact) => {
-            account.note_kind(&contact);
-            let Some((handle, name, lists)) = contact_entry(&contact) else {
-                return;
-            };
-            mirror(services, account, peer, "a contact change", move |db| {
-                db.mirror_contact(&owner, &handle, &name, &lists)
-            })
-            .await;
-        }
-        BackendEvent::ContactRemoved { handle } => {
-            let Ok(handle) = handle.parse::<UserHandle>() else {
-                return;
-            };
-            let name = FriendlyName::from_handle(&handle);
-            mirror(services, account, peer, "a contact removal", move |db| {
-                db.mirror_contact(&owner, &handle, &name, &[])
-            })
-            .await;
-        }
-        BackendEvent::AddedBy { handle, name } => {
-            let Some((handle, name)) = handle_and_name(&handle, &name) else {
-                return;
-            };
-            mirror(
-                services,
-                account,
-                peer,
-                "a subscription request",
-                move |db| {
-                    let mut lists = db.lists_of(&owner, &handle)?;
-                    if !lists.contains(&ListKind::Reverse) {
-                        lists.push(ListKind::Reverse);
-                    }
-                    db.mirror_contact(&owner, &handle, &name, &lists)
-                },
-            )
-            .await;
-        }
-        BackendEvent::Presence {
-            handle,
-            state,
-            name,
-        } => {
-            let Ok(contact) = handle.parse::<UserHandle>() else {
-                return;
-            };
-            let status = from_presence(state);
-            let lookup = (account.handle.clone(), contact.clone());
-            let stored_name = services
-                .store
-                .call(move |db| db.entry(&lookup.0, ListKind::Forward, &lookup.1))
-                .await
-                .ok()
-                .flatten()
-                .map(|e| e.name);
-            let display = name
-                .and_then(|n| FriendlyName::new(&n).ok())
-                .or(stored_name.clone())
-                .unwrap_or_else(|| FriendlyName::from_handle(&contact));
-            let changed = {
-                let mut presence = account.presence.lock().unwrap_or_else(|e| e.into_inner());
-                let before = presence.get(&contact).map(|(s, _)| *s);
-                if status.is_visible() {
-                    presence.insert(contact.clone(), (status, display.clone()));
-                } else {
-                    presence.remove(&contact);
-                }
-                before != Some(status).filter(|s| s.is_visible())
-            };
-            // Only contacts on the FL are shown, and only to a client past its first CHG.
-            let ready = client_ready(services, account, peer);
-            if changed && ready && stored_name.is_some() {
-                let line = if status.is_visible() {
-                    ServerCommand::Nln {
-                        status,
-                        handle: contact,
-                        name: display,
-                    }
-                } else {
-                    ServerCommand::Fln { handle: contact }
-                };
-                peer.send_command(&line);
-            }
-        }
-        BackendEvent::Message {
-            chat,
-            from,
-            name,
-            text,
-            ..
-        } => {
-            let payload = mime::text(&text);
-            deliver(services, account, peer, chat, &from, &name, payload).await;
-        }
-        BackendEvent::Typing { chat, from } => {
-            // Typing alone never opens a conversation window.
-            if let (Some(session), Some((handle, name))) =
-                (account.chat_session(&chat), handle_and_name(&from, &from))
-            {
-                let name = account
-                    .contact_state(&handle)
-                    .map(|(_, n)| n)
-                    .unwrap_or(name);
-                session
-                    .remote_message(handle.clone(), name, mime::typing(handle.as_str()))
-                    .await;
-            }
-        }
-        BackendEvent::Joined { chat, handle, name } => {
-            let (Some(session), Some((handle, name))) =
-                (account.chat_session(&chat), handle_and_name(&handle, &name))
-            else {
-                return;
-            };
-            let member = Member::Remote(Remote {
-                chat,
-                bridge: account.clone(),
-            });
-            // Someone already shown (a repeated presence) is no error worth reporting.
-            let _ = session
-                .add_remote(Participant {
-                    handle,
-                    name,
-                    member,
-                })
-                .await;
-        }
-        BackendEvent::Left { chat, handle } => {
-            if let (Some(session), Ok(handle)) =
-                (account.chat_session(&chat), handle.parse::<UserHandle>())
-            {
-                session.remote_left(handle).await;
-            }
-        }
-    }
-}
-
-/// Delivers a backend message to the user: into the open switchboard session for that chat,
-/// or a new session rung to the user like a call from the contact, holding the message until
-/// the client answers.
-async fn deliver(
-    services: &Arc<Services>,
-    account: &Arc<Account>,
-    peer: &Peer,
-    chat: ChatId,
-    from: &str,
-    name: &str,
-    payload: bytes::Bytes,
-) {
-    let Some((handle, fallback)) = handle_and_name(from, name) else {
-        return;
-    };
-    let name = FriendlyName::new(name).unwrap_or(fallback);
-    if let Some(session) = account.chat_session(&chat) {
-        if session
-            .remote_message(handle.clone(), name.clone(), payload.clone())
-            .await
-        {
-            return;
-        }
-    }
-    let remote = Participant {
-        handle: handle.clone(),
-        name: name.clone(),
-        member: Member::Remote(Remote {
-            chat,
-            bridge: account.clone(),
-        }),
-    };
-    let session = SessionHandle::start_incoming(services, remote, payload);
-    let grant = CookieGrant::Invite {
-        handle: account.handle.clone(),
-        session_id: session.id(),
-    };
-    let Some(cookie) = services.hub.cookies.issue(grant) else {
-        warn!(handle = %account.handle, "too many outstanding cookies; a message waits in its session unrung");
-        return;
-    };
-    peer.send_command(&ServerCommand::Rng {
-        session_id: session.id(),
-        address: services.switchboard_address.clone(),
-        cookie,
-        caller: handle,
-        caller_name: name,
+/// Records that the account's backend refused its linked credentials, for `msngate user
+/// list`; the next login the backend accepts clears it.
+async fn note_refused(services: &Services, handle: &UserHandle, refused: bool) {
+    let owner = handle.clone();
+    let at = refused.then(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
     });
+    if let Err(e) = services
+        .store
+        .call(move |db| db.set_link_refused(&owner, at))
+        .await
+    {
+        warn!(error = %e, "cannot record the state of the account's link");
+    }
 }
 
-/// Waits for a backend action, within [`ACTION_TIMEOUT`].
-async fn backend_action(
-    action: impl std::future::Future<Output = Result<(), BackendError>>,
-) -> Result<(), ErrorCode> {
+/// Waits for a backend action, within [`ACTION_TIMEOUT`]: past it the client is answered
+/// `601`, and whatever the backend still does shows up later as its events.
+pub async fn backend_action<T>(
+    action: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, ErrorCode> {
     match tokio::time::timeout(ACTION_TIMEOUT, action).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error_code(&e)),
         Err(_) => Err(ErrorCode::ServerUnavailable),
     }
@@ -737,6 +469,45 @@ async fn after_own_change(
         .await?)
 }
 
+/// The lists a contact is on in the user's mirror, the user's serial and the contact's name
+/// on the FL, in one store call.
+async fn mirrored_lists(
+    services: &Services,
+    account: &Account,
+    contact: &UserHandle,
+) -> Result<(Vec<ListKind>, u32, Option<FriendlyName>), ErrorCode> {
+    let (owner, target) = (account.handle.clone(), contact.clone());
+    Ok(services
+        .store
+        .call(move |db| {
+            let lists = db.lists_of(&owner, &target)?;
+            let serial = db.account(&owner)?.serial;
+            let name = db
+                .entry(&owner, ListKind::Forward, &target)?
+                .map(|e| e.name);
+            Ok((lists, serial, name))
+        })
+        .await?)
+}
+
+/// Hands the user's new state and name to the backend. It only queues them, so this waits
+/// at most [`PRESENCE_WAIT`]: a CHG is answered at once whatever the backend is doing.
+pub async fn set_presence(account: &Account, status: Status, name: &str) {
+    let queued = account.session.set_presence(to_presence(status), name);
+    match tokio::time::timeout(PRESENCE_WAIT, queued).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            warn!(%error, backend = account.backend, "the backend did not take the new state")
+        }
+        Err(_) => {
+            warn!(
+                backend = account.backend,
+                "the backend did not queue the new state in time"
+            )
+        }
+    }
+}
+
 /// `ADD`: the backend first, then (for a mirrored list) the mirror, then the reply.
 pub async fn add(
     services: &Services,
@@ -762,21 +533,25 @@ pub async fn add(
         let state = services.hub.visible_status(&contact).filter(|_| allowed);
         (serial, state)
     } else {
-        let owner = account.handle.clone();
-        let target = contact.clone();
-        let current: Vec<ListKind> = services
-            .store
-            .call(move |db| db.lists_of(&owner, &target))
-            .await?;
+        account.implied.asked(&contact);
+        let (current, serial, _) = mirrored_lists(services, account, &contact).await?;
         if current.contains(&list) {
-            return Err(ErrorCode::AlreadyThere);
+            // The backend made this change by itself, doing what the client asked just
+            // before (see `implied`): the client's own ADD is that change.
+            if !account.implied.take(&contact, list, true) {
+                return Err(ErrorCode::AlreadyThere);
+            }
+            (serial, account.contact_state(&contact).filter(|_| forward))
+        } else {
+            if list.opposite().is_some_and(|o| current.contains(&o)) {
+                return Err(ErrorCode::AlreadyInOppositeList);
+            }
+            backend_action(action()).await?;
+            let serial =
+                mirror_after(services, account, &contact, name.clone(), list, true).await?;
+            account.implied.settled(&contact, list);
+            (serial, account.contact_state(&contact).filter(|_| forward))
         }
-        if list.opposite().is_some_and(|o| current.contains(&o)) {
-            return Err(ErrorCode::AlreadyInOppositeList);
-        }
-        backend_action(action()).await?;
-        let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
-        (serial, account.contact_state(&contact).filter(|_| forward))
     };
     out.push(ServerCommand::Add {
         trid,
@@ -814,23 +589,21 @@ pub async fn remove(
         backend_action(action()).await?;
         after_own_change(services, &account.handle, None).await?.0
     } else {
-        let (owner, target) = (account.handle.clone(), contact.clone());
-        let (current, name) = services
-            .store
-            .call(move |db| {
-                let lists = db.lists_of(&owner, &target)?;
-                let name = db
-                    .entry(&owner, ListKind::Forward, &target)?
-                    .map(|e| e.name);
-                Ok((lists, name))
-            })
-            .await?;
+        account.implied.asked(&contact);
+        let (current, serial, name) = mirrored_lists(services, account, &contact).await?;
         if !current.contains(&list) {
-            return Err(ErrorCode::NotOnList);
+            // As for ADD: a removal the backend made by itself just before.
+            if !account.implied.take(&contact, list, false) {
+                return Err(ErrorCode::NotOnList);
+            }
+            serial
+        } else {
+            backend_action(action()).await?;
+            let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
+            let serial = mirror_after(services, account, &contact, name, list, false).await?;
+            account.implied.settled(&contact, list);
+            serial
         }
-        backend_action(action()).await?;
-        let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
-        mirror_after(services, account, &contact, name, list, false).await?
     };
     out.push(ServerCommand::Rem {
         trid,

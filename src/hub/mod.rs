@@ -6,6 +6,7 @@
 //! waits.
 
 mod cookies;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
+pub use throttle::{LogLimiter, LoginThrottle, ThrottleLimits};
 
 use crate::bridge::Account;
 use crate::connection::Peer;
@@ -35,14 +37,20 @@ pub struct Hub {
     users: DashMap<UserHandle, OnlineUser>,
     pub cookies: Cookies,
     switchboards: DashMap<u32, SessionHandle>,
+    /// Failed logins, for throttling (notification logins, and so msncd's too).
+    pub throttle: LoginThrottle,
+    /// Bad switchboard cookies are logged once per address and minute.
+    pub bad_cookies: LogLimiter,
 }
 
 impl Hub {
-    pub fn new(cookies: Cookies) -> Hub {
+    pub fn new(cookies: Cookies, limits: ThrottleLimits) -> Hub {
         Hub {
             users: DashMap::new(),
             cookies,
             switchboards: DashMap::new(),
+            throttle: LoginThrottle::new(limits),
+            bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
         }
     }
 

@@ -235,13 +235,17 @@ impl<R: AsyncRead + Unpin> ScriptLines<R> {
         loop {
             if let Some(newline) = self.buf.iter().position(|&b| b == b'\n') {
                 let raw = self.buf.split_to(newline + 1);
-                if std::mem::take(&mut self.skipping) {
-                    return Some(Err("line too long"));
-                }
                 let line = &raw[..newline];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
+                // The same bound wherever the line falls in what was read: a line that
+                // arrived whole in one read is measured like one that arrived in pieces.
+                if std::mem::take(&mut self.skipping) || line.len() > MAX_LINE_BYTES {
+                    return Some(Err("line too long"));
+                }
                 return Some(String::from_utf8(line.to_vec()).map_err(|_| "line is not UTF-8"));
             }
+            // No line end within a whole line's length (and its CR): too long already. Its
+            // bytes are dropped as they come, so the buffer stays small.
             if self.buf.len() > MAX_LINE_BYTES + 1 {
                 self.buf.advance(self.buf.len());
                 self.skipping = true;
@@ -383,16 +387,20 @@ async fn sendmsg<R: AsyncRead + Unpin>(
     args: &[&str],
     lines: &mut ScriptLines<R>,
 ) -> Result<(), String> {
-    let [count, to] = args else {
-        return usage("SENDMSG number_of_lines email, then the lines");
-    };
-    let Ok(count) = count.parse::<usize>() else {
+    // The announced lines are read whatever else is wrong with the command (a missing or
+    // extra address, say from a script whose `$to` was empty), so that message text is never
+    // run as commands. Only a count that can't be read, or one over the limit, leaves them.
+    let Some(Ok(count)) = args.first().map(|c| c.parse::<usize>()) else {
         return usage("SENDMSG number_of_lines email, then the lines");
     };
     if count > MAX_MESSAGE_LINES {
         // The lines are not read: they will each get an answer of their own.
         return Err(format!("0 at most {MAX_MESSAGE_LINES} lines per message"));
     }
+    let to = match args {
+        [_, to] => Some(*to),
+        _ => None,
+    };
     let mut text = Vec::with_capacity(count);
     let mut size = 0;
     let mut bad = None;
@@ -408,6 +416,9 @@ async fn sendmsg<R: AsyncRead + Unpin>(
             }
         }
     }
+    let Some(to) = to else {
+        return usage("SENDMSG number_of_lines email, then the lines (message not sent)");
+    };
     if let Some(reason) = bad {
         return Err(format!("0 message not sent: {reason}"));
     }

@@ -10,6 +10,7 @@ mod lists;
 use crate::bridge;
 use crate::hub::OnlineUser;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,14 +77,17 @@ struct Online {
 pub struct NotificationSession {
     services: Arc<Services>,
     peer: Peer,
+    /// The client's address, for login throttling.
+    address: IpAddr,
     state: State,
 }
 
 impl NotificationSession {
-    pub fn new(services: Arc<Services>, peer: Peer) -> NotificationSession {
+    pub fn new(services: Arc<Services>, peer: Peer, address: IpAddr) -> NotificationSession {
         NotificationSession {
             services,
             peer,
+            address,
             state: State::AwaitingVersion,
         }
     }
@@ -239,15 +243,24 @@ impl NotificationSession {
                 Flow::Continue
             }
             AuthStage::Subsequent(response) => {
+                let throttle = &self.services.hub.throttle;
                 let verified = match challenge.take() {
+                    // A throttled handle is refused without looking at the password.
+                    Some((handle, _)) if throttle.blocked(self.address, &handle).is_some() => {
+                        throttle.failed(self.address, &handle);
+                        None
+                    }
                     Some((handle, Some(hash))) if password::verify_response(&hash, &response) => {
                         Some(handle)
                     }
-                    _ => None,
+                    Some((handle, _)) => {
+                        throttle.failed(self.address, &handle);
+                        None
+                    }
+                    None => None,
                 };
                 let Some(handle) = verified else {
                     *failures += 1;
-                    warn!(failures = *failures, "login failed");
                     out.error(ErrorCode::AuthenticationFailed, trid);
                     return if *failures >= MAX_AUTH_FAILURES {
                         Flow::Close
@@ -255,6 +268,7 @@ impl NotificationSession {
                         Flow::Continue
                     };
                 };
+                throttle.succeeded(self.address, &handle);
                 self.log_in(trid, dialect, handle, out).await
             }
         }
@@ -461,13 +475,7 @@ impl NotificationSession {
                 .presence(&me)
                 .map(|(_, n)| n.to_string())
                 .unwrap_or_default();
-            if let Err(error) = account
-                .session
-                .set_presence(bridge::to_presence(status), &name)
-                .await
-            {
-                warn!(%error, backend = account.backend, "the backend did not take the new state");
-            }
+            bridge::set_presence(&account, status, &name).await;
         }
         Ok(())
     }
@@ -475,6 +483,7 @@ impl NotificationSession {
 
 /// What ends with a login: its backend session logs out, so contacts see the user go offline.
 async fn end_login(user: OnlineUser) {
+    user.backend.ended.cancel();
     user.backend.session.logout().await;
 }
 
@@ -503,10 +512,7 @@ async fn rename(
         if let (Some((status, new_name)), Some(account)) =
             (services.hub.visible_status(me), services.hub.backend(me))
         {
-            let _ = account
-                .session
-                .set_presence(bridge::to_presence(status), new_name.as_str())
-                .await;
+            bridge::set_presence(&account, status, new_name.as_str()).await;
         }
     } else {
         let contact = handle.clone();

@@ -130,6 +130,33 @@ impl FriendlyName {
         Ok(name)
     }
 
+    /// A name from another network, made to fit: control characters become spaces and the
+    /// text is cut (at a character boundary) until its wire form fits. `None` if nothing is
+    /// left.
+    pub fn shortened(text: &str) -> Option<Self> {
+        let cleaned: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let mut name = cleaned.trim();
+        loop {
+            if name.is_empty() {
+                return None;
+            }
+            let candidate = FriendlyName(name.to_owned());
+            let encoded = candidate.to_string().len();
+            if encoded <= MAX_ENCODED_NAME_BYTES {
+                return Some(candidate);
+            }
+            // Each character takes at most 12 encoded bytes (4 bytes, each %XX): cut by at
+            // least the excess over that, and by one character at the very least.
+            let excess = (encoded - MAX_ENCODED_NAME_BYTES).div_ceil(12).max(1);
+            let keep = name.chars().count().saturating_sub(excess);
+            let end = name.char_indices().nth(keep).map_or(0, |(i, _)| i);
+            name = &name[..end];
+        }
+    }
+
     /// The decoded text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -465,6 +492,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn names_from_other_networks_are_shortened_to_fit() {
+        let long = "ü".repeat(1000);
+        let name = FriendlyName::shortened(&long).unwrap();
+        assert!(name.to_string().len() <= MAX_ENCODED_NAME_BYTES);
+        assert!(long.starts_with(name.as_str()));
+        assert_eq!(
+            FriendlyName::shortened("a\nb\u{7}").unwrap().as_str(),
+            "a b"
+        );
+        assert_eq!(FriendlyName::shortened(" \t "), None);
+        assert_eq!(FriendlyName::shortened("Bob").unwrap().as_str(), "Bob");
     }
 
     #[test]

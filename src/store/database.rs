@@ -15,7 +15,7 @@ use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle
 /// The most entries one list may hold; ADD past it gets error 210.
 pub const MAX_LIST_ENTRIES: usize = 1000;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS backend_links (
     backend TEXT NOT NULL,
     account TEXT NOT NULL,
     secret BLOB NOT NULL,
-    options TEXT NOT NULL DEFAULT ''
+    options TEXT NOT NULL DEFAULT '',
+    refused_at INTEGER
 );
 ";
 
@@ -166,6 +167,7 @@ impl Database {
             return Err(StoreError::NewerSchema(version));
         }
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Database { conn })
     }
@@ -286,6 +288,33 @@ impl Database {
     /// The account's backend mapping; `None` for a local account.
     pub fn backend_link(&self, handle: &UserHandle) -> Result<Option<BackendLink>, StoreError> {
         backend_link(&self.conn, handle)
+    }
+
+    /// Records whether the account's backend refused its linked credentials (at the time
+    /// given, Unix seconds), or clears that after a login the backend accepted.
+    pub fn set_link_refused(
+        &mut self,
+        handle: &UserHandle,
+        refused_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE backend_links SET refused_at = ?2 WHERE handle = ?1",
+            rusqlite::params![handle.as_str(), refused_at],
+        )?;
+        Ok(())
+    }
+
+    /// The accounts whose backend refused their linked credentials, with when (Unix seconds).
+    pub fn refused_links(&self) -> Result<Vec<(UserHandle, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT handle, refused_at FROM backend_links WHERE refused_at IS NOT NULL ORDER BY handle",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (h, at) = r?;
+            Ok((parse_handle(&h)?, at))
+        })
+        .collect()
     }
 
     /// Every account with its backend mapping, sorted by handle.
@@ -847,6 +876,17 @@ fn parse_blp(s: &str) -> Result<BlpSetting, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("blp {s:?}")))
 }
 
+/// Brings a database of an older schema forward. Version 3 added `backend_links.refused_at`.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_refused: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('backend_links') WHERE name = 'refused_at'")?
+        .exists([])?;
+    if !has_refused {
+        conn.execute_batch("ALTER TABLE backend_links ADD COLUMN refused_at INTEGER")?;
+    }
+    Ok(())
+}
+
 fn backend_link(conn: &Connection, handle: &UserHandle) -> Result<Option<BackendLink>, StoreError> {
     Ok(conn
         .query_row(
@@ -1127,6 +1167,61 @@ mod tests {
         db.link(&a, &link).unwrap();
         db.remove_account(&a).unwrap();
         assert_eq!(db.backend_link(&a).unwrap(), None);
+    }
+
+    #[test]
+    fn a_refused_link_is_recorded_until_a_login_is_accepted_or_it_is_linked_again() {
+        let (_dir, mut db) = db_with(&["a@x.com", "b@x.com"]);
+        let a = h("a@x.com");
+        let link = BackendLink {
+            backend: "xmpp".into(),
+            account: "a@xmpp.example".into(),
+            sealed_secret: vec![1],
+            options: vec![],
+        };
+        db.link(&a, &link).unwrap();
+        assert_eq!(db.refused_links().unwrap(), vec![]);
+        db.set_link_refused(&a, Some(1_700_000_000)).unwrap();
+        // An account without a link has nothing to refuse.
+        db.set_link_refused(&h("b@x.com"), Some(1)).unwrap();
+        assert_eq!(
+            db.refused_links().unwrap(),
+            vec![(a.clone(), 1_700_000_000)]
+        );
+        db.set_link_refused(&a, None).unwrap();
+        assert_eq!(db.refused_links().unwrap(), vec![]);
+        db.set_link_refused(&a, Some(5)).unwrap();
+        db.unlink(&a).unwrap();
+        db.link(&a, &link).unwrap();
+        assert_eq!(db.refused_links().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_version_2_database_migrates_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let v2 = SCHEMA.replace(",\n    refused_at INTEGER", "");
+            assert_ne!(v2, SCHEMA);
+            conn.execute_batch(&v2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO accounts (handle, friendly_name, salt, password_md5, created_at)
+                 VALUES ('a@x.com', 'A', 's', 'p', 0);
+                 INSERT INTO backend_links (handle, backend, account, secret)
+                 VALUES ('a@x.com', 'xmpp', 'a@xmpp.example', x'01');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let mut db = Database::open(&path).unwrap();
+        let a = h("a@x.com");
+        assert_eq!(
+            db.backend_link(&a).unwrap().unwrap().account,
+            "a@xmpp.example"
+        );
+        db.set_link_refused(&a, Some(9)).unwrap();
+        assert_eq!(db.refused_links().unwrap(), vec![(a, 9)]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod session;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -33,15 +34,26 @@ enum State {
 pub struct SwitchboardConnection {
     services: Arc<Services>,
     peer: Peer,
+    /// The client's address, for rate-limited logging of bad cookies.
+    address: IpAddr,
     state: State,
 }
 
 impl SwitchboardConnection {
-    pub fn new(services: Arc<Services>, peer: Peer) -> SwitchboardConnection {
+    pub fn new(services: Arc<Services>, peer: Peer, address: IpAddr) -> SwitchboardConnection {
         SwitchboardConnection {
             services,
             peer,
+            address,
             state: State::AwaitingAuth,
+        }
+    }
+
+    /// Logs a refused cookie, once per address and minute (a sweep of guesses must not fill
+    /// the disk), with how many were not logged before it.
+    fn bad_cookie(&self, handle: &UserHandle, what: &str) {
+        if let Some(unlogged) = self.services.hub.bad_cookies.should_log(self.address) {
+            warn!(address = %self.address, %handle, unlogged, "switchboard {what} with an invalid cookie");
         }
     }
 
@@ -163,7 +175,7 @@ impl SwitchboardConnection {
             false => None,
         };
         let Some(name) = name else {
-            warn!(%handle, "switchboard login with an invalid cookie");
+            self.bad_cookie(&handle, "login");
             out.error(ErrorCode::AuthenticationFailed, trid);
             return Flow::Close;
         };
@@ -208,7 +220,7 @@ impl SwitchboardConnection {
             None => None,
         };
         let (Some(session), Some(name)) = (session, name) else {
-            warn!(%handle, "switchboard answer with an invalid cookie or session");
+            self.bad_cookie(&handle, "answer");
             out.error(ErrorCode::AuthenticationFailed, trid);
             return Flow::Close;
         };
@@ -266,11 +278,7 @@ impl SwitchboardConnection {
         if !account.capabilities.msn_contacts {
             return self.call_remote(account, session, trid, callee, out).await;
         }
-        account
-            .session
-            .open_chat(callee.as_str())
-            .await
-            .map_err(|e| crate::bridge::error_code(&e))?;
+        crate::bridge::backend_action(account.session.open_chat(callee.as_str())).await?;
         let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
         let cookie = hub
             .cookies
@@ -317,11 +325,7 @@ impl SwitchboardConnection {
         if already {
             return Err(ErrorCode::SwitchboardFailed);
         }
-        let chat = bridge
-            .session
-            .open_chat(callee.as_str())
-            .await
-            .map_err(|e| crate::bridge::error_code(&e))?;
+        let chat = crate::bridge::backend_action(bridge.session.open_chat(callee.as_str())).await?;
         if bridge.is_group(&callee) {
             // Calling a room joins it; its occupants come in as JOI as the room reports them.
             out.push(ServerCommand::Cal {

@@ -25,10 +25,16 @@ use crate::server::Services;
 pub const MAX_PARTICIPANTS: usize = 32;
 /// Requests that may wait for a session's task before senders wait.
 const INBOX: usize = 256;
-/// Messages from remote contacts held while no local participant is there to read them.
+/// Messages from remote contacts held while no local participant is there to read them: at
+/// most this many, and this many bytes.
 const MAX_HELD: usize = 200;
-/// How long an A- or N-mode message waits for the backends before it counts as failed.
-const BACKEND_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HELD_BYTES: usize = 512 * 1024;
+/// How long an A- or N-mode message waits for the backends. A backend resolves every message
+/// within SEND_DEADLINE, as sent or as never to be sent, and the ACK or NAK follows that
+/// answer; the margin only guards against a backend that breaks its deadline (the message
+/// then counts as failed, and the log says so).
+const BACKEND_SEND_TIMEOUT: Duration =
+    Duration::from_secs(msngate_bridge_api::SEND_DEADLINE.as_secs() + 5);
 
 /// A contact of a bridged user, in a session through the user's backend.
 #[derive(Debug, Clone)]
@@ -506,10 +512,13 @@ impl Session {
         tokio::spawn(async move {
             let mut ok = !failed;
             for send in pending {
-                ok &= matches!(
-                    tokio::time::timeout(BACKEND_SEND_TIMEOUT, send).await,
-                    Ok(Ok(()))
-                );
+                ok &= match tokio::time::timeout(BACKEND_SEND_TIMEOUT, send).await {
+                    Ok(result) => result.is_ok(),
+                    Err(_) => {
+                        warn!("a backend did not answer for a message within its deadline");
+                        false
+                    }
+                };
             }
             let _ = reply.send(ok);
         });
@@ -526,14 +535,17 @@ impl Session {
             if typing {
                 return; // A typing notification is only worth something live.
             }
-            if self.held.len() >= MAX_HELD {
-                warn!(
-                    session = self.id,
-                    "too many messages waiting for an answer; dropping the oldest"
-                );
-                self.held.pop_front();
-            }
             self.held.push_back(line);
+            let mut bytes: usize = self.held.iter().map(Bytes::len).sum();
+            while self.held.len() > MAX_HELD || (bytes > MAX_HELD_BYTES && self.held.len() > 1) {
+                if let Some(old) = self.held.pop_front() {
+                    bytes -= old.len();
+                    warn!(
+                        session = self.id,
+                        "too many messages waiting for an answer; the oldest was not delivered"
+                    );
+                }
+            }
         }
     }
 }

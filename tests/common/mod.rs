@@ -199,7 +199,10 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(address: SocketAddr) -> Client {
-        let stream = TcpStream::connect(address).await.expect("connect");
+        Client::from_stream(TcpStream::connect(address).await.expect("connect"))
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
         let (r, w) = stream.into_split();
         Client {
             reader: BufReader::new(r),

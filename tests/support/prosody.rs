@@ -288,6 +288,8 @@ http_ports = {{ }}
 https_ports = {{ }}
 
 c2s_require_encryption = true
+-- Room for the long-message tests (the default is 256 KiB, as on many public servers).
+c2s_stanza_size_limit = 1024 * 1024
 authentication = "internal_hashed"
 storage = "internal"
 

@@ -1,17 +1,29 @@
 //! An independent XMPP client for bridge tests: the "other side" of a conversation, built on
 //! tokio-xmpp 6 (the same crate and features as the bridge, but none of its code).
 //!
-//! One test task owns an [`XmppClient`] (sending takes `&mut self`). Stanzas that arrive while
-//! the test waits for something else are kept in a buffer, so `next_*` helpers can be called in
-//! any order: each takes the first buffered or incoming stanza it matches and leaves the rest.
+//! One test task owns an [`XmppClient`] (sending and reading take `&mut self`). Stanzas that
+//! arrive while the test waits for something else are kept in a buffer, so `next_*` helpers can
+//! be called in any order: each takes the first buffered or incoming stanza it matches and
+//! leaves the rest.
 //! Every wait has a timeout ([`TIMEOUT`] unless said otherwise) and panics with what did arrive.
 //!
 //! Things about tokio-xmpp 6 this works around, which the bridge must too:
-//! - `Client` retries a refused login forever (1 s, 2 s, ... 30 s) and reports nothing: connect
-//!   checks the credentials itself first, with the same calls the client makes.
-//! - It never emits `Event::Disconnected`: after a lost connection it reconnects by itself and
-//!   emits `Event::Online` again (`resumed: true` when XEP-0198 resumed the session; otherwise
-//!   the new session is unavailable until it sends presence again, which this client does).
+//! - Its `Client` loses its wake-up and then stops delivering anything, stanzas and IQ answers
+//!   alike, for good, when the task owning it sends while a stanza comes in. `Client` runs a
+//!   background task (`ClientWorker::run`, src/client/worker.rs) that reads the stanza stream
+//!   through a `StanzaReceiver`, whose `poll_next` (src/stanzastream/mod.rs) only `try_lock`s
+//!   the mutex it shares with the `StanzaSender` that `send_stanza`/`send_iq` lock: when the
+//!   lock is taken it returns `Pending` without registering the task's waker anywhere, so
+//!   nothing wakes the worker again. Receiving a stanza and answering at once (an `Online`
+//!   event, then presence) hits that window easily on a multi-threaded runtime. This client
+//!   therefore owns a `StanzaStream` itself, unsplit (no mutex, no worker), as the bridge does,
+//!   and matches IQ answers to requests itself.
+//! - Its c2s stream retries a refused login forever (1 s, 2 s, ... 30 s) and reports nothing:
+//!   connect checks the credentials itself first, with the same calls the stream makes.
+//! - Its stream never reports a lost connection as an end: it reconnects by itself and
+//!   emits `StreamEvent::Resumed` when XEP-0198 resumed the session, otherwise
+//!   `StreamEvent::Reset`, a new session that is unavailable until it sends presence again
+//!   (which this client does).
 //! - Bodies are keyed by `xml:lang` (Prosody sends `en`): read them with `get_best_body_cloned`.
 //! - Over TLS 1.3 it authenticates with `SCRAM-*-PLUS` and `tls-exporter` channel binding
 //!   whenever the server offers `-PLUS`; ejabberd 23.01 offers it but knows only `tls-unique`,
@@ -23,11 +35,15 @@
 //!   connection, forever: [`wait_reconnected`](XmppClient::wait_reconnected) works with
 //!   Prosody only; against ejabberd, connect a new client after a restart. (The bridge copes:
 //!   see `OnlineFlag` in bridges/xmpp/src/connect.rs.)
+//!
+//! `XMPP_TEST_TRACE=1` prints every stanza and stream event each client receives.
 
 // Each test binary uses some of these helpers.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -40,7 +56,8 @@ use tokio_xmpp::parsers::blocking::{Block, Unblock};
 use tokio_xmpp::parsers::bookmarks;
 use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::delay::Delay;
-use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{self, Message, MessageType};
 use tokio_xmpp::parsers::muc::muc::History;
 use tokio_xmpp::parsers::muc::user::{Invite, MucUser, Status as MucStatus};
 use tokio_xmpp::parsers::muc::Muc;
@@ -49,8 +66,10 @@ use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
 use tokio_xmpp::parsers::private;
 use tokio_xmpp::parsers::roster::{Item as RosterItem, Roster, Subscription};
 use tokio_xmpp::parsers::stanza_error::StanzaError;
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::{PendingFeaturesRecv, Timeouts};
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+use tokio_xmpp::{IqRequest, Stanza};
 
 /// Default limit for connecting and for each wait.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,13 +104,16 @@ pub struct GroupChat {
 
 /// A connected, available XMPP account.
 pub struct XmppClient {
-    client: Client,
+    /// Owned unsplit: see the module notes on tokio-xmpp's `Client`.
+    stream: StanzaStream,
     jid: FullJid,
+    /// The features of the current stream.
+    features: StreamFeatures,
     /// Received stanzas no helper has taken yet.
     buffer: VecDeque<Stanza>,
     /// The presence last broadcast, sent again after a reconnect that lost the session.
     presence: Presence,
-    /// `Event::Online` count: 1 after connect, +1 per reconnection.
+    /// Sessions established (`Reset`) or resumed: 1 after connect, +1 per reconnection.
     online_events: usize,
     /// Whether the last reconnection resumed the session (XEP-0198) instead of starting anew.
     last_resumed: bool,
@@ -118,11 +140,19 @@ impl XmppClient {
         let attempt = async {
             check_credentials(&jid, password, &dns).await?;
             let connector = NoChannelBinding(StartTlsServerConnector::from(dns.clone()));
-            let mut client =
-                Client::new_with_connector(jid.clone(), password, connector, Timeouts::tight());
-            let bound = loop {
-                match client.next().await {
-                    Some(Event::Online { bound_jid, .. }) => break bound_jid,
+            let mut stream = StanzaStream::new_c2s(
+                connector,
+                jid.clone().into(),
+                password.to_owned(),
+                Timeouts::tight(),
+                16,
+            );
+            let (bound, features) = loop {
+                match stream.next().await {
+                    Some(Event::Stream(StreamEvent::Reset {
+                        bound_jid,
+                        features,
+                    })) => break (bound_jid, features),
                     Some(_) => {}
                     None => return Err(ConnectError::Other("client stream ended".into())),
                 }
@@ -130,9 +160,11 @@ impl XmppClient {
             let jid = bound
                 .try_into_full()
                 .map_err(|j| ConnectError::Other(format!("bound JID {j} has no resource")))?;
+            trace(&jid, "online");
             Ok(XmppClient {
-                client,
+                stream,
                 jid,
+                features,
                 buffer: VecDeque::new(),
                 presence: Presence::available(),
                 online_events: 1,
@@ -142,20 +174,9 @@ impl XmppClient {
         let mut this = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| ConnectError::TimedOut)??;
-        // Now and then (about one connection in fifty under load) a fresh tokio-xmpp stream
-        // here never answers its first request. That is the test client's trouble, not the
-        // bridge's: check the stream is alive and start over once if it is not.
-        if !this.answers_within(Duration::from_secs(4)).await {
-            eprintln!("{}: fresh stream unresponsive; reconnecting", this.jid);
-            let _ = tokio::time::timeout(Duration::from_secs(2), this.client.send_end()).await;
-            return Box::pin(Self::connect_within(
-                &jid.to_string(),
-                password,
-                port,
-                timeout,
-            ))
-            .await;
-        }
+        // An interested resource (RFC 6121 2.1.6): only those get roster pushes and
+        // subscription approvals.
+        this.roster().await;
         this.send(Presence::available()).await;
         // The server echoes our presence to us once it has taken it. Until then a message to
         // our bare JID may still go to offline storage instead of here, so wait for the echo.
@@ -184,9 +205,7 @@ impl XmppClient {
 
     /// Whether the server offered XEP-0198 stream management on the current stream.
     pub fn stream_management_offered(&self) -> bool {
-        self.client
-            .get_stream_features()
-            .is_some_and(|f| f.stream_management.is_some())
+        self.features.stream_management.is_some()
     }
 
     /// How many times the client has come online (1 after connect, +1 per reconnection).
@@ -202,10 +221,28 @@ impl XmppClient {
 
     /// Sends any stanza (an id is added if it has none); returns once it was written. While
     /// the connection is down this waits for tokio-xmpp to reconnect, up to [`TIMEOUT`].
+    /// (Meanwhile the stream's worker keeps reading into its queue, which `wait_for` drains.)
     pub async fn send(&mut self, stanza: impl Into<Stanza>) {
-        match tokio::time::timeout(TIMEOUT, self.client.send_stanza(stanza.into())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("{}: sending failed: {e}", self.jid),
+        let mut stanza = stanza.into();
+        match &mut stanza {
+            Stanza::Iq(_) => {}
+            Stanza::Message(m) => {
+                m.id.get_or_insert_with(|| message::Id(new_id()));
+            }
+            Stanza::Presence(p) => {
+                p.id.get_or_insert_with(new_id);
+            }
+        }
+        let written = async {
+            let mut token = self.stream.send(Box::new(stanza)).await;
+            token.wait_for(StanzaStage::Sent).await
+        };
+        match tokio::time::timeout(TIMEOUT, written).await {
+            Ok(Some(StanzaState::Sent { .. } | StanzaState::Acked { .. })) => {}
+            Ok(Some(StanzaState::Failed { error })) => {
+                panic!("{}: sending failed: {}", self.jid, error.into_io_error())
+            }
+            Ok(other) => panic!("{}: stanza dropped unsent: {other:?}", self.jid),
             Err(_) => panic!("{}: stanza not sent within {TIMEOUT:?}", self.jid),
         }
     }
@@ -389,9 +426,8 @@ impl XmppClient {
         .is_some()
     }
 
-    /// Makes `self` and `other` mutual contacts; `false` if an answer did not come in time
-    /// (callers start over with fresh connections, see `connect_within`). The subscription
-    /// handshake creates the roster items by itself (RFC 6121 3.1).
+    /// Makes `self` and `other` mutual contacts; `false` if an answer did not come in time.
+    /// The subscription handshake creates the roster items by itself (RFC 6121 3.1).
     pub async fn try_befriend(&mut self, other: &mut XmppClient) -> bool {
         subscribe_and_approve(self, other).await && subscribe_and_approve(other, self).await
     }
@@ -416,12 +452,11 @@ impl XmppClient {
         let join = Presence::available()
             .with_to(me.clone())
             .with_payload(Muc::new().with_history(History::new().with_maxstanzas(0)));
-        self.send(join.clone()).await;
+        self.send(join).await;
         let mut others = Vec::new();
-        let mut resent = false;
         loop {
-            let seen = self
-                .wait_for_within(TIMEOUT / 2, |st| match st {
+            let (nick, is_self) = self
+                .wait_for(&format!("occupant presence from {room}"), |st| match st {
                     Stanza::Presence(p)
                         if p.from.as_ref().map(Jid::to_bare) == Some(room.clone()) =>
                     {
@@ -439,21 +474,10 @@ impl XmppClient {
                     _ => None,
                 })
                 .await;
-            match seen {
-                Some((_, true)) => return others,
-                Some((nick, false)) => others.push(nick),
-                // A fresh stream now and then loses a stanza (see `iq`); joining again is
-                // harmless, and the room answers with the full occupant list.
-                None if !resent => {
-                    resent = true;
-                    others.clear();
-                    self.send(join.clone()).await;
-                }
-                None => panic!(
-                    "{}: no occupant presence from {room} within {TIMEOUT:?}",
-                    self.jid
-                ),
+            if is_self {
+                return others;
             }
+            others.push(nick);
         }
     }
 
@@ -609,8 +633,9 @@ impl XmppClient {
                 }
                 checked += 1;
             }
+            // `StanzaStream::next` only polls an mpsc receiver: cancelling it loses nothing.
             tokio::select! {
-                event = self.client.next() => self.handle_event(event).await,
+                event = self.stream.next() => self.handle_event(event).await,
                 _ = tokio::time::sleep_until(deadline) => return None,
             }
         }
@@ -623,7 +648,7 @@ impl XmppClient {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.online_events == before {
             tokio::select! {
-                event = self.client.next() => self.handle_event(event).await,
+                event = self.stream.next() => self.handle_event(event).await,
                 _ = tokio::time::sleep_until(deadline) => panic!("{}: no reconnection within 60 s", self.jid),
             }
         }
@@ -636,65 +661,52 @@ impl XmppClient {
 
     /// Closes the stream cleanly (the server then sends unavailable presence for us).
     pub async fn disconnect(self) {
-        let _ = tokio::time::timeout(TIMEOUT, self.client.send_end()).await;
+        let _ = tokio::time::timeout(TIMEOUT, self.stream.close()).await;
     }
 
-    /// Whether a roster request is answered within `limit`.
-    async fn answers_within(&mut self, limit: Duration) -> bool {
-        let query = Roster {
-            ver: None,
-            items: vec![],
+    /// Sends an IQ request with a fresh id; its answer arrives like any stanza.
+    async fn send_iq(&mut self, to: Option<Jid>, request: IqRequest) -> String {
+        let id = new_id();
+        let iq = match request {
+            IqRequest::Get(payload) => Iq::Get {
+                from: None,
+                to,
+                id: id.clone(),
+                payload,
+            },
+            IqRequest::Set(payload) => Iq::Set {
+                from: None,
+                to,
+                id: id.clone(),
+                payload,
+            },
         };
-        let mut token = self
-            .client
-            .send_iq(None, IqRequest::Get(query.into()))
-            .await;
-        let deadline = Instant::now() + limit;
-        loop {
-            tokio::select! {
-                answer = &mut token => return answer.is_ok(),
-                event = self.client.next() => self.handle_event(event).await,
-                _ = tokio::time::sleep_until(deadline) => return false,
-            }
-        }
+        self.send(iq).await;
+        id
     }
 
-    /// Sends an IQ and waits for its answer, buffering whatever else arrives meanwhile (the
-    /// client's event channel is short: not reading it would stall the answer too).
+    /// Sends an IQ and waits for its answer (the result's payload or the error), buffering
+    /// whatever else arrives meanwhile.
     async fn iq(
         &mut self,
         to: Option<Jid>,
         request: IqRequest,
     ) -> Result<Option<Element>, StanzaError> {
-        // Now and then a fresh tokio-xmpp stream loses a stanza (see the harness notes): an
-        // unanswered IQ is sent again, once, as a new request. Every IQ sent here is
-        // idempotent (roster, blocklist, bookmarks, disco).
-        for attempt in 0..2 {
-            let again = match &request {
-                IqRequest::Get(e) => IqRequest::Get(e.clone()),
-                IqRequest::Set(e) => IqRequest::Set(e.clone()),
-            };
-            let mut token = self.client.send_iq(to.clone(), again).await;
-            let deadline = Instant::now() + TIMEOUT / 2;
-            loop {
-                tokio::select! {
-                    answer = &mut token => return match answer {
-                        Ok(IqResponse::Result(payload)) => Ok(payload),
-                        Ok(IqResponse::Error(error)) => Err(error),
-                        Err(failure) => panic!("{}: IQ failed: {failure}", self.jid),
-                    },
-                    event = self.client.next() => self.handle_event(event).await,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            eprintln!(
-                "{}: no IQ answer within {:?} (attempt {})",
-                self.jid,
-                TIMEOUT / 2,
-                attempt + 1
-            );
-        }
-        panic!("{}: no IQ answer within {TIMEOUT:?}", self.jid)
+        let id = self.send_iq(to, request).await;
+        self.wait_for(&format!("answer to IQ {id}"), |st| match st {
+            Stanza::Iq(Iq::Result {
+                id: answered,
+                payload,
+                ..
+            }) if *answered == id => Some(Ok(payload.clone())),
+            Stanza::Iq(Iq::Error {
+                id: answered,
+                error,
+                ..
+            }) if *answered == id => Some(Err(error.clone())),
+            _ => None,
+        })
+        .await
     }
 
     async fn roster_set(&mut self, jid: BareJid, name: Option<&str>, subscription: Subscription) {
@@ -718,40 +730,42 @@ impl XmppClient {
     async fn handle_event(&mut self, event: Option<Event>) {
         match event {
             Some(Event::Stanza(stanza)) => {
+                trace(&self.jid, &format!("{stanza:?}"));
                 // Keep the buffer bounded if a test ignores a flood.
                 if self.buffer.len() >= 10_000 {
                     self.buffer.pop_front();
                 }
                 self.buffer.push_back(stanza);
             }
-            Some(Event::Online {
-                bound_jid, resumed, ..
-            }) => {
+            Some(Event::Stream(StreamEvent::Resumed)) => {
+                trace(&self.jid, "resumed");
                 self.online_events += 1;
-                self.last_resumed = resumed;
-                if !resumed {
-                    // A new session: the server forgot our presence.
-                    if let Ok(full) = bound_jid.try_into_full() {
-                        self.jid = full;
-                    }
-                    // Ask for the roster again so roster pushes reach this session; the
-                    // answer is dropped into the buffer like any stanza.
-                    let roster = Roster {
-                        ver: None,
-                        items: vec![],
-                    };
-                    drop(
-                        self.client
-                            .send_iq(None, IqRequest::Get(roster.into()))
-                            .await,
-                    );
-                    let presence = self.presence.clone();
-                    self.send(presence).await;
-                }
+                self.last_resumed = true;
             }
-            Some(Event::Disconnected(e)) => {
-                // tokio-xmpp 6 doesn't emit this for clients; keep going if it ever does.
-                eprintln!("{}: disconnected: {e}", self.jid);
+            Some(Event::Stream(StreamEvent::Reset {
+                bound_jid,
+                features,
+            })) => {
+                trace(&self.jid, &format!("new session as {bound_jid}"));
+                self.online_events += 1;
+                self.last_resumed = false;
+                self.features = features;
+                // A new session: the server forgot our presence.
+                if let Ok(full) = bound_jid.try_into_full() {
+                    self.jid = full;
+                }
+                // Ask for the roster again so roster pushes reach this session; the answer
+                // goes into the buffer like any stanza.
+                let roster = Roster {
+                    ver: None,
+                    items: vec![],
+                };
+                self.send_iq(None, IqRequest::Get(roster.into())).await;
+                let presence = self.presence.clone();
+                self.send(presence).await;
+            }
+            Some(Event::Stream(StreamEvent::Suspended)) => {
+                trace(&self.jid, "connection lost; reconnecting");
             }
             None => panic!("{}: the XMPP client stream ended", self.jid),
         }
@@ -802,6 +816,20 @@ impl ServerConnector for NoChannelBinding {
     ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
         let (stream, _binding) = self.0.connect(jid, ns, timeouts).await?;
         Ok((stream, ChannelBinding::None))
+    }
+}
+
+/// A stanza id unique in this process.
+fn new_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("test-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// With `XMPP_TEST_TRACE` set, prints what a client received.
+fn trace(jid: &FullJid, what: &str) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("XMPP_TEST_TRACE").is_some()) {
+        eprintln!("[xmpp {jid}] {what}");
     }
 }
 
