@@ -415,9 +415,7 @@ async fn concurrent_state_changes_converge_for_every_watcher() {
 /// (`USR` for success, `911` for a refusal).
 async fn try_login(server: &TestServer, source: &str, handle: &str, password: &str) -> String {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(server.ns()).await.unwrap();
     let mut c = Client::from_stream(stream);
     let t = c.cmd("VER", "MSNP2 CVR0").await;
@@ -431,7 +429,10 @@ async fn try_login(server: &TestServer, source: &str, handle: &str, password: &s
     let t = c
         .cmd(
             "USR",
-            &format!("MD5 S {}", common::md5_hex(&format!("{challenge}{password}"))),
+            &format!(
+                "MD5 S {}",
+                common::md5_hex(&format!("{challenge}{password}"))
+            ),
         )
         .await;
     let answer = c.recv().await;
