@@ -1198,9 +1198,9 @@ async fn a_long_message_from_an_xmpp_contact_is_passed_on_whole() {
         .expect("presence");
     let alice_jid = format!("alice@{}", prosody_domain());
     presence_where(&mut bob, &alice_jid, |p| p.type_ == PresenceType::None).await;
-    // About 200 KB of text over many lines (Prosody's stanza limit is 256 KiB).
+    // About 300 KB of text over many lines (the test Prosody takes stanzas up to 1 MiB).
     let line = "Ein langer Brief, Zeile für Zeile — a long letter ☺ 0123456789\n";
-    let text = line.repeat(200_000 / line.len());
+    let text = line.repeat(300_000 / line.len());
     bob.send_chat(&alice_jid, &text, None).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -1329,4 +1329,109 @@ async fn a_second_logon_leaves_exactly_one_xmpp_session() {
     assert!(msg.payload_text().ends_with("which one of you?"));
     sb.expect_silence(1000).await;
     second.expect_silence(500).await;
+}
+
+/// Where a fake XMPP server stops answering.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+enum SilentFrom {
+    /// After its stream header and features, when the client authenticates.
+    Sasl,
+    /// After SASL success, when the client restarts the stream.
+    AfterSasl,
+    /// After the authenticated stream's features, when the client binds a resource.
+    Bind,
+}
+
+/// Reads from `socket` into `seen` until `done` holds; false if the client went away.
+async fn read_until(
+    socket: &mut tokio::net::TcpStream,
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !done(seen) {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    true
+}
+
+/// A plain-TCP XMPP "server" for localhost that accepts any PLAIN login and goes silent at
+/// `stage`, holding every connection open.
+async fn half_xmpp_server(stage: SilentFrom) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost' \
+                version='1.0'>";
+            let headers =
+                |s: &str, n: usize| s.matches("<stream:stream").count() >= n && s.ends_with('>');
+            let mut seen = String::new();
+            let serve = async {
+                if !read_until(&mut socket, &mut seen, |s| headers(s, 1)).await {
+                    return;
+                }
+                let features = "<stream:features><mechanisms \
+                    xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>\
+                    </mechanisms></stream:features>";
+                let _ = socket
+                    .write_all(format!("{header}{features}").as_bytes())
+                    .await;
+                if stage == SilentFrom::Sasl
+                    || !read_until(&mut socket, &mut seen, |s| s.contains("</auth>")).await
+                {
+                    return;
+                }
+                let success = "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+                let _ = socket.write_all(success.as_bytes()).await;
+                if stage == SilentFrom::AfterSasl
+                    || !read_until(&mut socket, &mut seen, |s| headers(s, 2)).await
+                {
+                    return;
+                }
+                let features = "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+                    </stream:features>";
+                let _ = socket
+                    .write_all(format!("{header}{features}").as_bytes())
+                    .await;
+            };
+            serve.await;
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logon_is_bounded_whichever_step_the_xmpp_server_stops_answering_at() {
+    for stage in [SilentFrom::Sasl, SilentFrom::AfterSasl, SilentFrom::Bind] {
+        let (address, fake) = half_xmpp_server(stage).await;
+        let server = TestServer::start_linked(
+            "alice@hotmail.com",
+            "msn-pw",
+            ("xmpp", "alice@localhost", "alice-pw"),
+            vec![
+                ("server".into(), address),
+                ("plaintext".into(), "true".into()),
+            ],
+            |_| {},
+        )
+        .await;
+        let started = tokio::time::Instant::now();
+        let mut alice = msn_alice(&server).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "{stage:?}: USR OK after {took:?}"
+        );
+        syn_and_first_chg_answered_at_once(&mut alice).await;
+        fake.abort();
+    }
 }

@@ -130,6 +130,7 @@ impl<S: XmppServer> Network for Xmpp<S> {
         XmppPeer {
             client,
             user: self.server.jid("alice"),
+            user_seen_available: false,
         }
     }
 }
@@ -139,10 +140,19 @@ pub struct XmppPeer {
     client: XmppClient,
     /// Alice's bare JID.
     user: String,
+    /// Whether Bob has seen Alice available yet.
+    user_seen_available: bool,
 }
 
 impl Peer for XmppPeer {
+    /// Bob writes once he sees Alice available, as a person does. (The MSN client's `CHG` is
+    /// answered before the server has her presence; a message that reaches the server first is
+    /// stored offline, and ejabberd 23.01 may then keep it until her next logon.)
     async fn send_text(&mut self, text: &str) {
+        while !self.user_seen_available {
+            let p = self.client.next_presence_from(&self.user).await;
+            self.user_seen_available = p.type_ == PresenceType::None;
+        }
         self.client.send_chat(&self.user, text, None).await;
     }
 
@@ -163,6 +173,7 @@ impl Peer for XmppPeer {
         };
         loop {
             let p = self.client.next_presence_from(&self.user).await;
+            self.user_seen_available = p.type_ == PresenceType::None;
             if p.type_ == PresenceType::None && p.show == show {
                 return;
             }

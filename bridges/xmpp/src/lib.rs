@@ -1,11 +1,12 @@
 //! msngate's XMPP backend: an MSN account whose contact list is an XMPP account's roster.
 //!
 //! One client-to-server connection per online user, made with tokio-xmpp 6 over STARTTLS
-//! (plain TCP only when the account's link opts in). The MSN logon connects the account: a
-//! refused password fails the logon; an unreachable server does not, and the session keeps
-//! connecting in the background. Stream management (XEP-0198) resumes short outages without
-//! loss; longer ones reconnect with backoff and jitter. See docs/bridges/xmpp.md for how
-//! rosters, presence, subscriptions and chats map to MSN.
+//! (plain TCP only when the account's link opts in). The MSN logon connects the account
+//! within `LOGIN_BOUND`: a password refused by then fails the logon; an unreachable, silent or
+//! frozen server does not, and the session keeps connecting in the background. Stream
+//! management (XEP-0198) resumes short outages without loss; longer ones reconnect with backoff
+//! and jitter. No action waits on the server without a bound (`ACTION_BOUND`, `SEND_DEADLINE`).
+//! See docs/bridges/xmpp.md for how rosters, presence, subscriptions and chats map to MSN.
 
 mod connect;
 pub mod handles;
@@ -87,6 +88,7 @@ impl Backend for XmppBackend {
         credentials: Credentials,
         events: EventSender,
     ) -> Result<XmppSession, BackendError> {
+        let started = tokio::time::Instant::now();
         let jid = BareJid::new(&credentials.account).map_err(|_| BackendError::InvalidContact)?;
         if jid.node().is_none() {
             return Err(BackendError::InvalidContact);
@@ -129,11 +131,18 @@ impl Backend for XmppBackend {
                 First::Pending(attempt)
             }
         };
+        let ready = matches!(first, First::Ready(_));
         let online = connect::OnlineFlag::new();
         let reconnector = connect::reconnector(target, first, events.clone(), online.clone());
         let stream = StanzaStream::new(reconnector, 16);
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(SessionTask::new(jid, stream, inbox, events, online).run());
+        let task = SessionTask::new(jid, stream, inbox, events, online);
+        let task = if ready {
+            task.logon_by(started + LOGIN_WAIT)
+        } else {
+            task
+        };
+        tokio::spawn(task.run());
         Ok(XmppSession { commands })
     }
 }

@@ -158,6 +158,8 @@ pub struct SessionTask {
     stream_management: bool,
     connected: bool,
     settle_at: Option<Instant>,
+    /// Until the first roster: when the logon stops waiting for it (see [`Self::logon_by`]).
+    first_roster_by: Option<Instant>,
     /// Contacts whose going offline is not reported yet (see [`OFFLINE_GRACE`]).
     going_offline: HashMap<BareJid, Instant>,
     /// Messages to send once the stream is up again, after the user's presence: those whose
@@ -210,6 +212,7 @@ impl SessionTask {
             stream_management: false,
             connected: false,
             settle_at: None,
+            first_roster_by: None,
             going_offline: HashMap::new(),
             resend: Vec::new(),
             lost_tx,
@@ -218,10 +221,19 @@ impl SessionTask {
         }
     }
 
+    /// The logon waits for the first contact list until `deadline`: a server that took the
+    /// password but then says nothing (frozen before the roster) is reported as a transient
+    /// disconnection then, which lets the logon go on with the last known contact list.
+    pub fn logon_by(mut self, deadline: Instant) -> Self {
+        self.first_roster_by = Some(deadline);
+        self
+    }
+
     pub async fn run(mut self) {
         loop {
             let deadline = [
                 self.settle_at,
+                self.first_roster_by,
                 self.going_offline.values().min().copied(),
                 self.resend.iter().map(|c| c.deadline).min(),
             ]
@@ -411,6 +423,13 @@ impl SessionTask {
 
     async fn timers(&mut self) {
         let now = Instant::now();
+        if self.first_roster_by.is_some_and(|t| t <= now) {
+            self.first_roster_by = None;
+            tracing::warn!(jid = %self.me, "no roster from the XMPP server within the logon bound; still waiting");
+            let reason = "no answer from the server yet".to_owned();
+            let state = ConnectionState::TransientDisconnect { reason };
+            self.emit(BackendEvent::Connection(state)).await;
+        }
         let due: Vec<BareJid> = self
             .going_offline
             .iter()
@@ -602,6 +621,7 @@ impl SessionTask {
                             self.apply_roster_item(item);
                         }
                     }
+                    self.first_roster_by = None;
                     let contacts = self.contacts();
                     self.emit(BackendEvent::ContactList(contacts)).await;
                     // Contacts' presence follows our own, which went out with this request.
