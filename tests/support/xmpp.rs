@@ -15,7 +15,9 @@
 //!   the mutex it shares with the `StanzaSender` that `send_stanza`/`send_iq` lock: when the
 //!   lock is taken it returns `Pending` without registering the task's waker anywhere, so
 //!   nothing wakes the worker again. Receiving a stanza and answering at once (an `Online`
-//!   event, then presence) hits that window easily on a multi-threaded runtime. This client
+//!   event, then presence) hits that window easily on a multi-threaded runtime. (Checked: with
+//!   `cx.waker().wake_by_ref()` before that `return Poll::Pending`, `Client` no longer stalls;
+//!   see `tokio_xmpp_client_receives_while_it_answers` in tests/prosody_harness.rs.) This client
 //!   therefore owns a `StanzaStream` itself, unsplit (no mutex, no worker), as the bridge does,
 //!   and matches IQ answers to requests itself.
 //! - Its c2s stream retries a refused login forever (1 s, 2 s, ... 30 s) and reports nothing:
