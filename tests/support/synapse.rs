@@ -155,6 +155,21 @@ impl Synapse {
         process::start_again(self).await;
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its connections and port but answers nothing
+    /// until [`thaw`](Self::thaw).
+    pub fn freeze(&mut self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGCONT);
+        }
+    }
+
     /// `stop()` then `start_again()`: clients are cut off, data survives, same port.
     pub async fn restart(&mut self) {
         self.stop().await;
