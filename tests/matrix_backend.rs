@@ -1105,3 +1105,63 @@ async fn inviting_a_third_person_into_a_chat() {
         Err(BackendError::InvalidContact)
     );
 }
+
+/// A message whose request reached the homeserver just as it froze: the send fails at the
+/// deadline, and when the homeserver resumes and carries the request out after all, the
+/// message is taken back (redacted), so the contact is not left with a message the user was
+/// told failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failed_while_the_homeserver_froze_is_taken_back() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    // Keys shared: the next message is a single request.
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "vorher".into(),
+            },
+        )
+        .await
+        .expect("send");
+    bob.next_text_from(&server.user_id("alice")).await;
+
+    server.freeze();
+    let sent = alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "eingefroren".into(),
+            },
+        )
+        .await;
+    server.thaw();
+    assert!(sent.is_err(), "sent while frozen? {sent:?}");
+    // Give the homeserver time to carry the request out, and the session to see it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let bob_room = bob.room(&room).await;
+    let page = bob_room
+        .messages(matrix_sdk::room::MessagesOptions::backward())
+        .await
+        .expect("bob reads the room");
+    let readable: Vec<String> = page
+        .chunk
+        .iter()
+        .filter_map(|e| {
+            e.raw()
+                .get_field::<serde_json::Value>("content")
+                .ok()
+                .flatten()
+        })
+        .filter_map(|c| c.get("body").and_then(|b| b.as_str()).map(str::to_owned))
+        .collect();
+    assert!(
+        !readable.iter().any(|b| b == "eingefroren"),
+        "bob can read the failed message: {readable:?}"
+    );
+    assert!(readable.iter().any(|b| b == "vorher"), "{readable:?}");
+}

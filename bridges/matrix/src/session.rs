@@ -25,7 +25,9 @@ use matrix_sdk::ruma::events::{
     SyncMessageLikeEvent, SyncStateEvent,
 };
 use matrix_sdk::ruma::presence::PresenceState as RumaPresence;
-use matrix_sdk::ruma::{MxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
+use matrix_sdk::ruma::{
+    MxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UInt, UserId,
+};
 use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState};
 use msngate_bridge_api::{
@@ -53,6 +55,8 @@ const UTD_GRACE: Duration = Duration::from_secs(20);
 const MAX_TRACKED: usize = 10_000;
 /// How many undecryptable events may wait at once.
 const UTD_PENDING: usize = 256;
+/// How many given-up messages are watched for (see `State::abandoned`).
+const ABANDONED_MAX: usize = 256;
 
 /// The sync settings of every sync: the raised timeline limit and the long-poll timeout.
 pub fn sync_settings(presence: Option<RumaPresence>) -> SyncSettings {
@@ -137,6 +141,9 @@ struct State {
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
     seen: Seen,
     undecrypted: Vec<Undecrypted>,
+    /// Transaction ids of messages given up at their deadline while a request for them may
+    /// have reached the homeserver: if one turns up after all, it is redacted.
+    abandoned: VecDeque<OwnedTransactionId>,
 }
 
 pub struct Shared {
@@ -704,6 +711,7 @@ impl Shared {
                 SyncMessageLikeEvent::Original(message),
             )) => {
                 if message.sender == self.own {
+                    self.take_back_if_abandoned(room, &message).await;
                     return;
                 }
                 let name = self.member_name(room, &message.sender).await;
@@ -1067,17 +1075,62 @@ impl Shared {
             .map_err(other)
     }
 
+    /// Remembers the transaction id of a message given up at its deadline.
+    fn abandon(&self, txn_id: OwnedTransactionId) {
+        let mut state = lock(&self.state);
+        if state.abandoned.len() >= ABANDONED_MAX {
+            state.abandoned.pop_front();
+        }
+        state.abandoned.push_back(txn_id);
+    }
+
+    /// Redacts one of the user's own messages that the homeserver took after all although
+    /// it was given up at its deadline (a request it received before freezing, carried out
+    /// when it resumed): the user was told it failed.
+    async fn take_back_if_abandoned(
+        &self,
+        room: &Room,
+        message: &matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent,
+    ) {
+        let Some(txn_id) = message.unsigned.transaction_id.as_ref() else {
+            return;
+        };
+        let abandoned = {
+            let mut state = lock(&self.state);
+            let found = state.abandoned.iter().position(|t| t == txn_id);
+            found.and_then(|i| state.abandoned.remove(i)).is_some()
+        };
+        if abandoned {
+            tracing::warn!(room = %room.room_id(), "a Matrix message given up at its deadline was sent after all; redacting it");
+            if let Err(e) = room
+                .redact(&message.event_id, Some("not delivered in time"), None)
+                .await
+            {
+                tracing::warn!(room = %room.room_id(), error = %e, "redacting a late Matrix message failed");
+            }
+        }
+    }
+
     /// Sends one message, retrying failures that may pass (no answer, 429, 5xx) with backoff
-    /// and the same transaction id, so that it is never sent twice. The caller bounds it.
-    async fn send_one(&self, room: &str, text: &str) -> Result<(), BackendError> {
+    /// and the same transaction id `txn_id`, so that it is never sent twice. The caller
+    /// bounds it.
+    async fn send_one(
+        &self,
+        room: &str,
+        text: &str,
+        txn_id: &TransactionId,
+    ) -> Result<(), BackendError> {
         let mut connections = self.connections.subscribe();
         let _ = connections.wait_for(|n| *n > 0).await;
         let room = self.room(room)?;
-        let txn_id = TransactionId::new();
         let mut attempt = 0;
         loop {
             let content = RoomMessageEventContent::text_plain(text);
-            match room.send(content).with_transaction_id(txn_id.clone()).await {
+            match room
+                .send(content)
+                .with_transaction_id(txn_id.to_owned())
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if is_transient(&e) => {
                     tracing::info!(error = %e, "sending to Matrix failed; retrying");
@@ -1115,24 +1168,40 @@ pub async fn send_loop(
             mut reply,
             deadline,
         } = outgoing;
+        let txn_id = TransactionId::new();
+        let shared = ready.borrow().clone();
         let sending = async {
-            let shared = match ready.wait_for(Option::is_some).await {
-                Ok(shared) => shared.clone(),
-                Err(_) => None,
+            let shared = match shared {
+                Some(shared) => Some(shared),
+                None => match ready.wait_for(Option::is_some).await {
+                    Ok(shared) => shared.clone(),
+                    Err(_) => None,
+                },
             };
             match shared {
-                Some(shared) => shared.send_one(&room, &text).await,
+                Some(shared) => shared.send_one(&room, &text, &txn_id).await,
                 None => Err(BackendError::Disconnected),
             }
         };
-        let result = tokio::select! {
-            result = tokio::time::timeout_at(deadline, sending) => {
-                result.unwrap_or_else(|_| {
-                    tracing::info!("a Matrix message was not sent by its deadline; dropped");
-                    Err(BackendError::Disconnected)
-                })
+        let outcome = tokio::select! {
+            result = tokio::time::timeout_at(deadline, sending) => Some(result),
+            () = reply.closed() => None,
+        };
+        let result = match outcome {
+            Some(Ok(result)) => result,
+            // Given up (the deadline passed, or the caller stopped waiting): never retried.
+            // A request may be with the homeserver, though: if the message turns up, it is
+            // taken back.
+            given_up => {
+                tracing::info!("a Matrix message was not sent by its deadline; dropped");
+                if let Some(shared) = ready.borrow().clone() {
+                    shared.abandon(txn_id);
+                }
+                if given_up.is_none() {
+                    continue;
+                }
+                Err(BackendError::Disconnected)
             }
-            () = reply.closed() => continue,
         };
         let _ = reply.send(result);
     }
