@@ -1165,3 +1165,46 @@ async fn a_message_failed_while_the_homeserver_froze_is_taken_back() {
     );
     assert!(readable.iter().any(|b| b == "vorher"), "{readable:?}");
 }
+
+/// The SQLite files of `dir` that only exist while a connection has the database open
+/// (write-ahead log and shared memory; SQLite removes them when the last one closes).
+fn open_store_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with("-shm") || n.ends_with("-wal"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// After logout the session's matrix-sdk client is gone and its store closed, although the
+/// session value itself is still around (the core may drop it later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_closes_the_store() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let store = std::path::PathBuf::from(
+        account
+            .linked
+            .options
+            .iter()
+            .find(|(k, _)| k == "store_dir")
+            .map(|(_, v)| v.clone())
+            .expect("store_dir"),
+    );
+    let (alice, _events) = login(&account).await;
+    assert!(
+        !open_store_files(&store).is_empty(),
+        "the store looks closed while in use"
+    );
+    alice.logout().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !open_store_files(&store).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_store_files(&store), Vec::<String>::new(), "still open");
+    drop(alice);
+}
