@@ -1208,3 +1208,58 @@ async fn logout_closes_the_store() {
     assert_eq!(open_store_files(&store), Vec::<String>::new(), "still open");
     drop(alice);
 }
+
+/// A homeserver whose access tokens expire after a few seconds: the session refreshes its
+/// token and goes on, and a later logon starts from the refreshed tokens (the link's are
+/// spent by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_access_tokens_are_refreshed_and_kept() {
+    let server = Synapse::start_with_token_lifetime(5).await;
+    server.register("alice", "alice-pw").await;
+    server.register("bob", "bob-pw").await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "nach dem Ablauf".into(),
+            },
+        )
+        .await
+        .expect("send with an expired token");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "nach dem Ablauf");
+    bob.send_text(&room, "angekommen").await;
+    events.message("angekommen").await;
+    alice.logout().await;
+    drop(alice);
+    drop(events);
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (alice, mut events) = login(&account).await;
+    bob.send_text(&room, "wieder da").await;
+    events.message("wieder da").await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "ich auch".into(),
+            },
+        )
+        .await
+        .expect("send after the next logon");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "ich auch");
+    let all = events.within(Duration::ZERO).await;
+    assert!(
+        !all.iter()
+            .any(|e| matches!(e, BackendEvent::Connection(ConnectionState::BadCredentials))),
+        "{all:#?}"
+    );
+}

@@ -70,7 +70,20 @@ impl std::fmt::Debug for Linked {
 struct Secret {
     access_token: String,
     store_passphrase: String,
+    /// Given by homeservers that expire access tokens; absent in links made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
 }
+
+/// The account's tokens as last refreshed, kept in its (encrypted) store under
+/// [`TOKENS_KEY`]: a refresh replaces both, and the core's copy in the link would be stale.
+#[derive(Serialize, Deserialize)]
+struct StoredTokens {
+    access_token: String,
+    refresh_token: Option<String>,
+}
+
+const TOKENS_KEY: &[u8] = b"msngate.session_tokens";
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
     BackendError::Internal(e.to_string())
@@ -78,11 +91,21 @@ fn internal(e: impl std::fmt::Display) -> BackendError {
 
 /// Whether an SDK error means the access token is no longer valid.
 fn is_unknown_token(e: &matrix_sdk::Error) -> bool {
-    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+    match e {
+        matrix_sdk::Error::Http(h) => http_is_unknown_token(h),
+        e => matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))),
+    }
 }
 
+/// Also when matrix-sdk tried to refresh the expired token and the homeserver refused the
+/// refresh token (spent or revoked).
 fn http_is_unknown_token(e: &matrix_sdk::HttpError) -> bool {
-    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+    match e {
+        matrix_sdk::HttpError::RefreshToken(matrix_sdk::RefreshTokenError::MatrixAuth(inner)) => {
+            http_is_unknown_token(inner)
+        }
+        e => matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))),
+    }
 }
 
 /// Whether an SDK error is the homeserver's answer (as opposed to no answer at all).
@@ -98,6 +121,9 @@ async fn build_client(
     Client::builder()
         .homeserver_url(homeserver)
         .sqlite_store(store_dir, Some(passphrase))
+        // With a refresh token, an expired access token is refreshed and the request retried;
+        // the new tokens are kept in the store (see `keep_refreshed_tokens`).
+        .handle_refresh_tokens()
         // No retries inside matrix-sdk: with a retry limit it retries every network failure
         // at once (0.5 s, 1 s, ...) under the sync loop's own backoff, several connections
         // per attempt, a storm against a homeserver that just went down. Every failure goes
@@ -138,6 +164,7 @@ pub async fn link(
         .matrix_auth()
         .login_username(&user, password)
         .initial_device_display_name("msngate")
+        .request_refresh_token()
         .send()
         .await;
     let response = match response {
@@ -163,6 +190,7 @@ pub async fn link(
     let secret = Secret {
         access_token: response.access_token.clone(),
         store_passphrase: passphrase,
+        refresh_token: response.refresh_token.clone(),
     };
     Ok(Linked {
         account: response.user_id.to_string(),
@@ -230,21 +258,80 @@ async fn restore(link: &Restore) -> Result<Client, BackendError> {
         &link.secret.store_passphrase,
     )
     .await?;
+    // Tokens refreshed since the link are newer than the link's (whose refresh token may be
+    // spent).
+    let stored = client
+        .state_store()
+        .get_custom_value(TOKENS_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<StoredTokens>(&bytes).ok());
+    let tokens = match stored {
+        Some(t) => SessionTokens {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+        },
+        None => SessionTokens {
+            access_token: link.secret.access_token.clone(),
+            refresh_token: link.secret.refresh_token.clone(),
+        },
+    };
     let session = MatrixSession {
         meta: SessionMeta {
             user_id: link.user.clone(),
             device_id: link.device.clone(),
         },
-        tokens: SessionTokens {
-            access_token: link.secret.access_token.clone(),
-            refresh_token: None,
-        },
+        tokens,
     };
     client
         .restore_session(session)
         .await
         .map_err(|e| BackendError::Internal(format!("restoring the Matrix session: {e}")))?;
     Ok(client)
+}
+
+/// Writes the client's tokens into its store each time matrix-sdk refreshed them, so that the
+/// next logon starts from them. Runs as long as the session.
+async fn keep_refreshed_tokens(client: Client) {
+    let mut changes = client.subscribe_to_session_changes();
+    loop {
+        match changes.recv().await {
+            Ok(matrix_sdk::SessionChange::TokensRefreshed) => {}
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            // Not while the session holds the client; never end the session's tasks.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+        }
+        save_tokens(&client).await;
+    }
+}
+
+/// Writes the client's current tokens into its store, when it has a refresh token (without
+/// one the link's token stays valid and there is nothing to keep).
+async fn save_tokens(client: &Client) {
+    let Some(tokens) = client.session_tokens() else {
+        return;
+    };
+    if tokens.refresh_token.is_none() {
+        return;
+    }
+    let stored = StoredTokens {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+    };
+    let Ok(bytes) = serde_json::to_vec(&stored) else {
+        return;
+    };
+    if let Err(e) = client
+        .state_store()
+        .set_custom_value(TOKENS_KEY, bytes)
+        .await
+    {
+        tracing::warn!(error = %e, "keeping the refreshed Matrix tokens failed");
+    }
 }
 
 /// Unlinks an account: logs its device out (best effort: an unreachable homeserver gives
@@ -393,7 +480,8 @@ async fn drive(
         // The sync loop ends only when the device was logged out; presence goes with it.
         tokio::select! {
             () = session::sync_loop(shared.clone()) => {}
-            () = session::presence_loop(shared) => {}
+            () = session::presence_loop(shared.clone()) => {}
+            () = keep_refreshed_tokens(shared.client.clone()) => {}
         }
     };
     tokio::join!(connect, sender);
@@ -578,7 +666,10 @@ impl BackendSession for MatrixUserSession {
         let shared = self.ready.send_replace(None);
         let latest = is_latest_login(&self.user, self.generation);
         async move {
-            if let (Some(shared), true) = (shared, latest) {
+            let Some(shared) = shared else { return };
+            // A refresh whose new tokens the aborted task had not written yet.
+            save_tokens(&shared.client).await;
+            if latest {
                 let _ = tokio::time::timeout(LOGOUT_OFFLINE_BOUND, shared.go_offline()).await;
             }
         }
