@@ -1263,3 +1263,20 @@ async fn expiring_access_tokens_are_refreshed_and_kept() {
         "{all:#?}"
     );
 }
+
+/// A message is queued at the call: it is sent even when nobody waits for its answer (the
+/// core drops the futures of messages the MSN client sent without acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nobody_waits_for_is_sent_all_the_same() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    for text in ["eins", "zwei"] {
+        drop(alice.send_message(&chat, &OutgoingMessage { text: text.into() }));
+    }
+    let (_, first) = bob.next_text_from(&server.user_id("alice")).await;
+    let (_, second) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!((first.as_str(), second.as_str()), ("eins", "zwei"));
+}

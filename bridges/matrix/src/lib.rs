@@ -616,8 +616,9 @@ impl BackendSession for MatrixUserSession {
     /// Queued at once, in call order; resolves `Ok` when the homeserver returned the event
     /// id. Failures are retried (with the same transaction id, so never sent twice) until the
     /// message's deadline, [`SEND_DEADLINE`] less a second after this call: then it resolves
-    /// `Err`, and the message is dropped, never sent later. Also dropped when the returned
-    /// future is dropped before the message went out.
+    /// `Err`, and the message is dropped, never sent later. Dropping the returned future
+    /// changes nothing: the message is sent all the same (the core does not wait for
+    /// messages sent without acknowledgement).
     fn send_message(
         &self,
         chat: &ChatId,

@@ -1155,8 +1155,7 @@ async fn stored_sync_token(client: &Client) -> Option<String> {
 }
 
 /// Sends queued messages one after another, in order, once the session has a client. A
-/// message is given up at its deadline (`Err`; it is never sent after that), or when the
-/// caller dropped its future before it went out.
+/// message is given up at its deadline (`Err`; it is never sent after that).
 pub async fn send_loop(
     mut ready: watch::Receiver<Option<Arc<Shared>>>,
     mut queue: mpsc::Receiver<Outgoing>,
@@ -1165,7 +1164,7 @@ pub async fn send_loop(
         let Outgoing {
             room,
             text,
-            mut reply,
+            reply,
             deadline,
         } = outgoing;
         let txn_id = TransactionId::new();
@@ -1183,22 +1182,16 @@ pub async fn send_loop(
                 None => Err(BackendError::Disconnected),
             }
         };
-        let outcome = tokio::select! {
-            result = tokio::time::timeout_at(deadline, sending) => Some(result),
-            () = reply.closed() => None,
-        };
-        let result = match outcome {
-            Some(Ok(result)) => result,
-            // Given up (the deadline passed, or the caller stopped waiting): never retried.
-            // A request may be with the homeserver, though: if the message turns up, it is
-            // taken back.
-            given_up => {
+        // Whether or not anyone still waits for the answer (the core drops the futures of
+        // messages sent without acknowledgement): the message was queued at the call.
+        let result = match tokio::time::timeout_at(deadline, sending).await {
+            Ok(result) => result,
+            // Given up at the deadline: never retried. A request may be with the homeserver,
+            // though: if the message turns up, it is taken back.
+            Err(_) => {
                 tracing::info!("a Matrix message was not sent by its deadline; dropped");
                 if let Some(shared) = ready.borrow().clone() {
                     shared.abandon(txn_id);
-                }
-                if given_up.is_none() {
-                    continue;
                 }
                 Err(BackendError::Disconnected)
             }
