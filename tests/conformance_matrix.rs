@@ -67,10 +67,16 @@ impl conformance::Network for Matrix {
     async fn credentials(&self, wrong_secret: bool) -> Credentials {
         let mut secret = self.linked.secret.clone();
         if wrong_secret {
-            let key = "\"access_token\":\"";
-            let start = secret.find(key).expect("token in secret") + key.len();
-            let end = start + secret[start..].find('"').expect("token end");
-            secret.replace_range(start..end, "syt_not_a_token");
+            // Both tokens: a valid refresh token would get a new access token.
+            for key in ["\"access_token\":\"", "\"refresh_token\":\""] {
+                let Some(at) = secret.find(key) else {
+                    assert!(key.contains("refresh"), "no access token in the secret");
+                    continue;
+                };
+                let start = at + key.len();
+                let end = start + secret[start..].find('"').expect("token end");
+                secret.replace_range(start..end, "syt_not_a_token");
+            }
         }
         Credentials {
             msn_handle: "alice@hotmail.com".into(),

@@ -8,16 +8,19 @@ mod support;
 
 use std::time::Duration;
 
+use matrix_sdk::ruma::api::client::presence::get_presence;
 use matrix_sdk::ruma::presence::PresenceState as MatrixPresence;
 use matrix_sdk::ruma::RoomId;
+use matrix_sdk::ruma::UserId;
 use msngate_bridge_api::{
     Backend, BackendError, BackendEvent, BackendSession, ChatId, ConnectionState, ContactKind,
-    Credentials, List, OutgoingMessage, PresenceState,
+    Credentials, List, OutgoingMessage, PresenceState, LOGIN_BOUND, SEND_DEADLINE,
 };
 use msngate_bridge_matrix::{
     handle_for_room, link, unlink, Linked, MatrixBackend, MatrixUserSession,
 };
 use support::matrix::MatrixClient;
+use support::netcut::NetCut;
 use support::synapse::Synapse;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,9 +88,14 @@ struct Account {
 }
 
 async fn link_alice(server: &Synapse) -> Account {
+    link_alice_at(server, &server.url()).await
+}
+
+/// Links alice with the homeserver at `url` (the server itself, or a proxy in front of it).
+async fn link_alice_at(server: &Synapse, url: &str) -> Account {
     let store = tempfile::tempdir().expect("store dir");
     let linked = link(
-        &server.url(),
+        url,
         &server.user_id("alice"),
         "alice-pw",
         &store.path().join("alice"),
@@ -100,22 +108,42 @@ async fn link_alice(server: &Synapse) -> Account {
     }
 }
 
-async fn login(account: &Account) -> (MatrixUserSession, Events) {
-    let (tx, rx) = mpsc::channel(256);
-    let credentials = Credentials {
+fn credentials(account: &Account) -> Credentials {
+    Credentials {
         msn_handle: "alice@msn.example".into(),
         account: account.linked.account.clone(),
         secret: account.linked.secret.clone(),
         options: account.linked.options.clone(),
-    };
-    let session = MatrixBackend
-        .login(credentials, tx)
-        .await
-        .expect("login alice");
-    let mut events = Events {
+    }
+}
+
+/// Logs alice in; also gives how long `login` took.
+async fn login_timed(
+    account: &Account,
+) -> (Result<MatrixUserSession, BackendError>, Duration, Events) {
+    let (tx, rx) = mpsc::channel(256);
+    let started = Instant::now();
+    let session = MatrixBackend.login(credentials(account), tx).await;
+    let took = started.elapsed();
+    let events = Events {
         rx,
         buffer: Vec::new(),
     };
+    (session, took, events)
+}
+
+/// Logs to the test's output as `RUST_LOG` says (nothing unless it is set).
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn login(account: &Account) -> (MatrixUserSession, Events) {
+    init_logging();
+    let (session, _, mut events) = login_timed(account).await;
+    let session = session.expect("login alice");
     events
         .next("the contact list", |e| {
             matches!(e, BackendEvent::ContactList(_))
@@ -761,4 +789,494 @@ async fn a_direct_chat_invite_accepted_makes_the_inviter_a_contact() {
         .expect("send");
     let (in_room, body) = bob.next_text_from(&server.user_id("alice")).await;
     assert_eq!((in_room, body.as_str()), (room, "angenommen"));
+}
+
+fn is_disconnect(e: &BackendEvent) -> bool {
+    matches!(
+        e,
+        BackendEvent::Connection(ConnectionState::TransientDisconnect { .. })
+    )
+}
+
+fn is_connected(e: &BackendEvent) -> bool {
+    matches!(e, BackendEvent::Connection(ConnectionState::Connected))
+}
+
+/// In the first 10 s of an outage the session tries again a handful of times, backing off
+/// from the first failure, instead of opening connections every half second; and it comes
+/// back when the homeserver does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_retried_with_backoff_not_in_a_storm() {
+    let server = server_with_users().await;
+    let proxy = NetCut::start(server.port()).await;
+    let account = link_alice_at(&server, &proxy.url()).await;
+    let (_alice, mut events) = login(&account).await;
+
+    proxy.cut();
+    let before = proxy.accepted();
+    events.next("the connection lost", is_disconnect).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let attempts = proxy.accepted() - before;
+    assert!(
+        attempts <= 6,
+        "{attempts} connection attempts in the first 10 s of the outage"
+    );
+    let shown = events.within(Duration::ZERO).await;
+    let repeated = shown.iter().filter(|e| is_disconnect(e)).count();
+    assert_eq!(repeated, 0, "the outage reported again: {shown:#?}");
+
+    proxy.restore();
+    // The next attempt comes within the backoff (at most 12 s at this point).
+    events.next("the connection back", is_connected).await;
+}
+
+/// A frozen homeserver (it accepts connections but answers nothing): `login` still returns a
+/// session within LOGIN_BOUND, which connects once the homeserver answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_returns_within_the_bound_while_the_homeserver_is_frozen() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    server.freeze();
+    // Thawed after 8 s, so that a login that waits shows how long it waited.
+    let ((session, took, mut events), ()) = tokio::join!(login_timed(&account), async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        server.thaw();
+    });
+    let alice = session.expect("a session while the homeserver is frozen");
+    assert!(took <= LOGIN_BOUND, "login took {took:?}");
+    events
+        .next("the contact list once thawed", |e| {
+            matches!(e, BackendEvent::ContactList(_))
+        })
+        .await;
+    let bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    alice
+        .send_message(&chat, &OutgoingMessage { text: "da".into() })
+        .await
+        .expect("send after the thaw");
+}
+
+/// A device revoked while the homeserver could not answer: `login` returns a session within
+/// the bound, which reports BadCredentials once it learns of it, and does not retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_learnt_after_the_bound_is_bad_credentials() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    unlink(
+        &account.linked.account,
+        &account.linked.secret,
+        &account.linked.options,
+    )
+    .await
+    .expect("unlink");
+    server.freeze();
+    let ((session, took, mut events), ()) = tokio::join!(login_timed(&account), async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        server.thaw();
+    });
+    let _alice = session.expect("a session while the homeserver is frozen");
+    assert!(took <= LOGIN_BOUND, "login took {took:?}");
+    events
+        .next("bad credentials", |e| {
+            matches!(e, BackendEvent::Connection(ConnectionState::BadCredentials))
+        })
+        .await;
+    events.buffer.clear();
+    let after = events.within(Duration::from_secs(3)).await;
+    assert!(
+        !after
+            .iter()
+            .any(|e| matches!(e, BackendEvent::Connection(_))),
+        "the session kept trying: {after:?}"
+    );
+}
+
+/// set_presence returns at once while the homeserver is frozen; the latest state set is the
+/// one contacts see once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_presence_does_not_wait_for_a_frozen_homeserver() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    direct_chat(&server, &alice, &bob).await;
+
+    server.freeze();
+    let (took, ()) = tokio::join!(
+        async {
+            let started = Instant::now();
+            for state in [PresenceState::BeRightBack, PresenceState::Busy] {
+                alice.set_presence(state, "Alice").await.expect("presence");
+            }
+            started.elapsed()
+        },
+        async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            server.thaw();
+        }
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "set_presence took {took:?}"
+    );
+    bob.next_presence(&server.user_id("alice"), |p, m| {
+        *p == MatrixPresence::Unavailable && m == Some("Busy")
+    })
+    .await;
+}
+
+/// A message written during an outage that lasts longer than SEND_DEADLINE fails within it
+/// and never turns up later; what the contact wrote meanwhile arrives once after the
+/// reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failed_at_the_deadline_is_never_delivered_later() {
+    let server = server_with_users().await;
+    let proxy = NetCut::start(server.port()).await;
+    let account = link_alice_at(&server, &proxy.url()).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    bob.send_text(&room, "vorher").await;
+    events.message("vorher").await;
+
+    proxy.cut();
+    events.next("the connection lost", is_disconnect).await;
+    bob.send_text(&room, "während eins").await;
+    bob.send_text(&room, "während zwei").await;
+    let started = Instant::now();
+    let sent = tokio::time::timeout(
+        SEND_DEADLINE + Duration::from_secs(2),
+        alice.send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "verloren".into(),
+            },
+        ),
+    )
+    .await;
+    let took = started.elapsed();
+    let sent = sent.unwrap_or_else(|_| panic!("send_message still waiting after {took:?}"));
+    assert!(sent.is_err(), "sent during the outage? {sent:?}");
+    assert!(took <= SEND_DEADLINE, "the failure took {took:?}");
+
+    proxy.restore();
+    // (The Connected of the logon may still be buffered.)
+    events.buffer.clear();
+    events.next("the connection back", is_connected).await;
+    events.message("während eins").await;
+    events.message("während zwei").await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "danach".into(),
+            },
+        )
+        .await
+        .expect("send after the outage");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "danach", "the failed message came first");
+    let late = bob.texts_within(Duration::from_secs(5)).await;
+    assert!(late.is_empty(), "bob got later: {late:?}");
+    let again = texts(&events.within(Duration::from_secs(1)).await);
+    assert!(again.is_empty(), "delivered again: {again:?}");
+}
+
+/// After a reconnection every contact's presence is reported again, changed or not, so that
+/// MSN (which shows everyone offline after a long outage) can show them online again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_presence_is_reported_again_after_a_reconnection() {
+    let server = server_with_users().await;
+    let proxy = NetCut::start(server.port()).await;
+    let account = link_alice_at(&server, &proxy.url()).await;
+    let (alice, mut events) = login(&account).await;
+    let bob = bob(&server).await;
+    bob.set_presence(MatrixPresence::Online, None).await;
+    direct_chat(&server, &alice, &bob).await;
+    let bob_online = |e: &BackendEvent| matches!(e, BackendEvent::Presence { handle, state: PresenceState::Online, .. } if handle == BOB);
+    events.next("bob online", bob_online).await;
+
+    proxy.cut();
+    events.next("the connection lost", is_disconnect).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    events.buffer.clear();
+    events.next("the connection back", is_connected).await;
+    events.buffer.clear();
+    events.next("bob online again", bob_online).await;
+}
+
+/// Logging out ends the session for good (its client and store released): logging in again
+/// at once with the same store is as quick as any logon, the new state reaches contacts, and
+/// the old session's offline presence does not undo it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_again_right_after_logout_is_quick() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    direct_chat(&server, &alice, &bob).await;
+    alice
+        .set_presence(PresenceState::Online, "Alice")
+        .await
+        .expect("presence");
+    bob.next_presence(&server.user_id("alice"), |p, _| {
+        *p == MatrixPresence::Online
+    })
+    .await;
+
+    let started = Instant::now();
+    alice.logout().await;
+    drop(alice);
+    let (session, took, mut events) = login_timed(&account).await;
+    let alice = session.expect("login again");
+    assert!(took <= LOGIN_BOUND, "login again took {took:?}");
+    let started_presence = Instant::now();
+    alice
+        .set_presence(PresenceState::Away, "Alice")
+        .await
+        .expect("presence");
+    let presence_took = started_presence.elapsed();
+    assert!(
+        presence_took < Duration::from_millis(500),
+        "set_presence after the new login took {presence_took:?}"
+    );
+    events
+        .next("the contact list", |e| {
+            matches!(e, BackendEvent::ContactList(_))
+        })
+        .await;
+    let connected_after = started.elapsed();
+    assert!(
+        connected_after < Duration::from_secs(5),
+        "connected again {connected_after:?} after logging out"
+    );
+    bob.next_presence(&server.user_id("alice"), |p, m| {
+        *p == MatrixPresence::Unavailable && m == Some("Away")
+    })
+    .await;
+    // A little later she is still away, not offline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alice_id = UserId::parse(server.user_id("alice")).unwrap();
+    let now = bob
+        .client
+        .send(get_presence::v3::Request::new(alice_id))
+        .await
+        .expect("alice's presence");
+    assert_eq!(now.presence, MatrixPresence::Unavailable);
+}
+
+/// Calling a third person into a conversation invites them to the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inviting_a_third_person_into_a_chat() {
+    let server = server_with_users().await;
+    server.register("carol", "carol-pw").await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    alice
+        .invite(&chat, "carol@localhost")
+        .await
+        .expect("invite carol");
+    let mut carol = MatrixClient::login(&server.url(), &server.user_id("carol"), "carol-pw").await;
+    // The room is invite-only: joining works because of the invite.
+    carol.join(&room).await;
+    // Once alice's session has seen her (her message arrives), alice's messages reach her
+    // too (the room is encrypted: they are encrypted for the members alice's store knows).
+    carol.send_text(&room, "Hallo Alice").await;
+    events.message("Hallo Alice").await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "Hallo Carol".into(),
+            },
+        )
+        .await
+        .expect("send");
+    let (in_room, body) = carol.next_text_from(&server.user_id("alice")).await;
+    assert_eq!((in_room, body.as_str()), (room, "Hallo Carol"));
+    assert_eq!(
+        alice.invite(&chat, "not a handle").await,
+        Err(BackendError::InvalidContact)
+    );
+}
+
+/// A message whose request reached the homeserver just as it froze: the send fails at the
+/// deadline, and when the homeserver resumes and carries the request out after all, the
+/// message is taken back (redacted), so the contact is not left with a message the user was
+/// told failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failed_while_the_homeserver_froze_is_taken_back() {
+    let mut server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+    // Keys shared: the next message is a single request.
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "vorher".into(),
+            },
+        )
+        .await
+        .expect("send");
+    bob.next_text_from(&server.user_id("alice")).await;
+
+    server.freeze();
+    let sent = alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "eingefroren".into(),
+            },
+        )
+        .await;
+    server.thaw();
+    assert!(sent.is_err(), "sent while frozen? {sent:?}");
+    // Give the homeserver time to carry the request out, and the session to see it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let bob_room = bob.room(&room).await;
+    let page = bob_room
+        .messages(matrix_sdk::room::MessagesOptions::backward())
+        .await
+        .expect("bob reads the room");
+    let readable: Vec<String> = page
+        .chunk
+        .iter()
+        .filter_map(|e| {
+            e.raw()
+                .get_field::<serde_json::Value>("content")
+                .ok()
+                .flatten()
+        })
+        .filter_map(|c| c.get("body").and_then(|b| b.as_str()).map(str::to_owned))
+        .collect();
+    assert!(
+        !readable.iter().any(|b| b == "eingefroren"),
+        "bob can read the failed message: {readable:?}"
+    );
+    assert!(readable.iter().any(|b| b == "vorher"), "{readable:?}");
+}
+
+/// The SQLite files of `dir` that only exist while a connection has the database open
+/// (write-ahead log and shared memory; SQLite removes them when the last one closes).
+fn open_store_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with("-shm") || n.ends_with("-wal"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// After logout the session's matrix-sdk client is gone and its store closed, although the
+/// session value itself is still around (the core may drop it later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_closes_the_store() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let store = std::path::PathBuf::from(
+        account
+            .linked
+            .options
+            .iter()
+            .find(|(k, _)| k == "store_dir")
+            .map(|(_, v)| v.clone())
+            .expect("store_dir"),
+    );
+    let (alice, _events) = login(&account).await;
+    assert!(
+        !open_store_files(&store).is_empty(),
+        "the store looks closed while in use"
+    );
+    alice.logout().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !open_store_files(&store).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_store_files(&store), Vec::<String>::new(), "still open");
+    drop(alice);
+}
+
+/// A homeserver whose access tokens expire after a few seconds: the session refreshes its
+/// token and goes on, and a later logon starts from the refreshed tokens (the link's are
+/// spent by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_access_tokens_are_refreshed_and_kept() {
+    let server = Synapse::start_with_token_lifetime(5).await;
+    server.register("alice", "alice-pw").await;
+    server.register("bob", "bob-pw").await;
+    let account = link_alice(&server).await;
+    let (alice, mut events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    let room = RoomId::parse(&chat.0).unwrap();
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "nach dem Ablauf".into(),
+            },
+        )
+        .await
+        .expect("send with an expired token");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "nach dem Ablauf");
+    bob.send_text(&room, "angekommen").await;
+    events.message("angekommen").await;
+    alice.logout().await;
+    drop(alice);
+    drop(events);
+
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (alice, mut events) = login(&account).await;
+    bob.send_text(&room, "wieder da").await;
+    events.message("wieder da").await;
+    alice
+        .send_message(
+            &chat,
+            &OutgoingMessage {
+                text: "ich auch".into(),
+            },
+        )
+        .await
+        .expect("send after the next logon");
+    let (_, body) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!(body, "ich auch");
+    let all = events.within(Duration::ZERO).await;
+    assert!(
+        !all.iter()
+            .any(|e| matches!(e, BackendEvent::Connection(ConnectionState::BadCredentials))),
+        "{all:#?}"
+    );
+}
+
+/// A message is queued at the call: it is sent even when nobody waits for its answer (the
+/// core drops the futures of messages the MSN client sent without acknowledgement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nobody_waits_for_is_sent_all_the_same() {
+    let server = server_with_users().await;
+    let account = link_alice(&server).await;
+    let (alice, _events) = login(&account).await;
+    let mut bob = bob(&server).await;
+    let chat = direct_chat(&server, &alice, &bob).await;
+    for text in ["eins", "zwei"] {
+        drop(alice.send_message(&chat, &OutgoingMessage { text: text.into() }));
+    }
+    let (_, first) = bob.next_text_from(&server.user_id("alice")).await;
+    let (_, second) = bob.next_text_from(&server.user_id("alice")).await;
+    assert_eq!((first.as_str(), second.as_str()), ("eins", "zwei"));
 }

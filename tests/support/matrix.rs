@@ -93,6 +93,8 @@ impl MatrixClient {
         let client = Client::builder()
             .homeserver_url(homeserver)
             .sqlite_store(store.path(), None)
+            // Tokens may expire (Synapse::start_with_token_lifetime).
+            .handle_refresh_tokens()
             .build()
             .await
             .expect("build matrix client");
@@ -100,6 +102,7 @@ impl MatrixClient {
             .matrix_auth()
             .login_username(user_id, password)
             .initial_device_display_name("test client")
+            .request_refresh_token()
             .send()
             .await
             .unwrap_or_else(|e| panic!("login {user_id}: {e}"));

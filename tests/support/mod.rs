@@ -13,6 +13,7 @@
 
 pub mod ejabberd;
 pub mod matrix;
+pub mod netcut;
 pub mod process;
 pub mod prosody;
 pub mod synapse;

@@ -50,6 +50,9 @@ pub struct Synapse {
     port: u16,
     child: Option<Child>,
     presence: bool,
+    /// Access tokens expire after this many seconds (refreshable or not); Synapse's
+    /// defaults (5 minutes with a refresh token, never without) when `None`.
+    token_lifetime: Option<u32>,
 }
 
 impl Synapse {
@@ -65,7 +68,17 @@ impl Synapse {
         Self::start_with_presence(false).await
     }
 
+    /// Like [`start`](Self::start), with access tokens that expire after `seconds`, whether
+    /// the client asked for a refresh token or not.
+    pub async fn start_with_token_lifetime(seconds: u32) -> Synapse {
+        Self::launch_new(true, Some(seconds)).await
+    }
+
     async fn start_with_presence(presence: bool) -> Synapse {
+        Self::launch_new(presence, None).await
+    }
+
+    async fn launch_new(presence: bool, token_lifetime: Option<u32>) -> Synapse {
         ensure_installed().await;
         let dir = tempfile::Builder::new()
             .prefix("msngate-synapse-")
@@ -78,6 +91,7 @@ impl Synapse {
             port: 0,
             child: None,
             presence,
+            token_lifetime,
         };
         let mut errors = Vec::new();
         for _ in 0..3 {
@@ -153,6 +167,21 @@ impl Synapse {
     /// Starts a stopped server again, on the same port with the same data.
     pub async fn start_again(&mut self) {
         process::start_again(self).await;
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections and port but answers nothing
+    /// until [`thaw`](Self::thaw).
+    pub fn freeze(&mut self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGCONT);
+        }
     }
 
     /// `stop()` then `start_again()`: clients are cut off, data survives, same port.
@@ -278,7 +307,7 @@ suppress_key_server_warning: true
 federation_domain_whitelist: []
 presence:
   enabled: {presence}
-rc_message: {limit}
+{tokens}rc_message: {limit}
 rc_registration: {limit}
 rc_login:
   address: {limit}
@@ -307,6 +336,12 @@ rc_profile: {limit}
 "#,
             port = self.port,
             presence = self.presence,
+            tokens = match self.token_lifetime {
+                Some(s) => format!(
+                    "refreshable_access_token_lifetime: {s}s\nnonrefreshable_access_token_lifetime: {s}s\n"
+                ),
+                None => String::new(),
+            },
             pid = path("homeserver.pid"),
             db = path("homeserver.db"),
             log_config = path("log.yaml"),

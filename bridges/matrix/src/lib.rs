@@ -22,14 +22,14 @@ use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
 use matrix_sdk::{Client, SessionMeta, SessionTokens};
 use msngate_bridge_api::{
-    Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, List,
-    OutgoingMessage, PresenceState,
+    Backend, BackendError, BackendEvent, BackendSession, Capabilities, ChatId, ConnectionState,
+    Credentials, EventSender, List, OutgoingMessage, PresenceState, ACTION_BOUND, SEND_DEADLINE,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use handles::{handle_for_room, handle_for_user, room_for_handle, user_for_handle};
-use session::{Outgoing, Shared};
+use session::{Outgoing, Shared, Wanted};
 
 /// Option keys in [`Linked::options`] / `Credentials::options`.
 pub const OPTION_HOMESERVER: &str = "homeserver";
@@ -70,7 +70,20 @@ impl std::fmt::Debug for Linked {
 struct Secret {
     access_token: String,
     store_passphrase: String,
+    /// Given by homeservers that expire access tokens; absent in links made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
 }
+
+/// The account's tokens as last refreshed, kept in its (encrypted) store under
+/// [`TOKENS_KEY`]: a refresh replaces both, and the core's copy in the link would be stale.
+#[derive(Serialize, Deserialize)]
+struct StoredTokens {
+    access_token: String,
+    refresh_token: Option<String>,
+}
+
+const TOKENS_KEY: &[u8] = b"msngate.session_tokens";
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
     BackendError::Internal(e.to_string())
@@ -78,11 +91,21 @@ fn internal(e: impl std::fmt::Display) -> BackendError {
 
 /// Whether an SDK error means the access token is no longer valid.
 fn is_unknown_token(e: &matrix_sdk::Error) -> bool {
-    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+    match e {
+        matrix_sdk::Error::Http(h) => http_is_unknown_token(h),
+        e => matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))),
+    }
 }
 
+/// Also when matrix-sdk tried to refresh the expired token and the homeserver refused the
+/// refresh token (spent or revoked).
 fn http_is_unknown_token(e: &matrix_sdk::HttpError) -> bool {
-    matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_)))
+    match e {
+        matrix_sdk::HttpError::RefreshToken(matrix_sdk::RefreshTokenError::MatrixAuth(inner)) => {
+            http_is_unknown_token(inner)
+        }
+        e => matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))),
+    }
 }
 
 /// Whether an SDK error is the homeserver's answer (as opposed to no answer at all).
@@ -98,12 +121,18 @@ async fn build_client(
     Client::builder()
         .homeserver_url(homeserver)
         .sqlite_store(store_dir, Some(passphrase))
-        // A retry limit bounds the SDK's own retries of 5xx/429 answers (otherwise up to
-        // 15 minutes, which would hold an MSN logon); the sync loop does the long retrying.
+        // With a refresh token, an expired access token is refreshed and the request retried;
+        // the new tokens are kept in the store (see `keep_refreshed_tokens`).
+        .handle_refresh_tokens()
+        // No retries inside matrix-sdk: with a retry limit it retries every network failure
+        // at once (0.5 s, 1 s, ...) under the sync loop's own backoff, several connections
+        // per attempt, a storm against a homeserver that just went down. Every failure goes
+        // back to msngate's loops (sync, sending, presence), which back off with jitter from
+        // the first failure (`reconnect_backoff`). A 429 or 5xx is such a failure too.
         .request_config(
             matrix_sdk::config::RequestConfig::new()
                 .timeout(REQUEST_TIMEOUT)
-                .retry_limit(3),
+                .disable_retry(),
         )
         .build()
         .await
@@ -135,6 +164,7 @@ pub async fn link(
         .matrix_auth()
         .login_username(&user, password)
         .initial_device_display_name("msngate")
+        .request_refresh_token()
         .send()
         .await;
     let response = match response {
@@ -160,6 +190,7 @@ pub async fn link(
     let secret = Secret {
         access_token: response.access_token.clone(),
         store_passphrase: passphrase,
+        refresh_token: response.refresh_token.clone(),
     };
     Ok(Linked {
         account: response.user_id.to_string(),
@@ -227,21 +258,80 @@ async fn restore(link: &Restore) -> Result<Client, BackendError> {
         &link.secret.store_passphrase,
     )
     .await?;
+    // Tokens refreshed since the link are newer than the link's (whose refresh token may be
+    // spent).
+    let stored = client
+        .state_store()
+        .get_custom_value(TOKENS_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<StoredTokens>(&bytes).ok());
+    let tokens = match stored {
+        Some(t) => SessionTokens {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+        },
+        None => SessionTokens {
+            access_token: link.secret.access_token.clone(),
+            refresh_token: link.secret.refresh_token.clone(),
+        },
+    };
     let session = MatrixSession {
         meta: SessionMeta {
             user_id: link.user.clone(),
             device_id: link.device.clone(),
         },
-        tokens: SessionTokens {
-            access_token: link.secret.access_token.clone(),
-            refresh_token: None,
-        },
+        tokens,
     };
     client
         .restore_session(session)
         .await
         .map_err(|e| BackendError::Internal(format!("restoring the Matrix session: {e}")))?;
     Ok(client)
+}
+
+/// Writes the client's tokens into its store each time matrix-sdk refreshed them, so that the
+/// next logon starts from them. Runs as long as the session.
+async fn keep_refreshed_tokens(client: Client) {
+    let mut changes = client.subscribe_to_session_changes();
+    loop {
+        match changes.recv().await {
+            Ok(matrix_sdk::SessionChange::TokensRefreshed) => {}
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            // Not while the session holds the client; never end the session's tasks.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+        }
+        save_tokens(&client).await;
+    }
+}
+
+/// Writes the client's current tokens into its store, when it has a refresh token (without
+/// one the link's token stays valid and there is nothing to keep).
+async fn save_tokens(client: &Client) {
+    let Some(tokens) = client.session_tokens() else {
+        return;
+    };
+    if tokens.refresh_token.is_none() {
+        return;
+    }
+    let stored = StoredTokens {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+    };
+    let Ok(bytes) = serde_json::to_vec(&stored) else {
+        return;
+    };
+    if let Err(e) = client
+        .state_store()
+        .set_custom_value(TOKENS_KEY, bytes)
+        .await
+    {
+        tracing::warn!(error = %e, "keeping the refreshed Matrix tokens failed");
+    }
 }
 
 /// Unlinks an account: logs its device out (best effort: an unreachable homeserver gives
@@ -269,26 +359,147 @@ pub async fn unlink(
 #[derive(Debug, Default, Clone)]
 pub struct MatrixBackend;
 
-/// One user's Matrix session. Dropping it stops syncing (without `logout`'s offline presence).
+/// One user's Matrix session. Dropping it stops everything (without `logout`'s offline
+/// presence).
+///
+/// All work happens in one task (the driver, see [`drive`]): restoring the device, then the
+/// sync loop, the presence task and the sender task. The session's methods only queue (a
+/// message, the wanted presence) or use the client once the driver has one.
 pub struct MatrixUserSession {
-    shared: Arc<Shared>,
+    user: OwnedUserId,
+    generation: u64,
+    /// The session's state once the device is restored; `None` before, and after `logout`.
+    ready: Arc<watch::Sender<Option<Arc<Shared>>>>,
+    /// The user's own state and name as last set: the presence task publishes it.
+    wanted: watch::Sender<Option<Wanted>>,
     sends: mpsc::Sender<Outgoing>,
-    tasks: Vec<tokio::task::AbortHandle>,
+    driver: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for MatrixUserSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MatrixUserSession")
-            .field("user", &self.shared.own)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for MatrixUserSession {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        self.driver.abort();
+        self.ready.send_replace(None);
+    }
+}
+
+impl MatrixUserSession {
+    /// The session's state, waiting for the device to be restored for up to
+    /// [`ACTION_BOUND`]; `Disconnected` if it isn't by then.
+    fn shared(&self) -> impl Future<Output = Result<Arc<Shared>, BackendError>> + Send + 'static {
+        let mut ready = self.ready.subscribe();
+        async move {
+            match tokio::time::timeout(ACTION_BOUND, ready.wait_for(Option::is_some)).await {
+                Ok(Ok(shared)) => shared.clone().ok_or(BackendError::Disconnected),
+                _ => Err(BackendError::Disconnected),
+            }
         }
+    }
+}
+
+/// How long `login` waits for the device to be restored and `whoami` answered, within
+/// [`LOGIN_BOUND`]; after that the session keeps connecting in the background.
+const LOGIN_WAIT: Duration = Duration::from_millis(2500);
+/// How long `logout` waits for the homeserver to take the offline presence.
+const LOGOUT_OFFLINE_BOUND: Duration = Duration::from_secs(2);
+/// How much earlier than [`SEND_DEADLINE`] a message's own deadline is, so that its future
+/// has resolved when the core's wait ends.
+const SEND_MARGIN: Duration = Duration::from_secs(1);
+
+/// The latest logon per account in this process: a logout's offline presence is not sent
+/// when a newer session of the same account has begun (it would make that one look offline).
+fn logins() -> &'static std::sync::Mutex<std::collections::HashMap<OwnedUserId, u64>> {
+    static LOGINS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<OwnedUserId, u64>>,
+    > = std::sync::OnceLock::new();
+    LOGINS.get_or_init(Default::default)
+}
+
+fn begin_login(user: &OwnedUserId) -> u64 {
+    let mut logins = logins().lock().unwrap_or_else(|p| p.into_inner());
+    let generation = logins.entry(user.clone()).or_insert(0);
+    *generation += 1;
+    *generation
+}
+
+fn is_latest_login(user: &OwnedUserId, generation: u64) -> bool {
+    let logins = logins().lock().unwrap_or_else(|p| p.into_inner());
+    logins.get(user) == Some(&generation)
+}
+
+/// A session's one task: restores the device and asks `whoami` (telling `login` the outcome
+/// through `first`), then syncs and publishes presence; sends messages meanwhile (each until
+/// its deadline). A refusal `login` no longer waits for is reported as
+/// `Connection(BadCredentials)`, once, and not retried.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    link: Restore,
+    fallback: PresenceState,
+    events: EventSender,
+    ready: Arc<watch::Sender<Option<Arc<Shared>>>>,
+    wanted: watch::Receiver<Option<Wanted>>,
+    queue: mpsc::Receiver<Outgoing>,
+    first: oneshot::Sender<Result<(), BackendError>>,
+) {
+    let _ = events
+        .send(BackendEvent::Connection(ConnectionState::Connecting))
+        .await;
+    let sender = session::send_loop(ready.subscribe(), queue);
+    let connect = async {
+        let client = match restore(&link).await {
+            Ok(client) => client,
+            Err(e) => return refused(first, &events, &link.user, e).await,
+        };
+        // One request decides between a revoked device and a merely unreachable homeserver.
+        match client.whoami().await {
+            Ok(_) => {}
+            Err(e) if http_is_unknown_token(&e) => {
+                return refused(first, &events, &link.user, BackendError::BadCredentials).await
+            }
+            Err(e) => {
+                tracing::warn!(user = %link.user, error = %e, "Matrix homeserver unreachable at logon; will keep trying");
+            }
+        }
+        let _ = first.send(Ok(()));
+        let shared = Arc::new(Shared::new(
+            client,
+            link.user.clone(),
+            events.clone(),
+            fallback,
+            wanted,
+        ));
+        ready.send_replace(Some(shared.clone()));
+        // The sync loop ends only when the device was logged out; presence goes with it.
+        tokio::select! {
+            () = session::sync_loop(shared.clone()) => {}
+            () = session::presence_loop(shared.clone()) => {}
+            () = keep_refreshed_tokens(shared.client.clone()) => {}
+        }
+    };
+    tokio::join!(connect, sender);
+}
+
+/// Gives `login` its error, or, when `login` returned already, reports the session's end as
+/// `Connection(BadCredentials)` (the account must be linked again), logged once.
+async fn refused(
+    first: oneshot::Sender<Result<(), BackendError>>,
+    events: &EventSender,
+    user: &OwnedUserId,
+    error: BackendError,
+) {
+    if let Err(Err(error)) = first.send(Err(error)) {
+        tracing::warn!(%user, %error, "the Matrix device can't be restored; not retrying");
+        let _ = events
+            .send(BackendEvent::Connection(ConnectionState::BadCredentials))
+            .await;
     }
 }
 
@@ -326,24 +537,36 @@ impl Backend for MatrixBackend {
             })?,
             None => PresenceState::Online,
         };
-        let client = restore(&link).await?;
-        // One request decides between a revoked device and a merely unreachable homeserver.
-        match client.whoami().await {
-            Ok(_) => {}
-            Err(e) if http_is_unknown_token(&e) => return Err(BackendError::BadCredentials),
-            Err(e) => {
-                tracing::warn!(user = %link.user, error = %e, "Matrix homeserver unreachable at logon; will keep trying");
-            }
-        }
-        let shared = Arc::new(Shared::new(client, link.user, events, fallback));
+        let user = link.user.clone();
+        let generation = begin_login(&user);
+        let ready = Arc::new(watch::Sender::new(None));
+        let wanted = watch::Sender::new(None);
         let (sends, queue) = mpsc::channel(SEND_QUEUE);
-        let sync = tokio::spawn(session::sync_loop(shared.clone()));
-        let sender = tokio::spawn(session::send_loop(shared.clone(), queue));
-        Ok(MatrixUserSession {
-            shared,
+        let (first, outcome) = oneshot::channel();
+        let driver = tokio::spawn(drive(
+            link,
+            fallback,
+            events,
+            ready.clone(),
+            wanted.subscribe(),
+            queue,
+            first,
+        ));
+        let session = MatrixUserSession {
+            user,
+            generation,
+            ready,
+            wanted,
             sends,
-            tasks: vec![sync.abort_handle(), sender.abort_handle()],
-        })
+            driver: driver.abort_handle(),
+        };
+        match tokio::time::timeout(LOGIN_WAIT, outcome).await {
+            // Restored (the homeserver answered, or could not be reached at all), or no
+            // answer yet: the session goes on connecting by itself.
+            Ok(Ok(Ok(()))) | Err(_) => Ok(session),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(BackendError::Internal("the Matrix session ended".into())),
+        }
     }
 }
 
@@ -353,9 +576,12 @@ impl BackendSession for MatrixUserSession {
         state: PresenceState,
         name: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let shared = self.shared.clone();
-        let name = name.to_owned();
-        async move { shared.set_presence(state, &name).await }
+        // Only recorded: the presence task publishes the latest state when it can.
+        self.wanted.send_replace(Some(Wanted {
+            state,
+            name: name.to_owned(),
+        }));
+        std::future::ready(Ok(()))
     }
 
     fn add_contact(
@@ -364,9 +590,9 @@ impl BackendSession for MatrixUserSession {
         handle: &str,
         _name: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let handle = handle.to_owned();
-        async move { shared.add_contact(list, &handle).await }
+        async move { shared.await?.add_contact(list, &handle).await }
     }
 
     fn remove_contact(
@@ -374,22 +600,25 @@ impl BackendSession for MatrixUserSession {
         list: List,
         handle: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let handle = handle.to_owned();
-        async move { shared.remove_contact(list, &handle).await }
+        async move { shared.await?.remove_contact(list, &handle).await }
     }
 
     /// A person's chat is the direct chat with them (created if there is none); a room's is
     /// the room.
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let handle = handle.to_owned();
-        async move { shared.open_chat(&handle).await }
+        async move { shared.await?.open_chat(&handle).await }
     }
 
-    /// Queued at once, in call order; resolves when the homeserver returned the event id.
-    /// Network failures are retried (with the same transaction id, so never sent twice) for
-    /// up to two minutes.
+    /// Queued at once, in call order; resolves `Ok` when the homeserver returned the event
+    /// id. Failures are retried (with the same transaction id, so never sent twice) until the
+    /// message's deadline, [`SEND_DEADLINE`] less a second after this call: then it resolves
+    /// `Err`, and the message is dropped, never sent later. Dropping the returned future
+    /// changes nothing: the message is sent all the same (the core does not wait for
+    /// messages sent without acknowledgement).
     fn send_message(
         &self,
         chat: &ChatId,
@@ -400,6 +629,7 @@ impl BackendSession for MatrixUserSession {
             room: chat.0.clone(),
             text: message.text.clone(),
             reply,
+            deadline: tokio::time::Instant::now() + (SEND_DEADLINE - SEND_MARGIN),
         });
         async move {
             match queued {
@@ -413,9 +643,9 @@ impl BackendSession for MatrixUserSession {
     }
 
     fn send_typing(&self, chat: &ChatId) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let room = chat.0.clone();
-        async move { shared.send_typing(&room).await }
+        async move { shared.await?.send_typing(&room).await }
     }
 
     fn invite(
@@ -423,20 +653,26 @@ impl BackendSession for MatrixUserSession {
         chat: &ChatId,
         handle: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         let room = chat.0.clone();
         let handle = handle.to_owned();
-        async move { shared.invite(&room, &handle).await }
+        async move { shared.await?.invite(&room, &handle).await }
     }
 
+    /// Stops every task of the session (syncing, sending, presence) and releases its client
+    /// and store, then sets the Matrix presence to offline (for up to 2 s), unless a newer
+    /// session of the same account has begun meanwhile.
     fn logout(&self) -> impl Future<Output = ()> + Send {
-        let shared = self.shared.clone();
-        let tasks = self.tasks.clone();
+        self.driver.abort();
+        let shared = self.ready.send_replace(None);
+        let latest = is_latest_login(&self.user, self.generation);
         async move {
-            for task in &tasks {
-                task.abort();
+            let Some(shared) = shared else { return };
+            // A refresh whose new tokens the aborted task had not written yet.
+            save_tokens(&shared.client).await;
+            if latest {
+                let _ = tokio::time::timeout(LOGOUT_OFFLINE_BOUND, shared.go_offline()).await;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(5), shared.go_offline()).await;
         }
     }
 }

@@ -6,7 +6,7 @@
 //! `.await`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use matrix_sdk::config::SyncSettings;
@@ -25,14 +25,16 @@ use matrix_sdk::ruma::events::{
     SyncMessageLikeEvent, SyncStateEvent,
 };
 use matrix_sdk::ruma::presence::PresenceState as RumaPresence;
-use matrix_sdk::ruma::{MxcUri, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
+use matrix_sdk::ruma::{
+    MxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UInt, UserId,
+};
 use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState};
 use msngate_bridge_api::{
     BackendError, BackendEvent, ChatId, ConnectionState, Contact, ContactKind, EventSender, List,
     PresenceState,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::handles::{handle_for_room, handle_for_user, room_for_handle, user_for_handle};
 use crate::presence::{from_matrix, to_matrix, MatrixPresence};
@@ -53,8 +55,8 @@ const UTD_GRACE: Duration = Duration::from_secs(20);
 const MAX_TRACKED: usize = 10_000;
 /// How many undecryptable events may wait at once.
 const UTD_PENDING: usize = 256;
-/// How long a message keeps being retried while the homeserver is unreachable.
-const SEND_RETRY_FOR: Duration = Duration::from_secs(120);
+/// How many given-up messages are watched for (see `State::abandoned`).
+const ABANDONED_MAX: usize = 256;
 
 /// The sync settings of every sync: the raised timeline limit and the long-poll timeout.
 pub fn sync_settings(presence: Option<RumaPresence>) -> SyncSettings {
@@ -74,6 +76,15 @@ pub struct Outgoing {
     pub room: String,
     pub text: String,
     pub reply: oneshot::Sender<Result<(), BackendError>>,
+    /// After this the message is not sent (or retried) any more: it failed.
+    pub deadline: tokio::time::Instant,
+}
+
+/// The user's own state and name as last set with `set_presence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub state: PresenceState,
+    pub name: String,
 }
 
 /// A set of recent event ids with a fixed capacity.
@@ -130,9 +141,9 @@ struct State {
     joined: HashSet<(OwnedRoomId, OwnedUserId)>,
     seen: Seen,
     undecrypted: Vec<Undecrypted>,
-    /// The user's own chosen state, for the presence each sync sets.
-    own_state: Option<PresenceState>,
-    own_name: Option<String>,
+    /// Transaction ids of messages given up at their deadline while a request for them may
+    /// have reached the homeserver: if one turns up after all, it is redacted.
+    abandoned: VecDeque<OwnedTransactionId>,
 }
 
 pub struct Shared {
@@ -144,10 +155,14 @@ pub struct Shared {
     /// Held while the contact list is computed, compared and reported, so that two tasks
     /// (the sync loop and a user's action) never report an older list after a newer one.
     reporting: tokio::sync::Mutex<()>,
-    /// Whether a sync has completed since logon. Sending waits for it: only a sync tells the
+    /// How many times the session has (re)connected: 0 until the first sync succeeded,
+    /// one more after each reconnection. Sending waits for the first: only a sync tells the
     /// encryption layer about the contacts' devices that appeared since the last logon, and a
-    /// message encrypted before would be unreadable on those devices.
-    synced: tokio::sync::watch::Sender<bool>,
+    /// message encrypted before would be unreadable on those devices. The presence task
+    /// publishes the user's state again after each.
+    connections: watch::Sender<u64>,
+    /// The user's own state as last set, for the presence task and each sync.
+    wanted: watch::Receiver<Option<Wanted>>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -180,12 +195,24 @@ fn is_network(e: &matrix_sdk::Error) -> bool {
     matches!(e, matrix_sdk::Error::Http(h) if !matches!(**h, matrix_sdk::HttpError::Api(_)))
 }
 
+fn is_server_answer(e: &matrix_sdk::HttpError) -> bool {
+    matches!(e, matrix_sdk::HttpError::Api(_))
+}
+
+/// Whether a failure may pass by itself: no answer, rate limited, or a server error.
+fn is_transient(e: &matrix_sdk::Error) -> bool {
+    is_network(e)
+        || e.as_client_api_error()
+            .is_some_and(|api| api.status_code.as_u16() == 429 || api.status_code.is_server_error())
+}
+
 impl Shared {
     pub fn new(
         client: Client,
         own: OwnedUserId,
         events: EventSender,
         fallback: PresenceState,
+        wanted: watch::Receiver<Option<Wanted>>,
     ) -> Shared {
         Shared {
             client,
@@ -194,7 +221,8 @@ impl Shared {
             fallback,
             state: Mutex::new(State::default()),
             reporting: tokio::sync::Mutex::new(()),
-            synced: tokio::sync::watch::Sender::new(false),
+            connections: watch::Sender::new(0),
+            wanted,
         }
     }
 
@@ -203,7 +231,7 @@ impl Shared {
     }
 
     fn sync_presence(&self) -> Option<RumaPresence> {
-        let own = lock(&self.state).own_state;
+        let own = self.wanted.borrow().as_ref().map(|w| w.state);
         own.map(|s| ruma_presence(to_matrix(s).0))
     }
 
@@ -683,6 +711,7 @@ impl Shared {
                 SyncMessageLikeEvent::Original(message),
             )) => {
                 if message.sender == self.own {
+                    self.take_back_if_abandoned(room, &message).await;
                     return;
                 }
                 let name = self.member_name(room, &message.sender).await;
@@ -805,26 +834,41 @@ impl Shared {
             .ok_or(BackendError::NoSuchContact)
     }
 
-    pub async fn set_presence(&self, state: PresenceState, name: &str) -> Result<(), BackendError> {
-        let rename = {
-            let mut s = lock(&self.state);
-            s.own_state = Some(state);
-            let rename = !name.is_empty() && s.own_name.as_deref() != Some(name);
-            if rename {
-                s.own_name = Some(name.to_owned());
-            }
-            rename
-        };
-        let (presence, status) = to_matrix(state);
+    /// Publishes the user's state (presence and status message) and, if it changed since
+    /// `name_set`, display name. `Err` when the homeserver could not be reached: try again
+    /// later. A refusal (a homeserver without presence refuses) is logged and not retried.
+    async fn publish_presence(
+        &self,
+        wanted: &Wanted,
+        name_set: &mut Option<String>,
+    ) -> Result<(), ()> {
+        let (presence, status) = to_matrix(wanted.state);
         let mut request = set_presence::v3::Request::new(self.own.clone(), ruma_presence(presence));
         request.status_msg = status.map(str::to_owned);
-        // A homeserver without presence refuses this; the state still applies to syncing.
-        if let Err(e) = self.client.send(request).await {
-            tracing::debug!(error = %e, "setting Matrix presence failed");
+        match self.client.send(request).await {
+            Ok(_) => {}
+            Err(e) if !is_server_answer(&e) => {
+                tracing::info!(error = %e, "setting Matrix presence failed; will retry");
+                return Err(());
+            }
+            Err(e) => tracing::debug!(error = %e, "the homeserver refused the Matrix presence"),
         }
-        if rename {
-            if let Err(e) = self.client.account().set_display_name(Some(name)).await {
-                tracing::debug!(error = %e, "setting the Matrix display name failed");
+        if !wanted.name.is_empty() && name_set.as_deref() != Some(wanted.name.as_str()) {
+            match self
+                .client
+                .account()
+                .set_display_name(Some(&wanted.name))
+                .await
+            {
+                Ok(()) => *name_set = Some(wanted.name.clone()),
+                Err(e) if is_network(&e) => {
+                    tracing::info!(error = %e, "setting the Matrix display name failed; will retry");
+                    return Err(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the homeserver refused the display name");
+                    *name_set = Some(wanted.name.clone());
+                }
             }
         }
         Ok(())
@@ -1031,28 +1075,68 @@ impl Shared {
             .map_err(other)
     }
 
-    async fn send_one(&self, outgoing: &Outgoing) -> Result<(), BackendError> {
-        let deadline = Instant::now() + SEND_RETRY_FOR;
-        let mut synced = self.synced.subscribe();
-        if tokio::time::timeout_at(deadline.into(), synced.wait_for(|s| *s))
-            .await
-            .is_err()
-        {
-            return Err(BackendError::Disconnected);
+    /// Remembers the transaction id of a message given up at its deadline.
+    fn abandon(&self, txn_id: OwnedTransactionId) {
+        let mut state = lock(&self.state);
+        if state.abandoned.len() >= ABANDONED_MAX {
+            state.abandoned.pop_front();
         }
-        let room = self.room(&outgoing.room)?;
-        let txn_id = TransactionId::new();
+        state.abandoned.push_back(txn_id);
+    }
+
+    /// Redacts one of the user's own messages that the homeserver took after all although
+    /// it was given up at its deadline (a request it received before freezing, carried out
+    /// when it resumed): the user was told it failed.
+    async fn take_back_if_abandoned(
+        &self,
+        room: &Room,
+        message: &matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent,
+    ) {
+        let Some(txn_id) = message.unsigned.transaction_id.as_ref() else {
+            return;
+        };
+        let abandoned = {
+            let mut state = lock(&self.state);
+            let found = state.abandoned.iter().position(|t| t == txn_id);
+            found.and_then(|i| state.abandoned.remove(i)).is_some()
+        };
+        if abandoned {
+            tracing::warn!(room = %room.room_id(), "a Matrix message given up at its deadline was sent after all; redacting it");
+            if let Err(e) = room
+                .redact(&message.event_id, Some("not delivered in time"), None)
+                .await
+            {
+                tracing::warn!(room = %room.room_id(), error = %e, "redacting a late Matrix message failed");
+            }
+        }
+    }
+
+    /// Sends one message, retrying failures that may pass (no answer, 429, 5xx) with backoff
+    /// and the same transaction id `txn_id`, so that it is never sent twice. The caller
+    /// bounds it.
+    async fn send_one(
+        &self,
+        room: &str,
+        text: &str,
+        txn_id: &TransactionId,
+    ) -> Result<(), BackendError> {
+        let mut connections = self.connections.subscribe();
+        let _ = connections.wait_for(|n| *n > 0).await;
+        let room = self.room(room)?;
         let mut attempt = 0;
         loop {
-            let content = RoomMessageEventContent::text_plain(outgoing.text.clone());
-            match room.send(content).with_transaction_id(txn_id.clone()).await {
+            let content = RoomMessageEventContent::text_plain(text);
+            match room
+                .send(content)
+                .with_transaction_id(txn_id.to_owned())
+                .await
+            {
                 Ok(_) => return Ok(()),
-                Err(e) if is_network(&e) && Instant::now() < deadline => {
+                Err(e) if is_transient(&e) => {
                     tracing::info!(error = %e, "sending to Matrix failed; retrying");
                     tokio::time::sleep(msngate_bridge_api::reconnect_backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(e) if is_network(&e) => return Err(BackendError::Disconnected),
                 Err(e) => return Err(other(e)),
             }
         }
@@ -1070,21 +1154,101 @@ async fn stored_sync_token(client: &Client) -> Option<String> {
         .and_then(|value| value.into_sync_token())
 }
 
-/// Sends queued messages one after another, in order.
-pub async fn send_loop(shared: std::sync::Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
+/// Sends queued messages one after another, in order, once the session has a client. A
+/// message is given up at its deadline (`Err`; it is never sent after that).
+pub async fn send_loop(
+    mut ready: watch::Receiver<Option<Arc<Shared>>>,
+    mut queue: mpsc::Receiver<Outgoing>,
+) {
     while let Some(outgoing) = queue.recv().await {
-        let result = shared.send_one(&outgoing).await;
-        let _ = outgoing.reply.send(result);
+        let Outgoing {
+            room,
+            text,
+            reply,
+            deadline,
+        } = outgoing;
+        let txn_id = TransactionId::new();
+        let shared = ready.borrow().clone();
+        let sending = async {
+            let shared = match shared {
+                Some(shared) => Some(shared),
+                None => match ready.wait_for(Option::is_some).await {
+                    Ok(shared) => shared.clone(),
+                    Err(_) => None,
+                },
+            };
+            match shared {
+                Some(shared) => shared.send_one(&room, &text, &txn_id).await,
+                None => Err(BackendError::Disconnected),
+            }
+        };
+        // Whether or not anyone still waits for the answer (the core drops the futures of
+        // messages sent without acknowledgement): the message was queued at the call.
+        let result = match tokio::time::timeout_at(deadline, sending).await {
+            Ok(result) => result,
+            // Given up at the deadline: never retried. A request may be with the homeserver,
+            // though: if the message turns up, it is taken back.
+            Err(_) => {
+                tracing::info!("a Matrix message was not sent by its deadline; dropped");
+                if let Some(shared) = ready.borrow().clone() {
+                    shared.abandon(txn_id);
+                }
+                Err(BackendError::Disconnected)
+            }
+        };
+        let _ = reply.send(result);
     }
 }
 
-/// Syncs until the task is aborted or the device is logged out.
-pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
-    let mut connected = false;
+/// Publishes the user's own state whenever it changes (only the latest: states set while one
+/// was being sent are skipped), and again after each reconnection, once the session is
+/// connected. A failure is retried with backoff.
+pub async fn presence_loop(shared: Arc<Shared>) {
+    let mut wanted = shared.wanted.clone();
+    let mut connections = shared.connections.subscribe();
+    let mut published: Option<(Wanted, u64)> = None;
+    let mut name_set: Option<String> = None;
     let mut attempt = 0;
-    shared
-        .emit(BackendEvent::Connection(ConnectionState::Connecting))
-        .await;
+    loop {
+        let current = wanted.borrow_and_update().clone();
+        let connection = *connections.borrow_and_update();
+        let mut retry = None;
+        if let Some(current) = current.filter(|_| connection > 0) {
+            let done = (current, connection);
+            if published.as_ref() != Some(&done) {
+                match shared.publish_presence(&done.0, &mut name_set).await {
+                    Ok(()) => {
+                        published = Some(done);
+                        attempt = 0;
+                    }
+                    Err(()) => {
+                        retry = Some(msngate_bridge_api::reconnect_backoff(attempt));
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        let retry = async move {
+            match retry {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            changed = connections.changed() => if changed.is_err() { return },
+            () = retry => {}
+        }
+    }
+}
+
+/// Syncs until the task is aborted or the device is logged out. Reports
+/// `TransientDisconnect` once when syncing starts failing, and `Connected` and the whole
+/// contact list with every contact's presence after each first successful sync.
+pub async fn sync_loop(shared: Arc<Shared>) {
+    let mut connected = false;
+    let mut reported_down = false;
+    let mut attempt = 0;
     loop {
         let mut settings = sync_settings(shared.sync_presence());
         if !connected {
@@ -1097,11 +1261,12 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
                 attempt = 0;
                 if !connected {
                     connected = true;
-                    shared.synced.send_replace(true);
+                    reported_down = false;
                     shared
                         .emit(BackendEvent::Connection(ConnectionState::Connected))
                         .await;
                     shared.report_contact_list().await;
+                    shared.connections.send_modify(|n| *n += 1);
                 }
                 shared.handle_sync(response, since).await;
             }
@@ -1116,13 +1281,16 @@ pub async fn sync_loop(shared: std::sync::Arc<Shared>) {
                 let delay = msngate_bridge_api::reconnect_backoff(attempt);
                 tracing::info!(user = %shared.own, error = %e, ?delay, "Matrix sync failed; retrying");
                 connected = false;
-                shared
-                    .emit(BackendEvent::Connection(
-                        ConnectionState::TransientDisconnect {
-                            reason: e.to_string(),
-                        },
-                    ))
-                    .await;
+                if !reported_down {
+                    reported_down = true;
+                    shared
+                        .emit(BackendEvent::Connection(
+                            ConnectionState::TransientDisconnect {
+                                reason: e.to_string(),
+                            },
+                        ))
+                        .await;
+                }
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
