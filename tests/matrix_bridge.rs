@@ -66,6 +66,19 @@ impl Setup {
         .await
     }
 
+    /// Bob opens a direct chat with Alice, which she joins from her own Matrix device (then
+    /// signs that device out of the picture), and she links her account: the usual start.
+    async fn direct_chat_then_link(&self, bob: &MatrixClient) -> matrix_sdk::ruma::OwnedRoomId {
+        let alice_matrix = self.matrix("alice").await;
+        let dm = bob.create_dm(&self.synapse.user_id("alice")).await;
+        alice_matrix.join(&dm).await;
+        bob.wait_member_joined(&dm, &self.synapse.user_id("alice"))
+            .await;
+        drop(alice_matrix);
+        self.linked();
+        dm
+    }
+
     /// `msngate user link alice@hotmail.com matrix ...`, the way a host does it.
     fn link(&self, password: &str) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_msngate"))
@@ -154,13 +167,7 @@ async fn say(sb: &mut Client, text: &str) {
 async fn direct_chat_presence_and_typing_both_ways() {
     let s = Setup::new().await;
     let mut bob = s.matrix("bob").await;
-    let alice_matrix = s.matrix("alice").await;
-    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
-    alice_matrix.join(&dm).await;
-    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
-        .await;
-    drop(alice_matrix);
-    s.linked();
+    let dm = s.direct_chat_then_link(&bob).await;
     let listed = stdout_of(&s.config_file, &["user", "list"]);
     assert!(listed.contains("matrix:@alice:localhost"), "{listed}");
 
@@ -330,13 +337,7 @@ async fn a_room_with_three_people() {
 async fn signing_in_again_after_out_answers_the_first_chg_at_once() {
     let s = Setup::new().await;
     let bob = s.matrix("bob").await;
-    let alice_matrix = s.matrix("alice").await;
-    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
-    alice_matrix.join(&dm).await;
-    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
-        .await;
-    drop(alice_matrix);
-    s.linked();
+    let dm = s.direct_chat_then_link(&bob).await;
     let server = s.server().await;
 
     let (mut alice, _) = come_online(&server).await;
@@ -467,13 +468,7 @@ async fn accepting_a_direct_chat_with_add_fl_then_add_al() {
 async fn offline_messages_arrive_once_at_the_next_logon() {
     let s = Setup::new().await;
     let bob = s.matrix("bob").await;
-    let alice_matrix = s.matrix("alice").await;
-    let dm = bob.create_dm(&s.synapse.user_id("alice")).await;
-    alice_matrix.join(&dm).await;
-    bob.wait_member_joined(&dm, &s.synapse.user_id("alice"))
-        .await;
-    drop(alice_matrix);
-    s.linked();
+    let dm = s.direct_chat_then_link(&bob).await;
     let server = s.server().await;
     {
         let (alice, _) = come_online(&server).await;
