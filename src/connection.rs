@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{self, ClientCommand, FrameError, ServerCommand};
+use crate::protocol::{self, ClientCommand, Dialect, FrameError, ServerCommand, SharedLine};
 
 /// How many lines from other tasks may wait for one client before it counts as stalled.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -43,6 +43,8 @@ static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
+    /// The connection's dialect ([`Dialect::index`]): what it is sent is written in it.
+    dialect: AtomicU8,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +87,10 @@ impl Outbox {
         state.closing && state.lines.is_empty()
     }
 
+    fn dialect(&self) -> Dialect {
+        Dialect::from_index(self.dialect.load(Ordering::Relaxed).into()).unwrap_or(Dialect::Msnp2)
+    }
+
     fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
@@ -107,9 +113,33 @@ impl Peer {
         self.id
     }
 
-    /// Queues bytes for the client without waiting. When the queue is full the client is not
-    /// reading: it is disconnected and `false` returned. `false` also means it is gone.
-    pub fn send(&self, bytes: Bytes) -> bool {
+    /// The dialect the client negotiated (MSNP2 until it has).
+    pub fn dialect(&self) -> Dialect {
+        self.outbox.dialect()
+    }
+
+    /// Sets the dialect everything sent to this connection is written in from now on.
+    pub fn set_dialect(&self, dialect: Dialect) {
+        self.outbox
+            .dialect
+            .store(dialect.index() as u8, Ordering::Relaxed);
+    }
+
+    /// Queues a line for the client, in the client's dialect, without waiting. When the queue
+    /// is full the client is not reading: it is disconnected and `false` returned. `false`
+    /// also means it is gone.
+    pub fn send(&self, line: &SharedLine) -> bool {
+        debug!(peer = self.id, "<< {}", loggable(line.command()));
+        self.push(line.encoded(self.dialect()))
+    }
+
+    /// Like [`Peer::send`], for a line only this connection gets.
+    pub fn send_command(&self, command: &ServerCommand) -> bool {
+        debug!(peer = self.id, "<< {}", loggable(command));
+        self.push(command.to_bytes(self.dialect()))
+    }
+
+    fn push(&self, bytes: Bytes) -> bool {
         let mut state = self.outbox.lock();
         if state.closed {
             return false;
@@ -127,11 +157,6 @@ impl Peer {
         true
     }
 
-    pub fn send_command(&self, command: &ServerCommand) -> bool {
-        debug!(peer = self.id, "<< {}", loggable(command));
-        self.send(command.to_bytes())
-    }
-
     /// Queues a last command, then closes the connection once the queue has been written.
     pub fn send_and_close(&self, command: &ServerCommand) {
         self.send_command(command);
@@ -147,16 +172,25 @@ pub enum Flow {
     Close,
 }
 
-/// Replies to the connection's own commands, written after the current batch.
-#[derive(Default)]
+/// Replies to the connection's own commands, written after the current batch in the
+/// connection's dialect.
 pub struct Replies {
     buf: BytesMut,
+    outbox: Arc<Outbox>,
 }
 
 impl Replies {
     pub fn push(&mut self, command: ServerCommand) {
         debug!("<< {}", loggable(&command));
-        command.write_to(&mut self.buf);
+        command.write_to(self.outbox.dialect(), &mut self.buf);
+    }
+
+    /// Sets the connection's dialect, for these replies and everything after (see
+    /// [`Peer::set_dialect`]).
+    pub fn set_dialect(&mut self, dialect: Dialect) {
+        self.outbox
+            .dialect
+            .store(dialect.index() as u8, Ordering::Relaxed);
     }
 
     pub fn error(&mut self, code: protocol::ErrorCode, trid: protocol::TrId) {
@@ -218,7 +252,10 @@ pub async fn serve<R, F>(
     let mut role = make_role(peer);
     let (reader, mut writer) = stream.into_split();
     let mut input = BytesMut::new();
-    let mut replies = Replies::default();
+    let mut replies = Replies {
+        buf: BytesMut::new(),
+        outbox: outbox.clone(),
+    };
     let login_deadline = tokio::time::Instant::now() + timeouts.login;
     let writing = Writing {
         timeout: timeouts.write,
@@ -302,7 +339,7 @@ pub async fn serve<R, F>(
             _ = shutdown.cancelled() => {
                 if let Some(last) = role.shutdown_command() {
                     let mut buf = BytesMut::new();
-                    last.write_to(&mut buf);
+                    last.write_to(outbox.dialect(), &mut buf);
                     let _ = writing.write(&mut writer, &buf).await;
                 }
                 break 'conn "server shutting down";

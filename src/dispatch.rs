@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::connection::{Flow, Replies, Role};
 use crate::protocol::{AuthStage, ClientCommand, Dialect, ErrorCode, ServerCommand};
-use crate::server::Services;
+use crate::services::Services;
 
 /// One dispatch connection.
 pub struct DispatchConnection {
@@ -27,6 +27,9 @@ impl Role for DispatchConnection {
         match command {
             ClientCommand::Ver { trid, dialects } => {
                 let dialect = Dialect::negotiate(dialects.iter().map(String::as_str));
+                if let Some(d) = dialect {
+                    out.set_dialect(d);
+                }
                 out.push(ServerCommand::Ver { trid, dialect });
                 if dialect.is_none() {
                     return Flow::Close;

@@ -2,7 +2,9 @@
 //!
 //! See docs/ARCHITECTURE.md for the map of this crate.
 
+pub mod backend;
 pub mod bridge;
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
@@ -13,5 +15,6 @@ pub mod notification;
 pub mod protocol;
 pub mod secrets;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod switchboard;

@@ -1,7 +1,7 @@
 //! Starting and stopping the server: listeners, the shared [`Services`], graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -10,32 +10,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::bridge::registry::Backends;
+use crate::bridge::MirroredLists;
 use crate::config::Config;
 use crate::connection::{self, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::hub::{Cookies, Hub};
+use crate::local::{LocalBackend, TruthLists};
 use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
+pub use crate::services::Services;
+use crate::services::{Backends, ContactLists};
 use crate::store::{Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
-/// Everything the connections share. One per server, passed as `Arc<Services>`.
-pub struct Services {
-    pub config: Config,
-    pub store: Store,
-    pub hub: Hub,
-    /// Keys the stable fake challenges for unknown handles.
-    pub challenge_key: Vec<u8>,
-    /// `public_host:port` of the notification server, for XFR NS.
-    pub notification_address: String,
-    /// `public_host:port` of the switchboard, for XFR SB and RNG.
-    pub switchboard_address: String,
-    pub tracker: TaskTracker,
-    /// The key that opens backend secrets; `None` until one exists (see [`SecretKey`]).
-    pub secret_key: Option<SecretKey>,
-    /// The backends accounts can be mapped to.
-    pub backends: Backends,
+/// Every backend this build has, the local one serving the server with these services. This
+/// is the one place that names them.
+fn backends(services: Weak<Services>) -> Backends {
+    let (truth, mirror): (Arc<dyn ContactLists>, Arc<dyn ContactLists>) =
+        (Arc::new(TruthLists), Arc::new(MirroredLists));
+    let mut backends = Backends::default();
+    backends.insert(LocalBackend::new(services), truth);
+    backends.insert(msngate_bridge_xmpp::XmppBackend, mirror.clone());
+    backends.insert(msngate_bridge_matrix::MatrixBackend, mirror);
+    backends
 }
 
 /// Why the server could not start.
@@ -119,7 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         tracker: TaskTracker::new(),
         secret_key,
-        backends: Backends::all(services.clone()),
+        backends: backends(services.clone()),
         config,
     });
     let shutdown = CancellationToken::new();

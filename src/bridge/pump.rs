@@ -3,7 +3,7 @@
 //! switchboard sessions, until the login ends.
 //!
 //! Everything it holds is bounded: messages waiting for the client's first CHG (count and
-//! bytes), list changes held as consequences of the client's own commands ([`super::implied`]),
+//! bytes), list changes held as consequences of the client's own commands ([`crate::backend::implied`]),
 //! and the backend's queue of events (its sender waits when full).
 
 use std::collections::VecDeque;
@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{contact_entry, from_presence, handle_and_name, mime, Account, Connected};
+use super::{contact_entry, handle_and_name, Connected};
+use crate::backend::{from_presence, mime, Account};
 use crate::connection::Peer;
+use crate::hub::switchboard::{Member, Participant, Remote, SessionHandle};
 use crate::hub::CookieGrant;
 use crate::protocol::{FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
-use crate::server::Services;
+use crate::services::Services;
 use crate::store::{Database, MirrorChange, StoreError};
-use crate::switchboard::{Member, Participant, Remote, SessionHandle};
 
 /// Messages kept for a client that has not sent its first CHG yet: at most this many...
 const WAITING_MESSAGES: usize = 100;
@@ -288,7 +289,7 @@ impl Pump {
             BackendEvent::Typing { chat, from } => {
                 // Typing alone never opens a conversation window.
                 if let (Some(session), Some((handle, name))) =
-                    (account.chat_session(&chat), handle_and_name(&from, &from))
+                    (chat_session(services, account, &chat), handle_and_name(&from, &from))
                 {
                     let name = account
                         .contact_state(&handle)
@@ -301,7 +302,7 @@ impl Pump {
             }
             BackendEvent::Joined { chat, handle, name } => {
                 let (Some(session), Some((handle, name))) =
-                    (account.chat_session(&chat), handle_and_name(&handle, &name))
+                    (chat_session(services, account, &chat), handle_and_name(&handle, &name))
                 else {
                     return;
                 };
@@ -320,7 +321,7 @@ impl Pump {
             }
             BackendEvent::Left { chat, handle } => {
                 if let (Some(session), Ok(handle)) =
-                    (account.chat_session(&chat), handle.parse::<UserHandle>())
+                    (chat_session(services, account, &chat), handle.parse::<UserHandle>())
                 {
                     session.remote_left(handle).await;
                 }
@@ -459,7 +460,7 @@ async fn deliver(
         return;
     };
     let name = FriendlyName::shortened(name).unwrap_or_else(|| FriendlyName::from_handle(&handle));
-    if let Some(session) = account.chat_session(&chat) {
+    if let Some(session) = chat_session(services, account, &chat) {
         if session
             .remote_message(handle.clone(), name.clone(), payload.clone())
             .await
@@ -475,7 +476,7 @@ async fn deliver(
             bridge: account.clone(),
         }),
     };
-    let session = SessionHandle::start_incoming(services, remote, payload);
+    let session = crate::chat::start_incoming(services, remote, payload);
     let grant = CookieGrant::Invite {
         handle: account.handle.clone(),
         session_id: session.id(),
@@ -491,4 +492,11 @@ async fn deliver(
         caller: handle,
         caller_name: name,
     });
+}
+
+/// The switchboard session a backend chat is open in, if it still runs.
+fn chat_session(services: &Services, account: &Account, chat: &ChatId) -> Option<SessionHandle> {
+    account
+        .chat_session(chat)
+        .and_then(|id| services.hub.switchboard(id))
 }

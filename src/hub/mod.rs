@@ -6,20 +6,20 @@
 //! waits.
 
 mod cookies;
+pub mod switchboard;
 mod throttle;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
 pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, ThrottleLimits};
 
-use crate::bridge::Account;
+use crate::backend::Account;
 use crate::connection::Peer;
-use crate::protocol::{FriendlyName, ServerCommand, Status, UserHandle};
-use crate::switchboard::SessionHandle;
+use crate::protocol::{FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
+use switchboard::SessionHandle;
 
 /// A logged-in notification session.
 #[derive(Clone, Debug)]
@@ -141,13 +141,13 @@ impl Hub {
     /// Sends a presence line (NLN, FLN) to a watcher. Only sessions past their first CHG get
     /// presence: before it a client is still synchronizing, and the ILN burst of that first
     /// CHG gives it every state at once.
-    pub fn send_presence(&self, watcher: &UserHandle, bytes: Bytes) -> bool {
+    pub fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
         let peer = self
             .users
             .get(watcher)
             .filter(|u| u.status != Status::Offline)
             .map(|u| u.peer.clone());
-        peer.is_some_and(|p| p.send(bytes))
+        peer.is_some_and(|p| p.send(line))
     }
 
     pub fn add_switchboard(&self, id: u32, session: SessionHandle) {

@@ -4,12 +4,16 @@
 //! Its data is the core's own. The lists in the store are the truth, not a mirror; states and
 //! names are the hub's; and its contacts are MSN clients of this server, so what a user does
 //! reaches them directly (`ADD 0 RL`, NLN/FLN on their notification connections) rather than
-//! as [`msngate_bridge_api::BackendEvent`]s, of which it sends none. It says so with
-//! [`Capabilities::msn_contacts`], and the core acts on that capability, never on the name.
+//! as [`msngate_bridge_api::BackendEvent`]s, of which it sends none. Its lists are the truth
+//! ([`TruthLists`]): the server registers it with them, and the core reaches lists only
+//! through that interface, never by the backend's name.
 //! Chats with local contacts are switchboard sessions the contact is rung into, with every
 //! participant's client on the same session, so messages never pass through this backend.
 
+mod lists;
 pub mod presence;
+
+pub use lists::TruthLists;
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -18,8 +22,9 @@ use msngate_bridge_api::{
     OutgoingMessage, PresenceState,
 };
 
+use crate::backend::errors::store_backend_error;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
-use crate::server::Services;
+use crate::services::Services;
 use crate::store::{Database, Permission, StoreError};
 
 /// The local backend's name, in logs and `user list`.
@@ -106,7 +111,7 @@ impl LocalSession {
         add: Option<&str>,
     ) -> Result<(), BackendError> {
         let services = self.services()?;
-        let list = crate::bridge::from_list(list);
+        let list = crate::backend::from_list(list);
         let contact: UserHandle = handle.parse().map_err(|_| BackendError::InvalidContact)?;
         let name = match add {
             Some(name) => Some(FriendlyName::new(name).map_err(|_| BackendError::InvalidContact)?),
@@ -117,7 +122,7 @@ impl LocalSession {
             .store
             .call(move |db| change_list(db, &owner, list, &target, name.as_ref()))
             .await
-            .map_err(|e| backend_error(&e))?;
+            .map_err(|e| store_backend_error(&e))?;
         if let Some(serial) = outcome.reverse_serial {
             let me = self.handle.clone();
             let told = match add {
@@ -196,7 +201,7 @@ impl BackendSession for LocalSession {
 fn own_status(state: PresenceState) -> Status {
     match state {
         PresenceState::Hidden => Status::Hidden,
-        other => crate::bridge::from_presence(other),
+        other => crate::backend::from_presence(other),
     }
 }
 
@@ -228,25 +233,6 @@ async fn contact_state(
         .call(move |db| db.permission(&owner, &asker))
         .await?;
     Ok(Some(state).filter(|_| permission.allows()))
-}
-
-/// The bridges/api error for a store refusal; the core maps it back to the MSN code.
-fn backend_error(error: &StoreError) -> BackendError {
-    match error {
-        StoreError::NoSuchAccount | StoreError::NotLinked => BackendError::NoSuchContact,
-        StoreError::AccountExists | StoreError::AlreadyThere => BackendError::AlreadyThere,
-        StoreError::NotOnList => BackendError::NotThere,
-        StoreError::InOppositeList => BackendError::Conflict,
-        StoreError::ListFull => BackendError::ListFull,
-        StoreError::AlreadyInMode | StoreError::ReverseListIsServerOnly => {
-            BackendError::Unsupported
-        }
-        StoreError::Closed => BackendError::Disconnected,
-        StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
-            tracing::warn!(%error, "database error");
-            BackendError::Internal("database error".into())
-        }
-    }
 }
 
 /// What a list change did, as read in the same store call.

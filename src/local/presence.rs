@@ -10,8 +10,8 @@
 //! receives about a contact always carries the contact's current state.
 
 use crate::connection::Replies;
-use crate::protocol::{ErrorCode, ServerCommand, Status, TrId, UserHandle};
-use crate::server::Services;
+use crate::protocol::{ErrorCode, ServerCommand, SharedLine, Status, TrId, UserHandle};
+use crate::services::Services;
 use crate::store::Permission;
 
 /// The line a watcher gets about `handle`, given whether it can see `handle` now.
@@ -42,11 +42,11 @@ pub async fn announce(services: &Services, handle: &UserHandle, old: Status, new
             return;
         }
     };
-    let line = line_for(services, handle, new.is_visible());
-    let bytes = line.to_bytes();
+    // One line for every watcher, written once per dialect among them.
+    let line = SharedLine::new(line_for(services, handle, new.is_visible()));
     for (watcher, permission) in watchers {
         if permission.allows() {
-            services.hub.send_presence(&watcher, bytes.clone());
+            services.hub.send_presence(&watcher, &line);
         }
     }
 }

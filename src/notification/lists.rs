@@ -3,7 +3,7 @@
 
 use crate::connection::Replies;
 use crate::protocol::{BlpSetting, ErrorCode, ListItem, ListKind, ServerCommand, TrId, UserHandle};
-use crate::server::Services;
+use crate::services::Services;
 use crate::store::Entry;
 
 /// `SYN`: nothing but the serial when the client's copy is current, else everything.
@@ -104,7 +104,8 @@ pub async fn set_privacy_mode(
             .into_iter()
             .map(|(w, p)| (w, p, p.with_blp(setting)))
             .collect();
-        crate::bridge::privacy_mode_changed(services, &account, &changes);
+        let lists = services.backends.lists(account.backend)?;
+        lists.privacy_mode_changed(services, &account, &changes);
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 
 mod lists;
 
+use crate::backend::errors::store_error_code as error_code;
+use crate::backend;
 use crate::bridge;
 use crate::hub::OnlineUser;
 
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tracing::{info, warn, Span};
+use tracing::{info, Span};
 
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
@@ -23,35 +25,12 @@ use crate::protocol::{
     AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, ListKind, OutReason, ServerCommand,
     Status, TrId, UserHandle,
 };
-use crate::server::Services;
-use crate::store::{password, PasswordHash, StoreError};
+use crate::services::Services;
+use crate::services::ListCommand;
+use crate::store::{password, PasswordHash};
 
 /// Failed logins allowed on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 5;
-
-/// Maps a store error to the MSN error code the client gets.
-pub fn error_code(error: &StoreError) -> ErrorCode {
-    match error {
-        StoreError::NoSuchAccount | StoreError::NotLinked => ErrorCode::InvalidUser,
-        StoreError::AccountExists | StoreError::AlreadyThere => ErrorCode::AlreadyThere,
-        StoreError::NotOnList => ErrorCode::NotOnList,
-        StoreError::InOppositeList => ErrorCode::AlreadyInOppositeList,
-        StoreError::ListFull => ErrorCode::ListFull,
-        StoreError::AlreadyInMode => ErrorCode::AlreadyInMode,
-        StoreError::ReverseListIsServerOnly => ErrorCode::InvalidParameter,
-        StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
-            warn!(%error, "database error");
-            ErrorCode::DbServer
-        }
-        StoreError::Closed => ErrorCode::ServerGoingDown,
-    }
-}
-
-impl From<StoreError> for ErrorCode {
-    fn from(e: StoreError) -> ErrorCode {
-        error_code(&e)
-    }
-}
 
 /// Where a notification connection is in its life.
 enum State {
@@ -169,6 +148,10 @@ impl Role for NotificationSession {
 impl NotificationSession {
     fn version(&mut self, trid: TrId, offered: &[String], out: &mut Replies) -> Flow {
         let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
+        if let Some(d) = dialect {
+            // Everything from here on, this reply included, is written in it.
+            self.peer.set_dialect(d);
+        }
         out.push(ServerCommand::Ver { trid, dialect });
         match (dialect, &mut self.state) {
             (None, _) => Flow::Close,
@@ -379,11 +362,23 @@ impl NotificationSession {
                 name,
             } => {
                 let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
-                bridge::add(services, &account, trid, list, handle, name, out).await
+                let command = ListCommand {
+                    trid,
+                    list,
+                    contact: handle,
+                };
+                let lists = services.backends.lists(account.backend)?;
+                lists.add(services, &account, command, name, out).await
             }
             ClientCommand::Rem { trid, list, handle } => {
                 let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
-                bridge::remove(services, &account, trid, list, handle, out).await
+                let command = ListCommand {
+                    trid,
+                    list,
+                    contact: handle,
+                };
+                let lists = services.backends.lists(account.backend)?;
+                lists.remove(services, &account, command, out).await
             }
             ClientCommand::Chg { trid, status } => self.change_status(me, trid, status, out).await,
             ClientCommand::Rea { trid, handle, name } => {
@@ -467,7 +462,8 @@ impl NotificationSession {
             return Ok(());
         };
         if first {
-            bridge::initial_states(services, &account, trid, out).await?;
+            let lists = services.backends.lists(account.backend)?;
+            lists.initial_states(services, &account, trid, out).await?;
         }
         if previous != status {
             let name = services
@@ -475,7 +471,7 @@ impl NotificationSession {
                 .presence(&me)
                 .map(|(_, n)| n.to_string())
                 .unwrap_or_default();
-            bridge::set_presence(&account, status, &name).await;
+            backend::set_presence(&account, status, &name).await;
         }
         Ok(())
     }
@@ -512,7 +508,7 @@ async fn rename(
         if let (Some((status, new_name)), Some(account)) =
             (services.hub.visible_status(me), services.hub.backend(me))
         {
-            bridge::set_presence(&account, status, new_name.as_str()).await;
+            backend::set_presence(&account, status, new_name.as_str()).await;
         }
     } else {
         let contact = handle.clone();

@@ -9,7 +9,7 @@ pub mod types;
 pub use client::{AuthStage, ClientCommand, ParseError};
 pub use error::ErrorCode;
 pub use frame::{decode, Frame, FrameError, MAX_LINE_BYTES, MAX_PAYLOAD_BYTES};
-pub use server::{ListItem, OutReason, ServerCommand};
+pub use server::{ListItem, OutReason, ServerCommand, SharedLine};
 pub use types::{
     AckMode, BlpSetting, Dialect, FriendlyName, GtcSetting, HandleError, ListKind, NameError,
     Status, TrId, UserHandle,

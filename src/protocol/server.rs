@@ -1,6 +1,7 @@
 //! Commands the server sends, and their wire form.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -189,20 +190,70 @@ pub enum ServerCommand {
 }
 
 impl ServerCommand {
-    /// The whole wire form: the line, CRLF, and for MSG the payload.
-    pub fn to_bytes(&self) -> Bytes {
+    /// The whole wire form in `dialect`: the line, CRLF, and for MSG the payload.
+    pub fn to_bytes(&self, dialect: Dialect) -> Bytes {
         let mut out = BytesMut::new();
-        self.write_to(&mut out);
+        self.write_to(dialect, &mut out);
         out.freeze()
     }
 
-    /// Appends the whole wire form to `out`.
-    pub fn write_to(&self, out: &mut BytesMut) {
+    /// Appends the whole wire form in `dialect` to `out`. (Every dialect this server speaks
+    /// writes these lines alike so far; the dialect is the receiving connection's, so a later
+    /// one that differs is written here and nowhere else.)
+    pub fn write_to(&self, dialect: Dialect, out: &mut BytesMut) {
         use std::fmt::Write;
-        let _ = write!(out, "{self}\r\n");
-        if let ServerCommand::Msg { payload, .. } = self {
-            out.put_slice(payload);
+        match dialect {
+            Dialect::Msnp2 => {
+                let _ = write!(out, "{self}\r\n");
+                if let ServerCommand::Msg { payload, .. } = self {
+                    out.put_slice(payload);
+                }
+            }
         }
+    }
+}
+
+/// A server line one task sends to other connections (presence to every watcher, a chat
+/// message to everyone in a session). It is shared, not copied, between its receivers; each
+/// receiver takes the wire form for its own dialect, which is made once per dialect however
+/// many receivers take it.
+#[derive(Clone)]
+pub struct SharedLine(Arc<SharedInner>);
+
+struct SharedInner {
+    command: ServerCommand,
+    encoded: [OnceLock<Bytes>; Dialect::ALL.len()],
+}
+
+impl SharedLine {
+    pub fn new(command: ServerCommand) -> SharedLine {
+        SharedLine(Arc::new(SharedInner {
+            command,
+            encoded: Default::default(),
+        }))
+    }
+
+    pub fn command(&self) -> &ServerCommand {
+        &self.0.command
+    }
+
+    /// The wire form in `dialect`, made on first use.
+    pub fn encoded(&self, dialect: Dialect) -> Bytes {
+        self.0.encoded[dialect.index()]
+            .get_or_init(|| self.0.command.to_bytes(dialect))
+            .clone()
+    }
+}
+
+impl From<ServerCommand> for SharedLine {
+    fn from(command: ServerCommand) -> SharedLine {
+        SharedLine::new(command)
+    }
+}
+
+impl fmt::Debug for SharedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.command.fmt(f)
     }
 }
 
@@ -614,7 +665,7 @@ mod tests {
         ];
         for (cmd, line) in cases {
             assert_eq!(cmd.to_string(), line);
-            assert_eq!(cmd.to_bytes(), format!("{line}\r\n").as_bytes());
+            assert_eq!(cmd.to_bytes(Dialect::Msnp2), format!("{line}\r\n").as_bytes());
         }
     }
 
@@ -628,6 +679,6 @@ mod tests {
         };
         let mut expected = b"MSG a@b.c A 24\r\n".to_vec();
         expected.extend_from_slice(&payload);
-        assert_eq!(cmd.to_bytes(), expected);
+        assert_eq!(cmd.to_bytes(Dialect::Msnp2), expected);
     }
 }

@@ -377,6 +377,18 @@ pub enum Dialect {
 impl Dialect {
     /// Dialects this server speaks, best first.
     pub const SUPPORTED: [Dialect; 1] = [Dialect::Msnp2];
+    /// Every dialect, in the order of [`Dialect::index`].
+    pub const ALL: [Dialect; 1] = [Dialect::Msnp2];
+
+    /// A small number for each dialect: its place in [`Dialect::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The dialect at `index` in [`Dialect::ALL`].
+    pub fn from_index(index: usize) -> Option<Dialect> {
+        Dialect::ALL.get(index).copied()
+    }
 
     pub fn name(self) -> &'static str {
         match self {

@@ -4,22 +4,20 @@
 //! `XFR SB`) or joining one it was rung into (`ANS`, cookie from `RNG`). In a session it can
 //! `CAL` others in and send `MSG`s, which the session's task relays to everyone else.
 
-mod session;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::bridge::Account;
+use crate::chat;
 use crate::connection::{Flow, Peer, Replies, Role};
+use crate::hub::switchboard::{Member, Participant, SessionHandle};
 use crate::hub::CookieGrant;
 use crate::protocol::{
-    AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, TrId, UserHandle,
+    AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, SharedLine, TrId, UserHandle,
 };
-use crate::server::Services;
+use crate::services::{Caller, Services};
 
-pub use session::{Member, Participant, Remote, SessionHandle, MAX_PARTICIPANTS};
 
 enum State {
     AwaitingAuth,
@@ -57,8 +55,12 @@ impl SwitchboardConnection {
         }
     }
 
-    /// The friendly name to show for a user: their live one, else the stored one.
+    /// The friendly name to show for a user: their live one, else the stored one. A user who
+    /// is logged in also lends this connection the dialect of their notification connection.
     async fn name_of(&self, handle: &UserHandle) -> Option<FriendlyName> {
+        if let Some(peer) = self.services.hub.peer(handle) {
+            self.peer.set_dialect(peer.dialect());
+        }
         if let Some((_, name)) = self.services.hub.presence(handle) {
             return Some(name);
         }
@@ -125,14 +127,13 @@ impl Role for SwitchboardConnection {
                     payload,
                 },
             ) => {
-                let bytes = ServerCommand::Msg {
+                let line = SharedLine::new(ServerCommand::Msg {
                     sender: me.to_string(),
                     sender_name: name.to_string(),
                     payload: payload.clone(),
-                }
-                .to_bytes();
+                });
                 let wait = mode != AckMode::Unacknowledged;
-                let delivered = session.relay(self.peer.id(), bytes, payload, wait).await;
+                let delivered = session.relay(self.peer.id(), line, payload, wait).await;
                 match (mode, delivered) {
                     (AckMode::Acknowledged, true) => out.push(ServerCommand::Ack { trid }),
                     (AckMode::Acknowledged | AckMode::NegativeOnly, false) => {
@@ -184,7 +185,7 @@ impl SwitchboardConnection {
             name: name.clone(),
             member: Member::Local(self.peer.clone()),
         };
-        let session = SessionHandle::start(&self.services, participant);
+        let session = chat::start(&self.services, participant);
         out.push(ServerCommand::UsrOk {
             trid,
             handle: handle.clone(),
@@ -271,81 +272,18 @@ impl SwitchboardConnection {
         }
         session.can_call(callee.clone()).await?;
         let hub = &self.services.hub;
-        // Calls go through the caller's backend: one whose contacts are on another network
-        // brings them into the session as remote participants; contacts who are MSN users of
-        // this server are rung into it, once the backend agrees they can be called.
+        // Calls go through the caller's lists: contacts on another network join through the
+        // backend as remote participants; contacts who are MSN users of this server are rung.
         let account = hub.backend(me).ok_or(ErrorCode::NotOnline)?;
-        if !account.capabilities.msn_contacts {
-            return self.call_remote(account, session, trid, callee, out).await;
-        }
-        crate::bridge::backend_action(account.session.open_chat(callee.as_str())).await?;
-        let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
-        let cookie = hub
-            .cookies
-            .issue(CookieGrant::Invite {
-                handle: callee.clone(),
-                session_id: session.id(),
-            })
-            .ok_or(ErrorCode::ServerBusy)?;
-        let ring = ServerCommand::Rng {
-            session_id: session.id(),
-            address: self.services.switchboard_address.clone(),
-            cookie,
-            caller: me.clone(),
-            caller_name: my_name.clone(),
-        };
-        if !peer.send_command(&ring) {
-            return Err(ErrorCode::NotOnline);
-        }
-        out.push(ServerCommand::Cal {
+        let caller = Caller {
             trid,
-            session_id: session.id(),
-        });
-        Ok(())
-    }
-
-    /// `CAL` by a bridged user: the callee is a contact on the backend, which joins at once
-    /// (after the `CAL` reply, as `JOI`). Only one backend contact per session: backends
-    /// carry 1:1 chats, so inviting a second one is refused rather than silently dropped.
-    async fn call_remote(
-        &self,
-        bridge: Arc<Account>,
-        session: &SessionHandle,
-        trid: TrId,
-        callee: UserHandle,
-        out: &mut Replies,
-    ) -> Result<(), ErrorCode> {
-        let (_, name) = bridge.contact_state(&callee).ok_or(ErrorCode::NotOnline)?;
-        let already = bridge
-            .chats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|s| s.id() == session.id());
-        if already {
-            return Err(ErrorCode::SwitchboardFailed);
-        }
-        let chat = crate::bridge::backend_action(bridge.session.open_chat(callee.as_str())).await?;
-        if bridge.is_group(&callee) {
-            // Calling a room joins it; its occupants come in as JOI as the room reports them.
-            out.push(ServerCommand::Cal {
-                trid,
-                session_id: session.id(),
-            });
-            return session.attach_room(bridge.clone(), chat).await;
-        }
-        let participant = Participant {
-            handle: callee,
-            name,
-            member: Member::Remote(Remote {
-                chat,
-                bridge: bridge.clone(),
-            }),
+            handle: me,
+            name: my_name,
+            account: &account,
         };
-        out.push(ServerCommand::Cal {
-            trid,
-            session_id: session.id(),
-        });
-        session.add_remote(participant).await
+        let lists = self.services.backends.lists(account.backend)?;
+        lists
+            .call(&self.services, caller, session, callee, out)
+            .await
     }
 }

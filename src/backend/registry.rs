@@ -1,22 +1,17 @@
-//! The backends this server can log accounts into, by name, behind object-safe versions of the
-//! bridges/api traits, so the rest of the core never names a backend.
+//! Object-safe versions of the bridges/api traits, so the rest of the core holds any backend
+//! without naming it.
 //!
 //! `Backend` and `BackendSession` return `impl Future`, which keeps each backend free of boxing
 //! but makes the traits unusable as `dyn`. The blanket impls here box each call's future once,
 //! which costs an allocation per action: nothing next to a network round trip.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
 
 use msngate_bridge_api::{
     Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, List,
     OutgoingMessage, PresenceState,
 };
-
-use crate::local::LocalBackend;
-use crate::server::Services;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -136,33 +131,3 @@ impl<B: Backend> AnyBackend for B {
     }
 }
 
-/// The backends of this server, by the name stored in each account's link.
-#[derive(Clone, Default)]
-pub struct Backends {
-    by_name: BTreeMap<&'static str, Arc<dyn AnyBackend>>,
-}
-
-impl Backends {
-    /// Every backend this build has, the local one serving the server with these services.
-    pub fn all(services: Weak<Services>) -> Backends {
-        let mut backends = Backends::default();
-        backends.insert(LocalBackend::new(services));
-        backends.insert(msngate_bridge_xmpp::XmppBackend);
-        backends.insert(msngate_bridge_matrix::MatrixBackend);
-        backends
-    }
-
-    pub fn insert(&mut self, backend: impl AnyBackend) {
-        self.by_name.insert(backend.name(), Arc::new(backend));
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn AnyBackend>> {
-        self.by_name.get(name)
-    }
-}
-
-impl std::fmt::Debug for Backends {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.by_name.keys()).finish()
-    }
-}

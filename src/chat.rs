@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::bridge::{mime, Account};
-use crate::connection::Peer;
-use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, UserHandle};
-use crate::server::Services;
+use crate::backend::Account;
+use crate::backend::mime;
+use crate::hub::switchboard::{Member, Participant, Request, Roster, SessionHandle};
+use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, SharedLine, UserHandle};
+use crate::services::Services;
 
 /// The most people in one session; a CAL or ANS past it gets error 712.
 pub const MAX_PARTICIPANTS: usize = 32;
@@ -36,246 +37,78 @@ const MAX_HELD_BYTES: usize = 512 * 1024;
 const BACKEND_SEND_TIMEOUT: Duration =
     Duration::from_secs(msngate_bridge_api::SEND_DEADLINE.as_secs() + 5);
 
-/// A contact of a bridged user, in a session through the user's backend.
-#[derive(Debug, Clone)]
-pub struct Remote {
-    pub chat: ChatId,
-    pub bridge: Arc<Account>,
-}
-
-/// How a participant is reached.
-#[derive(Debug, Clone)]
-pub enum Member {
-    Local(Peer),
-    Remote(Remote),
-}
-
-/// Someone in a session.
-#[derive(Debug, Clone)]
-pub struct Participant {
-    pub handle: UserHandle,
-    pub name: FriendlyName,
-    pub member: Member,
-}
-
-impl Participant {
-    fn peer(&self) -> Option<&Peer> {
-        match &self.member {
-            Member::Local(peer) => Some(peer),
-            Member::Remote(_) => None,
+fn spawn(
+    services: &Arc<Services>,
+    participants: Vec<Participant>,
+    held: VecDeque<SharedLine>,
+) -> SessionHandle {
+    let (requests, inbox) = mpsc::channel(INBOX);
+    let id = loop {
+        let candidate = rand::random::<u32>() % 1_000_000_000 + 1;
+        if services.hub.switchboard(candidate).is_none() {
+            break candidate;
+        }
+    };
+    let handle = SessionHandle::new(id, requests);
+    services.hub.add_switchboard(id, handle.clone());
+    for p in &participants {
+        if let Member::Remote(r) = &p.member {
+            r.bridge.register_chat(r.chat.clone(), id);
         }
     }
+    let unanswered_until = participants.iter().all(|p| p.peer().is_none()).then(|| {
+        Instant::now() + Duration::from_secs(services.config.server.cookie_lifetime_secs)
+    });
+    let session = Session {
+        id,
+        participants,
+        held,
+        unanswered_until,
+        rooms: Vec::new(),
+        services: services.clone(),
+    };
+    services.tracker.spawn(session.run(inbox));
+    handle
 }
 
-type Roster = Vec<(UserHandle, FriendlyName)>;
-
-enum Request {
-    Join {
-        participant: Participant,
-        reply: oneshot::Sender<Result<Roster, ErrorCode>>,
-    },
-    Leave {
-        peer_id: u64,
-    },
-    CanCall {
-        callee: UserHandle,
-        reply: oneshot::Sender<Result<(), ErrorCode>>,
-    },
-    AddRemote {
-        participant: Participant,
-        reply: oneshot::Sender<Result<(), ErrorCode>>,
-    },
-    Message {
-        sender_peer: u64,
-        line: Bytes,
-        payload: Bytes,
-        reply: Option<oneshot::Sender<bool>>,
-    },
-    RemoteLeft {
-        handle: UserHandle,
-    },
-    AttachRoom {
-        bridge: Arc<Account>,
-        chat: ChatId,
-    },
-    RemoteMessage {
-        handle: UserHandle,
-        name: FriendlyName,
-        payload: Bytes,
-        reply: oneshot::Sender<bool>,
-    },
+/// Starts a session with its first participant, registered in the hub under a fresh id.
+pub fn start(services: &Arc<Services>, first: Participant) -> SessionHandle {
+    info!(creator = %first.handle, "switchboard session started");
+    spawn(services, vec![first], VecDeque::new())
 }
 
-/// How connections reach a session's task. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SessionHandle {
-    id: u32,
-    requests: mpsc::Sender<Request>,
+/// Starts a session for a message from a remote contact, held until someone joins.
+pub fn start_incoming(
+    services: &Arc<Services>,
+    remote: Participant,
+    payload: Bytes,
+) -> SessionHandle {
+    info!(from = %remote.handle, "switchboard session started by an incoming message");
+    let line = msg_line(&remote.handle, &remote.name, payload);
+    spawn(services, vec![remote], VecDeque::from([line]))
 }
 
-impl SessionHandle {
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    fn spawn(
-        services: &Arc<Services>,
-        participants: Vec<Participant>,
-        held: VecDeque<Bytes>,
-    ) -> SessionHandle {
-        let (requests, inbox) = mpsc::channel(INBOX);
-        let id = loop {
-            let candidate = rand::random::<u32>() % 1_000_000_000 + 1;
-            if services.hub.switchboard(candidate).is_none() {
-                break candidate;
-            }
-        };
-        let handle = SessionHandle { id, requests };
-        services.hub.add_switchboard(id, handle.clone());
-        for p in &participants {
-            if let Member::Remote(r) = &p.member {
-                r.bridge.register_chat(r.chat.clone(), handle.clone());
-            }
-        }
-        let unanswered_until = participants.iter().all(|p| p.peer().is_none()).then(|| {
-            Instant::now() + Duration::from_secs(services.config.server.cookie_lifetime_secs)
-        });
-        let session = Session {
-            id,
-            own: handle.clone(),
-            participants,
-            held,
-            unanswered_until,
-            rooms: Vec::new(),
-            services: services.clone(),
-        };
-        services.tracker.spawn(session.run(inbox));
-        handle
-    }
-
-    /// Starts a session with its first participant, registered in the hub under a fresh id.
-    pub fn start(services: &Arc<Services>, first: Participant) -> SessionHandle {
-        info!(creator = %first.handle, "switchboard session started");
-        Self::spawn(services, vec![first], VecDeque::new())
-    }
-
-    /// Starts a session for a message from a remote contact, held until someone joins.
-    pub fn start_incoming(
-        services: &Arc<Services>,
-        remote: Participant,
-        payload: Bytes,
-    ) -> SessionHandle {
-        info!(from = %remote.handle, "switchboard session started by an incoming message");
-        let line = msg_line(&remote.handle, &remote.name, payload);
-        Self::spawn(services, vec![remote], VecDeque::from([line]))
-    }
-
-    /// Sends a request that carries a reply channel, and waits for the answer; `None` when
-    /// the session is gone.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
-        let (reply, answer) = oneshot::channel();
-        self.requests.send(make(reply)).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// Joins the session; the answer is everyone already in it.
-    pub async fn join(&self, participant: Participant) -> Result<Roster, ErrorCode> {
-        let answer = self.ask(|reply| Request::Join { participant, reply }).await;
-        answer.unwrap_or(Err(ErrorCode::AuthenticationFailed))
-    }
-
-    pub async fn leave(&self, peer_id: u64) {
-        let _ = self.requests.send(Request::Leave { peer_id }).await;
-    }
-
-    /// Whether `callee` may be rung into the session: not already in it, and room left.
-    pub async fn can_call(&self, callee: UserHandle) -> Result<(), ErrorCode> {
-        let answer = self.ask(|reply| Request::CanCall { callee, reply }).await;
-        answer.unwrap_or(Err(ErrorCode::SwitchboardFailed))
-    }
-
-    /// Attaches a group chat: its occupants join as they are reported, and it is left when the
-    /// session ends.
-    pub async fn attach_room(&self, bridge: Arc<Account>, chat: ChatId) -> Result<(), ErrorCode> {
-        self.requests
-            .send(Request::AttachRoom { bridge, chat })
-            .await
-            .map_err(|_| ErrorCode::SwitchboardFailed)
-    }
-
-    /// Brings a remote contact in at once (it has no client that must answer a ring).
-    pub async fn add_remote(&self, participant: Participant) -> Result<(), ErrorCode> {
-        let answer = self
-            .ask(|reply| Request::AddRemote { participant, reply })
-            .await;
-        answer.unwrap_or(Err(ErrorCode::SwitchboardFailed))
-    }
-
-    /// Relays a MSG from a local participant. With `wait`, the answer says whether every other
-    /// participant took it (a remote one: its backend accepted it); without, it is `true` once
-    /// queued for the session.
-    pub async fn relay(&self, sender_peer: u64, line: Bytes, payload: Bytes, wait: bool) -> bool {
-        if wait {
-            let answer = self
-                .ask(|reply| Request::Message {
-                    sender_peer,
-                    line,
-                    payload,
-                    reply: Some(reply),
-                })
-                .await;
-            return answer.unwrap_or(false);
-        }
-        let request = Request::Message {
-            sender_peer,
-            line,
-            payload,
-            reply: None,
-        };
-        self.requests.send(request).await.is_ok()
-    }
-
-    /// A remote participant (a group chat occupant) left.
-    pub async fn remote_left(&self, handle: UserHandle) {
-        let _ = self.requests.send(Request::RemoteLeft { handle }).await;
-    }
-
-    /// Passes on a message or typing notification from a remote contact; `false` when the
-    /// session is gone.
-    pub async fn remote_message(
-        &self,
-        handle: UserHandle,
-        name: FriendlyName,
-        payload: Bytes,
-    ) -> bool {
-        let answer = self
-            .ask(|reply| Request::RemoteMessage {
-                handle,
-                name,
-                payload,
-                reply,
-            })
-            .await;
-        answer.unwrap_or(false)
-    }
-}
-
-fn msg_line(handle: &UserHandle, name: &FriendlyName, payload: Bytes) -> Bytes {
-    ServerCommand::Msg {
+fn msg_line(handle: &UserHandle, name: &FriendlyName, payload: Bytes) -> SharedLine {
+    SharedLine::new(ServerCommand::Msg {
         sender: handle.to_string(),
         sender_name: name.to_string(),
         payload,
+    })
+}
+
+/// What a held message counts for against [`MAX_HELD_BYTES`].
+fn held_bytes(line: &SharedLine) -> usize {
+    match line.command() {
+        ServerCommand::Msg { payload, .. } => payload.len(),
+        _ => 0,
     }
-    .to_bytes()
 }
 
 struct Session {
     id: u32,
-    /// This session's own handle, for registering it with a bridged user's chats.
-    own: SessionHandle,
     participants: Vec<Participant>,
     /// Messages from remote contacts waiting for a local participant.
-    held: VecDeque<Bytes>,
+    held: VecDeque<SharedLine>,
     /// For a session nobody local has joined yet: when to give up on the ring.
     unanswered_until: Option<Instant>,
     /// Group chats this session opened; their occupants are the remote participants.
@@ -325,7 +158,7 @@ impl Session {
                     let _ = reply.send(answer);
                 }
                 Request::AttachRoom { bridge, chat } => {
-                    bridge.register_chat(chat.clone(), self.own.clone());
+                    bridge.register_chat(chat.clone(), self.id);
                     self.rooms.push((bridge, chat));
                 }
                 Request::RemoteLeft { handle } => {
@@ -335,12 +168,11 @@ impl Session {
                         .position(|p| p.handle == handle && p.peer().is_none())
                     {
                         let gone = self.participants.remove(i);
-                        let bye = ServerCommand::Bye {
-                            handle: gone.handle,
-                        }
-                        .to_bytes();
+                        let bye = SharedLine::new(ServerCommand::Bye {
+                                handle: gone.handle,
+                            });
                         for peer in self.participants.iter().filter_map(Participant::peer) {
-                            peer.send(bye.clone());
+                            peer.send(&bye);
                         }
                     }
                 }
@@ -402,13 +234,12 @@ impl Session {
     }
 
     fn announce_join(&self, participant: &Participant) {
-        let joined = ServerCommand::Joi {
-            handle: participant.handle.clone(),
-            name: participant.name.clone(),
-        }
-        .to_bytes();
+        let joined = SharedLine::new(ServerCommand::Joi {
+                handle: participant.handle.clone(),
+                name: participant.name.clone(),
+            });
         for peer in self.participants.iter().filter_map(Participant::peer) {
-            peer.send(joined.clone());
+            peer.send(&joined);
         }
     }
 
@@ -425,7 +256,7 @@ impl Session {
             // Held messages follow the IRO lines and ANS OK, which the joiner's connection
             // writes before anything queued for it.
             for line in self.held.drain(..) {
-                peer.send(line);
+                peer.send(&line);
             }
             self.unanswered_until = None;
         }
@@ -436,7 +267,7 @@ impl Session {
     fn add_remote(&mut self, participant: Participant) {
         self.announce_join(&participant);
         if let Member::Remote(r) = &participant.member {
-            r.bridge.register_chat(r.chat.clone(), self.own.clone());
+            r.bridge.register_chat(r.chat.clone(), self.id);
         }
         debug!(session = self.id, handle = %participant.handle, "remote contact joined");
         self.participants.push(participant);
@@ -452,19 +283,18 @@ impl Session {
         };
         let gone = self.participants.remove(i);
         debug!(session = self.id, handle = %gone.handle, "left");
-        let bye = ServerCommand::Bye {
-            handle: gone.handle,
-        }
-        .to_bytes();
+        let bye = SharedLine::new(ServerCommand::Bye {
+                handle: gone.handle,
+            });
         for peer in self.participants.iter().filter_map(Participant::peer) {
-            peer.send(bye.clone());
+            peer.send(&bye);
         }
     }
 
     fn relay(
         &mut self,
         sender_peer: u64,
-        line: Bytes,
+        line: SharedLine,
         payload: Bytes,
         reply: Option<oneshot::Sender<bool>>,
     ) {
@@ -478,7 +308,7 @@ impl Session {
             match &p.member {
                 Member::Local(peer) if peer.id() == sender_peer => {}
                 Member::Local(peer) => {
-                    if peer.send(line.clone()) {
+                    if peer.send(&line) {
                         delivered = true;
                     } else {
                         failed = true;
@@ -529,17 +359,17 @@ impl Session {
         let line = msg_line(handle, name, payload);
         let mut any = false;
         for peer in self.participants.iter().filter_map(Participant::peer) {
-            any |= peer.send(line.clone());
+            any |= peer.send(&line);
         }
         if !any {
             if typing {
                 return; // A typing notification is only worth something live.
             }
             self.held.push_back(line);
-            let mut bytes: usize = self.held.iter().map(Bytes::len).sum();
+            let mut bytes: usize = self.held.iter().map(held_bytes).sum();
             while self.held.len() > MAX_HELD || (bytes > MAX_HELD_BYTES && self.held.len() > 1) {
                 if let Some(old) = self.held.pop_front() {
-                    bytes -= old.len();
+                    bytes -= held_bytes(&old);
                     warn!(
                         session = self.id,
                         "too many messages waiting for an answer; the oldest was not delivered"

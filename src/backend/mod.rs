@@ -1,0 +1,217 @@
+//! The core's side of the backend interface (bridges/api): a login's backend session
+//! ([`Account`]), the object-safe backend traits ([`registry`]), the bounds the core keeps on
+//! every backend call, and the conversions between the interface's types and MSN's.
+//!
+//! Nothing here knows which backends exist (that is `crate::server`) or how lists and events
+//! are handled for each kind of backend (`crate::local`, `crate::bridge`).
+
+pub mod errors;
+pub mod mime;
+pub mod implied;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use msngate_bridge_api::{
+    BackendError, Capabilities, ChatId, Contact, List, PresenceState,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+pub use errors::error_code;
+use crate::protocol::{ErrorCode, FriendlyName, ListKind, Status, UserHandle};
+use registry::Session;
+
+/// How long an action on the backend (a list change) may take before the client gets an error.
+pub const ACTION_TIMEOUT: Duration = msngate_bridge_api::ACTION_BOUND;
+/// How long a CHG waits for the backend to take the new state (it only queues it).
+const PRESENCE_WAIT: Duration = Duration::from_secs(1);
+
+/// A logged-in user's backend session, whatever the backend.
+pub struct Account {
+    pub handle: UserHandle,
+    pub session: Box<dyn Session>,
+    /// The backend's name, for logs.
+    pub backend: &'static str,
+    pub capabilities: Capabilities,
+    /// Contacts' states as the backend reports them; absent means offline.
+    pub presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
+    /// Open switchboard sessions (their ids) by backend chat, to route incoming messages.
+    pub chats: Mutex<HashMap<ChatId, u32>>,
+    /// Contacts that are group chats.
+    pub groups: Mutex<HashSet<UserHandle>>,
+    /// Cancelled when the login ends: the event pump stops, and with it its hold on the
+    /// backend session.
+    pub ended: CancellationToken,
+    /// List changes the backend made while doing what the client asked.
+    pub implied: implied::Implied,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    /// The session of a login that `backend` (its name) has just made.
+    pub fn new(
+        handle: UserHandle,
+        session: Box<dyn Session>,
+        backend: &'static str,
+        capabilities: Capabilities,
+    ) -> Account {
+        Account {
+            handle,
+            session,
+            backend,
+            capabilities,
+            presence: Mutex::new(HashMap::new()),
+            chats: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashSet::new()),
+            ended: CancellationToken::new(),
+            implied: implied::Implied::default(),
+        }
+    }
+
+    /// A contact's state if it is visible (not offline).
+    pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(contact)
+            .cloned()
+    }
+
+    pub fn register_chat(&self, chat: ChatId, session_id: u32) {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chat, session_id);
+    }
+
+    /// Forgets a chat's session, if it is still that one.
+    pub fn unregister_chat(&self, chat: &ChatId, session_id: u32) {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        if chats.get(chat) == Some(&session_id) {
+            chats.remove(chat);
+        }
+    }
+
+    /// Whether a contact is a group chat.
+    pub fn is_group(&self, contact: &UserHandle) -> bool {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(contact)
+    }
+
+    pub fn note_kind(&self, contact: &Contact) {
+        if let Ok(handle) = contact.handle.parse::<UserHandle>() {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            if contact.kind == msngate_bridge_api::ContactKind::Group {
+                groups.insert(handle);
+            } else {
+                groups.remove(&handle);
+            }
+        }
+    }
+
+    /// The id of the switchboard session a chat is open in, if any.
+    pub fn chat_session(&self, chat: &ChatId) -> Option<u32> {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(chat)
+            .copied()
+    }
+
+    /// Whether a switchboard session has a chat of this account in it.
+    pub fn in_session(&self, session_id: u32) -> bool {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|id| *id == session_id)
+    }
+}
+
+pub fn to_presence(status: Status) -> PresenceState {
+    match status {
+        Status::Online => PresenceState::Online,
+        Status::Busy => PresenceState::Busy,
+        Status::Idle => PresenceState::Idle,
+        Status::BeRightBack => PresenceState::BeRightBack,
+        Status::Away => PresenceState::Away,
+        Status::OnThePhone => PresenceState::OnThePhone,
+        Status::OutToLunch => PresenceState::OutToLunch,
+        Status::Hidden => PresenceState::Hidden,
+        Status::Offline => PresenceState::Offline,
+    }
+}
+
+pub fn from_presence(state: PresenceState) -> Status {
+    match state {
+        PresenceState::Online => Status::Online,
+        PresenceState::Busy => Status::Busy,
+        PresenceState::Idle => Status::Idle,
+        PresenceState::BeRightBack => Status::BeRightBack,
+        PresenceState::Away => Status::Away,
+        PresenceState::OnThePhone => Status::OnThePhone,
+        PresenceState::OutToLunch => Status::OutToLunch,
+        PresenceState::Hidden | PresenceState::Offline => Status::Offline,
+    }
+}
+
+pub fn to_list(kind: ListKind) -> List {
+    match kind {
+        ListKind::Forward => List::Forward,
+        ListKind::Allow => List::Allow,
+        ListKind::Block => List::Block,
+        ListKind::Reverse => List::Reverse,
+    }
+}
+
+pub fn from_list(list: List) -> ListKind {
+    match list {
+        List::Forward => ListKind::Forward,
+        List::Allow => ListKind::Allow,
+        List::Block => ListKind::Block,
+        List::Reverse => ListKind::Reverse,
+    }
+}
+
+/// Waits for a backend action, within [`ACTION_TIMEOUT`]: past it the client is answered
+/// `601`, and whatever the backend still does shows up later as its events.
+pub async fn backend_action<T>(
+    action: impl std::future::Future<Output = Result<T, BackendError>>,
+) -> Result<T, ErrorCode> {
+    match tokio::time::timeout(ACTION_TIMEOUT, action).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(error_code(&e)),
+        Err(_) => Err(ErrorCode::ServerUnavailable),
+    }
+}
+
+/// Hands the user's new state and name to the backend. It only queues them, so this waits
+/// at most [`PRESENCE_WAIT`]: a CHG is answered at once whatever the backend is doing.
+pub async fn set_presence(account: &Account, status: Status, name: &str) {
+    let queued = account.session.set_presence(to_presence(status), name);
+    match tokio::time::timeout(PRESENCE_WAIT, queued).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            warn!(%error, backend = account.backend, "the backend did not take the new state")
+        }
+        Err(_) => {
+            warn!(
+                backend = account.backend,
+                "the backend did not queue the new state in time"
+            )
+        }
+    }
+}
+

@@ -1,0 +1,179 @@
+//! Lists that are the truth: the local backend's. The store decides every change, and
+//! contacts, who are MSN users of this server, are told directly (`ADD 0 RL`, NLN/FLN, RNG).
+//! See [`ContactLists`].
+
+
+use msngate_bridge_api::BackendEvent;
+use tokio::sync::mpsc;
+
+use super::presence;
+use crate::backend::registry::BoxFuture;
+use crate::backend::{backend_action, to_list, Account};
+use crate::connection::Replies;
+use crate::hub::switchboard::SessionHandle;
+use crate::hub::CookieGrant;
+use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
+use crate::services::{answer_add, Caller, ContactLists, Delivered, ListCommand, Services};
+use crate::store::Permission;
+
+/// The lists of a local account.
+pub struct TruthLists;
+
+impl ContactLists for TruthLists {
+    /// The local backend sends no events, and its lists are already in the store.
+    fn logged_in<'a>(
+        &'a self,
+        _services: &'a Services,
+        _account: &'a Account,
+        _events: mpsc::Receiver<BackendEvent>,
+        _started: tokio::time::Instant,
+    ) -> BoxFuture<'a, Result<Delivered, ErrorCode>> {
+        Box::pin(std::future::ready(Ok(Delivered {
+            events: None,
+            early: Vec::new(),
+        })))
+    }
+
+    fn add<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        command: ListCommand,
+        name: FriendlyName,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(async move {
+            let ListCommand {
+                trid,
+                list,
+                contact,
+            } = command;
+            // The backend checks and makes the change in the store, and tells the contact.
+            let action = account
+                .session
+                .add_contact(to_list(list), contact.as_str(), name.as_str());
+            backend_action(action).await?;
+            let forward = list == ListKind::Forward;
+            let asked = forward.then_some(&contact);
+            let (serial, allowed) = after_own_change(services, &account.handle, asked).await?;
+            let state = services.hub.visible_status(&contact).filter(|_| allowed);
+            answer_add(out, trid, list, serial, contact, name, state);
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        command: ListCommand,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(async move {
+            let ListCommand {
+                trid,
+                list,
+                contact,
+            } = command;
+            let action = account
+                .session
+                .remove_contact(to_list(list), contact.as_str());
+            backend_action(action).await?;
+            let (serial, _) = after_own_change(services, &account.handle, None).await?;
+            out.push(ServerCommand::Rem {
+                trid,
+                list,
+                serial,
+                handle: contact,
+            });
+            Ok(())
+        })
+    }
+
+    fn initial_states<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        trid: TrId,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(presence::initial_states(
+            services,
+            &account.handle,
+            trid,
+            out,
+        ))
+    }
+
+    /// Watchers who are MSN users of this server and whose view of the user changed see it
+    /// at once.
+    fn privacy_mode_changed(
+        &self,
+        services: &Services,
+        account: &Account,
+        changes: &[(UserHandle, Permission, Permission)],
+    ) {
+        presence::privacy_changed(services, &account.handle, changes);
+    }
+
+    /// Rings the callee, an MSN client of this server, into the session, once the backend
+    /// agrees it can be called.
+    fn call<'a>(
+        &'a self,
+        services: &'a Services,
+        caller: Caller<'a>,
+        session: &'a SessionHandle,
+        callee: UserHandle,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(async move {
+            let hub = &services.hub;
+            backend_action(caller.account.session.open_chat(callee.as_str())).await?;
+            let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
+            let cookie = hub
+                .cookies
+                .issue(CookieGrant::Invite {
+                    handle: callee.clone(),
+                    session_id: session.id(),
+                })
+                .ok_or(ErrorCode::ServerBusy)?;
+            let ring = ServerCommand::Rng {
+                session_id: session.id(),
+                address: services.switchboard_address.clone(),
+                cookie,
+                caller: caller.handle.clone(),
+                caller_name: caller.name.clone(),
+            };
+            if !peer.send_command(&ring) {
+                return Err(ErrorCode::NotOnline);
+            }
+            out.push(ServerCommand::Cal {
+                trid: caller.trid,
+                session_id: session.id(),
+            });
+            Ok(())
+        })
+    }
+}
+
+/// After a change the local backend made in the store: the user's serial
+/// and, for a `contact` given, whether it lets the user see it, read in one store call.
+async fn after_own_change(
+    services: &Services,
+    owner: &UserHandle,
+    contact: Option<&UserHandle>,
+) -> Result<(u32, bool), ErrorCode> {
+    let (owner, contact) = (owner.clone(), contact.cloned());
+    Ok(services
+        .store
+        .call(move |db| {
+            let serial = db.account(&owner)?.serial;
+            let allowed = match contact {
+                Some(contact) => db.permission(&contact, &owner)?.allows(),
+                None => false,
+            };
+            Ok((serial, allowed))
+        })
+        .await?)
+}
+
