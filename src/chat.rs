@@ -43,14 +43,13 @@ fn spawn(
     held: VecDeque<SharedLine>,
 ) -> SessionHandle {
     let (requests, inbox) = mpsc::channel(INBOX);
-    let id = loop {
+    let (id, handle) = loop {
         let candidate = rand::random::<u32>() % 1_000_000_000 + 1;
-        if services.hub.switchboard(candidate).is_none() {
-            break candidate;
+        let handle = SessionHandle::new(candidate, requests.clone());
+        if services.hub.add_switchboard(candidate, handle.clone()) {
+            break (candidate, handle);
         }
     };
-    let handle = SessionHandle::new(id, requests);
-    services.hub.add_switchboard(id, handle.clone());
     for p in &participants {
         if let Member::Remote(r) = &p.member {
             r.bridge.register_chat(r.chat.clone(), id);

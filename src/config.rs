@@ -60,8 +60,8 @@ impl LimitsConfig {
         (self.max_connections_per_address, self.limit_loopback)
     }
 
-    pub fn throttle(&self) -> crate::hub::ThrottleLimits {
-        crate::hub::ThrottleLimits {
+    pub fn throttle(&self) -> ThrottleLimits {
+        ThrottleLimits {
             per_handle: self.login_failures_per_handle,
             per_address: self.login_failures_per_address,
             window: std::time::Duration::from_secs(self.login_failure_window_secs),
@@ -466,3 +466,16 @@ mod tests {
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
     }
 }
+
+/// The login throttle's limits (`crate::hub`'s), from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleLimits {
+    /// Failed logins for one handle from one address within `window` before it is blocked.
+    pub per_handle: u32,
+    /// Failed logins for any handles from one address within `window` before it is blocked.
+    pub per_address: u32,
+    pub window: std::time::Duration,
+    /// The first block's length; each further block of the same offender doubles it.
+    pub cooldown: std::time::Duration,
+}
+

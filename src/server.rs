@@ -14,7 +14,7 @@ use crate::bridge::MirroredLists;
 use crate::config::Config;
 use crate::connection::{self, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
-use crate::hub::{Cookies, Hub};
+use crate::hub::{Cookies, InProcess, Node};
 use crate::local::{LocalBackend, TruthLists};
 use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
@@ -105,7 +105,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (ns_addr, sb_addr) = (local(&ns), local(&sb));
     let host = config.server.public_host.clone();
     let services = Arc::new_cyclic(|services| Services {
-        hub: Hub::new(
+        hub: Arc::new(InProcess::default()),
+        node: Node::new(
             Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
             config.limits.throttle(),
             config.limits.per_address(),
@@ -210,14 +211,14 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if let Some(unlogged) = services.hub.refused_connections.should_log(address.ip()) {
+            if let Some(unlogged) = services.node.refused_connections.should_log(address.ip()) {
                 warn!(%address, unlogged, "connection limit reached; closing the new connection");
             }
             drop(stream);
             continue;
         };
-        let Some(slot) = services.hub.addresses.open(address.ip()) else {
-            if let Some(unlogged) = services.hub.refused_connections.should_log(address.ip()) {
+        let Some(slot) = services.node.addresses.open(address.ip()) else {
+            if let Some(unlogged) = services.node.refused_connections.should_log(address.ip()) {
                 warn!(%address, unlogged, "too many connections from this address; closing the new one");
             }
             drop(stream);

@@ -17,7 +17,7 @@ use crate::backend::Account;
 use crate::config::Config;
 use crate::connection::Replies;
 use crate::hub::switchboard::SessionHandle;
-use crate::hub::Hub;
+use crate::hub::{Delivery, Node};
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::secrets::SecretKey;
 use crate::store::{Permission, Store};
@@ -26,7 +26,10 @@ use crate::store::{Permission, Store};
 pub struct Services {
     pub config: Config,
     pub store: Store,
-    pub hub: Hub,
+    /// Other users and switchboard sessions, wherever they run.
+    pub hub: Arc<dyn Delivery>,
+    /// What this node keeps for itself: cookies, the login throttle, connection counts.
+    pub node: Node,
     /// Keys the stable fake challenges for unknown handles.
     pub challenge_key: Vec<u8>,
     /// `public_host:port` of the notification server, for XFR NS.

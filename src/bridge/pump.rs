@@ -481,7 +481,7 @@ async fn deliver(
         handle: account.handle.clone(),
         session_id: session.id(),
     };
-    let Some(cookie) = services.hub.cookies.issue(grant) else {
+    let Some(cookie) = services.node.cookies.issue(grant) else {
         warn!(handle = %account.handle, "too many outstanding cookies; a message waits in its session unrung");
         return;
     };

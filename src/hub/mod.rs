@@ -1,9 +1,14 @@
-//! The hub: who is online, with which state and name, and how to reach them; switchboard
-//! cookies; running switchboard sessions.
+//! The hub: who is online, with which state and name, and how to reach them; where each
+//! switchboard session runs ([`Delivery`]); and what this node keeps for itself: switchboard
+//! cookies, the login throttle, connection counts ([`Node`]).
 //!
-//! Everything here is in memory and synchronous. Locks (DashMap shards, the cookie mutex) are
-//! held only for a map operation and never across an `.await`; sending to a [`Peer`] never
-//! waits.
+//! Everything one session sends to another user (presence, `ADD 0 RL`, `RNG`, `OUT OTH`) and
+//! every lookup of who is online or where a switchboard session runs goes through
+//! [`Delivery`]. [`InProcess`] is its one implementation here: everything in this process's
+//! memory. Several nodes would implement it over a message bus.
+//!
+//! Everything here is synchronous. Locks (DashMap shards, the cookie mutex) are held only for
+//! a map operation and never across an `.await`; sending to a [`Peer`] never waits.
 
 mod cookies;
 pub mod switchboard;
@@ -32,40 +37,73 @@ pub struct OnlineUser {
     pub backend: Arc<Account>,
 }
 
-/// The shared in-memory state of the server.
-pub struct Hub {
-    users: DashMap<UserHandle, OnlineUser>,
-    pub cookies: Cookies,
-    switchboards: DashMap<u32, SessionHandle>,
-    /// Failed logins, for throttling (notification logins, and so msncd's too).
-    pub throttle: LoginThrottle,
-    /// Bad switchboard cookies are logged once per address and minute.
-    pub bad_cookies: LogLimiter,
-    /// Open connections per client address.
-    pub addresses: Arc<AddressCounts>,
-    /// Connections refused for a limit are logged once per address and minute.
-    pub refused_connections: LogLimiter,
-}
+/// How sessions reach other users and switchboard sessions, wherever those run.
+pub trait Delivery: Send + Sync + 'static {
+    /// Registers a new login, returning the one it replaces, if any (which the caller ends
+    /// with `OUT OTH`).
+    fn log_in(
+        &self,
+        handle: UserHandle,
+        peer: Peer,
+        name: FriendlyName,
+        backend: Arc<Account>,
+    ) -> Option<OnlineUser>;
 
-impl Hub {
-    pub fn new(
-        cookies: Cookies,
-        limits: ThrottleLimits,
-        (per_address, count_loopback): (usize, bool),
-    ) -> Hub {
-        Hub {
-            users: DashMap::new(),
-            cookies,
-            switchboards: DashMap::new(),
-            throttle: LoginThrottle::new(limits),
-            bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
-            addresses: Arc::new(AddressCounts::new(per_address, count_loopback)),
-            refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
-        }
+    /// Removes a login, but only if it is still the one with this peer id (a newer login of
+    /// the same handle must not be removed by the old connection's cleanup). Returns it.
+    fn log_out(&self, handle: &UserHandle, peer_id: u64) -> Option<OnlineUser>;
+
+    /// The backend session of a logged-in user.
+    fn backend(&self, handle: &UserHandle) -> Option<Arc<Account>>;
+
+    /// The state of a user's login, if it is still the connection with this peer id.
+    fn peer_status(&self, handle: &UserHandle, peer_id: u64) -> Option<Status>;
+
+    /// The state and name of a logged-in user.
+    fn presence(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)>;
+
+    /// The state a user shows to others who are allowed to see them.
+    fn visible_status(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.presence(handle).filter(|(s, _)| s.is_visible())
     }
 
-    /// Registers a new login, returning the session it replaces, if any.
-    pub fn log_in(
+    /// A logged-in user's notification connection.
+    fn peer(&self, handle: &UserHandle) -> Option<Peer>;
+
+    /// Sets a user's state, returning the previous one.
+    fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status>;
+
+    fn set_name(&self, handle: &UserHandle, name: FriendlyName);
+
+    /// Sends a command to a user's notification connection if they are logged in.
+    fn send(&self, handle: &UserHandle, command: &ServerCommand) -> bool;
+
+    /// Sends a presence line (NLN, FLN) to a watcher. Only sessions past their first CHG get
+    /// presence: before it a client is still synchronizing, and the ILN burst of that first
+    /// CHG gives it every state at once.
+    fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool;
+
+    /// Registers a running switchboard session under an id no other session has; `false`
+    /// when the id is taken.
+    fn add_switchboard(&self, id: u32, session: SessionHandle) -> bool;
+
+    /// Where the switchboard session `id` runs, if it still does.
+    fn switchboard(&self, id: u32) -> Option<SessionHandle>;
+
+    fn remove_switchboard(&self, id: u32);
+
+    fn switchboard_count(&self) -> usize;
+}
+
+/// [`Delivery`] within this process.
+#[derive(Default)]
+pub struct InProcess {
+    users: DashMap<UserHandle, OnlineUser>,
+    switchboards: DashMap<u32, SessionHandle>,
+}
+
+impl Delivery for InProcess {
+    fn log_in(
         &self,
         handle: UserHandle,
         peer: Peer,
@@ -81,67 +119,51 @@ impl Hub {
         self.users.insert(handle, user)
     }
 
-    /// The backend session of a logged-in user.
-    pub fn backend(&self, handle: &UserHandle) -> Option<Arc<Account>> {
+    fn log_out(&self, handle: &UserHandle, peer_id: u64) -> Option<OnlineUser> {
+        self.users
+            .remove_if(handle, |_, u| u.peer.id() == peer_id)
+            .map(|(_, u)| u)
+    }
+
+    fn backend(&self, handle: &UserHandle) -> Option<Arc<Account>> {
         self.users.get(handle).map(|u| u.backend.clone())
     }
 
-    /// The state of a user's login, if it is still the connection with this peer id.
-    pub fn peer_status(&self, handle: &UserHandle, peer_id: u64) -> Option<Status> {
+    fn peer_status(&self, handle: &UserHandle, peer_id: u64) -> Option<Status> {
         self.users
             .get(handle)
             .filter(|u| u.peer.id() == peer_id)
             .map(|u| u.status)
     }
 
-    /// Removes a login, but only if it is still the one with this peer id (a newer login of
-    /// the same handle must not be removed by the old connection's cleanup). Returns the state
-    /// it had.
-    pub fn log_out(&self, handle: &UserHandle, peer_id: u64) -> Option<OnlineUser> {
-        self.users
-            .remove_if(handle, |_, u| u.peer.id() == peer_id)
-            .map(|(_, u)| u)
-    }
-
-    /// The state and name of a logged-in user.
-    pub fn presence(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
+    fn presence(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
         self.users.get(handle).map(|u| (u.status, u.name.clone()))
     }
 
-    /// The state a user shows to others who are allowed to see them.
-    pub fn visible_status(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
-        self.presence(handle).filter(|(s, _)| s.is_visible())
-    }
-
-    pub fn peer(&self, handle: &UserHandle) -> Option<Peer> {
+    fn peer(&self, handle: &UserHandle) -> Option<Peer> {
         self.users.get(handle).map(|u| u.peer.clone())
     }
 
-    /// Sets a user's state, returning the previous one.
-    pub fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status> {
+    fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status> {
         self.users
             .get_mut(handle)
             .map(|mut u| std::mem::replace(&mut u.status, status))
     }
 
-    pub fn set_name(&self, handle: &UserHandle, name: FriendlyName) {
+    fn set_name(&self, handle: &UserHandle, name: FriendlyName) {
         if let Some(mut u) = self.users.get_mut(handle) {
             u.name = name;
         }
     }
 
-    /// Sends a command to a user's notification connection if they are logged in.
-    pub fn send(&self, handle: &UserHandle, command: &ServerCommand) -> bool {
+    fn send(&self, handle: &UserHandle, command: &ServerCommand) -> bool {
         match self.peer(handle) {
             Some(peer) => peer.send_command(command),
             None => false,
         }
     }
 
-    /// Sends a presence line (NLN, FLN) to a watcher. Only sessions past their first CHG get
-    /// presence: before it a client is still synchronizing, and the ILN burst of that first
-    /// CHG gives it every state at once.
-    pub fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
+    fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
         let peer = self
             .users
             .get(watcher)
@@ -150,19 +172,54 @@ impl Hub {
         peer.is_some_and(|p| p.send(line))
     }
 
-    pub fn add_switchboard(&self, id: u32, session: SessionHandle) {
-        self.switchboards.insert(id, session);
+    fn add_switchboard(&self, id: u32, session: SessionHandle) -> bool {
+        match self.switchboards.entry(id) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(session);
+                true
+            }
+        }
     }
 
-    pub fn switchboard(&self, id: u32) -> Option<SessionHandle> {
+    fn switchboard(&self, id: u32) -> Option<SessionHandle> {
         self.switchboards.get(&id).map(|s| s.clone())
     }
 
-    pub fn remove_switchboard(&self, id: u32) {
+    fn remove_switchboard(&self, id: u32) {
         self.switchboards.remove(&id);
     }
 
-    pub fn switchboard_count(&self) -> usize {
+    fn switchboard_count(&self) -> usize {
         self.switchboards.len()
+    }
+}
+
+/// What this node keeps for itself: cookies it issued, failed logins, connections per address.
+pub struct Node {
+    pub cookies: Cookies,
+    /// Failed logins, for throttling (notification logins, and so msncd's too).
+    pub throttle: LoginThrottle,
+    /// Bad switchboard cookies are logged once per address and minute.
+    pub bad_cookies: LogLimiter,
+    /// Open connections per client address.
+    pub addresses: Arc<AddressCounts>,
+    /// Connections refused for a limit are logged once per address and minute.
+    pub refused_connections: LogLimiter,
+}
+
+impl Node {
+    pub fn new(
+        cookies: Cookies,
+        limits: ThrottleLimits,
+        (per_address, count_loopback): (usize, bool),
+    ) -> Node {
+        Node {
+            cookies,
+            throttle: LoginThrottle::new(limits),
+            bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
+            addresses: Arc::new(AddressCounts::new(per_address, count_loopback)),
+            refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! How connections and backends reach a switchboard session: its [`SessionHandle`], and the
 //! people in it ([`Participant`]). The session itself is a task in `crate::switchboard`; the
-//! hub knows where each runs ([`super::Hub::switchboard`]).
+//! hub knows where each runs ([`super::Delivery::switchboard`]).
 
 use std::sync::Arc;
 

@@ -17,17 +17,7 @@ use tracing::{debug, warn};
 
 use crate::protocol::UserHandle;
 
-/// The limits, from `[limits]` in the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct ThrottleLimits {
-    /// Failed logins for one handle from one address within `window` before it is blocked.
-    pub per_handle: u32,
-    /// Failed logins for any handles from one address within `window` before it is blocked.
-    pub per_address: u32,
-    pub window: Duration,
-    /// The first block's length; each further block of the same offender doubles it.
-    pub cooldown: Duration,
-}
+pub use crate::config::ThrottleLimits;
 
 /// The longest cool-down, however often an offender comes back.
 const MAX_COOLDOWN: Duration = Duration::from_secs(3600);

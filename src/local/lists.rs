@@ -127,10 +127,12 @@ impl ContactLists for TruthLists {
         out: &'a mut Replies,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let hub = &services.hub;
             backend_action(caller.account.session.open_chat(callee.as_str())).await?;
-            let peer = hub.peer(&callee).ok_or(ErrorCode::NotOnline)?;
-            let cookie = hub
+            if services.hub.presence(&callee).is_none() {
+                return Err(ErrorCode::NotOnline);
+            }
+            let cookie = services
+                .node
                 .cookies
                 .issue(CookieGrant::Invite {
                     handle: callee.clone(),
@@ -144,7 +146,7 @@ impl ContactLists for TruthLists {
                 caller: caller.handle.clone(),
                 caller_name: caller.name.clone(),
             };
-            if !peer.send_command(&ring) {
+            if !services.hub.send(&callee, &ring) {
                 return Err(ErrorCode::NotOnline);
             }
             out.push(ServerCommand::Cal {

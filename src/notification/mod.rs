@@ -226,7 +226,7 @@ impl NotificationSession {
                 Flow::Continue
             }
             AuthStage::Subsequent(response) => {
-                let throttle = &self.services.hub.throttle;
+                let throttle = &self.services.node.throttle;
                 let verified = match challenge.take() {
                     // A throttled handle is refused without looking at the password.
                     Some((handle, _)) if throttle.blocked(self.address, &handle).is_some() => {
@@ -396,7 +396,7 @@ impl NotificationSession {
                     return Err(ErrorCode::NotAllowedWhenOffline);
                 }
                 let cookie = services
-                    .hub
+                    .node
                     .cookies
                     .issue(CookieGrant::NewSession { handle: me })
                     .ok_or(ErrorCode::ServerBusy)?;

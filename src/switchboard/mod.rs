@@ -50,7 +50,7 @@ impl SwitchboardConnection {
     /// Logs a refused cookie, once per address and minute (a sweep of guesses must not fill
     /// the disk), with how many were not logged before it.
     fn bad_cookie(&self, handle: &UserHandle, what: &str) {
-        if let Some(unlogged) = self.services.hub.bad_cookies.should_log(self.address) {
+        if let Some(unlogged) = self.services.node.bad_cookies.should_log(self.address) {
             warn!(address = %self.address, %handle, unlogged, "switchboard {what} with an invalid cookie");
         }
     }
@@ -170,7 +170,7 @@ impl SwitchboardConnection {
         let wanted = CookieGrant::NewSession {
             handle: handle.clone(),
         };
-        let granted = self.services.hub.cookies.redeem(cookie, &wanted);
+        let granted = self.services.node.cookies.redeem(cookie, &wanted);
         let name = match granted {
             true => self.name_of(&handle).await,
             false => None,
@@ -212,7 +212,7 @@ impl SwitchboardConnection {
             handle: handle.clone(),
             session_id,
         };
-        let session = match self.services.hub.cookies.redeem(cookie, &wanted) {
+        let session = match self.services.node.cookies.redeem(cookie, &wanted) {
             true => self.services.hub.switchboard(session_id),
             false => None,
         };
