@@ -1,17 +1,14 @@
-//! Every login's backend session: logging the account into its backend (the local one, or the
-//! XMPP or Matrix account it is linked to), list changes and presence through it, and for
-//! backends on another network, mirroring their contact list into the store, showing contacts'
-//! presence, and routing their chats.
+//! Logging an account into its backend ([`connect`]: the local one, or the XMPP or Matrix
+//! account it is linked to), and for backends on another network, lists that mirror theirs
+//! ([`MirroredLists`]) and the event pump ([`start_events`]) that applies what the backend
+//! reports: contact list changes, contacts' presence, and their chats.
 //!
-//! The notification server and switchboard reach an account only through here and through
-//! [`Account::session`]; what differs between backends is decided by their declared
-//! [`Capabilities`], never by their names. A backend whose contacts are MSN users of this
-//! server (`msn_contacts`, the local backend) keeps its lists in the store as the truth and
-//! its contacts' states in the hub. For the others, the user's lists live in the store as a
-//! mirror: the backend is the source of truth, and every change it reports becomes an
-//! `ADD 0`/`REM 0` with a new serial, so SYN always reflects the live contact list (or the last
-//! one seen, while the backend is unreachable); contacts' states are kept here, in the hub's
-//! entry for the user, not in the store.
+//! For those backends the user's lists live in the store as a mirror: the backend is the
+//! source of truth, and every change it reports becomes an `ADD 0`/`REM 0` with a new serial,
+//! so SYN always reflects the live contact list (or the last one seen, while the backend is
+//! unreachable); contacts' states are kept in the login's [`crate::backend::Account`], not in
+//! the store. Nothing here decides by a backend's name: the server registers each backend with
+//! its kind of lists.
 
 mod lists;
 mod pump;

@@ -57,7 +57,6 @@ impl Backend for LocalBackend {
             blocking: true,
             presence: true,
             offline_messages: false,
-            msn_contacts: true,
         }
     }
 

@@ -157,12 +157,6 @@ pub struct Capabilities {
     pub blocking: bool,
     pub presence: bool,
     pub offline_messages: bool,
-    /// The contacts are MSN users of this same server: the local backend. The core then keeps
-    /// the lists in its store as the truth (not as a mirror of the backend's), reads contacts'
-    /// states from its own registry of online users, and chats are switchboard sessions the
-    /// contact is rung into. Such a backend sends no events: its contacts' clients are told
-    /// directly.
-    pub msn_contacts: bool,
 }
 
 /// Why a backend action failed.

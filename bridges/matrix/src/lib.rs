@@ -517,7 +517,6 @@ impl Backend for MatrixBackend {
             blocking: true,
             presence: true,
             offline_messages: true,
-            msn_contacts: false,
         }
     }
 

@@ -79,7 +79,6 @@ impl Backend for XmppBackend {
             blocking: true,
             presence: true,
             offline_messages: true,
-            msn_contacts: false,
         }
     }
 
