@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,7 +24,9 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::events::{Event, EventQueue};
-use crate::protocol::{decode, FriendlyName, ListKind, Status, UserHandle};
+use crate::protocol::{
+    decode, Dialect, FriendlyName, ListItem, ListKind, ServerCommand, Status, TrId, UserHandle,
+};
 use crate::store::password::md5_hex;
 
 /// How long the server may take to answer one command.
@@ -99,40 +100,17 @@ pub fn describe(code: u16) -> &'static str {
     }
 }
 
-/// One line from the server, split into tokens, with its payload for MSG.
-#[derive(Debug, Clone)]
-struct ServerLine {
-    tokens: Vec<String>,
-    payload: Option<Bytes>,
+/// A reply as a result: an error line (`217 5`) becomes [`ClientError::Msn`].
+fn into_result(line: ServerCommand) -> Result<ServerCommand, ClientError> {
+    match line {
+        ServerCommand::Error { code, .. } => Err(ClientError::Msn { code: code.code() }),
+        line => Ok(line),
+    }
 }
 
-impl ServerLine {
-    fn arg(&self, i: usize) -> &str {
-        self.tokens.get(i).map(String::as_str).unwrap_or("")
-    }
-
-    fn verb(&self) -> &str {
-        self.arg(0)
-    }
-
-    fn trid(&self) -> Option<u32> {
-        self.arg(1).parse().ok()
-    }
-
-    /// The code of an error reply (`217 5`).
-    fn error_code(&self) -> Option<u16> {
-        let verb = self.verb();
-        (verb.len() == 3 && verb.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| verb.parse().ok())
-            .flatten()
-    }
-
-    fn into_result(self) -> Result<ServerLine, ClientError> {
-        match self.error_code() {
-            Some(code) => Err(ClientError::Msn { code }),
-            None => Ok(self),
-        }
-    }
+/// A reply that is not an error but not the one the command has either.
+fn unexpected(command: &str) -> ClientError {
+    ClientError::Failed(format!("unexpected answer to {command}"))
 }
 
 /// Frames a server connection with the crate's own decoder.
@@ -149,17 +127,18 @@ impl LineReader {
         }
     }
 
-    /// The next line, `None` at end of stream or when the stream cannot be framed.
-    async fn next(&mut self) -> Option<ServerLine> {
+    /// The next line, `None` at end of stream or when the stream cannot be framed. A line
+    /// that is not a server command is skipped.
+    async fn next(&mut self) -> Option<ServerCommand> {
         loop {
             match decode(&mut self.buf) {
-                Ok(Some(frame)) => {
-                    let text = String::from_utf8_lossy(&frame.line);
-                    return Some(ServerLine {
-                        tokens: text.split_ascii_whitespace().map(String::from).collect(),
-                        payload: frame.payload,
-                    });
-                }
+                Ok(Some(frame)) => match ServerCommand::parse(frame) {
+                    Ok(line) => return Some(line),
+                    Err(e) => {
+                        debug!(error = %e, "unreadable line from the server");
+                        continue;
+                    }
+                },
                 Ok(None) => {}
                 Err(e) => {
                     debug!(error = %e, "unframeable line from the server");
@@ -175,12 +154,12 @@ impl LineReader {
     }
 
     /// The reply to `trid`, skipping anything else, within [`REPLY_TIMEOUT`].
-    async fn reply(&mut self, trid: u32) -> Result<ServerLine, ClientError> {
+    async fn reply(&mut self, trid: u32) -> Result<ServerCommand, ClientError> {
         let wait = async {
             loop {
                 let line = self.next().await.ok_or(ClientError::Disconnected)?;
-                if line.trid() == Some(trid) && line.verb() != "MSG" {
-                    return line.into_result();
+                if line.trid() == Some(TrId(trid)) {
+                    return into_result(line);
                 }
             }
         };
@@ -203,7 +182,7 @@ async fn send_line(writer: &mut OwnedWriteHalf, line: &str) -> Result<(), Client
 struct Request {
     verb: &'static str,
     args: String,
-    reply: oneshot::Sender<ServerLine>,
+    reply: oneshot::Sender<ServerCommand>,
 }
 
 /// What the client's tasks share.
@@ -218,7 +197,11 @@ struct Link {
 }
 
 impl Link {
-    async fn request(&self, verb: &'static str, args: String) -> Result<ServerLine, ClientError> {
+    async fn request(
+        &self,
+        verb: &'static str,
+        args: String,
+    ) -> Result<ServerCommand, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request { verb, args, reply })
@@ -227,7 +210,7 @@ impl Link {
         match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
             Err(_) => Err(ClientError::Timeout),
             Ok(Err(_)) => Err(ClientError::Disconnected),
-            Ok(Ok(line)) => line.into_result(),
+            Ok(Ok(line)) => into_result(line),
         }
     }
 
@@ -274,39 +257,51 @@ impl MsnClient {
 
         send_line(&mut writer, "VER 1 MSNP2 CVR0").await?;
         let ver = reader.reply(1).await?;
-        if ver.arg(2) != "MSNP2" {
+        if !matches!(
+            ver,
+            ServerCommand::Ver {
+                dialect: Some(Dialect::Msnp2),
+                ..
+            }
+        ) {
             return Err(ClientError::Failed("the server refused MSNP2".into()));
         }
         send_line(&mut writer, "INF 2").await?;
         reader.reply(2).await?;
         send_line(&mut writer, &format!("USR 3 MD5 I {handle}")).await?;
-        let challenge = reader.reply(3).await?.arg(4).to_string();
+        let ServerCommand::UsrChallenge { challenge, .. } = reader.reply(3).await? else {
+            return Err(unexpected("USR MD5 I"));
+        };
         let response = md5_hex(&format!("{challenge}{password}"));
         send_line(&mut writer, &format!("USR 4 MD5 S {response}")).await?;
         let ok = reader.reply(4).await?;
-        let own_name = ok
-            .arg(4)
-            .parse()
-            .unwrap_or_else(|_| FriendlyName::from_handle(&handle));
+        let own_name = match ok {
+            ServerCommand::UsrOk { name, .. } => name,
+            _ => FriendlyName::from_handle(&handle),
+        };
 
         send_line(&mut writer, "SYN 5 0").await?;
         let mut contacts: BTreeMap<UserHandle, Contact> = BTreeMap::new();
         let syn = reader.reply(5).await?;
-        if syn.arg(2) != "0" {
+        if !matches!(syn, ServerCommand::Syn { serial: 0, .. }) {
             loop {
-                let line = reader.reply(5).await?;
-                if line.verb() != "LST" {
+                let ServerCommand::Lst { list, item, .. } = reader.reply(5).await? else {
                     continue;
-                }
-                if let (Ok(list), Ok(h)) = (line.arg(2).parse(), line.arg(6).parse()) {
-                    let name = line
-                        .arg(7)
-                        .parse()
-                        .unwrap_or_else(|_| FriendlyName::from_handle(&h));
-                    record(&mut contacts, h, list, name);
-                }
-                let last = line.arg(4) == line.arg(5);
-                if line.arg(2) == "RL" && last {
+                };
+                // An empty list is `LST ... 0 0`: its last line too.
+                let last = match item {
+                    None => true,
+                    Some(ListItem {
+                        index,
+                        total,
+                        handle,
+                        name,
+                    }) => {
+                        record(&mut contacts, handle, list, name);
+                        index == total
+                    }
+                };
+                if list == ListKind::Reverse && last {
                     break;
                 }
             }
@@ -381,7 +376,7 @@ impl MsnClient {
     /// `PRIV public auth`: public lets everyone not blocked see us and talk (BLP AL) rather
     /// than only the allow list (BLP BL); auth asks before someone adds us (GTC A).
     pub async fn privacy(&self, public: bool, auth: bool) -> Result<(), ClientError> {
-        let already = |r: Result<ServerLine, ClientError>| match r {
+        let already = |r: Result<ServerCommand, ClientError>| match r {
             Err(ClientError::Msn { code: 218 }) => Ok(()),
             other => other.map(|_| ()),
         };
@@ -461,7 +456,7 @@ async fn run_notification(
     mut inbox: mpsc::Receiver<Request>,
     mut trid: u32,
 ) {
-    let mut pending: HashMap<u32, oneshot::Sender<ServerLine>> = HashMap::new();
+    let mut pending: HashMap<u32, oneshot::Sender<ServerCommand>> = HashMap::new();
     loop {
         tokio::select! {
             _ = link.done.cancelled() => {
@@ -483,7 +478,7 @@ async fn run_notification(
             }
             line = reader.next() => {
                 let Some(line) = line else { break };
-                if line.verb() == "OUT" {
+                if matches!(line, ServerCommand::Out { .. }) {
                     break;
                 }
                 on_notification_line(&link, line, &mut pending);
@@ -502,85 +497,88 @@ async fn run_notification(
 
 fn on_notification_line(
     link: &Arc<Link>,
-    line: ServerLine,
-    pending: &mut HashMap<u32, oneshot::Sender<ServerLine>>,
+    line: ServerCommand,
+    pending: &mut HashMap<u32, oneshot::Sender<ServerCommand>>,
 ) {
-    let handle_at = |i: usize| line.arg(i).parse::<UserHandle>().ok();
-    let name_at = |i: usize, h: &UserHandle| {
-        FriendlyName::from_str(line.arg(i)).unwrap_or_else(|_| FriendlyName::from_handle(h))
-    };
     let mut shared = lock(&link.shared);
-    match line.verb() {
-        "NLN" | "ILN" => {
-            let offset = usize::from(line.verb() == "ILN");
-            let (Ok(status), Some(h)) = (line.arg(1 + offset).parse(), handle_at(2 + offset))
-            else {
-                return;
-            };
-            let name = name_at(3 + offset, &h);
+    match &line {
+        ServerCommand::Nln {
+            status,
+            handle,
+            name,
+        }
+        | ServerCommand::Iln {
+            status,
+            handle,
+            name,
+            ..
+        } => {
+            if let Some(c) = shared.contacts.get_mut(handle) {
+                c.status = *status;
+                c.name = name.clone();
+            }
+            shared.events.push(Event::StatusChange {
+                handle: handle.clone(),
+                status: *status,
+            });
+            return;
+        }
+        ServerCommand::Fln { handle } => {
+            if let Some(c) = shared.contacts.get_mut(handle) {
+                c.status = Status::Offline;
+            }
+            shared.events.push(Event::StatusChange {
+                handle: handle.clone(),
+                status: Status::Offline,
+            });
+            return;
+        }
+        ServerCommand::Add {
+            trid,
+            list,
+            handle,
+            name,
+            ..
+        } => {
+            let h = handle.clone();
+            record(&mut shared.contacts, h.clone(), *list, name.clone());
+            match list {
+                ListKind::Forward => shared.events.push(Event::ForwardAdded(h)),
+                ListKind::Reverse if *trid == TrId(0) => shared.events.push(Event::AddedBy(h)),
+                _ => {}
+            }
+        }
+        ServerCommand::Rem {
+            trid, list, handle, ..
+        } => {
+            let h = handle.clone();
             if let Some(c) = shared.contacts.get_mut(&h) {
-                c.status = status;
-                c.name = name;
-            }
-            shared
-                .events
-                .push(Event::StatusChange { handle: h, status });
-            return;
-        }
-        "FLN" => {
-            if let Some(h) = handle_at(1) {
-                if let Some(c) = shared.contacts.get_mut(&h) {
-                    c.status = Status::Offline;
-                }
-                shared.events.push(Event::StatusChange {
-                    handle: h,
-                    status: Status::Offline,
-                });
-            }
-            return;
-        }
-        "ADD" => {
-            if let (Ok(list), Some(h)) = (line.arg(2).parse::<ListKind>(), handle_at(4)) {
-                let name = name_at(5, &h);
-                record(&mut shared.contacts, h.clone(), list, name);
-                match list {
-                    ListKind::Forward => shared.events.push(Event::ForwardAdded(h)),
-                    ListKind::Reverse if line.trid() == Some(0) => {
-                        shared.events.push(Event::AddedBy(h))
-                    }
-                    _ => {}
+                c.lists.remove(list);
+                if c.lists.is_empty() {
+                    shared.contacts.remove(&h);
                 }
             }
-        }
-        "REM" => {
-            if let (Ok(list), Some(h)) = (line.arg(2).parse::<ListKind>(), handle_at(4)) {
-                if let Some(c) = shared.contacts.get_mut(&h) {
-                    c.lists.remove(&list);
-                    if c.lists.is_empty() {
-                        shared.contacts.remove(&h);
-                    }
-                }
-                match list {
-                    ListKind::Forward => shared.events.push(Event::ForwardRemoved(h)),
-                    ListKind::Reverse if line.trid() == Some(0) => {
-                        shared.events.push(Event::RemovedBy(h))
-                    }
-                    _ => {}
-                }
+            match list {
+                ListKind::Forward => shared.events.push(Event::ForwardRemoved(h)),
+                ListKind::Reverse if *trid == TrId(0) => shared.events.push(Event::RemovedBy(h)),
+                _ => {}
             }
         }
-        "REA" if handle_at(3).as_ref() == Some(&link.handle) => {
-            shared.own_name = name_at(4, &link.handle);
+        ServerCommand::Rea { handle, name, .. } if *handle == link.handle => {
+            shared.own_name = name.clone();
         }
-        "RNG" => {
-            // RNG session-id address CKI cookie caller caller-name
-            let Some(caller) = handle_at(5) else { return };
+        ServerCommand::Rng {
+            session_id,
+            cookie,
+            caller,
+            ..
+        } => {
             let (sender, receiver) = mpsc::channel(SESSION_QUEUE);
             shared.sessions.insert(caller.clone(), sender.clone());
             let start = Start::Answer {
-                session_id: line.arg(1).to_string(),
-                cookie: line.arg(4).to_string(),
-                caller,
+                session_id: *session_id,
+                cookie: cookie.clone(),
+                caller: caller.clone(),
             };
             drop(shared);
             link.tracker
@@ -590,7 +588,7 @@ fn on_notification_line(
         _ => {}
     }
     drop(shared);
-    if let Some(reply) = line.trid().and_then(|t| pending.remove(&t)) {
+    if let Some(reply) = line.trid().and_then(|t| pending.remove(&t.0)) {
         let _ = reply.send(line);
     }
 }
@@ -599,7 +597,7 @@ fn on_notification_line(
 enum Start {
     Call(UserHandle),
     Answer {
-        session_id: String,
+        session_id: u32,
         cookie: String,
         caller: UserHandle,
     },
@@ -660,10 +658,10 @@ async fn switchboard_session(
     // The XFR/RNG address carries the public host, which need not be reachable from here;
     // the switchboard's own bound address always is.
     let cookie_for_call = match &start {
-        Start::Call(_) => {
-            let xfr = link.request("XFR", "SB".into()).await?;
-            Some(xfr.arg(5).to_string())
-        }
+        Start::Call(_) => match link.request("XFR", "SB".into()).await? {
+            ServerCommand::XfrSb { cookie, .. } => Some(cookie),
+            _ => return Err(unexpected("XFR SB")),
+        },
         Start::Answer { .. } => None,
     };
     let connect = TcpStream::connect(link.switchboard);
@@ -684,13 +682,11 @@ async fn switchboard_session(
             let join = async {
                 loop {
                     let line = reader.next().await.ok_or(ClientError::Disconnected)?;
-                    if line.verb() == "JOI" {
-                        if let Ok(h) = line.arg(1).parse::<UserHandle>() {
-                            let joined = h == to;
-                            participants.insert(h);
-                            if joined {
-                                return Ok(());
-                            }
+                    if let ServerCommand::Joi { handle, .. } = line {
+                        let joined = handle == to;
+                        participants.insert(handle);
+                        if joined {
+                            return Ok(());
                         }
                     }
                 }
@@ -708,12 +704,10 @@ async fn switchboard_session(
             let answered = async {
                 loop {
                     let line = reader.next().await.ok_or(ClientError::Disconnected)?;
-                    if line.verb() == "IRO" {
-                        if let Ok(h) = line.arg(5).parse() {
-                            participants.insert(h);
-                        }
-                    } else if line.trid() == Some(1) {
-                        return line.into_result().map(|_| ());
+                    if let ServerCommand::Iro { handle, .. } = line {
+                        participants.insert(handle);
+                    } else if line.trid() == Some(TrId(1)) {
+                        return into_result(line).map(|_| ());
                     }
                 }
             };
@@ -742,31 +736,25 @@ async fn switchboard_session(
             }
             line = reader.next() => {
                 let Some(line) = line else { return Ok(()) };
-                match line.verb() {
-                    "MSG" => {
-                        if let (Ok(from), Some(payload)) =
-                            (line.arg(1).parse::<UserHandle>(), &line.payload)
-                        {
-                            if let Some(event) = incoming_message(from, payload) {
+                match line {
+                    ServerCommand::Msg { sender, payload, .. } => {
+                        if let Ok(from) = sender.parse::<UserHandle>() {
+                            if let Some(event) = incoming_message(from, &payload) {
                                 link.push(event);
                             }
                         }
                     }
-                    "JOI" => {
-                        if let Ok(h) = line.arg(1).parse() {
-                            participants.insert(h);
-                        }
+                    ServerCommand::Joi { handle, .. } => {
+                        participants.insert(handle);
                     }
-                    "BYE" => {
-                        if let Ok(h) = line.arg(1).parse::<UserHandle>() {
-                            participants.remove(&h);
-                        }
+                    ServerCommand::Bye { handle } => {
+                        participants.remove(&handle);
                         if participants.is_empty() {
                             let _ = send_line(&mut writer, "OUT").await;
                             return Ok(());
                         }
                     }
-                    "NAK" => link.push(Event::Error {
+                    ServerCommand::Nak { .. } => link.push(Event::Error {
                         code: 0,
                         description: format!("a message to {peer} was not delivered"),
                     }),
