@@ -6,27 +6,29 @@
 //! local and mapped accounts through the same code paths as any MSN client, and the server
 //! checks the password.
 //!
-//! One task reads and writes the notification connection; one task per chat owns its
-//! switchboard connection. The msncd connection talks to them through [`MsnClient`].
+//! One task reads and writes the notification connection (`notification.rs`); one task per
+//! chat owns its switchboard connection (`switchboard.rs`). The msncd connection talks to them
+//! through [`MsnClient`]. `wire.rs` reads and writes lines, `message.rs` is the MSG payloads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
 
 use super::events::{Event, EventQueue};
-use crate::protocol::{decode, FriendlyName, ListKind, Status, UserHandle};
+use crate::protocol::{
+    Dialect, FriendlyName, ListItem, ListKind, ServerCommand, Status, UserHandle,
+};
 use crate::store::password::md5_hex;
+use notification::run_notification;
+use switchboard::{run_switchboard, Start};
+use wire::{into_result, send_line, unexpected, LineReader};
 
 /// How long the server may take to answer one command.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,6 +36,13 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages that may wait for one chat to open.
 const SESSION_QUEUE: usize = 32;
+
+mod message;
+mod notification;
+mod switchboard;
+mod wire;
+
+pub use message::text_payload;
 
 /// What the script can know about one contact.
 #[derive(Debug, Clone)]
@@ -99,111 +108,11 @@ pub fn describe(code: u16) -> &'static str {
     }
 }
 
-/// One line from the server, split into tokens, with its payload for MSG.
-#[derive(Debug, Clone)]
-struct ServerLine {
-    tokens: Vec<String>,
-    payload: Option<Bytes>,
-}
-
-impl ServerLine {
-    fn arg(&self, i: usize) -> &str {
-        self.tokens.get(i).map(String::as_str).unwrap_or("")
-    }
-
-    fn verb(&self) -> &str {
-        self.arg(0)
-    }
-
-    fn trid(&self) -> Option<u32> {
-        self.arg(1).parse().ok()
-    }
-
-    /// The code of an error reply (`217 5`).
-    fn error_code(&self) -> Option<u16> {
-        let verb = self.verb();
-        (verb.len() == 3 && verb.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| verb.parse().ok())
-            .flatten()
-    }
-
-    fn into_result(self) -> Result<ServerLine, ClientError> {
-        match self.error_code() {
-            Some(code) => Err(ClientError::Msn { code }),
-            None => Ok(self),
-        }
-    }
-}
-
-/// Frames a server connection with the crate's own decoder.
-struct LineReader {
-    half: OwnedReadHalf,
-    buf: BytesMut,
-}
-
-impl LineReader {
-    fn new(half: OwnedReadHalf) -> LineReader {
-        LineReader {
-            half,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// The next line, `None` at end of stream or when the stream cannot be framed.
-    async fn next(&mut self) -> Option<ServerLine> {
-        loop {
-            match decode(&mut self.buf) {
-                Ok(Some(frame)) => {
-                    let text = String::from_utf8_lossy(&frame.line);
-                    return Some(ServerLine {
-                        tokens: text.split_ascii_whitespace().map(String::from).collect(),
-                        payload: frame.payload,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    debug!(error = %e, "unframeable line from the server");
-                    return None;
-                }
-            }
-            self.buf.reserve(4096);
-            match self.half.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The reply to `trid`, skipping anything else, within [`REPLY_TIMEOUT`].
-    async fn reply(&mut self, trid: u32) -> Result<ServerLine, ClientError> {
-        let wait = async {
-            loop {
-                let line = self.next().await.ok_or(ClientError::Disconnected)?;
-                if line.trid() == Some(trid) && line.verb() != "MSG" {
-                    return line.into_result();
-                }
-            }
-        };
-        tokio::time::timeout(REPLY_TIMEOUT, wait)
-            .await
-            .map_err(|_| ClientError::Timeout)?
-    }
-}
-
-async fn send_line(writer: &mut OwnedWriteHalf, line: &str) -> Result<(), ClientError> {
-    let bytes = format!("{line}\r\n");
-    let write = writer.write_all(bytes.as_bytes());
-    match tokio::time::timeout(REPLY_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(ClientError::Disconnected),
-    }
-}
-
 /// A command for the notification task: `verb TrID args`, and where its reply goes.
 struct Request {
     verb: &'static str,
     args: String,
-    reply: oneshot::Sender<ServerLine>,
+    reply: oneshot::Sender<ServerCommand>,
 }
 
 /// What the client's tasks share.
@@ -218,7 +127,11 @@ struct Link {
 }
 
 impl Link {
-    async fn request(&self, verb: &'static str, args: String) -> Result<ServerLine, ClientError> {
+    async fn request(
+        &self,
+        verb: &'static str,
+        args: String,
+    ) -> Result<ServerCommand, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request { verb, args, reply })
@@ -227,7 +140,7 @@ impl Link {
         match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
             Err(_) => Err(ClientError::Timeout),
             Ok(Err(_)) => Err(ClientError::Disconnected),
-            Ok(Ok(line)) => line.into_result(),
+            Ok(Ok(line)) => into_result(line),
         }
     }
 
@@ -274,39 +187,51 @@ impl MsnClient {
 
         send_line(&mut writer, "VER 1 MSNP2 CVR0").await?;
         let ver = reader.reply(1).await?;
-        if ver.arg(2) != "MSNP2" {
+        if !matches!(
+            ver,
+            ServerCommand::Ver {
+                dialect: Some(Dialect::Msnp2),
+                ..
+            }
+        ) {
             return Err(ClientError::Failed("the server refused MSNP2".into()));
         }
         send_line(&mut writer, "INF 2").await?;
         reader.reply(2).await?;
         send_line(&mut writer, &format!("USR 3 MD5 I {handle}")).await?;
-        let challenge = reader.reply(3).await?.arg(4).to_string();
+        let ServerCommand::UsrChallenge { challenge, .. } = reader.reply(3).await? else {
+            return Err(unexpected("USR MD5 I"));
+        };
         let response = md5_hex(&format!("{challenge}{password}"));
         send_line(&mut writer, &format!("USR 4 MD5 S {response}")).await?;
         let ok = reader.reply(4).await?;
-        let own_name = ok
-            .arg(4)
-            .parse()
-            .unwrap_or_else(|_| FriendlyName::from_handle(&handle));
+        let own_name = match ok {
+            ServerCommand::UsrOk { name, .. } => name,
+            _ => FriendlyName::from_handle(&handle),
+        };
 
         send_line(&mut writer, "SYN 5 0").await?;
         let mut contacts: BTreeMap<UserHandle, Contact> = BTreeMap::new();
         let syn = reader.reply(5).await?;
-        if syn.arg(2) != "0" {
+        if !matches!(syn, ServerCommand::Syn { serial: 0, .. }) {
             loop {
-                let line = reader.reply(5).await?;
-                if line.verb() != "LST" {
+                let ServerCommand::Lst { list, item, .. } = reader.reply(5).await? else {
                     continue;
-                }
-                if let (Ok(list), Ok(h)) = (line.arg(2).parse(), line.arg(6).parse()) {
-                    let name = line
-                        .arg(7)
-                        .parse()
-                        .unwrap_or_else(|_| FriendlyName::from_handle(&h));
-                    record(&mut contacts, h, list, name);
-                }
-                let last = line.arg(4) == line.arg(5);
-                if line.arg(2) == "RL" && last {
+                };
+                // An empty list is `LST ... 0 0`: its last line too.
+                let last = match item {
+                    None => true,
+                    Some(ListItem {
+                        index,
+                        total,
+                        handle,
+                        name,
+                    }) => {
+                        record(&mut contacts, handle, list, name);
+                        index == total
+                    }
+                };
+                if list == ListKind::Reverse && last {
                     break;
                 }
             }
@@ -381,7 +306,7 @@ impl MsnClient {
     /// `PRIV public auth`: public lets everyone not blocked see us and talk (BLP AL) rather
     /// than only the allow list (BLP BL); auth asks before someone adds us (GTC A).
     pub async fn privacy(&self, public: bool, auth: bool) -> Result<(), ClientError> {
-        let already = |r: Result<ServerLine, ClientError>| match r {
+        let already = |r: Result<ServerCommand, ClientError>| match r {
             Err(ClientError::Msn { code: 218 }) => Ok(()),
             other => other.map(|_| ()),
         };
@@ -452,418 +377,9 @@ fn record(
     contact.lists.insert(list);
 }
 
-/// The notification connection's task: writes requests with fresh TrIDs, routes replies,
-/// and turns presence, list changes and rings into events.
-async fn run_notification(
-    link: Arc<Link>,
-    mut reader: LineReader,
-    mut writer: OwnedWriteHalf,
-    mut inbox: mpsc::Receiver<Request>,
-    mut trid: u32,
-) {
-    let mut pending: HashMap<u32, oneshot::Sender<ServerLine>> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = link.done.cancelled() => {
-                let _ = send_line(&mut writer, "OUT").await;
-                break;
-            }
-            request = inbox.recv() => {
-                let Some(request) = request else { break };
-                trid += 1;
-                let line = if request.args.is_empty() {
-                    format!("{} {trid}", request.verb)
-                } else {
-                    format!("{} {trid} {}", request.verb, request.args)
-                };
-                if send_line(&mut writer, &line).await.is_err() {
-                    break;
-                }
-                pending.insert(trid, request.reply);
-            }
-            line = reader.next() => {
-                let Some(line) = line else { break };
-                if line.verb() == "OUT" {
-                    break;
-                }
-                on_notification_line(&link, line, &mut pending);
-            }
-        }
-    }
-    let mut shared = lock(&link.shared);
-    shared.connected = false;
-    shared.sessions.clear();
-    if !link.done.is_cancelled() {
-        shared.events.push(Event::ClosedMain);
-    }
-    drop(shared);
-    link.done.cancel();
-}
-
-fn on_notification_line(
-    link: &Arc<Link>,
-    line: ServerLine,
-    pending: &mut HashMap<u32, oneshot::Sender<ServerLine>>,
-) {
-    let handle_at = |i: usize| line.arg(i).parse::<UserHandle>().ok();
-    let name_at = |i: usize, h: &UserHandle| {
-        FriendlyName::from_str(line.arg(i)).unwrap_or_else(|_| FriendlyName::from_handle(h))
-    };
-    let mut shared = lock(&link.shared);
-    match line.verb() {
-        "NLN" | "ILN" => {
-            let offset = usize::from(line.verb() == "ILN");
-            let (Ok(status), Some(h)) = (line.arg(1 + offset).parse(), handle_at(2 + offset))
-            else {
-                return;
-            };
-            let name = name_at(3 + offset, &h);
-            if let Some(c) = shared.contacts.get_mut(&h) {
-                c.status = status;
-                c.name = name;
-            }
-            shared
-                .events
-                .push(Event::StatusChange { handle: h, status });
-            return;
-        }
-        "FLN" => {
-            if let Some(h) = handle_at(1) {
-                if let Some(c) = shared.contacts.get_mut(&h) {
-                    c.status = Status::Offline;
-                }
-                shared.events.push(Event::StatusChange {
-                    handle: h,
-                    status: Status::Offline,
-                });
-            }
-            return;
-        }
-        "ADD" => {
-            if let (Ok(list), Some(h)) = (line.arg(2).parse::<ListKind>(), handle_at(4)) {
-                let name = name_at(5, &h);
-                record(&mut shared.contacts, h.clone(), list, name);
-                match list {
-                    ListKind::Forward => shared.events.push(Event::ForwardAdded(h)),
-                    ListKind::Reverse if line.trid() == Some(0) => {
-                        shared.events.push(Event::AddedBy(h))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        "REM" => {
-            if let (Ok(list), Some(h)) = (line.arg(2).parse::<ListKind>(), handle_at(4)) {
-                if let Some(c) = shared.contacts.get_mut(&h) {
-                    c.lists.remove(&list);
-                    if c.lists.is_empty() {
-                        shared.contacts.remove(&h);
-                    }
-                }
-                match list {
-                    ListKind::Forward => shared.events.push(Event::ForwardRemoved(h)),
-                    ListKind::Reverse if line.trid() == Some(0) => {
-                        shared.events.push(Event::RemovedBy(h))
-                    }
-                    _ => {}
-                }
-            }
-        }
-        "REA" if handle_at(3).as_ref() == Some(&link.handle) => {
-            shared.own_name = name_at(4, &link.handle);
-        }
-        "RNG" => {
-            // RNG session-id address CKI cookie caller caller-name
-            let Some(caller) = handle_at(5) else { return };
-            let (sender, receiver) = mpsc::channel(SESSION_QUEUE);
-            shared.sessions.insert(caller.clone(), sender.clone());
-            let start = Start::Answer {
-                session_id: line.arg(1).to_string(),
-                cookie: line.arg(4).to_string(),
-                caller,
-            };
-            drop(shared);
-            link.tracker
-                .spawn(run_switchboard(link.clone(), start, sender, receiver));
-            return;
-        }
-        _ => {}
-    }
-    drop(shared);
-    if let Some(reply) = line.trid().and_then(|t| pending.remove(&t)) {
-        let _ = reply.send(line);
-    }
-}
-
-/// How a chat begins: we call someone, or we answer a ring.
-enum Start {
-    Call(UserHandle),
-    Answer {
-        session_id: String,
-        cookie: String,
-        caller: UserHandle,
-    },
-}
-
-/// One chat with one contact on its own switchboard connection.
-async fn run_switchboard(
-    link: Arc<Link>,
-    start: Start,
-    sender: mpsc::Sender<Bytes>,
-    mut messages: mpsc::Receiver<Bytes>,
-) {
-    let peer = match &start {
-        Start::Call(h) => h.clone(),
-        Start::Answer { caller, .. } => caller.clone(),
-    };
-    let result = tokio::select! {
-        r = switchboard_session(&link, start, &peer, &mut messages) => r,
-        _ = link.done.cancelled() => Ok(()),
-    };
-    let mut shared = lock(&link.shared);
-    if shared
-        .sessions
-        .get(&peer)
-        .is_some_and(|s| s.same_channel(&sender))
-    {
-        shared.sessions.remove(&peer);
-    }
-    messages.close();
-    let mut discarded = 0;
-    while messages.try_recv().is_ok() {
-        discarded += 1;
-    }
-    if link.done.is_cancelled() {
-        return;
-    }
-    if let Err(e) = result {
-        let text = e.to_string();
-        let (code, description) = text.split_once(' ').unwrap_or(("0", &text));
-        shared.events.push(Event::Error {
-            code: code.parse().unwrap_or(0),
-            description: format!("chat with {peer}: {description}"),
-        });
-    }
-    shared.events.push(Event::ClosedUser {
-        handle: peer,
-        discarded,
-    });
-}
-
-async fn switchboard_session(
-    link: &Arc<Link>,
-    start: Start,
-    peer: &UserHandle,
-    messages: &mut mpsc::Receiver<Bytes>,
-) -> Result<(), ClientError> {
-    let me = &link.handle;
-    // The XFR/RNG address carries the public host, which need not be reachable from here;
-    // the switchboard's own bound address always is.
-    let cookie_for_call = match &start {
-        Start::Call(_) => {
-            let xfr = link.request("XFR", "SB".into()).await?;
-            Some(xfr.arg(5).to_string())
-        }
-        Start::Answer { .. } => None,
-    };
-    let connect = TcpStream::connect(link.switchboard);
-    let stream = tokio::time::timeout(REPLY_TIMEOUT, connect)
-        .await
-        .map_err(|_| ClientError::Timeout)?
-        .map_err(|_| ClientError::Disconnected)?;
-    let (read, mut writer) = stream.into_split();
-    let mut reader = LineReader::new(read);
-    let mut participants: BTreeSet<UserHandle> = BTreeSet::new();
-    match start {
-        Start::Call(to) => {
-            let cookie = cookie_for_call.unwrap_or_default();
-            send_line(&mut writer, &format!("USR 1 {me} {cookie}")).await?;
-            reader.reply(1).await?;
-            send_line(&mut writer, &format!("CAL 2 {to}")).await?;
-            reader.reply(2).await?;
-            let join = async {
-                loop {
-                    let line = reader.next().await.ok_or(ClientError::Disconnected)?;
-                    if line.verb() == "JOI" {
-                        if let Ok(h) = line.arg(1).parse::<UserHandle>() {
-                            let joined = h == to;
-                            participants.insert(h);
-                            if joined {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-            };
-            tokio::time::timeout(JOIN_TIMEOUT, join)
-                .await
-                .map_err(|_| ClientError::Failed(format!("{to} did not answer")))??;
-        }
-        Start::Answer {
-            session_id,
-            cookie,
-            caller: _,
-        } => {
-            send_line(&mut writer, &format!("ANS 1 {me} {cookie} {session_id}")).await?;
-            let answered = async {
-                loop {
-                    let line = reader.next().await.ok_or(ClientError::Disconnected)?;
-                    if line.verb() == "IRO" {
-                        if let Ok(h) = line.arg(5).parse() {
-                            participants.insert(h);
-                        }
-                    } else if line.trid() == Some(1) {
-                        return line.into_result().map(|_| ());
-                    }
-                }
-            };
-            tokio::time::timeout(REPLY_TIMEOUT, answered)
-                .await
-                .map_err(|_| ClientError::Timeout)??;
-        }
-    }
-
-    let mut trid = 2;
-    let mut flushed = 0;
-    while let Ok(payload) = messages.try_recv() {
-        trid += 1;
-        send_message(&mut writer, trid, &payload).await?;
-        flushed += 1;
-    }
-    if flushed > 0 {
-        link.push(Event::Flushed(peer.clone()));
-    }
-    loop {
-        tokio::select! {
-            payload = messages.recv() => {
-                let Some(payload) = payload else { return Ok(()) };
-                trid += 1;
-                send_message(&mut writer, trid, &payload).await?;
-            }
-            line = reader.next() => {
-                let Some(line) = line else { return Ok(()) };
-                match line.verb() {
-                    "MSG" => {
-                        if let (Ok(from), Some(payload)) =
-                            (line.arg(1).parse::<UserHandle>(), &line.payload)
-                        {
-                            if let Some(event) = incoming_message(from, payload) {
-                                link.push(event);
-                            }
-                        }
-                    }
-                    "JOI" => {
-                        if let Ok(h) = line.arg(1).parse() {
-                            participants.insert(h);
-                        }
-                    }
-                    "BYE" => {
-                        if let Ok(h) = line.arg(1).parse::<UserHandle>() {
-                            participants.remove(&h);
-                        }
-                        if participants.is_empty() {
-                            let _ = send_line(&mut writer, "OUT").await;
-                            return Ok(());
-                        }
-                    }
-                    "NAK" => link.push(Event::Error {
-                        code: 0,
-                        description: format!("a message to {peer} was not delivered"),
-                    }),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-async fn send_message(
-    writer: &mut OwnedWriteHalf,
-    trid: u32,
-    payload: &[u8],
-) -> Result<(), ClientError> {
-    // N: the switchboard answers only when a message could not be delivered (NAK).
-    let mut bytes = format!("MSG {trid} N {}\r\n", payload.len()).into_bytes();
-    bytes.extend_from_slice(payload);
-    match tokio::time::timeout(REPLY_TIMEOUT, writer.write_all(&bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(ClientError::Disconnected),
-    }
-}
-
-/// The MIME payload msncd sends for a script's lines.
-pub fn text_payload(lines: &[String]) -> Vec<u8> {
-    let mut payload =
-        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n".to_vec();
-    payload.extend_from_slice(lines.join("\r\n").as_bytes());
-    payload
-}
-
-/// An incoming MSG as an event: text as `MSG`, typing notifications as `TYPING`, anything
-/// else (client capabilities, invitations) not at all.
-fn incoming_message(from: UserHandle, payload: &[u8]) -> Option<Event> {
-    let text = String::from_utf8_lossy(payload);
-    let mut lines: Vec<String> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-        .collect();
-    if text.ends_with('\n') {
-        lines.pop();
-    }
-    let blank = lines.iter().position(|l| l.is_empty());
-    let headers = &lines[..blank.unwrap_or(lines.len())];
-    let content_type = headers
-        .iter()
-        .filter_map(|h| h.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_ascii_lowercase())
-        .unwrap_or_else(|| "text/plain".into());
-    if content_type.starts_with("text/x-msmsgscontrol") {
-        return Some(Event::Typing(from));
-    }
-    if !content_type.starts_with("text/plain") {
-        return None;
-    }
-    let end_of_header = blank.map_or(lines.len(), |b| b + 1);
-    Some(Event::Message {
-        from,
-        lines,
-        end_of_header,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bob() -> UserHandle {
-        "bob@example.com".parse().unwrap()
-    }
-
-    #[test]
-    fn text_messages_keep_their_lines_and_header_end() {
-        let payload = text_payload(&["héllo".into(), "".into(), "two".into()]);
-        let Some(Event::Message {
-            lines,
-            end_of_header,
-            ..
-        }) = incoming_message(bob(), &payload)
-        else {
-            panic!("not a message");
-        };
-        assert_eq!(end_of_header, 3);
-        assert_eq!(&lines[end_of_header..], ["héllo", "", "two"]);
-        assert_eq!(lines[1], "Content-Type: text/plain; charset=UTF-8");
-    }
-
-    #[test]
-    fn typing_and_other_payloads() {
-        let typing = b"MIME-Version: 1.0\r\nContent-Type: text/x-msmsgscontrol\r\nTypingUser: bob@example.com\r\n\r\n\r\n";
-        assert_eq!(incoming_message(bob(), typing), Some(Event::Typing(bob())));
-        let caps =
-            b"MIME-Version: 1.0\r\nContent-Type: text/x-clientcaps\r\n\r\nClient-Name: x\r\n";
-        assert_eq!(incoming_message(bob(), caps), None);
-    }
 
     #[test]
     fn errors_read_as_code_and_description() {

@@ -39,8 +39,46 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 29] = [
+        ErrorCode::SyntaxError,
+        ErrorCode::InvalidParameter,
+        ErrorCode::InvalidUser,
+        ErrorCode::FqdnMissing,
+        ErrorCode::AlreadyLoggedIn,
+        ErrorCode::InvalidUsername,
+        ErrorCode::InvalidFriendlyName,
+        ErrorCode::ListFull,
+        ErrorCode::AlreadyThere,
+        ErrorCode::NotOnList,
+        ErrorCode::NotOnline,
+        ErrorCode::AlreadyInMode,
+        ErrorCode::AlreadyInOppositeList,
+        ErrorCode::SwitchboardFailed,
+        ErrorCode::NotifyXfrFailed,
+        ErrorCode::RequiredFieldsMissing,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::InternalServer,
+        ErrorCode::DbServer,
+        ErrorCode::ServerBusy,
+        ErrorCode::ServerUnavailable,
+        ErrorCode::ServerGoingDown,
+        ErrorCode::SessionOverload,
+        ErrorCode::UserTooActive,
+        ErrorCode::TooManySessions,
+        ErrorCode::NotExpected,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::NotAllowedWhenOffline,
+        ErrorCode::NotAcceptingNewUsers,
+    ];
+
     pub fn code(self) -> u16 {
         self as u16
+    }
+
+    /// The code with this number, if it is one of ours.
+    pub fn from_code(code: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.code() == code)
     }
 }
 
@@ -61,5 +99,15 @@ mod tests {
         assert_eq!(ErrorCode::AuthenticationFailed.code(), 911);
         assert_eq!(ErrorCode::NotAllowedWhenOffline.code(), 913);
         assert_eq!(ErrorCode::AlreadyInOppositeList.code(), 219);
+    }
+
+    #[test]
+    fn codes_read_back_from_their_numbers() {
+        assert!(ErrorCode::ALL.windows(2).all(|w| w[0].code() < w[1].code()));
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(ErrorCode::from_code(999), None);
     }
 }

@@ -9,7 +9,7 @@ pub mod types;
 pub use client::{AuthStage, ClientCommand, ParseError};
 pub use error::ErrorCode;
 pub use frame::{decode, Frame, FrameError, MAX_LINE_BYTES, MAX_PAYLOAD_BYTES};
-pub use server::{ListItem, OutReason, ServerCommand, SharedLine};
+pub use server::{ListItem, OutReason, ServerCommand, ServerParseError, SharedLine};
 pub use types::{
     AckMode, BlpSetting, Dialect, FriendlyName, GtcSetting, HandleError, ListKind, NameError,
     Status, TrId, UserHandle,
@@ -39,8 +39,8 @@ mod robustness {
 
     use super::*;
 
-    /// Feeds random and mutated input through framing and parsing: nothing may panic, and
-    /// every frame either parses or yields an error code.
+    /// Feeds random and mutated input through framing and parsing (client and server lines):
+    /// nothing may panic, and every frame either parses or yields an error code.
     #[test]
     fn arbitrary_input_never_panics() {
         let seeds: &[&[u8]] = &[
@@ -69,6 +69,8 @@ mod robustness {
             }
             let mut buf = BytesMut::from(&input[..]);
             while let Ok(Some(frame)) = decode(&mut buf) {
+                // Clients of this server read its lines with the same care.
+                let _ = ServerCommand::parse(frame.clone());
                 if let Err(e) = ClientCommand::parse(frame) {
                     assert!(e.code.code() >= 200);
                 }

@@ -10,6 +10,10 @@ use super::types::{
     BlpSetting, Dialect, FriendlyName, GtcSetting, ListKind, Status, TrId, UserHandle,
 };
 
+mod parse;
+
+pub use parse::ServerParseError;
+
 /// Why the server ends a notification session with `OUT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutReason {
@@ -425,18 +429,18 @@ impl fmt::Display for ServerCommand {
 mod tests {
     use super::*;
 
-    fn h(s: &str) -> UserHandle {
+    pub(super) fn h(s: &str) -> UserHandle {
         s.parse().unwrap()
     }
 
-    fn n(s: &str) -> FriendlyName {
+    pub(super) fn n(s: &str) -> FriendlyName {
         FriendlyName::new(s).unwrap()
     }
 
-    #[test]
-    fn wire_forms() {
+    /// One of each variant (two or three where the wire form has shapes), with its line.
+    pub(super) fn cases() -> Vec<(ServerCommand, &'static str)> {
         let t = TrId(7);
-        let cases: Vec<(ServerCommand, &str)> = vec![
+        vec![
             (
                 ServerCommand::Ver {
                     trid: t,
@@ -662,8 +666,21 @@ mod tests {
             (ServerCommand::Bye { handle: h("a@b.c") }, "BYE a@b.c"),
             (ServerCommand::Ack { trid: t }, "ACK 7"),
             (ServerCommand::Nak { trid: t }, "NAK 7"),
-        ];
-        for (cmd, line) in cases {
+            (
+                ServerCommand::Fnd {
+                    trid: t,
+                    index: 1,
+                    total: 2,
+                    fields: vec!["fname=A".into(), "lname=B".into()],
+                },
+                "FND 7 1 2 fname=A lname=B",
+            ),
+        ]
+    }
+
+    #[test]
+    fn wire_forms() {
+        for (cmd, line) in cases() {
             assert_eq!(cmd.to_string(), line);
             assert_eq!(cmd.to_bytes(Dialect::Msnp2), format!("{line}\r\n").as_bytes());
         }

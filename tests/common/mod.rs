@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use md5::{Digest, Md5};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use msngate::config::Config;
-use msngate::protocol::{FriendlyName, UserHandle};
+use msngate::protocol::{decode, FriendlyName, ServerCommand, UserHandle};
 use msngate::server::{self, Running};
 use msngate::store::Database;
 
@@ -160,9 +161,11 @@ pub fn md5_hex(s: &str) -> String {
     hex::encode(Md5::digest(s.as_bytes()))
 }
 
-/// One line from the server, split into tokens, with its payload if it was a MSG.
+/// One line from the server: the command it parsed as, and its tokens (for the `*` patterns
+/// of [`matches`]) with its payload if it was a MSG.
 #[derive(Debug, Clone)]
 pub struct Line {
+    pub command: ServerCommand,
     pub tokens: Vec<String>,
     pub payload: Option<Vec<u8>>,
 }
@@ -189,9 +192,9 @@ pub fn matches(line: &Line, pattern: &str) -> bool {
 
 /// A client connection that reads and writes protocol lines.
 pub struct Client {
-    reader: BufReader<OwnedReadHalf>,
-    /// A line being read, kept when a read times out part-way.
-    partial: Vec<u8>,
+    reader: OwnedReadHalf,
+    /// What has been read and not yet taken as a line: a line cut by a timeout stays here.
+    buf: BytesMut,
     writer: OwnedWriteHalf,
     pub trid: u32,
     pub name: String,
@@ -205,8 +208,8 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         let (r, w) = stream.into_split();
         Client {
-            reader: BufReader::new(r),
-            partial: Vec::new(),
+            reader: r,
+            buf: BytesMut::new(),
             writer: w,
             trid: 0,
             name: String::new(),
@@ -264,37 +267,57 @@ impl Client {
     /// The next line if one comes within `limit`: `Ok(None)` when the server closed the
     /// connection, `Err(())` when nothing came. A line cut by the limit is kept for next time.
     pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Line>, ()> {
-        let read =
-            tokio::time::timeout(limit, self.reader.read_until(b'\n', &mut self.partial)).await;
-        let n = match read {
-            Err(_) => return Err(()),
-            Ok(Err(_)) => return Ok(None),
-            Ok(Ok(n)) => n,
-        };
-        let raw = std::mem::take(&mut self.partial);
-        if n == 0 && raw.is_empty() {
-            return Ok(None);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(line) = self.take_line() {
+                return Ok(Some(line));
+            }
+            let read = tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.buf));
+            match read.await {
+                Err(_) => return Err(()),
+                Ok(Err(_)) => return Ok(None),
+                Ok(Ok(0)) if self.buf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => panic!(
+                    "{}: closed in the middle of a line: {:?}",
+                    self.name,
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(Ok(_)) => {}
+            }
         }
-        assert!(
-            raw.ends_with(b"\r\n"),
-            "{}: line not ended by CRLF: {raw:?}",
+    }
+
+    /// The first whole line (with its payload) in what was read, through the server's own
+    /// framing and [`ServerCommand::parse`]. Stricter than either: every line ends with CRLF,
+    /// parses, and is written the way the encoder writes it.
+    fn take_line(&mut self) -> Option<Line> {
+        if let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
+            assert!(
+                lf > 0 && self.buf[lf - 1] == b'\r',
+                "{}: line not ended by CRLF: {:?}",
+                self.name,
+                String::from_utf8_lossy(&self.buf[..=lf])
+            );
+        }
+        let frame = decode(&mut self.buf)
+            .unwrap_or_else(|e| panic!("{}: unframeable line from the server: {e}", self.name))?;
+        let text = String::from_utf8(frame.line.to_vec()).expect("server lines are UTF-8");
+        let payload = frame.payload.as_ref().map(|p| p.to_vec());
+        let command = ServerCommand::parse(frame)
+            .unwrap_or_else(|e| panic!("{}: `{text}` is not a server line: {e}", self.name));
+        assert_eq!(
+            command.to_string(),
+            text,
+            "{}: a server line not in the encoder's form",
             self.name
         );
-        let text =
-            String::from_utf8(raw[..raw.len() - 2].to_vec()).expect("server lines are UTF-8");
-        let tokens: Vec<String> = text.split(' ').map(String::from).collect();
-        let payload = if tokens[0] == "MSG" {
-            let n: usize = tokens.last().unwrap().parse().expect("MSG length");
-            let mut p = vec![0; n];
-            tokio::time::timeout(WAIT, self.reader.read_exact(&mut p))
-                .await
-                .expect("payload in time")
-                .expect("payload");
-            Some(p)
-        } else {
-            None
-        };
-        Ok(Some(Line { tokens, payload }))
+        // The tokens are for the wildcard patterns of tests, not for reading the line.
+        let tokens = text.split(' ').map(String::from).collect();
+        Some(Line {
+            command,
+            tokens,
+            payload,
+        })
     }
 
     pub async fn recv(&mut self) -> Line {
@@ -344,17 +367,16 @@ impl Client {
 
     /// Asserts nothing arrives within `ms` milliseconds.
     pub async fn expect_silence(&mut self, ms: u64) {
-        let mut raw = Vec::new();
-        if let Ok(r) = tokio::time::timeout(
-            Duration::from_millis(ms),
-            self.reader.read_until(b'\n', &mut raw),
-        )
-        .await
-        {
-            let n = r.unwrap_or(0);
+        let mut raw = std::mem::take(&mut self.buf);
+        let came = !raw.is_empty()
+            || tokio::time::timeout(Duration::from_millis(ms), self.reader.read_buf(&mut raw))
+                .await
+                .is_ok();
+        if came {
             panic!(
-                "{}: expected silence, got {n} bytes: {:?}",
+                "{}: expected silence, got {} bytes: {:?}",
                 self.name,
+                raw.len(),
                 String::from_utf8_lossy(&raw)
             );
         }
@@ -380,7 +402,7 @@ impl Client {
         for l in lines {
             self.expect(l).await;
         }
-        let mut rest = Vec::new();
+        let mut rest = self.buf.to_vec();
         let _ = tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
             .await
             .expect("closed in time");
@@ -400,11 +422,10 @@ impl Client {
         let t = self.cmd("INF", "").await;
         self.expect(&format!("INF {t} MD5")).await;
         let t = self.cmd("USR", &format!("MD5 I {handle}")).await;
-        let challenge = self
-            .expect(&format!("USR {t} MD5 S *"))
-            .await
-            .get(4)
-            .to_string();
+        let line = self.expect(&format!("USR {t} MD5 S *")).await;
+        let ServerCommand::UsrChallenge { challenge, .. } = line.command else {
+            unreachable!("the pattern is a challenge")
+        };
         let t = self
             .cmd(
                 "USR",
@@ -509,19 +530,34 @@ impl Client {
     pub async fn open_switchboard(&mut self, handle: &str) -> Client {
         let t = self.cmd("XFR", "SB").await;
         let xfr = self.expect(&format!("XFR {t} SB * CKI *")).await;
-        let mut sb = Client::connect_to(xfr.get(3)).await;
+        let ServerCommand::XfrSb {
+            address, cookie, ..
+        } = xfr.command
+        else {
+            unreachable!("the pattern is XFR SB")
+        };
+        let mut sb = Client::connect_to(&address).await;
         sb.name = format!("{handle}/sb");
-        let t = sb.cmd("USR", &format!("{handle} {}", xfr.get(5))).await;
+        let t = sb.cmd("USR", &format!("{handle} {cookie}")).await;
         sb.expect(&format!("USR {t} OK {handle} *")).await;
         sb
     }
 
     /// Answers a RNG line received on the notification connection.
     pub async fn answer(rng: &Line, handle: &str) -> (Client, Vec<Line>) {
-        let mut sb = Client::connect_to(rng.get(2)).await;
+        let ServerCommand::Rng {
+            session_id,
+            address,
+            cookie,
+            ..
+        } = &rng.command
+        else {
+            panic!("not a RNG: {}", rng.text());
+        };
+        let mut sb = Client::connect_to(address).await;
         sb.name = format!("{handle}/sb");
         let t = sb
-            .cmd("ANS", &format!("{handle} {} {}", rng.get(4), rng.get(1)))
+            .cmd("ANS", &format!("{handle} {cookie} {session_id}"))
             .await;
         let mut iro = Vec::new();
         loop {

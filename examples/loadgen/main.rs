@@ -20,28 +20,26 @@
 //!   Reports messages relayed per second and the ACK latency distribution.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use md5::{Digest, Md5};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
-use msngate::protocol::{FriendlyName, ListKind, UserHandle};
+use msngate::protocol::{FriendlyName, ListKind, ServerCommand, UserHandle};
 use msngate::store::Database;
 
-/// How long any single expected line may take before the run is abandoned.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+mod client;
+mod server;
+
+use client::{login, password, Conn, READ_TIMEOUT};
+use server::{own_cpu_s, raise_fd_limit, Server};
 
 /// Benchmarks an msngate server binary over loopback.
 #[derive(Parser)]
@@ -198,14 +196,6 @@ fn handle(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:05}@bench.test")
 }
 
-fn password(handle: &str) -> String {
-    format!("pw-{handle}")
-}
-
-fn md5_hex(s: &str) -> String {
-    hex::encode(Md5::digest(s.as_bytes()))
-}
-
 /// Creates the accounts, and gives account i the next `contacts` accounts on its FL.
 fn create_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Result<()> {
     let mut db = Database::open(db_path)?;
@@ -244,313 +234,6 @@ fn create_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Resul
         },
     );
     Ok(())
-}
-
-/// Raises the soft open-file limit to the hard limit; the server process inherits it.
-fn raise_fd_limit() -> libc::rlim_t {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain system calls on a properly initialised struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
-}
-
-fn free_port() -> Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The server process under test.
-struct Server {
-    child: Option<Child>,
-    pid: u32,
-    ns: SocketAddr,
-}
-
-impl Server {
-    fn start(
-        bin: &Path,
-        dir: &Path,
-        db_path: &Path,
-        log_level: &str,
-        max_connections: usize,
-    ) -> Result<Server> {
-        let (ns_port, sb_port) = (free_port()?, free_port()?);
-        let config = dir.join("msngate.toml");
-        let db = db_path
-            .to_str()
-            .ok_or_else(|| anyhow!("the temporary path is not UTF-8"))?;
-        // Not used by `serve` today; kept in the temporary directory all the same.
-        let key_file = format!("{}/msngate.key", dir.display());
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nnotification_listen = \"127.0.0.1:{ns_port}\"\n\
-                 switchboard_listen = \"127.0.0.1:{sb_port}\"\npublic_host = \"127.0.0.1\"\n\
-                 max_connections = {max_connections}\n[storage]\ndatabase = {db:?}\n\
-                 [log]\nlevel = {log_level:?}\n[secrets]\nkey_file = {key_file:?}\n"
-            ),
-        )?;
-        let log = File::create(dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env_remove("RUST_LOG")
-            .env_remove("MSNGATE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id();
-        let mut server = Server {
-            child: Some(child),
-            pid,
-            ns: SocketAddr::from(([127, 0, 0, 1], ns_port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = server
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                bail!("the server exited at start ({status}): {}", log.trim());
-            }
-            if std::net::TcpStream::connect(server.ns).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the server did not listen on {} within 30 s", server.ns);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Let the probe connection end before anything is measured.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(server)
-    }
-
-    /// A `/proc/PID/status` value in KiB, e.g. `VmRSS`.
-    fn status_kib(&self, key: &str) -> Result<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no {key} in /proc/{}/status", self.pid))
-    }
-
-    fn rss_kib(&self) -> Result<u64> {
-        self.status_kib("VmRSS")
-    }
-
-    fn cpu_s(&self) -> Result<f64> {
-        cpu_seconds(&format!("/proc/{}/stat", self.pid))
-    }
-
-    /// CPU seconds of the server's database thread, which every store call goes through.
-    fn store_cpu_s(&self) -> Result<f64> {
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let path = task?.path();
-            if std::fs::read_to_string(path.join("comm"))?.trim() == "msngate-store" {
-                return cpu_seconds(&path.join("stat").to_string_lossy());
-            }
-        }
-        bail!("no msngate-store thread in the server process")
-    }
-
-    /// SIGTERM, then waits for the graceful shutdown; returns how long it took in ms.
-    fn stop(mut self) -> Result<u128> {
-        let mut child = self.child.take().expect("running");
-        let started = Instant::now();
-        // SAFETY: sends a signal to our own child process.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = started + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("the server exited with {status}");
-                }
-                return Ok(started.elapsed().as_millis());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the server did not stop within 20 s of SIGTERM; killed");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// User + system CPU seconds from a `/proc/.../stat` file.
-fn cpu_seconds(stat_path: &str) -> Result<f64> {
-    let text = std::fs::read_to_string(stat_path)?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &text[text.rfind(')').ok_or_else(|| anyhow!("bad {stat_path}"))? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
-fn own_cpu_s() -> Result<f64> {
-    cpu_seconds("/proc/self/stat")
-}
-
-/// One line from the server, split into tokens, with its payload if it was a MSG.
-struct Line {
-    tokens: Vec<String>,
-    payload: Option<Vec<u8>>,
-}
-
-impl Line {
-    fn get(&self, i: usize) -> &str {
-        self.tokens.get(i).map(String::as_str).unwrap_or("")
-    }
-
-    fn text(&self) -> String {
-        self.tokens.join(" ")
-    }
-}
-
-/// A protocol client connection.
-struct Conn {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    trid: u32,
-}
-
-impl Conn {
-    async fn connect(address: SocketAddr) -> Result<Conn> {
-        let stream = TcpStream::connect(address)
-            .await
-            .with_context(|| format!("connect {address}"))?;
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        Ok(Conn {
-            reader: BufReader::new(r),
-            writer: w,
-            trid: 0,
-        })
-    }
-
-    async fn cmd(&mut self, verb: &str, args: &str) -> Result<u32> {
-        self.trid += 1;
-        let line = format!("{verb} {} {args}\r\n", self.trid);
-        self.writer.write_all(line.as_bytes()).await?;
-        Ok(self.trid)
-    }
-
-    async fn recv(&mut self) -> Result<Line> {
-        let mut raw = Vec::new();
-        let n = tokio::time::timeout(READ_TIMEOUT, self.reader.read_until(b'\n', &mut raw))
-            .await
-            .map_err(|_| anyhow!("no line from the server within {READ_TIMEOUT:?}"))??;
-        if n == 0 {
-            bail!("the server closed the connection");
-        }
-        let text = String::from_utf8(raw)?;
-        let tokens: Vec<String> = text.trim_end().split(' ').map(String::from).collect();
-        let payload = if tokens[0] == "MSG" {
-            let len: usize = tokens.last().unwrap_or(&String::new()).parse()?;
-            let mut p = vec![0; len];
-            tokio::time::timeout(READ_TIMEOUT, self.reader.read_exact(&mut p)).await??;
-            Some(p)
-        } else {
-            None
-        };
-        Ok(Line { tokens, payload })
-    }
-
-    /// Reads until the reply `VERB trid ...`, skipping asynchronous lines; an error reply
-    /// (`code trid`) to that TrID fails.
-    async fn reply(&mut self, verb: &str, trid: u32) -> Result<Line> {
-        let trid = trid.to_string();
-        loop {
-            let line = self.recv().await?;
-            if line.get(1) == trid {
-                if line.get(0) == verb {
-                    return Ok(line);
-                }
-                if line.get(0).bytes().all(|b| b.is_ascii_digit()) {
-                    bail!("error reply to {verb} {trid}: {}", line.text());
-                }
-            }
-        }
-    }
-
-    /// Reads until a line with this verb, skipping others.
-    async fn wait_for(&mut self, verb: &str) -> Result<Line> {
-        loop {
-            let line = self.recv().await?;
-            if line.get(0) == verb {
-                return Ok(line);
-            }
-        }
-    }
-}
-
-/// Logs in like MSN Messenger 1.0 and goes online: VER, INF, USR MD5 I/S, SYN 0, CHG NLN.
-async fn login(ns: SocketAddr, handle: &str) -> Result<Conn> {
-    let mut c = Conn::connect(ns).await?;
-    let t = c.cmd("VER", "MSNP2 CVR0").await?;
-    c.reply("VER", t).await?;
-    let t = c.cmd("INF", "").await?;
-    c.reply("INF", t).await?;
-    let t = c.cmd("USR", &format!("MD5 I {handle}")).await?;
-    let challenge = c.reply("USR", t).await?.get(4).to_string();
-    let response = md5_hex(&format!("{challenge}{}", password(handle)));
-    let t = c.cmd("USR", &format!("MD5 S {response}")).await?;
-    let ok = c.reply("USR", t).await?;
-    if ok.get(2) != "OK" {
-        bail!("{handle}: login failed: {}", ok.text());
-    }
-    let profile = c.recv().await?;
-    if profile.get(0) != "MSG" || profile.payload.is_none() {
-        bail!("{handle}: expected the profile MSG, got {}", profile.text());
-    }
-    let t = c.cmd("SYN", "0").await?;
-    let syn = c.reply("SYN", t).await?;
-    if syn.get(2) != "0" {
-        // GTC, BLP, then LST FL, AL, BL, RL; the last line of each list has index == total.
-        loop {
-            let l = c.recv().await?;
-            if l.get(0) == "LST" && l.get(2) == "RL" && l.get(4) == l.get(5) {
-                break;
-            }
-        }
-    }
-    let t = c.cmd("CHG", "NLN").await?;
-    c.reply("CHG", t).await?;
-    Ok(c)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -622,30 +305,22 @@ async fn idle(
                 writer: _writer,
                 ..
             } = conn;
-            let mut raw = Vec::new();
             let mut seen = HashSet::new();
             loop {
-                raw.clear();
-                match reader.read_until(b'\n', &mut raw).await {
-                    Ok(0) | Err(_) => {
+                match reader.next().await {
+                    Ok(None) | Err(_) => {
                         closed.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
-                    Ok(_) => {
-                        // ILN TrID state handle name, NLN state handle name
-                        let at = if raw.starts_with(b"ILN ") {
-                            3
-                        } else if raw.starts_with(b"NLN ") {
-                            2
-                        } else {
-                            continue;
-                        };
+                    Ok(Some(
+                        ServerCommand::Iln { handle, .. } | ServerCommand::Nln { handle, .. },
+                    )) => {
                         presence.fetch_add(1, Ordering::Relaxed);
-                        let contact = raw.split(|&b| b == b' ').nth(at).unwrap_or_default();
-                        if seen.insert(contact.to_vec()) {
+                        if seen.insert(handle) {
                             distinct.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    Ok(Some(_)) => {}
                 }
             }
         });
@@ -688,21 +363,35 @@ struct Pair {
 
 /// XFR SB, USR on the switchboard, CAL, RNG on the callee's NS, ANS, JOI.
 async fn open_session(mut a_ns: Conn, a: &str, mut b_ns: Conn, b: &str) -> Result<Pair> {
+    use ServerCommand::*;
     let t = a_ns.cmd("XFR", "SB").await?;
-    let xfr = a_ns.reply("XFR", t).await?;
-    let sb: SocketAddr = xfr.get(3).parse()?;
+    let XfrSb {
+        address, cookie, ..
+    } = a_ns.reply("XFR", t, |l| matches!(l, XfrSb { .. })).await?
+    else {
+        unreachable!("reply checks the kind")
+    };
+    let sb: SocketAddr = address.parse()?;
     let mut a_sb = Conn::connect(sb).await?;
-    let t = a_sb.cmd("USR", &format!("{a} {}", xfr.get(5))).await?;
-    a_sb.reply("USR", t).await?;
+    let t = a_sb.cmd("USR", &format!("{a} {cookie}")).await?;
+    a_sb.reply("USR", t, |l| matches!(l, UsrOk { .. })).await?;
     let t = a_sb.cmd("CAL", b).await?;
-    a_sb.reply("CAL", t).await?;
-    let rng = b_ns.wait_for("RNG").await?;
-    let mut b_sb = Conn::connect(rng.get(2).parse()?).await?;
+    a_sb.reply("CAL", t, |l| matches!(l, Cal { .. })).await?;
+    let Rng {
+        session_id,
+        address,
+        cookie,
+        ..
+    } = b_ns.wait_for(|l| matches!(l, Rng { .. })).await?
+    else {
+        unreachable!("wait_for checks the kind")
+    };
+    let mut b_sb = Conn::connect(address.parse()?).await?;
     let t = b_sb
-        .cmd("ANS", &format!("{b} {} {}", rng.get(4), rng.get(1)))
+        .cmd("ANS", &format!("{b} {cookie} {session_id}"))
         .await?;
-    b_sb.reply("ANS", t).await?;
-    a_sb.wait_for("JOI").await?;
+    b_sb.reply("ANS", t, |l| matches!(l, AnsOk { .. })).await?;
+    a_sb.wait_for(|l| matches!(l, Joi { .. })).await?;
     Ok(Pair {
         _sender_ns: a_ns,
         _receiver_ns: b_ns,
@@ -775,20 +464,17 @@ async fn run_pair(
     let acks = async {
         let mut latencies = Vec::with_capacity(messages);
         let mut naks = 0;
-        let mut raw = Vec::new();
         for _ in 0..messages {
-            raw.clear();
-            let n = tokio::time::timeout(READ_TIMEOUT, ack_reader.read_until(b'\n', &mut raw))
+            let line = tokio::time::timeout(READ_TIMEOUT, ack_reader.next())
                 .await
-                .map_err(|_| anyhow!("no ACK within {READ_TIMEOUT:?}"))??;
-            if n == 0 {
-                bail!("the sender's switchboard connection was closed");
-            }
-            let line = std::str::from_utf8(&raw)?.trim_end();
-            let (verb, trid) = line
-                .split_once(' ')
-                .ok_or_else(|| anyhow!("unexpected line {line:?}"))?;
-            let trid: u32 = trid.parse().with_context(|| format!("line {line:?}"))?;
+                .map_err(|_| anyhow!("no ACK within {READ_TIMEOUT:?}"))??
+                .ok_or_else(|| anyhow!("the sender's switchboard connection was closed"))?;
+            let (acked, trid) = match line {
+                ServerCommand::Ack { trid } => (true, trid.0),
+                ServerCommand::Nak { trid } => (false, trid.0),
+                other => bail!("unexpected line {:?}", other.to_string()),
+            };
+            let line = line.to_string();
             let (expected, sent) = in_flight
                 .lock()
                 .expect("not poisoned")
@@ -797,42 +483,28 @@ async fn run_pair(
             if trid != expected {
                 bail!("{line:?} out of order: expected TrID {expected}");
             }
-            match verb {
-                "ACK" => latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                "NAK" => naks += 1,
-                _ => bail!("unexpected line {line:?}"),
+            if acked {
+                latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            } else {
+                naks += 1;
             }
             credits.add_permits(1);
         }
         Ok((latencies, naks))
     };
     let receive = async {
-        let mut raw = Vec::new();
-        let mut body = vec![0; payload.len()];
         for _ in 0..messages {
-            raw.clear();
-            let n = tokio::time::timeout(READ_TIMEOUT, msg_reader.read_until(b'\n', &mut raw))
+            let line = tokio::time::timeout(READ_TIMEOUT, msg_reader.next())
                 .await
-                .map_err(|_| anyhow!("no MSG within {READ_TIMEOUT:?}"))??;
-            if n == 0 {
-                bail!("the receiver's switchboard connection was closed");
-            }
-            if !raw.starts_with(b"MSG ") {
-                bail!(
-                    "receiver: unexpected line {:?}",
-                    String::from_utf8_lossy(&raw)
-                );
-            }
-            let len: usize = std::str::from_utf8(&raw)?
-                .trim_end()
-                .rsplit(' ')
-                .next()
-                .unwrap_or("")
-                .parse()?;
-            if len != payload.len() {
+                .map_err(|_| anyhow!("no MSG within {READ_TIMEOUT:?}"))??
+                .ok_or_else(|| anyhow!("the receiver's switchboard connection was closed"))?;
+            let ServerCommand::Msg { payload: body, .. } = line else {
+                bail!("receiver: unexpected line {:?}", line.to_string());
+            };
+            if body.len() != payload.len() {
+                let len = body.len();
                 bail!("receiver: payload of {len} bytes, sent {}", payload.len());
             }
-            msg_reader.read_exact(&mut body).await?;
         }
         Ok::<_, anyhow::Error>(messages)
     };
