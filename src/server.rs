@@ -17,13 +17,13 @@ use crate::dispatch::DispatchConnection;
 use crate::hub::{Cookies, Hub};
 use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
-use crate::store::{Store, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
 /// Everything the connections share. One per server, passed as `Arc<Services>`.
 pub struct Services {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub hub: Hub,
     /// Keys the stable fake challenges for unknown handles.
     pub challenge_key: Vec<u8>,
@@ -91,11 +91,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: db_path.display().to_string(),
         source,
     };
-    let store = Store::open(&db_path).map_err(store_error)?;
-    let challenge_key = store
-        .call(|db| db.server_secret())
-        .await
-        .map_err(store_error)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).map_err(store_error)?);
+    let challenge_key = store.server_secret().await.map_err(store_error)?;
     let secret_key = SecretKey::load(&config.secrets, false)?;
 
     let ns = bind(config.server.notification_listen, "notification").await?;

@@ -326,11 +326,7 @@ pub async fn connect(
     if let Ok(Some(contacts)) = waited {
         contacts.iter().for_each(|c| account.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
-        let owner = handle.clone();
-        services
-            .store
-            .call(move |db| db.mirror_all(&owner, &entries))
-            .await?;
+        services.store.mirror_all(handle, &entries).await?;
     }
     Ok(Connected {
         account,
@@ -370,17 +366,12 @@ fn linked_credentials(
 /// Records that the account's backend refused its linked credentials, for `msngate user
 /// list`; the next login the backend accepts clears it.
 async fn note_refused(services: &Services, handle: &UserHandle, refused: bool) {
-    let owner = handle.clone();
     let at = refused.then(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    if let Err(e) = services
-        .store
-        .call(move |db| db.set_link_refused(&owner, at))
-        .await
-    {
+    if let Err(e) = services.store.set_link_refused(handle, at).await {
         warn!(error = %e, "cannot record the state of the account's link");
     }
 }
@@ -409,26 +400,20 @@ async fn mirror_after(
     list: ListKind,
     added: bool,
 ) -> Result<u32, ErrorCode> {
-    let (owner, target) = (account.handle.clone(), contact.clone());
-    Ok(services
+    let (add, remove) = match (added, list) {
+        (true, ListKind::Block) => (vec![list], vec![ListKind::Allow]),
+        (true, _) => (vec![list], vec![]),
+        (false, _) => (vec![], vec![list]),
+    };
+    let edit = services
         .store
-        .call(move |db| {
-            let mut lists = db.lists_of(&owner, &target)?;
-            lists.retain(|l| *l != list);
-            if added {
-                lists.push(list);
-                if list == ListKind::Block {
-                    lists.retain(|l| *l != ListKind::Allow);
-                }
-            }
-            let changes = db.mirror_contact(&owner, &target, &name, &lists)?;
-            match changes.iter().find(|c| c.list == list) {
-                Some(c) => Ok(c.serial),
-                // The backend's own report of the change got there first.
-                None => Ok(db.account(&owner)?.serial),
-            }
-        })
-        .await?)
+        .mirror_edit(&account.handle, contact, &name, &add, &remove)
+        .await?;
+    match edit.changes.iter().find(|c| c.list == list) {
+        Some(c) => Ok(c.serial),
+        // The backend's own report of the change got there first.
+        None => Ok(edit.serial),
+    }
 }
 
 /// After a change of a user's privacy mode (BLP): watchers who are MSN users of this server and
@@ -455,18 +440,12 @@ async fn after_own_change(
     owner: &UserHandle,
     contact: Option<&UserHandle>,
 ) -> Result<(u32, bool), ErrorCode> {
-    let (owner, contact) = (owner.clone(), contact.cloned());
-    Ok(services
-        .store
-        .call(move |db| {
-            let serial = db.account(&owner)?.serial;
-            let allowed = match contact {
-                Some(contact) => db.permission(&contact, &owner)?.allows(),
-                None => false,
-            };
-            Ok((serial, allowed))
-        })
-        .await?)
+    let serial = services.store.account(owner).await?.serial;
+    let allowed = match contact {
+        Some(contact) => services.store.permission(contact, owner).await?.allows(),
+        None => false,
+    };
+    Ok((serial, allowed))
 }
 
 /// The lists a contact is on in the user's mirror, the user's serial and the contact's name
@@ -476,18 +455,14 @@ async fn mirrored_lists(
     account: &Account,
     contact: &UserHandle,
 ) -> Result<(Vec<ListKind>, u32, Option<FriendlyName>), ErrorCode> {
-    let (owner, target) = (account.handle.clone(), contact.clone());
-    Ok(services
-        .store
-        .call(move |db| {
-            let lists = db.lists_of(&owner, &target)?;
-            let serial = db.account(&owner)?.serial;
-            let name = db
-                .entry(&owner, ListKind::Forward, &target)?
-                .map(|e| e.name);
-            Ok((lists, serial, name))
-        })
-        .await?)
+    let (store, owner) = (&services.store, &account.handle);
+    let lists = store.lists_of(owner, contact).await?;
+    let serial = store.account(owner).await?.serial;
+    let name = store
+        .entry(owner, ListKind::Forward, contact)
+        .await?
+        .map(|e| e.name);
+    Ok((lists, serial, name))
 }
 
 /// Hands the user's new state and name to the backend. It only queues them, so this waits
@@ -625,10 +600,7 @@ pub async fn initial_states(
         return crate::local::presence::initial_states(services, &account.handle, trid, out).await;
     }
     let owner = account.handle.clone();
-    let (_, forward) = services
-        .store
-        .call(move |db| db.list(&owner, ListKind::Forward))
-        .await?;
+    let (_, forward) = services.store.list(&owner, ListKind::Forward).await?;
     let known: HashSet<UserHandle> = forward.into_iter().map(|e| e.handle).collect();
     let presence = account
         .presence
