@@ -8,6 +8,8 @@
 
 pub mod password;
 mod sqlite;
+#[doc(hidden)]
+pub mod suite;
 mod types;
 
 use std::future::Future;
@@ -66,7 +68,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// The store: one method per operation, each one transaction, committed before it returns.
 ///
 /// A handle names an account; methods that need one fail with `NoSuchAccount` when it has
-/// none, unless they say otherwise.
+/// none, unless they say otherwise. `tests/store.rs` runs [`suite`] against each
+/// implementation.
 pub trait Store: Send + Sync + 'static {
     /// A random secret kept in the store, created on first use. Fake login challenges for
     /// unknown handles derive from it so they stay the same across restarts.
