@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
 use msngate::secrets::SecretKey;
-use msngate::store::{BackendLink, Database, StoreError};
+use msngate::store::{BackendLink, SqliteStore, Store, StoreError};
 use msngate_bridge_api::BackendError;
 
 /// An MSN Messenger 1.0 (MSNP2) server.
@@ -213,8 +213,9 @@ fn check_password(password: &str) -> Result<()> {
 
 fn user(config: &Config, command: UserCommand) -> Result<()> {
     let database = &config.storage.database;
+    let rt = runtime()?;
     let open = || {
-        Database::open(database)
+        SqliteStore::open(database)
             .with_context(|| format!("cannot open the database {}", database.display()))
     };
     match command {
@@ -229,7 +230,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
                 Some(n) => FriendlyName::new(&n).map_err(|e| anyhow!("invalid name: {e}"))?,
                 None => FriendlyName::from_handle(&handle),
             };
-            match open()?.create_account(&handle, &name, &password) {
+            match rt.block_on(open()?.create_account(&handle, &name, &password)) {
                 Err(StoreError::AccountExists) => {
                     Err(anyhow!("the account {handle} already exists"))
                 }
@@ -240,7 +241,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         UserCommand::Passwd { handle, password } => {
             let handle = parse_handle(&handle)?;
             check_password(&password)?;
-            match open()?.set_password(&handle, &password) {
+            match rt.block_on(open()?.set_password(&handle, &password)) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 other => other.map_err(Into::into),
             }?;
@@ -248,7 +249,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         }
         UserCommand::Remove { handle } => {
             let handle = parse_handle(&handle)?;
-            match open()?.remove_account(&handle) {
+            match rt.block_on(open()?.remove_account(&handle)) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 other => other.map_err(Into::into),
             }?;
@@ -256,9 +257,12 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         }
         UserCommand::List => {
             let db = open()?;
-            let refused: std::collections::HashSet<_> =
-                db.refused_links()?.into_iter().map(|(h, _)| h).collect();
-            for (handle, name, link) in db.accounts_with_links()? {
+            let refused: std::collections::HashSet<_> = rt
+                .block_on(db.refused_links())?
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
+            for (handle, name, link) in rt.block_on(db.accounts_with_links())? {
                 let backend = match link {
                     Some(l) => format!("{}:{}", l.backend, l.account),
                     None => msngate::bridge::UNLINKED_BACKEND.into(),
@@ -276,8 +280,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         UserCommand::Link { handle, backend } => {
             let handle = parse_handle(&handle)?;
             // The account must exist before a backend login is spent on it.
-            open()?
-                .account(&handle)
+            rt.block_on(open()?.account(&handle))
                 .map_err(|_| anyhow!("no account {handle}"))?;
             let key = SecretKey::load(&config.secrets, true)?.expect("created when missing");
             let (backend, account, secret, options) = match backend {
@@ -336,8 +339,8 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
                 sealed_secret: key.seal(handle.as_str(), secret.as_bytes()),
                 options,
             };
-            let previous = open()?.backend_link(&handle)?;
-            match open()?.link(&handle, &link) {
+            let previous = rt.block_on(open()?.backend_link(&handle))?;
+            match rt.block_on(open()?.link(&handle, &link)) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 other => other.map_err(Into::into),
             }?;
@@ -348,7 +351,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         }
         UserCommand::Unlink { handle } => {
             let handle = parse_handle(&handle)?;
-            let link = match open()?.unlink(&handle) {
+            let link = match rt.block_on(open()?.unlink(&handle)) {
                 Err(StoreError::NoSuchAccount) => Err(anyhow!("no account {handle}")),
                 Err(StoreError::NotLinked) => Err(anyhow!("{handle} is not linked to a backend")),
                 other => other.map_err(anyhow::Error::from),

@@ -20,7 +20,7 @@ use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
 pub use crate::services::Services;
 use crate::services::{Backends, ContactLists};
-use crate::store::{Store, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
 /// Every backend this build has, the local one serving the server with these services. This
@@ -88,11 +88,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: db_path.display().to_string(),
         source,
     };
-    let store = Store::open(&db_path).map_err(store_error)?;
-    let challenge_key = store
-        .call(|db| db.server_secret())
-        .await
-        .map_err(store_error)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).map_err(store_error)?);
+    let challenge_key = store.server_secret().await.map_err(store_error)?;
     let secret_key = SecretKey::load(&config.secrets, false)?;
 
     let ns = bind(config.server.notification_listen, "notification").await?;

@@ -25,7 +25,7 @@ use crate::store::{Permission, Store};
 /// Everything the connections share. One per server, passed as `Arc<Services>`.
 pub struct Services {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// Other users and switchboard sessions, wherever they run.
     pub hub: Arc<dyn Delivery>,
     /// What this node keeps for itself: cookies, the login throttle, connection counts.

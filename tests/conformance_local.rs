@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{matches, Client, TestServer};
 use conformance::msn::{Served, ALICE};
 use msngate::protocol::{FriendlyName, ListKind, UserHandle};
-use msngate::store::Database;
+use msngate::store::{SqliteStore, Store};
 use msngate_bridge_api::PresenceState;
 use tokio::sync::mpsc;
 
@@ -37,7 +37,7 @@ impl Served for Local {
                 (BOB, "bob-pw", "Bob"),
             ],
         );
-        let mut database = Database::open(&db).unwrap();
+        let database = SqliteStore::open(&db).unwrap();
         for (owner, contact, name) in [(ALICE, BOB, "Bob"), (BOB, ALICE, "Alice")] {
             let (owner, contact): (UserHandle, UserHandle) =
                 (owner.parse().unwrap(), contact.parse().unwrap());
@@ -48,6 +48,7 @@ impl Served for Local {
                     &contact,
                     &FriendlyName::new(name).unwrap(),
                 )
+                .await
                 .unwrap();
         }
         drop(database);

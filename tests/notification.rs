@@ -323,13 +323,15 @@ async fn concurrent_state_changes_converge_for_every_watcher() {
     let server = TestServer::start(&accounts).await;
     // Everyone has everyone on the FL, set up directly in the store.
     {
-        let mut db = msngate::store::Database::open(&server.db_path()).unwrap();
+        use msngate::store::Store;
+        let db = msngate::store::SqliteStore::open(&server.db_path()).unwrap();
         let name = msngate::protocol::FriendlyName::new("U").unwrap();
         for a in &handles {
             for b in &handles {
                 if a != b {
                     let (a, b) = (a.parse().unwrap(), b.parse().unwrap());
                     db.add_entry(&a, msngate::protocol::ListKind::Forward, &b, &name)
+                        .await
                         .unwrap();
                 }
             }

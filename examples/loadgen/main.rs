@@ -33,7 +33,7 @@ use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
 use msngate::protocol::{FriendlyName, ListKind, ServerCommand, UserHandle};
-use msngate::store::Database;
+use msngate::store::{SqliteStore, Store};
 
 mod client;
 mod server;
@@ -198,14 +198,21 @@ fn handle(prefix: &str, i: usize) -> String {
 
 /// Creates the accounts, and gives account i the next `contacts` accounts on its FL.
 fn create_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Result<()> {
-    let mut db = Database::open(db_path)?;
+    tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(write_accounts(db_path, handles, contacts))
+}
+
+async fn write_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Result<()> {
+    let db = SqliteStore::open(db_path)?;
     let parsed: Vec<UserHandle> = handles
         .iter()
         .map(|h| h.parse().map_err(|e| anyhow!("handle {h}: {e:?}")))
         .collect::<Result<_>>()?;
     let started = Instant::now();
     for h in &parsed {
-        db.create_account(h, &FriendlyName::from_handle(h), &password(h.as_str()))?;
+        db.create_account(h, &FriendlyName::from_handle(h), &password(h.as_str()))
+            .await?;
     }
     let create_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -218,7 +225,8 @@ fn create_accounts(db_path: &Path, handles: &[String], contacts: usize) -> Resul
                 ListKind::Forward,
                 contact,
                 &FriendlyName::from_handle(contact),
-            )?;
+            )
+            .await?;
         }
     }
     let add_s = started.elapsed().as_secs_f64();

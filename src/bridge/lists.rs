@@ -128,11 +128,7 @@ async fn take_contact_list(
     if let Ok(Some(contacts)) = waited {
         contacts.iter().for_each(|c| account.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
-        let owner = handle.clone();
-        services
-            .store
-            .call(move |db| db.mirror_all(&owner, &entries))
-            .await?;
+        services.store.mirror_all(handle, &entries).await?;
     }
     Ok(Delivered {
         events: Some(events),
@@ -228,10 +224,9 @@ async fn initial_states(
     trid: TrId,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let owner = account.handle.clone();
     let (_, forward) = services
         .store
-        .call(move |db| db.list(&owner, ListKind::Forward))
+        .list(&account.handle, ListKind::Forward)
         .await?;
     let known: HashSet<UserHandle> = forward.into_iter().map(|e| e.handle).collect();
     let presence = account
@@ -302,26 +297,20 @@ async fn mirror_after(
     list: ListKind,
     added: bool,
 ) -> Result<u32, ErrorCode> {
-    let (owner, target) = (account.handle.clone(), contact.clone());
-    Ok(services
+    let (add, remove) = match (added, list) {
+        (true, ListKind::Block) => (vec![list], vec![ListKind::Allow]),
+        (true, _) => (vec![list], vec![]),
+        (false, _) => (vec![], vec![list]),
+    };
+    let edit = services
         .store
-        .call(move |db| {
-            let mut lists = db.lists_of(&owner, &target)?;
-            lists.retain(|l| *l != list);
-            if added {
-                lists.push(list);
-                if list == ListKind::Block {
-                    lists.retain(|l| *l != ListKind::Allow);
-                }
-            }
-            let changes = db.mirror_contact(&owner, &target, &name, &lists)?;
-            match changes.iter().find(|c| c.list == list) {
-                Some(c) => Ok(c.serial),
-                // The backend's own report of the change got there first.
-                None => Ok(db.account(&owner)?.serial),
-            }
-        })
-        .await?)
+        .mirror_edit(&account.handle, contact, &name, &add, &remove)
+        .await?;
+    match edit.changes.iter().find(|c| c.list == list) {
+        Some(c) => Ok(c.serial),
+        // The backend's own report of the change got there first.
+        None => Ok(edit.serial),
+    }
 }
 
 /// The lists a contact is on in the user's mirror, the user's serial and the contact's name
@@ -331,17 +320,12 @@ async fn mirrored_lists(
     account: &Account,
     contact: &UserHandle,
 ) -> Result<(Vec<ListKind>, u32, Option<FriendlyName>), ErrorCode> {
-    let (owner, target) = (account.handle.clone(), contact.clone());
-    Ok(services
-        .store
-        .call(move |db| {
-            let lists = db.lists_of(&owner, &target)?;
-            let serial = db.account(&owner)?.serial;
-            let name = db
-                .entry(&owner, ListKind::Forward, &target)?
-                .map(|e| e.name);
-            Ok((lists, serial, name))
-        })
-        .await?)
+    let (store, owner) = (&services.store, &account.handle);
+    let lists = store.lists_of(owner, contact).await?;
+    let serial = store.account(owner).await?.serial;
+    let name = store
+        .entry(owner, ListKind::Forward, contact)
+        .await?
+        .map(|e| e.name);
+    Ok((lists, serial, name))
 }
-

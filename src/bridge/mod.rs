@@ -157,17 +157,12 @@ fn linked_credentials(
 /// Records that the account's backend refused its linked credentials, for `msngate user
 /// list`; the next login the backend accepts clears it.
 async fn note_refused(services: &Services, handle: &UserHandle, refused: bool) {
-    let owner = handle.clone();
     let at = refused.then(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    if let Err(e) = services
-        .store
-        .call(move |db| db.set_link_refused(&owner, at))
-        .await
-    {
+    if let Err(e) = services.store.set_link_refused(handle, at).await {
         warn!(error = %e, "cannot record the state of the account's link");
     }
 }

@@ -7,6 +7,7 @@
 //! and the backend's queue of events (its sender waits when full).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::hub::switchboard::{Member, Participant, Remote, SessionHandle};
 use crate::hub::CookieGrant;
 use crate::protocol::{FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::services::Services;
-use crate::store::{Database, MirrorChange, StoreError};
+use crate::store::{MirrorChange, StoreError};
 
 /// Messages kept for a client that has not sent its first CHG yet: at most this many...
 const WAITING_MESSAGES: usize = 100;
@@ -164,12 +165,7 @@ impl Pump {
             return;
         }
         let owner = self.account.handle.clone();
-        let forward = match self
-            .services
-            .store
-            .call(move |db| db.list(&owner, ListKind::Forward))
-            .await
-        {
+        let forward = match self.services.store.list(&owner, ListKind::Forward).await {
             Ok((_, entries)) => entries,
             Err(e) => {
                 warn!(error = %e, "cannot read the contact list");
@@ -221,7 +217,7 @@ impl Pump {
                     account,
                     peer,
                     "the backend's contact list",
-                    move |db| db.mirror_all(&owner, &entries),
+                    services.store.mirror_all(&owner, &entries),
                 )
                 .await;
             }
@@ -231,39 +227,31 @@ impl Pump {
                     warn!(handle = %owner, "a contact the backend reported has no valid MSN handle; not shown");
                     return;
                 };
-                mirror(services, account, peer, "a contact change", move |db| {
-                    db.mirror_contact(&owner, &handle, &name, &lists)
-                })
-                .await;
+                let change = services
+                    .store
+                    .mirror_contact(&owner, &handle, &name, &lists);
+                mirror(services, account, peer, "a contact change", change).await;
             }
             BackendEvent::ContactRemoved { handle } => {
                 let Ok(handle) = handle.parse::<UserHandle>() else {
                     return;
                 };
                 let name = FriendlyName::from_handle(&handle);
-                mirror(services, account, peer, "a contact removal", move |db| {
-                    db.mirror_contact(&owner, &handle, &name, &[])
-                })
-                .await;
+                let change = services.store.mirror_contact(&owner, &handle, &name, &[]);
+                mirror(services, account, peer, "a contact removal", change).await;
             }
             BackendEvent::AddedBy { handle, name } => {
                 let Some((handle, name)) = handle_and_name(&handle, &name) else {
                     return;
                 };
-                mirror(
-                    services,
-                    account,
-                    peer,
-                    "a subscription request",
-                    move |db| {
-                        let mut lists = db.lists_of(&owner, &handle)?;
-                        if !lists.contains(&ListKind::Reverse) {
-                            lists.push(ListKind::Reverse);
-                        }
-                        db.mirror_contact(&owner, &handle, &name, &lists)
-                    },
-                )
-                .await;
+                let reverse = [ListKind::Reverse];
+                let change = async {
+                    let edit = services
+                        .store
+                        .mirror_edit(&owner, &handle, &name, &reverse, &[]);
+                    Ok::<_, StoreError>(edit.await?.changes)
+                };
+                mirror(services, account, peer, "a subscription request", change).await;
             }
             BackendEvent::Presence {
                 handle,
@@ -351,7 +339,7 @@ async fn presence(
     let lookup = (account.handle.clone(), contact.clone());
     let stored_name = services
         .store
-        .call(move |db| db.entry(&lookup.0, ListKind::Forward, &lookup.1))
+        .entry(&lookup.0, ListKind::Forward, &lookup.1)
         .await
         .ok()
         .flatten()
@@ -435,9 +423,9 @@ async fn mirror(
     account: &Account,
     peer: &Peer,
     what: &str,
-    change: impl FnOnce(&mut Database) -> Result<Vec<MirrorChange>, StoreError> + Send + 'static,
+    change: impl Future<Output = Result<Vec<MirrorChange>, StoreError>>,
 ) {
-    match services.store.call(change).await {
+    match change.await {
         Ok(changes) => notify_changes(services, account, peer, changes, true),
         Err(e) => warn!(error = %e, "cannot store {what}"),
     }

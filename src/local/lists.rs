@@ -158,24 +158,17 @@ impl ContactLists for TruthLists {
     }
 }
 
-/// After a change the local backend made in the store: the user's serial
-/// and, for a `contact` given, whether it lets the user see it, read in one store call.
+/// After a change the local backend made in the store: the user's serial and, for a
+/// `contact` given, whether it lets the user see it.
 async fn after_own_change(
     services: &Services,
     owner: &UserHandle,
     contact: Option<&UserHandle>,
 ) -> Result<(u32, bool), ErrorCode> {
-    let (owner, contact) = (owner.clone(), contact.cloned());
-    Ok(services
-        .store
-        .call(move |db| {
-            let serial = db.account(&owner)?.serial;
-            let allowed = match contact {
-                Some(contact) => db.permission(&contact, &owner)?.allows(),
-                None => false,
-            };
-            Ok((serial, allowed))
-        })
-        .await?)
+    let serial = services.store.account(owner).await?.serial;
+    let allowed = match contact {
+        Some(contact) => services.store.permission(contact, owner).await?.allows(),
+        None => false,
+    };
+    Ok((serial, allowed))
 }
-

@@ -25,7 +25,6 @@ use msngate_bridge_api::{
 use crate::backend::errors::store_backend_error;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::services::Services;
-use crate::store::{Database, Permission, StoreError};
 
 /// The local backend's name, in logs and `user list`.
 pub const NAME: &str = "local";
@@ -116,12 +115,12 @@ impl LocalSession {
             Some(name) => Some(FriendlyName::new(name).map_err(|_| BackendError::InvalidContact)?),
             None => None,
         };
-        let (owner, target) = (self.handle.clone(), contact.clone());
-        let outcome = services
-            .store
-            .call(move |db| change_list(db, &owner, list, &target, name.as_ref()))
-            .await
-            .map_err(|e| store_backend_error(&e))?;
+        let outcome = match &name {
+            Some(name) => services.store.add_entry(&self.handle, list, &contact, name),
+            None => services.store.remove_entry(&self.handle, list, &contact),
+        }
+        .await
+        .map_err(|e| store_backend_error(&e))?;
         if let Some(serial) = outcome.reverse_serial {
             let me = self.handle.clone();
             let told = match add {
@@ -226,46 +225,6 @@ async fn contact_state(
     let Some(state) = services.hub.visible_status(contact) else {
         return Ok(None);
     };
-    let (owner, asker) = (contact.clone(), me.clone());
-    let permission = services
-        .store
-        .call(move |db| db.permission(&owner, &asker))
-        .await?;
+    let permission = services.store.permission(contact, me).await?;
     Ok(Some(state).filter(|_| permission.allows()))
-}
-
-/// What a list change did, as read in the same store call.
-struct Outcome {
-    reverse_serial: Option<u32>,
-    /// For AL/BL changes of someone on the RL: the contact's permission before and after.
-    privacy: Option<(Permission, Permission)>,
-}
-
-fn change_list(
-    db: &mut Database,
-    owner: &UserHandle,
-    list: ListKind,
-    contact: &UserHandle,
-    add: Option<&FriendlyName>,
-) -> Result<Outcome, StoreError> {
-    // Only AL/BL changes can change what a watcher (someone with the owner on their FL) sees.
-    let privacy_matters = matches!(list, ListKind::Allow | ListKind::Block)
-        && db.is_on_list(owner, ListKind::Reverse, contact)?;
-    let before = if privacy_matters {
-        Some(db.permission(owner, contact)?)
-    } else {
-        None
-    };
-    let change = match add {
-        Some(name) => db.add_entry(owner, list, contact, name)?,
-        None => db.remove_entry(owner, list, contact)?,
-    };
-    let privacy = match before {
-        Some(before) => Some((before, db.permission(owner, contact)?)),
-        None => None,
-    };
-    Ok(Outcome {
-        reverse_serial: change.reverse_serial,
-        privacy,
-    })
 }

@@ -34,8 +34,7 @@ pub async fn announce(services: &Services, handle: &UserHandle, old: Status, new
     if !old.is_visible() && !new.is_visible() {
         return;
     }
-    let lookup = handle.clone();
-    let watchers = match services.store.call(move |db| db.watchers(&lookup)).await {
+    let watchers = match services.store.watchers(handle).await {
         Ok(w) => w,
         Err(error) => {
             tracing::warn!(%error, %handle, "could not load watchers; presence not sent");
@@ -80,11 +79,7 @@ pub async fn initial_states(
     trid: TrId,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let lookup = me.clone();
-    let contacts = services
-        .store
-        .call(move |db| db.forward_contacts(&lookup))
-        .await?;
+    let contacts = services.store.forward_contacts(me).await?;
     for (contact, allowed) in contacts {
         if let Some((status, name)) = services.hub.visible_status(&contact).filter(|_| allowed) {
             out.push(ServerCommand::Iln {

@@ -4,7 +4,7 @@
 use crate::connection::Replies;
 use crate::protocol::{BlpSetting, ErrorCode, ListItem, ListKind, ServerCommand, TrId, UserHandle};
 use crate::services::Services;
-use crate::store::Entry;
+use crate::store::{BlpChange, Entry};
 
 /// `SYN`: nothing but the serial when the client's copy is current, else everything.
 pub async fn synchronize(
@@ -14,8 +14,7 @@ pub async fn synchronize(
     client_serial: u32,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let owner = me.clone();
-    let snapshot = services.store.call(move |db| db.snapshot(&owner)).await?;
+    let snapshot = services.store.snapshot(me).await?;
     let serial = snapshot.account.serial;
     out.push(ServerCommand::Syn { trid, serial });
     if client_serial == serial {
@@ -45,8 +44,7 @@ pub async fn send_list(
     list: ListKind,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let owner = me.clone();
-    let (serial, entries) = services.store.call(move |db| db.list(&owner, list)).await?;
+    let (serial, entries) = services.store.list(me, list).await?;
     push_list(out, trid, list, serial, entries);
     Ok(())
 }
@@ -85,15 +83,7 @@ pub async fn set_privacy_mode(
     setting: BlpSetting,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let owner = me.clone();
-    let (serial, watchers) = services
-        .store
-        .call(move |db| {
-            let watchers = db.watchers(&owner)?;
-            let serial = db.set_blp(&owner, setting)?;
-            Ok((serial, watchers))
-        })
-        .await?;
+    let BlpChange { serial, watchers } = services.store.set_blp(me, setting).await?;
     out.push(ServerCommand::Blp {
         trid,
         serial,

@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::services::Services;
 use crate::services::ListCommand;
-use crate::store::{password, PasswordHash};
+use crate::store::{password, PasswordHash, StoreError};
 
 /// Failed logins allowed on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 5;
@@ -201,13 +201,7 @@ impl NotificationSession {
         }
         match stage {
             AuthStage::Initial(handle) => {
-                let lookup = handle.clone();
-                let stored = match self
-                    .services
-                    .store
-                    .call(move |db| db.credentials(&lookup))
-                    .await
-                {
+                let stored = match self.services.store.credentials(&handle).await {
                     Ok(c) => c.map(|c| c.password),
                     Err(e) => {
                         out.error(error_code(&e), trid);
@@ -264,12 +258,14 @@ impl NotificationSession {
         handle: UserHandle,
         out: &mut Replies,
     ) -> Flow {
-        let lookup = handle.clone();
-        let found = self
-            .services
-            .store
-            .call(move |db| Ok((db.account(&lookup)?, db.backend_link(&lookup)?)))
-            .await;
+        let store = &self.services.store;
+        let found = async {
+            Ok::<_, StoreError>((
+                store.account(&handle).await?,
+                store.backend_link(&handle).await?,
+            ))
+        }
+        .await;
         let (account, link) = match found {
             Ok(found) => found,
             Err(e) => {
@@ -332,10 +328,7 @@ impl NotificationSession {
                 lists::send_list(services, &me, trid, list, out).await
             }
             ClientCommand::Gtc { trid, setting } => {
-                let serial = services
-                    .store
-                    .call(move |db| db.set_gtc(&me, setting))
-                    .await?;
+                let serial = services.store.set_gtc(&me, setting).await?;
                 out.push(ServerCommand::Gtc {
                     trid,
                     serial,
@@ -494,10 +487,7 @@ async fn rename(
 ) -> Result<(), ErrorCode> {
     let (owner, new_name) = (me.clone(), name.clone());
     if &handle == me {
-        let serial = services
-            .store
-            .call(move |db| db.rename(&owner, &new_name))
-            .await?;
+        let serial = services.store.rename(&owner, &new_name).await?;
         services.hub.set_name(me, name.clone());
         out.push(ServerCommand::Rea {
             trid,
@@ -511,10 +501,9 @@ async fn rename(
             backend::set_presence(&account, status, new_name.as_str()).await;
         }
     } else {
-        let contact = handle.clone();
         let serial = services
             .store
-            .call(move |db| db.rename_contact(&owner, &contact, &new_name))
+            .rename_contact(&owner, &handle, &new_name)
             .await?;
         out.push(ServerCommand::Rea {
             trid,
@@ -555,10 +544,7 @@ async fn find(
     if query.is_empty() {
         return Err(ErrorCode::InvalidParameter);
     }
-    let found = services
-        .store
-        .call(move |db| db.find(&query, MAX_FIND_RESULTS * 10))
-        .await?;
+    let found = services.store.find(&query, MAX_FIND_RESULTS * 10).await?;
     let matches: Vec<FriendlyName> = found
         .into_iter()
         .map(|(_, name)| name)

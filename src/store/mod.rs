@@ -1,23 +1,31 @@
-//! Persistence: the SQLite [`Database`] and the [`Store`] that serves it to async code.
+//! Persistence behind one interface, [`Store`]: accounts, their four lists, GTC, BLP, the list
+//! serial and backend links. [`SqliteStore`] is its implementation today.
 //!
-//! The database lives on one dedicated thread; async tasks send it closures over a bounded
-//! channel and await the answer, so no database work ever runs on a tokio worker thread.
+//! Every method is one operation, done in one transaction and durable before its future
+//! completes: a change the server acknowledges is on disk first. The methods are async and
+//! the trait is dyn-compatible, so the server holds an `Arc<dyn Store>` and an implementation
+//! may be a thread of its own (SQLite) or an async client (a later PostgreSQL).
 
-mod database;
 pub mod password;
+mod sqlite;
+#[doc(hidden)]
+pub mod suite;
+mod types;
 
-use std::path::Path;
+use std::future::Future;
+use std::pin::Pin;
 
-use tokio::sync::{mpsc, oneshot};
+use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
 
-pub use database::{
-    Account, BackendLink, Credentials, Database, Entry, ListChange, MirrorChange, Permission,
-    Snapshot, MAX_LIST_ENTRIES,
-};
 pub use password::PasswordHash;
+pub use sqlite::SqliteStore;
+pub use types::{
+    Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
+    Permission, Snapshot, MAX_LIST_ENTRIES,
+};
 
-/// Why a store operation failed. The domain variants map to MSN error codes in one place,
-/// [`crate::notification::error_code`].
+/// Why a store operation failed. The domain variants map to MSN error codes in one place, in
+/// the notification server.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such account")]
@@ -54,44 +62,193 @@ impl PartialEq for StoreError {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Database) + Send>;
+/// What every [`Store`] method returns: boxed, so the trait stays dyn-compatible.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// How many database requests may wait at once before callers wait to enqueue.
-const QUEUE_DEPTH: usize = 1024;
+/// The store: one method per operation, each one transaction, committed before it returns.
+///
+/// A handle names an account; methods that need one fail with `NoSuchAccount` when it has
+/// none, unless they say otherwise. `tests/store.rs` runs [`suite`] against each
+/// implementation.
+pub trait Store: Send + Sync + 'static {
+    /// A random secret kept in the store, created on first use. Fake login challenges for
+    /// unknown handles derive from it so they stay the same across restarts.
+    fn server_secret(&self) -> StoreFuture<'_, Vec<u8>>;
 
-/// A handle to the store thread. Cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    jobs: mpsc::Sender<Job>,
-}
+    /// Creates an account with an empty list set; `AccountExists` if the handle is taken.
+    fn create_account<'a>(
+        &'a self,
+        handle: &'a UserHandle,
+        name: &'a FriendlyName,
+        password: &'a str,
+    ) -> StoreFuture<'a, ()>;
 
-impl Store {
-    /// Opens the database and starts its thread.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut db = Database::open(path)?;
-        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("msngate-store".into())
-            .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    job(&mut db);
-                }
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { jobs })
-    }
+    fn set_password<'a>(&'a self, handle: &'a UserHandle, password: &'a str)
+        -> StoreFuture<'a, ()>;
 
-    /// Runs `f` on the store thread and returns its result.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Database) -> Result<R, StoreError> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |db| {
-            let _ = tx.send(f(db));
-        });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
+    /// Deletes an account and takes it off every other account's lists (moving their serials).
+    fn remove_account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, ()>;
+
+    /// Maps an account to a backend account, replacing any earlier mapping. It takes effect
+    /// at the account's next login.
+    fn link<'a>(&'a self, handle: &'a UserHandle, link: &'a BackendLink) -> StoreFuture<'a, ()>;
+
+    /// Removes an account's backend mapping, returning what it was; `NotLinked` if none.
+    fn unlink<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, BackendLink>;
+
+    /// The account's backend mapping; `None` for a local account (or no account).
+    fn backend_link<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<BackendLink>>;
+
+    /// Records that the account's backend refused its linked credentials (at the time given,
+    /// Unix seconds), or clears that after a login the backend accepted. Without a link
+    /// there is nothing to record, and that is no error.
+    fn set_link_refused<'a>(
+        &'a self,
+        handle: &'a UserHandle,
+        refused_at: Option<i64>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The accounts whose backend refused their linked credentials, with when, by handle.
+    fn refused_links(&self) -> StoreFuture<'_, Vec<(UserHandle, i64)>>;
+
+    /// Every account with its name and backend mapping, sorted by handle.
+    fn accounts_with_links(
+        &self,
+    ) -> StoreFuture<'_, Vec<(UserHandle, FriendlyName, Option<BackendLink>)>>;
+
+    /// What logging in needs; `None` for an unknown handle.
+    fn credentials<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<Credentials>>;
+
+    fn account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Account>;
+
+    /// The settings and all four lists (SYN order), read together so they match the serial.
+    fn snapshot<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Snapshot>;
+
+    /// One list, in the order entries were added, and the serial it belongs to.
+    fn list<'a>(
+        &'a self,
+        handle: &'a UserHandle,
+        kind: ListKind,
+    ) -> StoreFuture<'a, (u32, Vec<Entry>)>;
+
+    /// Sets GTC, returning the new serial; the same value again is `AlreadyInMode`.
+    fn set_gtc<'a>(&'a self, handle: &'a UserHandle, gtc: GtcSetting) -> StoreFuture<'a, u32>;
+
+    /// Sets BLP, returning the new serial and the watchers as the old setting treated them;
+    /// the same value again is `AlreadyInMode`.
+    fn set_blp<'a>(&'a self, handle: &'a UserHandle, blp: BlpSetting)
+        -> StoreFuture<'a, BlpChange>;
+
+    /// Sets the account's own friendly name, returning the new serial.
+    fn rename<'a>(&'a self, handle: &'a UserHandle, name: &'a FriendlyName)
+        -> StoreFuture<'a, u32>;
+
+    /// Renames a contact on the owner's FL, returning the new serial; `NotOnList` if absent.
+    fn rename_contact<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, u32>;
+
+    /// Adds a local account to one of the owner's FL, AL or BL. Adding to the FL also puts
+    /// the owner on the contact's RL under the owner's current name. Fails with
+    /// `ReverseListIsServerOnly`, `NoSuchAccount` (also for a bridged contact),
+    /// `AlreadyThere`, `InOppositeList` (AL and BL) or `ListFull`.
+    fn add_entry<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        kind: ListKind,
+        contact: &'a UserHandle,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, ListChange>;
+
+    /// Removes a contact from one of the owner's FL, AL or BL (and the owner from the
+    /// contact's RL when it was the FL); `NotOnList` if absent.
+    fn remove_entry<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        kind: ListKind,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, ListChange>;
+
+    /// One entry of one of the owner's lists.
+    fn entry<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        kind: ListKind,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, Option<Entry>>;
+
+    /// The lists of the owner's that `contact` is on, in SYN order.
+    fn lists_of<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, Vec<ListKind>>;
+
+    fn is_on_list<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        kind: ListKind,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Makes a bridged account's lists show what its backend says about one contact: on
+    /// exactly `lists`, under `name`. Each addition or removal moves the serial on and is
+    /// returned (for `ADD 0`/`REM 0`); a rename alone moves the serial and returns nothing.
+    fn mirror_contact<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        name: &'a FriendlyName,
+        lists: &'a [ListKind],
+    ) -> StoreFuture<'a, Vec<MirrorChange>>;
+
+    /// Makes a bridged account's lists match its backend's whole contact list.
+    fn mirror_all<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contacts: &'a [(UserHandle, FriendlyName, Vec<ListKind>)],
+    ) -> StoreFuture<'a, Vec<MirrorChange>>;
+
+    /// Puts a contact of a bridged account on the lists in `add` and off those in `remove`,
+    /// keeping its other lists as stored at that moment (one transaction).
+    fn mirror_edit<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        name: &'a FriendlyName,
+        add: &'a [ListKind],
+        remove: &'a [ListKind],
+    ) -> StoreFuture<'a, MirrorEdit>;
+
+    /// How the owner's privacy settings treat `other`.
+    fn permission<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        other: &'a UserHandle,
+    ) -> StoreFuture<'a, Permission>;
+
+    /// The contacts on the account's FL (in the order added), each with whether that
+    /// contact lets the account see it.
+    fn forward_contacts<'a>(
+        &'a self,
+        handle: &'a UserHandle,
+    ) -> StoreFuture<'a, Vec<(UserHandle, bool)>>;
+
+    /// Everyone with the account on their FL (its RL), each with how the account's settings
+    /// treat them.
+    fn watchers<'a>(
+        &'a self,
+        handle: &'a UserHandle,
+    ) -> StoreFuture<'a, Vec<(UserHandle, Permission)>>;
+
+    /// Accounts whose handle or friendly name contains `text` (case-insensitive), by handle,
+    /// at most `limit` of them.
+    fn find<'a>(
+        &'a self,
+        text: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(UserHandle, FriendlyName)>>;
 }

@@ -64,10 +64,9 @@ impl SwitchboardConnection {
         if let Some((_, name)) = self.services.hub.presence(handle) {
             return Some(name);
         }
-        let lookup = handle.clone();
         self.services
             .store
-            .call(move |db| db.account(&lookup))
+            .account(handle)
             .await
             .ok()
             .map(|a| a.name)

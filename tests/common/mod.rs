@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use msngate::config::Config;
 use msngate::protocol::{decode, FriendlyName, ServerCommand, UserHandle};
 use msngate::server::{self, Running};
-use msngate::store::Database;
+use msngate::store::{SqliteStore, Store};
 
 /// How long a test waits for a line it expects.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -144,17 +144,38 @@ pub fn link_account(
         sealed_secret: key.seal(handle.as_str(), secret.as_bytes()),
         options,
     };
-    Database::open(db).unwrap().link(&handle, &link).unwrap();
+    let store = SqliteStore::open(db).unwrap();
+    block_on(store.link(&handle, &link)).unwrap();
 }
 
 pub fn create_accounts(db: &Path, accounts: &[(&str, &str, &str)]) {
-    let mut database = Database::open(db).unwrap();
+    let store = SqliteStore::open(db).unwrap();
     for (handle, password, name) in accounts {
         let handle: UserHandle = handle.parse().unwrap();
-        database
-            .create_account(&handle, &FriendlyName::new(name).unwrap(), password)
+        block_on(store.create_account(&handle, &FriendlyName::new(name).unwrap(), password))
             .unwrap();
     }
+}
+
+/// Runs a future to completion on a thread of its own, so sync helpers can use the store from
+/// async tests too.
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .unwrap()
+    })
 }
 
 pub fn md5_hex(s: &str) -> String {

@@ -1,0 +1,156 @@
+//! The SQLite schema: opening a database, creating its tables and bringing older ones forward.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::Database;
+use crate::store::StoreError;
+
+const SCHEMA_VERSION: i64 = 3;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    handle TEXT PRIMARY KEY,
+    friendly_name TEXT NOT NULL,
+    salt TEXT NOT NULL,
+    password_md5 TEXT NOT NULL,
+    gtc TEXT NOT NULL DEFAULT 'A' CHECK (gtc IN ('A', 'N')),
+    blp TEXT NOT NULL DEFAULT 'AL' CHECK (blp IN ('AL', 'BL')),
+    serial INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS list_entries (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES accounts(handle) ON DELETE CASCADE,
+    list TEXT NOT NULL CHECK (list IN ('FL', 'AL', 'BL', 'RL')),
+    contact TEXT NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (owner, list, contact)
+);
+CREATE INDEX IF NOT EXISTS list_entries_by_contact ON list_entries (contact, list);
+CREATE TABLE IF NOT EXISTS backend_links (
+    handle TEXT PRIMARY KEY REFERENCES accounts(handle) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    account TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    options TEXT NOT NULL DEFAULT '',
+    refused_at INTEGER
+);
+";
+
+impl Database {
+    /// Opens (and if needed creates) the database file.
+    pub fn open(path: &Path) -> Result<Database, StoreError> {
+        Database::prepare(Connection::open(path)?)
+    }
+
+    /// A database in memory, gone when it is dropped: for tests and fuzzing.
+    pub fn open_in_memory() -> Result<Database, StoreError> {
+        Database::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(conn: Connection) -> Result<Database, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // An in-memory database answers "memory" and stays so; nothing to make durable there.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL makes a commit durable before the reply goes out, even across a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema(version));
+        }
+        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Database { conn })
+    }
+}
+
+/// Brings a database of an older schema forward. Version 3 added `backend_links.refused_at`.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_refused: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('backend_links') WHERE name = 'refused_at'")?
+        .exists([])?;
+    if !has_refused {
+        conn.execute_batch("ALTER TABLE backend_links ADD COLUMN refused_at INTEGER")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::UserHandle;
+
+    fn h(s: &str) -> UserHandle {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_version_2_database_migrates_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let v2 = SCHEMA.replace(",\n    refused_at INTEGER", "");
+            assert_ne!(v2, SCHEMA);
+            conn.execute_batch(&v2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO accounts (handle, friendly_name, salt, password_md5, created_at)
+                 VALUES ('a@x.com', 'A', 's', 'p', 0);
+                 INSERT INTO backend_links (handle, backend, account, secret)
+                 VALUES ('a@x.com', 'xmpp', 'a@xmpp.example', x'01');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let mut db = Database::open(&path).unwrap();
+        let a = h("a@x.com");
+        assert_eq!(
+            db.backend_link(&a).unwrap().unwrap().account,
+            "a@xmpp.example"
+        );
+        db.set_link_refused(&a, Some(9)).unwrap();
+        assert_eq!(db.refused_links().unwrap(), vec![(a, 9)]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            Database::open(&path),
+            Err(StoreError::NewerSchema(v)) if v == SCHEMA_VERSION + 1
+        ));
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn a_file_database_is_durable_and_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("t.db")).unwrap();
+        let mode: String = db
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        let synchronous: i64 = db
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), synchronous), ("wal", 2));
+    }
+}

@@ -1,0 +1,120 @@
+//! What the store keeps and answers with, whatever implements it.
+
+use super::password::PasswordHash;
+use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
+
+/// The most entries one list may hold; ADD past it gets error 210.
+pub const MAX_LIST_ENTRIES: usize = 1000;
+
+/// An account's settings as SYN sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub handle: UserHandle,
+    pub name: FriendlyName,
+    pub gtc: GtcSetting,
+    pub blp: BlpSetting,
+    pub serial: u32,
+}
+
+/// One entry of a list: a handle and the friendly name stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub handle: UserHandle,
+    pub name: FriendlyName,
+}
+
+/// Everything SYN sends: the settings and the four lists in SYN order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub account: Account,
+    pub lists: Vec<(ListKind, Vec<Entry>)>,
+}
+
+/// What logging in needs to know about a handle.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub password: PasswordHash,
+    pub name: FriendlyName,
+}
+
+/// A list change and its consequences for the other account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListChange {
+    /// The owner's new serial.
+    pub serial: u32,
+    /// For FL changes: the contact's new serial after its RL changed.
+    pub reverse_serial: Option<u32>,
+    /// For AL/BL changes concerning someone on the owner's RL: how the owner's settings
+    /// treated that contact before the change and after it.
+    pub privacy: Option<(Permission, Permission)>,
+}
+
+/// How one account's privacy settings treat another: what presence and CAL checks need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    pub blp: BlpSetting,
+    pub in_allow_list: bool,
+    pub in_block_list: bool,
+}
+
+impl Permission {
+    /// Whether the other account may see this one's state and call it (draft section 7.6).
+    pub fn allows(self) -> bool {
+        !self.in_block_list && (self.blp == BlpSetting::AllowAll || self.in_allow_list)
+    }
+
+    /// The same entries judged under another BLP setting.
+    pub fn with_blp(self, blp: BlpSetting) -> Permission {
+        Permission { blp, ..self }
+    }
+}
+
+/// An account's mapping to a backend account, as stored. The secret is sealed (see
+/// [`crate::secrets`]); options are non-secret `key=value` settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendLink {
+    /// "xmpp" or "matrix".
+    pub backend: String,
+    /// The backend account: a JID, a Matrix user id.
+    pub account: String,
+    pub sealed_secret: Vec<u8>,
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for BackendLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendLink")
+            .field("backend", &self.backend)
+            .field("account", &self.account)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One addition to or removal from a bridged account's stored lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorChange {
+    pub added: bool,
+    pub list: ListKind,
+    pub handle: UserHandle,
+    pub name: FriendlyName,
+    pub serial: u32,
+}
+
+/// A change of privacy mode (BLP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlpChange {
+    /// The account's new serial.
+    pub serial: u32,
+    /// Everyone with the account on their FL, each with how the account's settings treated
+    /// them before the change.
+    pub watchers: Vec<(UserHandle, Permission)>,
+}
+
+/// What [`super::Store::mirror_edit`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorEdit {
+    pub changes: Vec<MirrorChange>,
+    /// The owner's serial after the change.
+    pub serial: u32,
+}
