@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::backend::Account;
 use crate::backend::mime;
+use crate::backend::Account;
 use crate::hub::switchboard::{Member, Participant, Request, Roster, SessionHandle};
 use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, SharedLine, UserHandle};
 use crate::services::Services;
@@ -55,9 +55,10 @@ fn spawn(
             r.bridge.register_chat(r.chat.clone(), id);
         }
     }
-    let unanswered_until = participants.iter().all(|p| p.peer().is_none()).then(|| {
-        Instant::now() + Duration::from_secs(services.config.server.cookie_lifetime_secs)
-    });
+    let unanswered_until = participants
+        .iter()
+        .all(|p| p.peer().is_none())
+        .then(|| Instant::now() + Duration::from_secs(services.config.server.cookie_lifetime_secs));
     let session = Session {
         id,
         participants,
@@ -168,8 +169,8 @@ impl Session {
                     {
                         let gone = self.participants.remove(i);
                         let bye = SharedLine::new(ServerCommand::Bye {
-                                handle: gone.handle,
-                            });
+                            handle: gone.handle,
+                        });
                         for peer in self.participants.iter().filter_map(Participant::peer) {
                             peer.send(&bye);
                         }
@@ -234,9 +235,9 @@ impl Session {
 
     fn announce_join(&self, participant: &Participant) {
         let joined = SharedLine::new(ServerCommand::Joi {
-                handle: participant.handle.clone(),
-                name: participant.name.clone(),
-            });
+            handle: participant.handle.clone(),
+            name: participant.name.clone(),
+        });
         for peer in self.participants.iter().filter_map(Participant::peer) {
             peer.send(&joined);
         }
@@ -283,8 +284,8 @@ impl Session {
         let gone = self.participants.remove(i);
         debug!(session = self.id, handle = %gone.handle, "left");
         let bye = SharedLine::new(ServerCommand::Bye {
-                handle: gone.handle,
-            });
+            handle: gone.handle,
+        });
         for peer in self.participants.iter().filter_map(Participant::peer) {
             peer.send(&bye);
         }

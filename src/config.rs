@@ -478,4 +478,3 @@ pub struct ThrottleLimits {
     /// The first block's length; each further block of the same offender doubles it.
     pub cooldown: std::time::Duration,
 }
-

@@ -43,7 +43,6 @@ pub struct Services {
     pub backends: Backends,
 }
 
-
 /// A backend of this server and how its accounts' contact lists work.
 #[derive(Clone)]
 pub struct Registered {

@@ -26,7 +26,6 @@ pub fn error_code(error: &BackendError) -> ErrorCode {
     }
 }
 
-
 /// The MSN error for a store error.
 pub fn store_error_code(error: &StoreError) -> ErrorCode {
     match error {

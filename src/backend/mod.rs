@@ -6,22 +6,20 @@
 //! are handled for each kind of backend (`crate::local`, `crate::bridge`).
 
 pub mod errors;
-pub mod mime;
 pub mod implied;
+pub mod mime;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use msngate_bridge_api::{
-    BackendError, Capabilities, ChatId, Contact, List, PresenceState,
-};
+use msngate_bridge_api::{BackendError, Capabilities, ChatId, Contact, List, PresenceState};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub use errors::error_code;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, Status, UserHandle};
+pub use errors::error_code;
 use registry::Session;
 
 /// How long an action on the backend (a list change) may take before the client gets an error.
@@ -214,4 +212,3 @@ pub async fn set_presence(account: &Account, status: Status, name: &str) {
         }
     }
 }
-

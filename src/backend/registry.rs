@@ -130,4 +130,3 @@ impl<B: Backend> AnyBackend for B {
         })
     }
 }
-

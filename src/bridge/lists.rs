@@ -15,9 +15,7 @@ use crate::backend::{backend_action, to_list, Account};
 use crate::connection::Replies;
 use crate::hub::switchboard::{Member, Participant, Remote, SessionHandle};
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
-use crate::services::{
-    answer_add, Caller, ContactLists, Delivered, ListCommand, Services,
-};
+use crate::services::{answer_add, Caller, ContactLists, Delivered, ListCommand, Services};
 use crate::store::Permission;
 
 /// The most message text a logon keeps from its backend while it waits for the contact list.
@@ -163,10 +161,9 @@ async fn add(
         if list.opposite().is_some_and(|o| current.contains(&o)) {
             return Err(ErrorCode::AlreadyInOppositeList);
         }
-        let action =
-            account
-                .session
-                .add_contact(to_list(list), contact.as_str(), name.as_str());
+        let action = account
+            .session
+            .add_contact(to_list(list), contact.as_str(), name.as_str());
         backend_action(action).await?;
         let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
         account.implied.settled(&contact, list);
@@ -314,18 +311,15 @@ async fn mirror_after(
 }
 
 /// The lists a contact is on in the user's mirror, the user's serial and the contact's name
-/// on the FL, in one store call.
+/// on the FL, as one snapshot.
 async fn mirrored_lists(
     services: &Services,
     account: &Account,
     contact: &UserHandle,
 ) -> Result<(Vec<ListKind>, u32, Option<FriendlyName>), ErrorCode> {
-    let (store, owner) = (&services.store, &account.handle);
-    let lists = store.lists_of(owner, contact).await?;
-    let serial = store.account(owner).await?.serial;
-    let name = store
-        .entry(owner, ListKind::Forward, contact)
-        .await?
-        .map(|e| e.name);
-    Ok((lists, serial, name))
+    let state = services
+        .store
+        .mirror_state(&account.handle, contact)
+        .await?;
+    Ok((state.lists, state.serial, state.name))
 }

@@ -166,4 +166,3 @@ async fn note_refused(services: &Services, handle: &UserHandle, refused: bool) {
         warn!(error = %e, "cannot record the state of the account's link");
     }
 }
-

@@ -276,9 +276,10 @@ impl Pump {
             }
             BackendEvent::Typing { chat, from } => {
                 // Typing alone never opens a conversation window.
-                if let (Some(session), Some((handle, name))) =
-                    (chat_session(services, account, &chat), handle_and_name(&from, &from))
-                {
+                if let (Some(session), Some((handle, name))) = (
+                    chat_session(services, account, &chat),
+                    handle_and_name(&from, &from),
+                ) {
                     let name = account
                         .contact_state(&handle)
                         .map(|(_, n)| n)
@@ -289,9 +290,10 @@ impl Pump {
                 }
             }
             BackendEvent::Joined { chat, handle, name } => {
-                let (Some(session), Some((handle, name))) =
-                    (chat_session(services, account, &chat), handle_and_name(&handle, &name))
-                else {
+                let (Some(session), Some((handle, name))) = (
+                    chat_session(services, account, &chat),
+                    handle_and_name(&handle, &name),
+                ) else {
                     return;
                 };
                 let member = Member::Remote(Remote {
@@ -308,9 +310,10 @@ impl Pump {
                     .await;
             }
             BackendEvent::Left { chat, handle } => {
-                if let (Some(session), Ok(handle)) =
-                    (chat_session(services, account, &chat), handle.parse::<UserHandle>())
-                {
+                if let (Some(session), Ok(handle)) = (
+                    chat_session(services, account, &chat),
+                    handle.parse::<UserHandle>(),
+                ) {
                     session.remote_left(handle).await;
                 }
             }

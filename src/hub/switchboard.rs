@@ -195,4 +195,3 @@ impl SessionHandle {
         answer.unwrap_or(false)
     }
 }
-

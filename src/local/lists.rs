@@ -2,7 +2,6 @@
 //! contacts, who are MSN users of this server, are told directly (`ADD 0 RL`, NLN/FLN, RNG).
 //! See [`ContactLists`].
 
-
 use msngate_bridge_api::BackendEvent;
 use tokio::sync::mpsc;
 
@@ -49,9 +48,10 @@ impl ContactLists for TruthLists {
                 contact,
             } = command;
             // The backend checks and makes the change in the store, and tells the contact.
-            let action = account
-                .session
-                .add_contact(to_list(list), contact.as_str(), name.as_str());
+            let action =
+                account
+                    .session
+                    .add_contact(to_list(list), contact.as_str(), name.as_str());
             backend_action(action).await?;
             let forward = list == ListKind::Forward;
             let asked = forward.then_some(&contact);

@@ -7,8 +7,8 @@
 
 mod lists;
 
-use crate::backend::errors::store_error_code as error_code;
 use crate::backend;
+use crate::backend::errors::store_error_code as error_code;
 use crate::bridge;
 use crate::hub::OnlineUser;
 
@@ -25,8 +25,8 @@ use crate::protocol::{
     AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, ListKind, OutReason, ServerCommand,
     Status, TrId, UserHandle,
 };
-use crate::services::Services;
 use crate::services::ListCommand;
+use crate::services::Services;
 use crate::store::{password, PasswordHash, StoreError};
 
 /// Failed logins allowed on one connection before it is closed.

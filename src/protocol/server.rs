@@ -682,7 +682,10 @@ mod tests {
     fn wire_forms() {
         for (cmd, line) in cases() {
             assert_eq!(cmd.to_string(), line);
-            assert_eq!(cmd.to_bytes(Dialect::Msnp2), format!("{line}\r\n").as_bytes());
+            assert_eq!(
+                cmd.to_bytes(Dialect::Msnp2),
+                format!("{line}\r\n").as_bytes()
+            );
         }
     }
 

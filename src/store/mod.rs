@@ -21,7 +21,7 @@ pub use password::PasswordHash;
 pub use sqlite::SqliteStore;
 pub use types::{
     Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
-    Permission, Snapshot, MAX_LIST_ENTRIES,
+    MirrorState, Permission, Snapshot, MAX_LIST_ENTRIES,
 };
 
 /// Why a store operation failed. The domain variants map to MSN error codes in one place, in
@@ -211,6 +211,14 @@ pub trait Store: Send + Sync + 'static {
         owner: &'a UserHandle,
         contacts: &'a [(UserHandle, FriendlyName, Vec<ListKind>)],
     ) -> StoreFuture<'a, Vec<MirrorChange>>;
+
+    /// The lists a contact is on, the owner's serial and the contact's FL name, as one
+    /// snapshot: what a list command of a bridged account decides on.
+    fn mirror_state<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, MirrorState>;
 
     /// Puts a contact of a bridged account on the lists in `add` and off those in `remove`,
     /// keeping its other lists as stored at that moment (one transaction).

@@ -111,6 +111,18 @@ pub struct BlpChange {
     pub watchers: Vec<(UserHandle, Permission)>,
 }
 
+/// A contact as a bridged account's mirror has it, read in one transaction
+/// ([`super::Store::mirror_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorState {
+    /// The lists the contact is on.
+    pub lists: Vec<ListKind>,
+    /// The owner's serial.
+    pub serial: u32,
+    /// The contact's name on the FL, if it is there.
+    pub name: Option<FriendlyName>,
+}
+
 /// What [`super::Store::mirror_edit`] changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorEdit {

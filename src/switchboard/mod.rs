@@ -18,7 +18,6 @@ use crate::protocol::{
 };
 use crate::services::{Caller, Services};
 
-
 enum State {
     AwaitingAuth,
     InSession {

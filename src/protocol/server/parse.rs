@@ -352,7 +352,10 @@ mod tests {
                 code,
                 trid: TrId(9),
             };
-            assert_eq!(ServerCommand::parse(frame(&cmd.to_bytes(Dialect::Msnp2))), Ok(cmd));
+            assert_eq!(
+                ServerCommand::parse(frame(&cmd.to_bytes(Dialect::Msnp2))),
+                Ok(cmd)
+            );
         }
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
-    Permission, Snapshot, Store, StoreError, StoreFuture,
+    MirrorState, Permission, Snapshot, Store, StoreError, StoreFuture,
 };
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
 
@@ -289,6 +289,24 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Vec<MirrorChange>> {
         let (owner, contacts) = (owner.clone(), contacts.to_vec());
         self.call(move |db| db.mirror_all(&owner, &contacts))
+    }
+
+    fn mirror_state<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+    ) -> StoreFuture<'a, MirrorState> {
+        let (owner, contact) = (owner.clone(), contact.clone());
+        // One job on the store thread: nothing else runs between these reads.
+        self.call(move |db| {
+            Ok(MirrorState {
+                lists: db.lists_of(&owner, &contact)?,
+                serial: db.account(&owner)?.serial,
+                name: db
+                    .entry(&owner, ListKind::Forward, &contact)?
+                    .map(|e| e.name),
+            })
+        })
     }
 
     fn mirror_edit<'a>(

@@ -179,3 +179,25 @@ pub async fn mirrors_need_an_account<F: StoreFactory>(factory: &F) {
         Err(StoreError::NoSuchAccount)
     );
 }
+
+pub async fn mirror_state_is_one_snapshot<F: StoreFactory>(factory: &F) {
+    let store = with_accounts(factory, &["a@x.com"]).await;
+    let (a, bob) = (h("a@x.com"), h("bob@xmpp.org"));
+    let empty = store.mirror_state(&a, &bob).await.unwrap();
+    assert_eq!((empty.lists, empty.serial, empty.name), (vec![], 0, None));
+    store
+        .mirror_all(&a, &[(bob.clone(), n("Bob"), vec![FL, RL])])
+        .await
+        .unwrap();
+    let state = store.mirror_state(&a, &bob).await.unwrap();
+    assert_eq!(state.serial, serial_of(&store, &a).await);
+    assert_eq!(state.serial, 2);
+    assert_eq!(state.name, Some(n("Bob")));
+    let mut lists = state.lists;
+    lists.sort_by_key(|l| l.to_string());
+    assert_eq!(lists, vec![FL, RL]);
+    assert_eq!(
+        store.mirror_state(&h("nobody@x.com"), &bob).await,
+        Err(StoreError::NoSuchAccount)
+    );
+}

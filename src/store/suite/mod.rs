@@ -65,6 +65,7 @@ macro_rules! store_suite {
             mirrors_follow_the_backend,
             mirror_contact_changes_one_contact,
             mirror_edit_keeps_other_lists,
+            mirror_state_is_one_snapshot,
             mirrors_need_an_account,
             find_accounts,
             server_secret_is_stable,
