@@ -701,4 +701,28 @@ mod tests {
         expected.extend_from_slice(&payload);
         assert_eq!(cmd.to_bytes(Dialect::Msnp2), expected);
     }
+
+    #[test]
+    fn a_shared_line_is_written_once_per_dialect() {
+        let line = SharedLine::new(ServerCommand::Fln {
+            handle: h("a@b.c"),
+        });
+        for dialect in Dialect::ALL {
+            let first = line.encoded(dialect);
+            let again = line.clone().encoded(dialect);
+            assert_eq!(first, line.command().to_bytes(dialect));
+            // The same bytes, not a second encoding: fan-out costs one encoding per dialect.
+            assert_eq!(first.as_ptr(), again.as_ptr());
+        }
+        assert_eq!(line.encoded(Dialect::Msnp2), &b"FLN a@b.c\r\n"[..]);
+    }
+
+    #[test]
+    fn dialects_have_distinct_indexes() {
+        for (i, dialect) in Dialect::ALL.into_iter().enumerate() {
+            assert_eq!(dialect.index(), i);
+            assert_eq!(Dialect::from_index(i), Some(dialect));
+        }
+        assert_eq!(Dialect::from_index(Dialect::ALL.len()), None);
+    }
 }
