@@ -463,3 +463,33 @@ fn linking_to_a_backend_this_build_lacks_says_so() {
         );
     }
 }
+
+#[test]
+fn link_offers_each_backend_with_the_arguments_it_declares() {
+    use msngate::bridge::registry::networks;
+    use msngate_bridge_api::LinkArgKind;
+    let help = msngate().args(["user", "link", "--help"]).output().unwrap();
+    let help = stdout(&help);
+    for network in networks() {
+        assert!(
+            help.contains(&format!("  {}  ", network.name())),
+            "{}: {help}",
+            network.name()
+        );
+        let out = msngate()
+            .args(["user", "link", "a@b.c", network.name(), "--help"])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains(network.link_help()), "{text}");
+        for arg in network.link_args() {
+            assert!(text.contains(&format!("--{}", arg.name)), "{text}");
+            if arg.kind == LinkArgKind::Required {
+                assert!(text.contains(&format!("--{} <", arg.name)), "{text}");
+            }
+            if arg.secret {
+                assert!(text.contains("MSNGATE_LINK_PASSWORD"), "{text}");
+            }
+        }
+    }
+}
