@@ -1,10 +1,14 @@
 //! Configuration: built-in defaults, an optional TOML file, then `MSNGATE__SECTION__KEY`
 //! environment variables, in that order of precedence (last wins).
 
+mod backends;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use backends::BackendSettings;
 
 /// The whole configuration. `config/msngate.toml` documents every key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -16,9 +20,12 @@ pub struct Config {
     pub client: ClientConfig,
     pub secrets: SecretsConfig,
     pub msncd: MsncdConfig,
-    pub matrix: MatrixConfig,
     pub bridges: BridgesConfig,
     pub limits: LimitsConfig,
+    /// The tables named after backends (`[matrix]`): their keys, defaults and checks come from
+    /// the backends themselves.
+    #[serde(skip)]
+    pub backends: BackendSettings,
 }
 
 /// Limits that keep one client or address from spoiling the server for others.
@@ -84,23 +91,6 @@ impl Default for BridgesConfig {
     fn default() -> Self {
         BridgesConfig {
             presence_debounce_secs: 30,
-        }
-    }
-}
-
-/// Settings for accounts mapped to Matrix (docs/bridges/matrix.md).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MatrixConfig {
-    /// The state contacts show in when the homeserver does not tell their presence (matrix.org
-    /// has presence off): MSN 1.0 can't open a chat with a contact who looks offline.
-    pub presence_fallback: String,
-}
-
-impl Default for MatrixConfig {
-    fn default() -> Self {
-        MatrixConfig {
-            presence_fallback: "online".into(),
         }
     }
 }
@@ -266,19 +256,13 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
     #[error("configuration: key `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
 impl Config {
     /// Server-wide settings a backend receives with every login, next to the link's own.
     pub fn backend_options(&self, backend: &str) -> Vec<(String, String)> {
-        match backend {
-            "matrix" => vec![(
-                msngate_bridge_matrix::OPTION_PRESENCE_FALLBACK.into(),
-                self.matrix.presence_fallback.clone(),
-            )],
-            _ => Vec::new(),
-        }
+        self.backends.options(backend)
     }
 
     /// Loads the defaults, then `file` if given, then the environment.
@@ -297,15 +281,20 @@ impl Config {
                 .separator("__")
                 .try_parsing(true),
         );
-        let config: Config = builder.build()?.try_deserialize()?;
+        // The backends' tables are taken out first: the rest is checked field by field (an
+        // unknown key is an error), those against what their backend declares.
+        let mut table = config::Source::collect(&builder.build()?)?;
+        let tables = backends::take_tables(&mut table);
+        let mut config: Config = config::Value::from(table).try_deserialize()?;
+        config.backends = BackendSettings::from_tables(tables)?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
+        let invalid = |key: &str, reason: &str| {
             Err(ConfigError::Invalid {
-                key,
+                key: key.into(),
                 reason: reason.into(),
             })
         };
@@ -379,12 +368,7 @@ impl Config {
         if self.msncd.max_connections == 0 {
             return invalid("msncd.max_connections", "must be at least 1");
         }
-        if msngate_bridge_matrix::presence::parse_state(&self.matrix.presence_fallback).is_none() {
-            return invalid(
-                "matrix.presence_fallback",
-                "must be online, busy, idle, brb, away, phone, lunch or offline",
-            );
-        }
+        self.backends.validate()?;
         if self.msncd.max_events == 0 {
             return invalid("msncd.max_events", "must be at least 1");
         }
@@ -464,6 +448,38 @@ mod tests {
         let path = write(&dir, "[server\n");
         assert!(Config::load(Some(&path)).is_err());
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn backend_tables_are_checked_by_their_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[matrix]\npresence_fallback = \"nope\"\n");
+        let result = Config::load(Some(&path));
+        if cfg!(feature = "matrix") {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("matrix.presence_fallback"), "{err}");
+            let path = write(&dir, "[matrix]\nfoo = \"x\"\n");
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains("matrix.foo"), "{err}");
+            let path = write(&dir, "[matrix]\npresence_fallback = \"away\"\n");
+            let c = Config::load(Some(&path)).unwrap();
+            assert_eq!(
+                c.backend_options("matrix"),
+                vec![("presence_fallback".to_string(), "away".to_string())]
+            );
+            assert_eq!(
+                Config::default()
+                    .backends
+                    .get("matrix", "presence_fallback"),
+                Some("online")
+            );
+        } else {
+            // A build without the backend ignores its table, so one file serves every build.
+            assert_eq!(result.unwrap(), Config::default());
+        }
+        let path = write(&dir, "[nosuchbackend]\nfoo = 1\n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("nosuchbackend"), "{err}");
     }
 }
 

@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use msngate::backend::registry::{self, AnyLinker, KNOWN_NETWORKS};
 use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
 use msngate::secrets::SecretKey;
 use msngate::store::{BackendLink, SqliteStore, Store, StoreError};
-use msngate_bridge_api::BackendError;
+use msngate_bridge_api::{LinkArgKind, LinkRequest, StoredLink};
 
 /// An MSN Messenger 1.0 (MSNP2) server.
 #[derive(Parser)]
@@ -69,37 +70,108 @@ enum UserCommand {
     Unlink { handle: String },
 }
 
-#[derive(Subcommand)]
-enum LinkBackend {
-    /// An XMPP account: the MSN contact list becomes its roster.
-    Xmpp {
-        /// The XMPP account, e.g. alice@example.org.
-        #[arg(long)]
-        jid: String,
-        /// The XMPP password (or set MSNGATE_LINK_PASSWORD, which stays out of `ps`).
-        #[arg(long, env = "MSNGATE_LINK_PASSWORD", hide_env_values = true)]
-        password: String,
-        /// Connect to this HOST:PORT instead of looking the server up in DNS.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: Option<String>,
-        /// Connect without TLS. Only for servers on a trusted network: the password would
-        /// cross it in clear.
-        #[arg(long)]
-        plaintext: bool,
-    },
-    /// A Matrix account: its direct chats and rooms become the MSN contact list. Logs in once
-    /// and keeps an access token and device (never the password); `unlink` logs that device out.
-    Matrix {
-        /// The homeserver's client API, e.g. https://matrix.example.org.
-        #[arg(long)]
-        homeserver: String,
-        /// The Matrix user, e.g. @alice:example.org.
-        #[arg(long)]
-        user: String,
-        /// The Matrix password (or set MSNGATE_LINK_PASSWORD, which stays out of `ps`).
-        #[arg(long, env = "MSNGATE_LINK_PASSWORD", hide_env_values = true)]
-        password: String,
-    },
+/// `msngate user link HANDLE BACKEND --NAME VALUE ...`: a subcommand per backend of another
+/// network in this build, made from the arguments the backend declares
+/// ([`msngate_bridge_api::Linker::link_args`]).
+struct LinkBackend {
+    backend: String,
+    /// The arguments given, by name; a flag given is `"true"`.
+    args: Vec<(String, String)>,
+}
+
+/// Where a link's secret argument (a password) may come from instead, out of `ps`.
+const LINK_SECRET_ENV: &str = "MSNGATE_LINK_PASSWORD";
+
+fn link_command(network: &dyn AnyLinker) -> clap::Command {
+    let mut command = clap::Command::new(network.name()).about(network.link_help());
+    for arg in network.link_args() {
+        let mut option = Arg::new(arg.name).long(arg.name);
+        option = match arg.kind {
+            LinkArgKind::Flag => option.action(ArgAction::SetTrue),
+            LinkArgKind::Required | LinkArgKind::Optional => option
+                .action(ArgAction::Set)
+                .required(arg.kind == LinkArgKind::Required)
+                .value_name(
+                    arg.value_name
+                        .map_or_else(|| arg.name.to_uppercase(), str::to_owned),
+                ),
+        };
+        option = if arg.secret {
+            option
+                .env(LINK_SECRET_ENV)
+                .hide_env_values(true)
+                .help(format!(
+                    "{} (or set {LINK_SECRET_ENV}, which stays out of `ps`)",
+                    arg.help
+                ))
+        } else {
+            option.help(arg.help)
+        };
+        command = command.arg(option);
+    }
+    command
+}
+
+impl clap::FromArgMatches for LinkBackend {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let Some((name, given)) = matches.subcommand() else {
+            return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
+        };
+        let mut args = Vec::new();
+        for arg in registry::network(name).iter().flat_map(|n| n.link_args()) {
+            let value = match arg.kind {
+                LinkArgKind::Flag => given.get_flag(arg.name).then(|| "true".to_string()),
+                _ => given.get_one::<String>(arg.name).cloned(),
+            };
+            if let Some(value) = value {
+                args.push((arg.name.to_string(), value));
+            }
+        }
+        Ok(LinkBackend {
+            backend: name.to_string(),
+            args,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Subcommand for LinkBackend {
+    fn augment_subcommands(mut command: clap::Command) -> clap::Command {
+        let networks = registry::networks();
+        for network in &networks {
+            command = command.subcommand(link_command(network.as_ref()));
+        }
+        // A backend this build lacks still parses (hidden, taking anything), so that linking
+        // to it says so instead of "unrecognized subcommand".
+        for name in KNOWN_NETWORKS {
+            if !networks.iter().any(|n| n.name() == *name) {
+                command = command.subcommand(
+                    clap::Command::new(*name)
+                        .hide(true)
+                        .disable_help_flag(true)
+                        .arg(
+                            Arg::new("args")
+                                .num_args(0..)
+                                .trailing_var_arg(true)
+                                .allow_hyphen_values(true),
+                        ),
+                );
+            }
+        }
+        command
+    }
+
+    fn augment_subcommands_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_subcommands(command)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        KNOWN_NETWORKS.contains(&name) || registry::network(name).is_some()
+    }
 }
 
 fn main() -> ExitCode {
@@ -172,36 +244,6 @@ fn parse_handle(handle: &str) -> Result<UserHandle> {
     handle
         .parse()
         .map_err(|e| anyhow!("invalid handle {handle:?}: {e}"))
-}
-
-/// A bare JID: local@domain, without spaces or a resource.
-fn check_jid(jid: &str) -> Result<()> {
-    let valid = match jid.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains(['@', '/'])
-                && !jid.chars().any(|c| c.is_whitespace() || c.is_control())
-                && jid.len() <= 3071
-        }
-        None => false,
-    };
-    if !valid {
-        return Err(anyhow!(
-            "invalid JID {jid:?}: expected a bare JID like alice@example.org"
-        ));
-    }
-    Ok(())
-}
-
-fn check_server(server: &str) -> Result<()> {
-    let valid = server
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !valid {
-        return Err(anyhow!("invalid server {server:?}: expected HOST:PORT"));
-    }
-    Ok(())
 }
 
 fn check_password(password: &str) -> Result<()> {
@@ -278,66 +320,30 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
             }
         }
         UserCommand::Link { handle, backend } => {
+            let Some(network) = registry::network(&backend.backend) else {
+                return Err(anyhow!(
+                    "the {} backend is not compiled into this build of msngate",
+                    backend.backend
+                ));
+            };
             let handle = parse_handle(&handle)?;
             // The account must exist before a backend login is spent on it.
             rt.block_on(open()?.account(&handle))
                 .map_err(|_| anyhow!("no account {handle}"))?;
             let key = SecretKey::load(&config.secrets, true)?.expect("created when missing");
-            let (backend, account, secret, options) = match backend {
-                LinkBackend::Xmpp {
-                    jid,
-                    password,
-                    server,
-                    plaintext,
-                } => {
-                    check_jid(&jid)?;
-                    check_password(&password)?;
-                    let mut options = Vec::new();
-                    if let Some(server) = server {
-                        check_server(&server)?;
-                        options.push(("server".to_string(), server));
-                    }
-                    if plaintext {
-                        options.push(("plaintext".to_string(), "true".to_string()));
-                    }
-                    ("xmpp", jid, password, options)
-                }
-                LinkBackend::Matrix {
-                    homeserver,
-                    user,
-                    password,
-                } => {
-                    check_password(&password)?;
-                    // A directory per link, so relinking never meets the previous store
-                    // (removed when that device is logged out below).
-                    let stamp = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_millis();
-                    let store = config
-                        .storage
-                        .backend_dir(&handle, "matrix")
-                        .join(stamp.to_string());
-                    let linked = runtime()?.block_on(msngate_bridge_matrix::link(
-                        &homeserver,
-                        &user,
-                        &password,
-                        &store,
-                    ));
-                    let linked = linked.map_err(|e| match e {
-                        BackendError::BadCredentials => {
-                            anyhow!("the homeserver refused the password of {user}")
-                        }
-                        e => anyhow!("cannot log {user} in at {homeserver}: {e}"),
-                    })?;
-                    ("matrix", linked.account, linked.secret, linked.options)
-                }
+            let request = LinkRequest {
+                msn_handle: handle.to_string(),
+                args: backend.args,
+                data_dir: config.storage.backend_dir(&handle, network.name()),
             };
+            let linked = rt.block_on(network.link(request))?;
+            let backend = network.name();
+            let account = linked.account;
             let link = BackendLink {
                 backend: backend.into(),
                 account: account.clone(),
-                sealed_secret: key.seal(handle.as_str(), secret.as_bytes()),
-                options,
+                sealed_secret: key.seal(handle.as_str(), linked.secret.as_bytes()),
+                options: linked.options,
             };
             let previous = rt.block_on(open()?.backend_link(&handle))?;
             match rt.block_on(open()?.link(&handle, &link)) {
@@ -345,7 +351,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
                 other => other.map_err(Into::into),
             }?;
             if let Some(previous) = previous {
-                log_out_device(config, &handle, &previous);
+                undo_link(config, &handle, &previous);
             }
             println!("linked {handle} to {backend}:{account} (from its next login)");
         }
@@ -356,7 +362,7 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
                 Err(StoreError::NotLinked) => Err(anyhow!("{handle} is not linked to a backend")),
                 other => other.map_err(anyhow::Error::from),
             }?;
-            log_out_device(config, &handle, &link);
+            undo_link(config, &handle, &link);
             println!("unlinked {handle}; it is a local account from its next login");
         }
     }
@@ -370,38 +376,32 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Ends what a backend link kept on the backend's side: a Matrix device is logged out and its
-/// local store removed. Failures are reported and not fatal: the link is already gone.
-fn log_out_device(config: &Config, handle: &UserHandle, link: &BackendLink) {
-    if link.backend != "matrix" {
+/// Ends what a backend link kept on the backend's side (a Matrix device is logged out and its
+/// local store removed). Failures are reported and not fatal: the link is already gone.
+fn undo_link(config: &Config, handle: &UserHandle, link: &BackendLink) {
+    let Some(network) = registry::network(&link.backend) else {
+        eprintln!(
+            "msngate: the {} backend is not compiled into this build; whatever the link of {} \
+             left on that network stays",
+            link.backend, link.account
+        );
         return;
-    }
+    };
     let secret = SecretKey::load(&config.secrets, false)
         .ok()
         .flatten()
         .and_then(|key| key.open(handle.as_str(), &link.sealed_secret).ok())
         .map(|s| String::from_utf8_lossy(&s).into_owned());
-    let Some(secret) = secret else {
-        eprintln!(
-            "msngate: cannot open the stored Matrix token; the device of {} stays logged in",
-            link.account
-        );
-        return;
+    let stored = StoredLink {
+        account: link.account.clone(),
+        secret,
+        options: link.options.clone(),
     };
-    let result = runtime().and_then(|rt| {
-        rt.block_on(msngate_bridge_matrix::unlink(
-            &link.account,
-            &secret,
-            &link.options,
-        ))
-        .map_err(|e| anyhow!("{e}"))
-    });
-    match result {
-        Ok(()) => println!("logged the Matrix device of {} out", link.account),
-        Err(e) => eprintln!(
-            "msngate: could not log the Matrix device of {} out: {e}",
-            link.account
-        ),
+    match runtime().map(|rt| rt.block_on(network.unlink(stored))) {
+        Ok(Ok(Some(report))) => println!("{report}"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => eprintln!("msngate: {e}"),
+        Err(e) => eprintln!("msngate: {e:#}"),
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use crate::backend::registry;
 use crate::bridge::MirroredLists;
 use crate::config::Config;
 use crate::connection::{self, Peer, Role, Timeouts};
@@ -23,15 +24,16 @@ use crate::services::{Backends, ContactLists};
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
-/// Every backend this build has, the local one serving the server with these services. This
-/// is the one place that names them.
+/// Every backend this build has, each with its kind of contact lists: the local one, serving
+/// the server with these services, and those of other networks compiled in
+/// ([`registry::networks`]).
 fn backends(services: Weak<Services>) -> Backends {
-    let (truth, mirror): (Arc<dyn ContactLists>, Arc<dyn ContactLists>) =
-        (Arc::new(TruthLists), Arc::new(MirroredLists));
     let mut backends = Backends::default();
-    backends.insert(LocalBackend::new(services), truth);
-    backends.insert(msngate_bridge_xmpp::XmppBackend, mirror.clone());
-    backends.insert(msngate_bridge_matrix::MatrixBackend, mirror);
+    backends.insert(LocalBackend::new(services), Arc::new(TruthLists));
+    let mirror: Arc<dyn ContactLists> = Arc::new(MirroredLists);
+    for network in registry::networks() {
+        backends.insert_shared(network.backend(), mirror.clone());
+    }
     backends
 }
 

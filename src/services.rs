@@ -58,7 +58,10 @@ pub struct Backends {
 
 impl Backends {
     pub fn insert(&mut self, backend: impl AnyBackend, lists: Arc<dyn ContactLists>) {
-        let backend: Arc<dyn AnyBackend> = Arc::new(backend);
+        self.insert_shared(Arc::new(backend), lists);
+    }
+
+    pub fn insert_shared(&mut self, backend: Arc<dyn AnyBackend>, lists: Arc<dyn ContactLists>) {
         self.by_name
             .insert(backend.name(), Registered { backend, lists });
     }

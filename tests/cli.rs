@@ -308,6 +308,7 @@ fn serve_runs_on_embedded_defaults_without_a_config_file() {
     child.wait().unwrap();
 }
 
+#[cfg(feature = "xmpp")]
 #[test]
 fn linking_stores_backend_secrets_encrypted() {
     let s = setup();
@@ -429,4 +430,66 @@ fn linking_stores_backend_secrets_encrypted() {
         stdout(&run(&s.config, &["user", "list"])),
         "alice@example.com\tlocal\talice@example.com\n"
     );
+}
+
+#[test]
+fn linking_to_a_backend_this_build_lacks_says_so() {
+    use msngate::backend::registry::{networks, KNOWN_NETWORKS};
+    let s = setup();
+    assert!(run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"]
+    )
+    .status
+    .success());
+    let compiled: Vec<_> = networks().iter().map(|n| n.name()).collect();
+    for backend in KNOWN_NETWORKS.iter().filter(|n| !compiled.contains(n)) {
+        let out = run(
+            &s.config,
+            &[
+                "user",
+                "link",
+                "alice@example.com",
+                backend,
+                "--password",
+                "x",
+            ],
+        );
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!("the {backend} backend is not compiled into")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn link_offers_each_backend_with_the_arguments_it_declares() {
+    use msngate::backend::registry::networks;
+    use msngate_bridge_api::LinkArgKind;
+    let help = msngate().args(["user", "link", "--help"]).output().unwrap();
+    let help = stdout(&help);
+    for network in networks() {
+        assert!(
+            help.contains(&format!("  {}  ", network.name())),
+            "{}: {help}",
+            network.name()
+        );
+        let out = msngate()
+            .args(["user", "link", "a@b.c", network.name(), "--help"])
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains(network.link_help()), "{text}");
+        for arg in network.link_args() {
+            assert!(text.contains(&format!("--{}", arg.name)), "{text}");
+            if arg.kind == LinkArgKind::Required {
+                assert!(text.contains(&format!("--{} <", arg.name)), "{text}");
+            }
+            if arg.secret {
+                assert!(text.contains("MSNGATE_LINK_PASSWORD"), "{text}");
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! (tests/conformance/msn.rs) against the XMPP backend on a real ejabberd, the second XMPP
 //! server next to Prosody (conformance_xmpp.rs): the same scenarios, the same glue
 //! (tests/xmpp_network), another server implementation.
+#![cfg(feature = "xmpp")]
 
 mod common;
 mod conformance;

@@ -2,6 +2,7 @@
 //! Synapse and an independent matrix-sdk client as the contact, and the MSN-level
 //! suite (tests/conformance/msn.rs): an MSN client whose account msngate links to the Matrix
 //! account.
+#![cfg(feature = "matrix")]
 
 mod common;
 mod conformance;

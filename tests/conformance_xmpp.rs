@@ -2,6 +2,7 @@
 //! and an independent XMPP client as the contact, and the MSN-level
 //! suite (tests/conformance/msn.rs): an MSN client whose account msngate links to the XMPP
 //! account. The glue is shared with conformance_ejabberd.rs (tests/xmpp_network).
+#![cfg(feature = "xmpp")]
 
 mod common;
 mod conformance;

@@ -2,6 +2,7 @@
 //! servers start (installing ejabberd if the machine has none), accounts and rosters made
 //! through its admin API work for an independent XMPP client, data survives a restart, and
 //! nothing is left running after a server is dropped.
+#![cfg(feature = "xmpp")]
 
 mod support;
 

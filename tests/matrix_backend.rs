@@ -3,6 +3,7 @@
 //!
 //! Alice is the msngate user: her account is linked with `link` and logged in with
 //! `MatrixBackend::login`; what she would see on MSN is the `BackendEvent`s.
+#![cfg(feature = "matrix")]
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! The Matrix bridge end to end: an MSN 1.0 client whose account is linked (with the
 //! `msngate user link ... matrix` command) to a Matrix account on a real Synapse, and
 //! independent Matrix clients on the other side.
-
+#![cfg(feature = "matrix")]
 #![recursion_limit = "256"]
 
 mod common;

@@ -456,6 +456,7 @@ async fn a_public_tcp_address_is_refused() {
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
+#[cfg(feature = "xmpp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
     use support::prosody::{trust_test_certificate, Prosody};
@@ -509,6 +510,7 @@ async fn a_script_mapped_to_xmpp_chats_with_an_xmpp_user() {
 /// A script whose account is linked to Matrix accepts a direct chat invitation the way msncd
 /// scripts add anyone (`ADD`: FL, then AL), sees the inviter come online without the contact
 /// flapping off and on its lists, and chats both ways.
+#[cfg(feature = "matrix")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_mapped_to_matrix_accepts_an_invitation_and_chats() {
     use matrix_sdk::ruma::presence::PresenceState;

@@ -492,3 +492,29 @@ async fn connections_per_address_are_limited() {
     let t = again.cmd("VER", "MSNP2 CVR0").await;
     again.expect(&format!("VER {t} MSNP2")).await;
 }
+
+#[tokio::test]
+async fn an_account_linked_to_a_backend_this_build_lacks_is_refused_with_500() {
+    use msngate::backend::registry::{networks, KNOWN_NETWORKS};
+    let compiled: Vec<_> = networks().iter().map(|n| n.name()).collect();
+    let mut lacking: Vec<_> = KNOWN_NETWORKS
+        .iter()
+        .filter(|n| !compiled.contains(n))
+        .copied()
+        .collect();
+    lacking.push("gopher");
+    for backend in lacking {
+        let mut server = TestServer::start_linked(
+            "alice@example.com",
+            "pa",
+            (backend, "alice@elsewhere.example", "secret"),
+            Vec::new(),
+            |_| {},
+        )
+        .await;
+        let mut c = Client::connect(server.ns()).await;
+        let answer = c.try_md5_login("alice@example.com", "pa").await;
+        assert_eq!(answer.get(0), "500", "{backend}: {}", answer.text());
+        server.stop().await;
+    }
+}

@@ -1,6 +1,7 @@
 //! The XMPP test infrastructure itself, against a real Prosody: servers start (installing
 //! Prosody if the machine has none), accounts log in over TLS, and the client helpers the
 //! bridge tests rely on do what they say.
+#![cfg(feature = "xmpp")]
 
 mod support;
 

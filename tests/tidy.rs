@@ -15,11 +15,11 @@ use std::path::Path;
 /// `src/main.rs` and `src/bin/` sit above all of these and may use anything.
 const LAYERS: &[&[&str]] = &[
     &["protocol"],
-    &["config"],
-    &["secrets"],
     &["store"],
     &["connection"],
     &["backend"],
+    &["config"],
+    &["secrets"],
     &["hub"],
     &["services"],
     &["chat", "local"],
@@ -35,12 +35,7 @@ const MAX_LINES: usize = 800;
 
 /// Files allowed over [`MAX_LINES`] for now, each being split by someone. An entry that is no
 /// longer too long fails the test, so the list only shrinks.
-const LONG_FILES: &[&str] = &[
-    // Being split on the bridge-link branch (stanza stream, roster, presence).
-    "bridges/xmpp/src/session.rs",
-    // Being split on the bridge-link branch (sync loop, rooms, direct chats).
-    "bridges/matrix/src/session.rs",
-];
+const LONG_FILES: &[&str] = &[];
 
 /// Crates whose types only the backends in bridges/* may name.
 const NETWORK_CRATES: &[&str] = &[

@@ -1,6 +1,7 @@
 //! The XMPP bridge against a real Prosody, with independent XMPP clients on the other side:
 //! an MSN 1.0 client whose account is mapped to an XMPP account sees its roster, presence and
 //! chats as MSN contacts.
+#![cfg(feature = "xmpp")]
 
 mod common;
 mod support;

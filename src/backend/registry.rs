@@ -1,5 +1,7 @@
 //! Object-safe versions of the bridges/api traits, so the rest of the core holds any backend
-//! without naming it.
+//! without naming it, and [`networks`]: the backends of other networks compiled into this
+//! build (Cargo features `xmpp` and `matrix`), the one place that names them. (The local
+//! backend is named where the server registers every backend, `crate::server`.)
 //!
 //! `Backend` and `BackendSession` return `impl Future`, which keeps each backend free of boxing
 //! but makes the traits unusable as `dyn`. The blanket impls here box each call's future once,
@@ -7,10 +9,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use msngate_bridge_api::{
-    Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, List,
-    OutgoingMessage, PresenceState,
+    Backend, BackendError, BackendSession, Capabilities, ChatId, Credentials, EventSender, LinkArg,
+    LinkError, LinkRequest, Linked, Linker, List, OutgoingMessage, PresenceState, Setting,
+    StoredLink,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -129,4 +133,62 @@ impl<B: Backend> AnyBackend for B {
             Ok(Box::new(session) as Box<dyn Session>)
         })
     }
+}
+
+/// [`Linker`], object-safe, with the [`Backend`] it belongs to.
+pub trait AnyLinker: AnyBackend {
+    fn link_help(&self) -> &'static str;
+    fn link_args(&self) -> &'static [LinkArg];
+    fn link(&self, request: LinkRequest) -> BoxFuture<'_, Result<Linked, LinkError>>;
+    fn unlink(&self, link: StoredLink) -> BoxFuture<'_, Result<Option<String>, LinkError>>;
+    fn settings(&self) -> &'static [Setting];
+    fn check_setting(&self, key: &str, value: &str) -> Result<(), String>;
+    /// The same backend, for logging in.
+    fn backend(self: Arc<Self>) -> Arc<dyn AnyBackend>;
+}
+
+impl<L: Linker> AnyLinker for L {
+    fn link_help(&self) -> &'static str {
+        Linker::link_help(self)
+    }
+    fn link_args(&self) -> &'static [LinkArg] {
+        Linker::link_args(self)
+    }
+    fn link(&self, request: LinkRequest) -> BoxFuture<'_, Result<Linked, LinkError>> {
+        Box::pin(Linker::link(self, request))
+    }
+    fn unlink(&self, link: StoredLink) -> BoxFuture<'_, Result<Option<String>, LinkError>> {
+        Box::pin(Linker::unlink(self, link))
+    }
+    fn settings(&self) -> &'static [Setting] {
+        Linker::settings(self)
+    }
+    fn check_setting(&self, key: &str, value: &str) -> Result<(), String> {
+        Linker::check_setting(self, key, value)
+    }
+    fn backend(self: Arc<Self>) -> Arc<dyn AnyBackend> {
+        self
+    }
+}
+
+/// The backends of other networks compiled into this build, in the order `msngate user link`
+/// lists them: the one place that names them.
+// Pushed one by one, each line depending on a feature.
+#[allow(unused_mut, clippy::vec_init_then_push)]
+pub fn networks() -> Vec<Arc<dyn AnyLinker>> {
+    let mut networks: Vec<Arc<dyn AnyLinker>> = Vec::new();
+    #[cfg(feature = "xmpp")]
+    networks.push(Arc::new(msngate_bridge_xmpp::XmppBackend));
+    #[cfg(feature = "matrix")]
+    networks.push(Arc::new(msngate_bridge_matrix::MatrixBackend));
+    networks
+}
+
+/// Every network msngate has a backend for, whether this build has it or not: links, commands
+/// and configuration tables for one left out get a clear answer rather than a puzzling one.
+pub const KNOWN_NETWORKS: &[&str] = &["xmpp", "matrix"];
+
+/// The backend of another network named `name`, if this build has it.
+pub fn network(name: &str) -> Option<Arc<dyn AnyLinker>> {
+    networks().into_iter().find(|n| n.name() == name)
 }

@@ -704,9 +704,7 @@ mod tests {
 
     #[test]
     fn a_shared_line_is_written_once_per_dialect() {
-        let line = SharedLine::new(ServerCommand::Fln {
-            handle: h("a@b.c"),
-        });
+        let line = SharedLine::new(ServerCommand::Fln { handle: h("a@b.c") });
         for dialect in Dialect::ALL {
             let first = line.encoded(dialect);
             let again = line.clone().encoded(dialect);

@@ -11,9 +11,16 @@
 //! Contacts are named by MSN handles: each backend owns a reversible mapping between its own
 //! ids (JIDs, Matrix ids, rooms) and handles, and documents it. This crate knows nothing of
 //! the MSN wire protocol and does no I/O.
+//!
+//! A backend of another network also implements [`Linker`]: how an MSN account is linked to an
+//! account there, and the backend's settings.
+
+mod link;
 
 use std::fmt;
 use std::future::Future;
+
+pub use link::{LinkArg, LinkArgKind, LinkError, LinkRequest, Linked, Linker, Setting, StoredLink};
 
 /// A contact's or the user's own state, in MSN's terms. Backends map their presence model to
 /// these and back (XMPP show + status, Matrix presence + status_msg).

@@ -9,6 +9,7 @@
 //! for how rooms, invites, presence and messages map to MSN.
 
 pub mod handles;
+mod linker;
 pub mod presence;
 mod session;
 
@@ -21,6 +22,8 @@ use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
 use matrix_sdk::{Client, SessionMeta, SessionTokens};
+/// The result of linking an account: what the core stores.
+pub use msngate_bridge_api::Linked;
 use msngate_bridge_api::{
     Backend, BackendError, BackendEvent, BackendSession, Capabilities, ChatId, ConnectionState,
     Credentials, EventSender, List, OutgoingMessage, PresenceState, ACTION_BOUND, SEND_DEADLINE,
@@ -43,27 +46,6 @@ pub const OPTION_PRESENCE_FALLBACK: &str = "presence_fallback";
 const SEND_QUEUE: usize = 256;
 /// How long one HTTP request to the homeserver may take (sync adds its long-poll timeout).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The result of linking an account: what the core stores.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Linked {
-    /// The full Matrix user id, `@alice:example.org`.
-    pub account: String,
-    /// Opaque and secret (access token and store passphrase): store it sealed.
-    pub secret: String,
-    /// Not secret: homeserver URL, device id, store directory.
-    pub options: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for Linked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Linked")
-            .field("account", &self.account)
-            .field("secret", &"[redacted]")
-            .field("options", &self.options)
-            .finish()
-    }
-}
 
 /// What [`Linked::secret`] holds.
 #[derive(Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 
 mod connect;
 pub mod handles;
+mod linker;
 pub mod presence;
 mod session;
 
