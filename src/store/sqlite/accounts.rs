@@ -113,7 +113,7 @@ impl Database {
         account(&tx, handle)?;
         tx.execute(
             "INSERT INTO backend_links (handle, backend, account, secret, options) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (handle) DO UPDATE SET backend = ?2, account = ?3, secret = ?4, options = ?5",
+             ON CONFLICT (handle) DO UPDATE SET backend = ?2, account = ?3, secret = ?4, options = ?5, refused_at = NULL",
             params![handle.as_str(), link.backend, link.account, link.sealed_secret, encode_options(&link.options)],
         )?;
         tx.commit()?;

@@ -161,6 +161,9 @@ pub struct Shared {
     connections: watch::Sender<u64>,
     /// The user's own state as last set, for the presence task and each sync.
     wanted: watch::Receiver<Option<Wanted>>,
+    /// The presence the sync in flight asked for (`set_presence`): a homeserver applies it when
+    /// that request reaches it, which can be after the presence task set a newer state.
+    syncing_with: Mutex<Option<RumaPresence>>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -221,6 +224,7 @@ impl Shared {
             reporting: tokio::sync::Mutex::new(()),
             connections: watch::Sender::new(0),
             wanted,
+            syncing_with: Mutex::new(None),
         }
     }
 
@@ -248,7 +252,12 @@ pub async fn sync_loop(shared: Arc<Shared>) {
     let mut reported_down = false;
     let mut attempt = 0;
     loop {
-        let mut settings = sync_settings(shared.sync_presence());
+        let presence = shared.sync_presence();
+        *shared
+            .syncing_with
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = presence.clone();
+        let mut settings = sync_settings(presence);
         if !connected {
             // Come back quickly with what is there, instead of long-polling.
             settings = settings.timeout(Duration::ZERO);

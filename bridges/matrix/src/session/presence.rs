@@ -2,6 +2,7 @@
 //! none) and the user's own, published by the presence task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use matrix_sdk::ruma::api::client::presence::{get_presence, set_presence};
 use matrix_sdk::ruma::events::presence::PresenceEvent;
@@ -17,6 +18,18 @@ use super::{
 };
 
 impl Shared {
+    /// Whether the sync in flight asked for another presence than the one wanted now: the
+    /// homeserver may apply it after a newer state was published, which must then be
+    /// published again.
+    fn sync_is_stale(&self) -> bool {
+        let syncing = self
+            .syncing_with
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        syncing.is_some() && syncing != self.sync_presence()
+    }
+
     pub(super) fn sync_presence(&self) -> Option<RumaPresence> {
         let own = self.wanted.borrow().as_ref().map(|w| w.state);
         own.map(|s| ruma_presence(to_matrix(s).0))
@@ -166,10 +179,16 @@ impl Shared {
 /// Publishes the user's own state whenever it changes (only the latest: states set while one
 /// was being sent are skipped), and again after each reconnection, once the session is
 /// connected. A failure is retried with backoff.
+/// How long after publishing a state it is published again when the sync in flight asked
+/// for an older one (see `Shared::sync_is_stale`).
+const STALE_SYNC_WAIT: Duration = Duration::from_secs(2);
+
 pub async fn presence_loop(shared: Arc<Shared>) {
     let mut wanted = shared.wanted.clone();
     let mut connections = shared.connections.subscribe();
     let mut published: Option<(Wanted, u64)> = None;
+    // The last state published again because a sync in flight carried an older one.
+    let mut reasserted: Option<(Wanted, u64)> = None;
     let mut name_set: Option<String> = None;
     let mut attempt = 0;
     loop {
@@ -180,6 +199,13 @@ pub async fn presence_loop(shared: Arc<Shared>) {
             let done = (current, connection);
             if published.as_ref() != Some(&done) {
                 match shared.publish_presence(&done.0, &mut name_set).await {
+                    Ok(()) if shared.sync_is_stale() && reasserted.as_ref() != Some(&done) => {
+                        // The sync in flight may still set its older presence; publish once
+                        // more when it has surely reached the homeserver.
+                        reasserted = Some(done);
+                        retry = Some(STALE_SYNC_WAIT);
+                        attempt = 0;
+                    }
                     Ok(()) => {
                         published = Some(done);
                         attempt = 0;
