@@ -44,9 +44,15 @@ pub struct LimitsConfig {
     /// The most simultaneous connections from one client address (all listeners together);
     /// more are closed at once.
     pub max_connections_per_address: usize,
-    /// Whether loopback addresses count too. Off by default: local load tests and msncd's own
-    /// connections to the server come from loopback.
+    /// Whether loopback addresses count too (for connections per address and messages per
+    /// second). Off by default: local load tests and msncd's own connections to the server
+    /// come from loopback.
     pub limit_loopback: bool,
+    /// Switchboard messages one user may send per second on average (0: no limit); a flood
+    /// past `message_burst` is slowed, then refused with `713`.
+    pub messages_per_second: u32,
+    /// Messages one user may send at once before the rate applies.
+    pub message_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -58,6 +64,8 @@ impl Default for LimitsConfig {
             login_cooldown_secs: 30,
             max_connections_per_address: 64,
             limit_loopback: false,
+            messages_per_second: 10,
+            message_burst: 50,
         }
     }
 }

@@ -107,8 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub: Arc::new(InProcess::default()),
         node: Node::new(
             Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
-            config.limits.throttle(),
-            config.limits.per_address(),
+            &config.limits,
         ),
         store,
         challenge_key,

@@ -418,3 +418,66 @@ async fn session_ends_when_the_last_one_leaves() {
     c.expect_closed_after(&["911 1"]).await;
     bob_ns.expect_silence(100).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_flood_is_slowed_then_refused_and_nothing_refused_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    // Loopback is exempt by default; this test is the flooder from "outside".
+    config.limits.limit_loopback = true;
+    config.limits.messages_per_second = 5;
+    config.limits.message_burst = 5;
+    let server = TestServer::start_with(dir, config, &USERS).await;
+    let (mut alice, mut bob, _a, _b) = alice_calls_bob(&server).await;
+
+    // 40 pipelined messages: the burst of 5 goes at once, the next ones are slowed to 5 a
+    // second for up to 2 s (10 more), and the rest are refused with 713.
+    let mut trids = Vec::new();
+    for i in 0..40 {
+        trids.push(alice.msg("A", &text_message(&format!("flood {i}"))).await);
+    }
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    while acked.len() + refused.len() < trids.len() {
+        let line = alice
+            .recv_within(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        match line.get(0) {
+            "ACK" => acked.push(line.get(1).parse::<u32>().unwrap()),
+            "713" => refused.push(line.get(1).parse::<u32>().unwrap()),
+            other => panic!("unexpected {other}: {}", line.text()),
+        }
+    }
+    assert!(
+        (5..=20).contains(&acked.len()),
+        "{} acknowledged, {} refused",
+        acked.len(),
+        refused.len()
+    );
+    assert!(refused.len() >= 20, "{} refused", refused.len());
+    // Bob gets exactly the acknowledged ones, in order, and none of the refused.
+    let mut got = Vec::new();
+    while let Ok(Some(line)) = bob.recv_within(Duration::from_millis(500)).await {
+        got.push(line.payload_text());
+    }
+    let texts: Vec<String> = trids
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| acked.contains(t))
+        .map(|(i, _)| format!("flood {i}"))
+        .collect();
+    assert_eq!(got.len(), texts.len());
+    for (line, text) in got.iter().zip(&texts) {
+        assert!(
+            line.ends_with(text.as_str()),
+            "{line:?} should end in {text:?}"
+        );
+    }
+
+    // After a pause the user may talk again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = alice.msg("A", &text_message("sorry")).await;
+    bob.expect("MSG alice@example.com Alice *").await;
+    alice.expect(&format!("ACK {t}")).await;
+}

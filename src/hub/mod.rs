@@ -11,6 +11,7 @@
 //! a map operation and never across an `.await`; sending to a [`Peer`] never waits.
 
 mod cookies;
+mod rate;
 pub mod switchboard;
 mod throttle;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
+pub use rate::{MessageRate, Verdict, MAX_SLOWDOWN};
 pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, ThrottleLimits};
 
 use crate::backend::Account;
@@ -206,20 +208,23 @@ pub struct Node {
     pub addresses: Arc<AddressCounts>,
     /// Connections refused for a limit are logged once per address and minute.
     pub refused_connections: LogLimiter,
+    /// Switchboard messages per user and second.
+    pub messages: MessageRate,
+    /// Refused floods are logged once per address and minute.
+    pub floods: LogLimiter,
 }
 
 impl Node {
-    pub fn new(
-        cookies: Cookies,
-        limits: ThrottleLimits,
-        (per_address, count_loopback): (usize, bool),
-    ) -> Node {
+    pub fn new(cookies: Cookies, limits: &crate::config::LimitsConfig) -> Node {
+        let (per_address, count_loopback) = limits.per_address();
         Node {
             cookies,
-            throttle: LoginThrottle::new(limits),
+            throttle: LoginThrottle::new(limits.throttle()),
             bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
             addresses: Arc::new(AddressCounts::new(per_address, count_loopback)),
             refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
+            messages: MessageRate::new(limits.messages_per_second, limits.message_burst),
+            floods: LogLimiter::new(std::time::Duration::from_secs(60)),
         }
     }
 }

@@ -3,6 +3,8 @@
 pub mod client;
 pub mod error;
 pub mod frame;
+#[cfg(test)]
+mod properties;
 pub mod server;
 pub mod types;
 

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::chat;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::switchboard::{Member, Participant, SessionHandle};
-use crate::hub::CookieGrant;
+use crate::hub::{CookieGrant, Verdict};
 use crate::protocol::{
     AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, SharedLine, TrId, UserHandle,
 };
@@ -51,6 +51,29 @@ impl SwitchboardConnection {
     fn bad_cookie(&self, handle: &UserHandle, what: &str) {
         if let Some(unlogged) = self.services.node.bad_cookies.should_log(self.address) {
             warn!(address = %self.address, %handle, unlogged, "switchboard {what} with an invalid cookie");
+        }
+    }
+
+    /// Keeps a user's messages within `[limits] messages_per_second`: a burst passes, a flood
+    /// is slowed and then refused (`713`), logged once per address and minute. Loopback is
+    /// exempt unless `limit_loopback` (local load tests and msncd's scripts).
+    async fn pace(&self, me: &UserHandle) -> Result<(), ErrorCode> {
+        let limits = &self.services.config.limits;
+        if self.address.is_loopback() && !limits.limit_loopback {
+            return Ok(());
+        }
+        match self.services.node.messages.take(me) {
+            Verdict::Go => Ok(()),
+            Verdict::Wait(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Verdict::Refuse => {
+                if let Some(unlogged) = self.services.node.floods.should_log(self.address) {
+                    warn!(address = %self.address, handle = %me, unlogged, "messages refused: the user sends faster than [limits] messages_per_second");
+                }
+                Err(ErrorCode::UserTooActive)
+            }
         }
     }
 
@@ -125,6 +148,10 @@ impl Role for SwitchboardConnection {
                     payload,
                 },
             ) => {
+                if let Err(code) = self.pace(me).await {
+                    out.error(code, trid);
+                    return Flow::Continue;
+                }
                 let line = SharedLine::new(ServerCommand::Msg {
                     sender: me.to_string(),
                     sender_name: name.to_string(),
