@@ -185,6 +185,11 @@ impl Replies {
         command.write_to(self.outbox.dialect(), &mut self.buf);
     }
 
+    /// The connection's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.outbox.dialect()
+    }
+
     /// Sets the connection's dialect, for these replies and everything after (see
     /// [`Peer::set_dialect`]).
     pub fn set_dialect(&mut self, dialect: Dialect) {

@@ -12,7 +12,7 @@ pub use frame::{decode, Frame, FrameError, MAX_LINE_BYTES, MAX_PAYLOAD_BYTES};
 pub use server::{ListItem, OutReason, ServerCommand, ServerParseError, SharedLine};
 pub use types::{
     AckMode, BlpSetting, Dialect, FriendlyName, GtcSetting, HandleError, ListKind, NameError,
-    Status, TrId, UserHandle,
+    PhoneKey, Status, TrId, UserHandle, MAX_GROUPS, MAX_GROUP_NAME_BYTES, MAX_PHONE_BYTES,
 };
 
 /// A line for the debug log: secrets (challenge responses, cookies) are cut off after the

@@ -188,6 +188,7 @@ impl SwitchboardConnection {
             trid,
             handle: handle.clone(),
             name: name.clone(),
+            verified: None,
         });
         self.state = State::InSession {
             me: handle,

@@ -14,7 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use msngate::config::Config;
-use msngate::protocol::{decode, FriendlyName, ServerCommand, UserHandle};
+use msngate::protocol::{decode, Dialect, FriendlyName, ServerCommand, UserHandle};
 use msngate::server::{self, Running};
 use msngate::store::{SqliteStore, Store};
 
@@ -219,6 +219,9 @@ pub struct Client {
     writer: OwnedWriteHalf,
     pub trid: u32,
     pub name: String,
+    /// The dialect the server's VER answer chose (MSNP2 until one comes): lines are checked
+    /// against the encoder's form in it.
+    pub dialect: Dialect,
 }
 
 impl Client {
@@ -234,6 +237,7 @@ impl Client {
             writer: w,
             trid: 0,
             name: String::new(),
+            dialect: Dialect::Msnp2,
         }
     }
 
@@ -326,11 +330,18 @@ impl Client {
         let payload = frame.payload.as_ref().map(|p| p.to_vec());
         let command = ServerCommand::parse(frame)
             .unwrap_or_else(|e| panic!("{}: `{text}` is not a server line: {e}", self.name));
+        if let ServerCommand::Ver {
+            dialect: Some(d), ..
+        } = command
+        {
+            self.dialect = d;
+        }
         assert_eq!(
-            command.to_string(),
+            command.line(self.dialect).to_string(),
             text,
-            "{}: a server line not in the encoder's form",
-            self.name
+            "{}: a server line not in the encoder's form ({})",
+            self.name,
+            self.dialect
         );
         // The tokens are for the wildcard patterns of tests, not for reading the line.
         let tokens = text.split(' ').map(String::from).collect();
@@ -618,6 +629,7 @@ pub async fn run_transcript(path: &Path) {
                 "login_timeout_secs" => {
                     config.server.login_timeout_secs = value.parse().unwrap_or_else(|_| bad())
                 }
+                "challenges" => config.client.challenges = value.parse().unwrap_or_else(|_| bad()),
                 _ => bad(),
             }
         }
@@ -641,13 +653,25 @@ pub async fn run_transcript(path: &Path) {
                 .cloned()
                 .unwrap_or_else(|| t.to_string())
         };
+        // A token is also cut at `\r\n` and `\NOCRLF`, so a payload may start or be an md5.
+        let piece = |t: &str| {
+            let (t, tail) = match t.strip_suffix("\\NOCRLF") {
+                Some(t) => (t, "\\NOCRLF"),
+                None => (t, ""),
+            };
+            let value = match t.strip_prefix("md5(").and_then(|t| t.strip_suffix(')')) {
+                Some(inner) => md5_hex(&inner.split('+').map(one).collect::<String>()),
+                None => one(t),
+            };
+            value + tail
+        };
         s.split(' ')
-            .map(
-                |t| match t.strip_prefix("md5(").and_then(|t| t.strip_suffix(')')) {
-                    Some(inner) => md5_hex(&inner.split('+').map(one).collect::<String>()),
-                    None => one(t),
-                },
-            )
+            .map(|t| {
+                t.split("\\r\\n")
+                    .map(piece)
+                    .collect::<Vec<_>>()
+                    .join("\\r\\n")
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };
