@@ -115,6 +115,17 @@ impl TestServer {
     pub async fn login(&self, handle: &str, password: &str) -> Client {
         Client::login(self.ns(), handle, password).await
     }
+
+    /// Logs in with a client's VER list `offered`, expecting the VER answer `answer`.
+    pub async fn login_offering(
+        &self,
+        handle: &str,
+        password: &str,
+        offered: &str,
+        answer: &str,
+    ) -> Client {
+        Client::login_offering(self.ns(), handle, password, offered, answer).await
+    }
 }
 
 /// The secrets key of test servers that link accounts (`config.secrets.key`).
@@ -449,8 +460,21 @@ impl Client {
     /// Sends MSN 1.0's `VER`, `INF` and the two `USR`s on a new connection, and returns the
     /// answer to the second `USR` (`USR t OK ...` or an error such as `911 t`).
     pub async fn try_md5_login(&mut self, handle: &str, password: &str) -> Line {
-        let t = self.cmd("VER", "MSNP2 CVR0").await;
-        self.expect(&format!("VER {t} MSNP2")).await;
+        self.try_md5_login_offering(handle, password, "MSNP2 CVR0", "MSNP2")
+            .await
+    }
+
+    /// Like [`Client::try_md5_login`], offering the dialects `offered` (a client's VER list)
+    /// and expecting the answer `answer`.
+    pub async fn try_md5_login_offering(
+        &mut self,
+        handle: &str,
+        password: &str,
+        offered: &str,
+        answer: &str,
+    ) -> Line {
+        let t = self.cmd("VER", offered).await;
+        self.expect(&format!("VER {t} {answer}")).await;
         let t = self.cmd("INF", "").await;
         self.expect(&format!("INF {t} MD5")).await;
         let t = self.cmd("USR", &format!("MD5 I {handle}")).await;
@@ -471,14 +495,33 @@ impl Client {
 
     /// Logs in the way MSN Messenger 1.0 does, up to and including the profile message.
     pub async fn login(address: SocketAddr, handle: &str, password: &str) -> Client {
+        Client::login_offering(address, handle, password, "MSNP2 CVR0", "MSNP2").await
+    }
+
+    /// Logs in offering the dialects `offered` (a client's VER list), expecting the VER
+    /// answer `answer`, up to and including the profile message.
+    pub async fn login_offering(
+        address: SocketAddr,
+        handle: &str,
+        password: &str,
+        offered: &str,
+        answer: &str,
+    ) -> Client {
         let mut c = Client::connect(address).await;
         c.name = handle.to_string();
-        let answer = c.try_md5_login(handle, password).await;
+        let answer = c
+            .try_md5_login_offering(handle, password, offered, answer)
+            .await;
         let t = answer.get(1).to_string();
+        let verified = if c.dialect >= Dialect::Msnp6 {
+            " 1"
+        } else {
+            ""
+        };
         assert!(
             matches(
                 &answer,
-                &format!("USR {t} OK {} *", handle.to_ascii_lowercase())
+                &format!("USR {t} OK {} *{verified}", handle.to_ascii_lowercase())
             ),
             "{}: expected USR OK, got `{}`",
             c.name,
@@ -498,7 +541,11 @@ impl Client {
             self.expect(&format!("BLP {t} * *")).await;
             for list in ["FL", "AL", "BL", "RL"] {
                 loop {
-                    let l = self.recv().await;
+                    let mut l = self.recv().await;
+                    // The later dialects' phone and group lines (MSNP5, MSNP7) come between.
+                    while ["PRP", "LSG", "BPR"].contains(&l.get(0)) {
+                        l = self.recv().await;
+                    }
                     let prefix = format!("LST {t} {list} ");
                     assert!(
                         l.text().starts_with(&prefix),
