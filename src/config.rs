@@ -191,6 +191,10 @@ pub struct ClientConfig {
     pub info_url: String,
     /// The page the client's URL command (e-mail, password, profile menus) is sent to.
     pub web_url: String,
+    /// Whether MSNP6 and MSNP7 clients get a `CHL` challenge after their first `CHG` (answered
+    /// with `QRY`; a wrong answer ends the session). Off by default: it proves only that the
+    /// client knows a public key, and a client id not known here would be disconnected.
+    pub challenges: bool,
 }
 
 impl Default for ClientConfig {
@@ -201,6 +205,7 @@ impl Default for ClientConfig {
             download_url: "http://127.0.0.1/msngate/download".into(),
             info_url: "http://127.0.0.1/msngate/info".into(),
             web_url: "http://127.0.0.1/msngate/".into(),
+            challenges: false,
         }
     }
 }

@@ -144,6 +144,10 @@ impl Peer {
         if state.closed {
             return false;
         }
+        if bytes.is_empty() {
+            // A line this connection's dialect does not have (see `ServerCommand::since`).
+            return true;
+        }
         if state.lines.len() >= OUTBOUND_QUEUE || state.bytes + bytes.len() > OUTBOUND_BYTES {
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
@@ -183,6 +187,11 @@ impl Replies {
     pub fn push(&mut self, command: ServerCommand) {
         debug!("<< {}", loggable(&command));
         command.write_to(self.outbox.dialect(), &mut self.buf);
+    }
+
+    /// The connection's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.outbox.dialect()
     }
 
     /// Sets the connection's dialect, for these replies and everything after (see

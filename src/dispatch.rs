@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::connection::{Flow, Replies, Role};
-use crate::protocol::{AuthStage, ClientCommand, Dialect, ErrorCode, ServerCommand};
+use crate::protocol::{AuthStage, ClientCommand, ErrorCode, ServerCommand};
 use crate::services::Services;
 
 /// One dispatch connection.
@@ -26,20 +26,21 @@ impl Role for DispatchConnection {
     async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
         match command {
             ClientCommand::Ver { trid, dialects } => {
-                let dialect = Dialect::negotiate(dialects.iter().map(String::as_str));
+                let (dialect, answer) = ServerCommand::version_answer(trid, &dialects);
                 if let Some(d) = dialect {
                     out.set_dialect(d);
                 }
-                out.push(ServerCommand::Ver { trid, dialect });
+                out.push(answer);
                 if dialect.is_none() {
                     return Flow::Close;
                 }
             }
             ClientCommand::Inf { trid } => out.push(ServerCommand::Inf { trid }),
-            ClientCommand::Cvr { trid, .. } => {
+            ClientCommand::Cvr { trid, query, .. } => {
                 out.push(crate::notification::cvr_reply(
                     &self.services.config.client,
                     trid,
+                    query,
                 ));
             }
             ClientCommand::UsrAuth {
@@ -50,6 +51,7 @@ impl Role for DispatchConnection {
                 out.push(ServerCommand::XfrNs {
                     trid,
                     address: self.services.notification_address.clone(),
+                    current: self.services.dispatch_address.clone(),
                 });
                 return Flow::Close;
             }

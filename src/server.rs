@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
     let (ns_addr, sb_addr) = (local(&ns), local(&sb));
+    let ds_port = ds.as_ref().map(|l| local(l).port());
     let host = config.server.public_host.clone();
     let services = Arc::new_cyclic(|services| Services {
         hub: Arc::new(InProcess::default()),
@@ -113,6 +114,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         challenge_key,
         notification_address: format!("{host}:{}", ns_addr.port()),
         switchboard_address: format!("{host}:{}", sb_addr.port()),
+        dispatch_address: ds_port
+            .map(|port| format!("{host}:{port}"))
+            .unwrap_or_default(),
         tracker: TaskTracker::new(),
         secret_key,
         backends: backends(services.clone()),

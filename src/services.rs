@@ -36,6 +36,8 @@ pub struct Services {
     pub notification_address: String,
     /// `public_host:port` of the switchboard, for XFR SB and RNG.
     pub switchboard_address: String,
+    /// `public_host:port` of the dispatch server (empty without one), for MSNP7's XFR NS.
+    pub dispatch_address: String,
     pub tracker: TaskTracker,
     /// The key that opens backend secrets; `None` until one exists (see [`SecretKey`]).
     pub secret_key: Option<SecretKey>,
@@ -166,6 +168,9 @@ pub struct ListCommand {
     pub trid: TrId,
     pub list: ListKind,
     pub contact: UserHandle,
+    /// For an MSNP7 `ADD FL` of a new contact: the group it goes in (instead of group 0),
+    /// which must exist. The lists put it there once the contact is on the FL.
+    pub group: Option<u32>,
 }
 
 /// Who calls, in a `CAL`.
@@ -181,19 +186,19 @@ pub struct Caller<'a> {
 /// and lets the user see it, the contact's state.
 pub fn answer_add(
     out: &mut Replies,
-    trid: TrId,
-    list: ListKind,
+    command: &ListCommand,
     serial: u32,
-    contact: UserHandle,
     name: FriendlyName,
     state: Option<(Status, FriendlyName)>,
 ) {
+    let (trid, contact) = (command.trid, command.contact.clone());
     out.push(ServerCommand::Add {
         trid,
-        list,
+        list: command.list,
         serial,
         handle: contact.clone(),
         name,
+        group: command.group,
     });
     if let Some((status, contact_name)) = state {
         out.push(ServerCommand::Iln {

@@ -518,3 +518,108 @@ async fn an_account_linked_to_a_backend_this_build_lacks_is_refused_with_500() {
         server.stop().await;
     }
 }
+
+/// MSN 4.6's VER list, answered with itself.
+const MSNP7_LIST: &str = "MSNP7 MSNP6 MSNP5 MSNP4 CVR0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msnp2_and_msnp7_clients_see_each_other_each_in_its_own_dialect() {
+    let server = server().await;
+    let mut alice = server.login("alice@example.com", "pa").await;
+    let mut bob = server
+        .login_offering("bob@example.com", "pb", MSNP7_LIST, MSNP7_LIST)
+        .await;
+    // Bob files Alice in a group of his; Alice's client, in MSNP2, hears of it as ever.
+    let t = bob.cmd("ADG", "Friends 0").await;
+    bob.expect(&format!("ADG {t} * Friends 1 0")).await;
+    let t = bob.cmd("ADD", "FL alice@example.com Alice 1").await;
+    bob.expect(&format!("ADD {t} FL * alice@example.com Alice 1"))
+        .await;
+    alice
+        .expect("ADD 0 RL * bob@example.com Bob%20Builder")
+        .await;
+    add(&mut alice, "FL", "bob@example.com", "Bob").await;
+    // An ADD 0 RL reaches Bob in MSNP7 too: RL entries have no group.
+    bob.expect("ADD 0 RL * alice@example.com Alice").await;
+    alice.go_online("NLN").await;
+    let ilns = bob.go_online("NLN").await;
+    assert!(common::matches(
+        &ilns[0],
+        "ILN * NLN alice@example.com Alice"
+    ));
+    alice.expect("NLN NLN bob@example.com Bob%20Builder").await;
+    alice.chg("AWY").await;
+    bob.expect("NLN AWY alice@example.com Alice").await;
+    // Alice's phone numbers are MSNP5's: she cannot set one, and Bob's reach only MSNP5+.
+    let t = alice.cmd("PRP", "PHH 123").await;
+    alice.expect(&format!("200 {t}")).await;
+    let t = bob.cmd("PRP", "PHM 555%201234").await;
+    bob.expect(&format!("PRP {t} * PHM 555%201234")).await;
+    alice.expect_silence(300).await;
+    // Bob's FL as Alice's MSNP2 SYN would show hers: no group field on her side.
+    let t = alice.cmd("LST", "FL").await;
+    alice
+        .expect(&format!("LST {t} FL * 1 1 bob@example.com Bob"))
+        .await;
+    let t = bob.cmd("LST", "FL").await;
+    bob.expect(&format!("LST {t} FL * 1 1 alice@example.com Alice 1"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_from_msnp2_and_msnp7_keeps_one_serial_and_its_groups() {
+    let server = server().await;
+    let serial = |l: &common::Line| l.get(2).parse::<u32>().unwrap();
+    // Day one, MSN 4.6: a group and a contact in it.
+    let mut bob = server
+        .login_offering("bob@example.com", "pb", MSNP7_LIST, MSNP7_LIST)
+        .await;
+    let t = bob.cmd("ADG", "Work 0").await;
+    bob.expect(&format!("ADG {t} * Work 1 0")).await;
+    let t = bob.cmd("ADD", "FL carol@example.com Carol 1").await;
+    let added = bob
+        .expect(&format!("ADD {t} FL * carol@example.com Carol 1"))
+        .await;
+    let day_one = added.get(3).parse::<u32>().unwrap();
+    bob.send("OUT").await;
+    bob.expect("OUT").await;
+    // Day two, MSN 1.0: the FL without groups, the same serial, and changes move it on.
+    let mut bob = server.login("bob@example.com", "pb").await;
+    let t = bob.cmd("SYN", "0").await;
+    let syn = bob.expect(&format!("SYN {t} *")).await;
+    assert_eq!(serial(&syn), day_one);
+    bob.expect(&format!("GTC {t} {day_one} A")).await;
+    bob.expect(&format!("BLP {t} {day_one} AL")).await;
+    bob.expect(&format!("LST {t} FL {day_one} 1 1 carol@example.com Carol"))
+        .await;
+    for list in ["AL", "BL", "RL"] {
+        bob.expect(&format!("LST {t} {list} {day_one} 0 0")).await;
+    }
+    let t = bob.cmd("ADD", "FL alice@example.com Alice").await;
+    let added = bob
+        .expect(&format!("ADD {t} FL * alice@example.com Alice"))
+        .await;
+    let day_two = added.get(3).parse::<u32>().unwrap();
+    assert!(day_two > day_one);
+    bob.send("OUT").await;
+    bob.expect("OUT").await;
+    // Day three, MSN 4.6 again: the group is there, Alice (added from MSNP2) is in group 0.
+    let mut bob = server
+        .login_offering("bob@example.com", "pb", MSNP7_LIST, MSNP7_LIST)
+        .await;
+    let t = bob.cmd("SYN", &day_one.to_string()).await;
+    bob.expect(&format!("SYN {t} {day_two}")).await;
+    let mut fl = Vec::new();
+    let mut groups = Vec::new();
+    loop {
+        let l = bob.recv().await;
+        match l.get(0) {
+            "LSG" => groups.push(format!("{} {}", l.get(5), l.get(6))),
+            "LST" if l.get(2) == "FL" => fl.push(format!("{} {}", l.get(6), l.get(8))),
+            "LST" if l.get(2) == "RL" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(groups, ["0 ~", "1 Work"]);
+    assert_eq!(fl, ["carol@example.com 1", "alice@example.com 0"]);
+}

@@ -481,3 +481,59 @@ async fn a_message_flood_is_slowed_then_refused_and_nothing_refused_arrives() {
     bob.expect("MSG alice@example.com Alice *").await;
     alice.expect(&format!("ACK {t}")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_different_dialects_chat_in_one_session() {
+    let server = TestServer::start(&USERS).await;
+    // Alice on MSN 1.0 (MSNP2), Bob on gaim 0.62 (MSNP5), Carol on MSN 4.6 (MSNP7).
+    let mut alice_ns = online(&server, "alice@example.com", "pa").await;
+    let mut bob_ns = server
+        .login_offering("bob@example.com", "pb", "MSNP5", "MSNP5")
+        .await;
+    bob_ns.go_online("NLN").await;
+    let list = "MSNP7 MSNP6 MSNP5 MSNP4 CVR0";
+    let mut carol_ns = server
+        .login_offering("carol@example.com", "pc", list, list)
+        .await;
+    carol_ns.go_online("NLN").await;
+    // Carol (MSNP7) opens the session and rings the other two.
+    let mut carol = carol_ns.open_switchboard("carol@example.com").await;
+    let mut others = Vec::new();
+    for (ns, handle) in [
+        (&mut alice_ns, "alice@example.com"),
+        (&mut bob_ns, "bob@example.com"),
+    ] {
+        let t = carol.cmd("CAL", handle).await;
+        carol.expect(&format!("CAL {t} RINGING *")).await;
+        let rng = ns.expect("RNG * * CKI * carol@example.com Carol").await;
+        let (sb, _) = Client::answer(&rng, handle).await;
+        carol.expect(&format!("JOI {handle} *")).await;
+        others.push(sb);
+    }
+    let (mut alice, mut bob) = (others.remove(0), others.remove(0));
+    alice.expect("JOI bob@example.com Bob").await;
+    // Every message reaches the two others, whatever their dialect.
+    let body = text_message("hello from 4.6");
+    let t = carol.msg("A", &body).await;
+    for sb in [&mut alice, &mut bob] {
+        let m = sb
+            .expect(&format!("MSG carol@example.com Carol {}", body.len()))
+            .await;
+        assert_eq!(m.payload.as_deref(), Some(&body[..]));
+    }
+    carol.expect(&format!("ACK {t}")).await;
+    let body = text_message("hello from 1.0");
+    alice.msg("N", &body).await;
+    for sb in [&mut carol, &mut bob] {
+        let m = sb
+            .expect(&format!("MSG alice@example.com Alice {}", body.len()))
+            .await;
+        assert_eq!(m.payload.as_deref(), Some(&body[..]));
+    }
+    let body = text_message("hello from gaim");
+    bob.msg("U", &body).await;
+    for sb in [&mut carol, &mut alice] {
+        sb.expect(&format!("MSG bob@example.com Bob {}", body.len()))
+            .await;
+    }
+}

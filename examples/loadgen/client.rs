@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use msngate::protocol::{decode, ListItem, ListKind, ServerCommand, TrId};
+use msngate::protocol::{decode, Dialect, ListItem, ListKind, ServerCommand, TrId};
 
 /// How long any single expected line may take before the run is abandoned.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,12 +118,22 @@ impl Conn {
     }
 }
 
-/// Logs in like MSN Messenger 1.0 and goes online: VER, INF, USR MD5 I/S, SYN 0, CHG NLN.
-pub async fn login(ns: SocketAddr, handle: &str) -> Result<Conn> {
+/// Logs in like an MSN client of `dialect` and goes online: VER (the dialects that client
+/// offered), INF, USR MD5 I/S, SYN 0, CHG NLN. The later dialects' extra SYN lines (PRP, LSG,
+/// BPR) are read past like the lists.
+pub async fn login(ns: SocketAddr, handle: &str, dialect: Dialect) -> Result<Conn> {
     use ServerCommand::*;
     let mut c = Conn::connect(ns).await?;
-    let t = c.cmd("VER", "MSNP2 CVR0").await?;
-    c.reply("VER", t, |l| matches!(l, Ver { .. })).await?;
+    let offered: Vec<&str> = Dialect::SUPPORTED
+        .into_iter()
+        .filter(|d| *d <= dialect && *d >= Dialect::Msnp4.min(dialect))
+        .map(Dialect::name)
+        .collect();
+    let t = c.cmd("VER", &format!("{} CVR0", offered.join(" "))).await?;
+    let ver = c.reply("VER", t, |l| matches!(l, Ver { .. })).await?;
+    if !matches!(ver, Ver { dialect: Some(d), .. } if d == dialect) {
+        bail!("{handle}: the server did not choose {dialect}: {ver}");
+    }
     let t = c.cmd("INF", "").await?;
     c.reply("INF", t, |l| matches!(l, Inf { .. })).await?;
     let t = c.cmd("USR", &format!("MD5 I {handle}")).await?;

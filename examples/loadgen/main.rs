@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
-use msngate::protocol::{FriendlyName, ListKind, ServerCommand, UserHandle};
+use msngate::protocol::{Dialect, FriendlyName, ListKind, ServerCommand, UserHandle};
 use msngate::store::{SqliteStore, Store};
 
 mod client;
@@ -60,6 +60,9 @@ struct Cli {
     /// Abandon the run after this many seconds (setup not included).
     #[arg(long, default_value_t = 600, global = true)]
     time_limit: u64,
+    /// The protocol dialect the clients log in with: MSNP2 (MSN 1.0) to MSNP7 (MSN 4.x).
+    #[arg(long, default_value = "MSNP2", value_parser = parse_dialect, global = true)]
+    dialect: Dialect,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -166,13 +169,26 @@ fn run(cli: &Cli, server_bin: &Path, dir: &Path) -> Result<()> {
                     concurrency,
                     settle,
                     ..
-                } => idle(&server, &accounts, contacts, concurrency, settle).await,
+                } => {
+                    idle(
+                        &server,
+                        &accounts,
+                        contacts,
+                        concurrency,
+                        settle,
+                        cli.dialect,
+                    )
+                    .await
+                }
                 Scenario::Chat {
                     pairs,
                     messages,
                     window,
                     payload_bytes,
-                } => chat(&server, &accounts, pairs, messages, window, payload_bytes).await,
+                } => {
+                    let shape = (pairs, messages, window, payload_bytes);
+                    chat(&server, &accounts, shape, cli.dialect).await
+                }
             }
         })
         .await
@@ -190,6 +206,16 @@ fn run(cli: &Cli, server_bin: &Path, dir: &Path) -> Result<()> {
     let stop_ms = stopped?;
     println!("shutdown: sigterm_to_exit_ms={stop_ms}");
     outcome
+}
+
+/// `--dialect MSNP7` (or `msnp7`, or `7`).
+fn parse_dialect(s: &str) -> Result<Dialect, String> {
+    let name = if s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("MSNP{s}")
+    } else {
+        s.to_ascii_uppercase()
+    };
+    Dialect::from_name(&name).ok_or_else(|| format!("{s}: not a dialect (MSNP2 to MSNP7)"))
 }
 
 fn handle(prefix: &str, i: usize) -> String {
@@ -258,6 +284,7 @@ async fn log_in_all(
     ns: SocketAddr,
     handles: &[String],
     concurrency: usize,
+    dialect: Dialect,
 ) -> Result<Vec<(Conn, f64)>> {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -266,7 +293,9 @@ async fn log_in_all(
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let started = Instant::now();
-            let conn = login(ns, &h).await.with_context(|| format!("login {h}"))?;
+            let conn = login(ns, &h, dialect)
+                .await
+                .with_context(|| format!("login {h}"))?;
             Ok::<_, anyhow::Error>((i, conn, started.elapsed().as_secs_f64() * 1000.0))
         });
     }
@@ -284,6 +313,7 @@ async fn idle(
     contacts: usize,
     concurrency: usize,
     settle: u64,
+    dialect: Dialect,
 ) -> Result<()> {
     let n = handles.len();
     let rss_before = server.rss_kib()?;
@@ -291,7 +321,7 @@ async fn idle(
     let store_before = server.store_cpu_s().unwrap_or(f64::NAN);
     let own_before = own_cpu_s()?;
     let started = Instant::now();
-    let conns = log_in_all(server.ns, handles, concurrency).await?;
+    let conns = log_in_all(server.ns, handles, concurrency, dialect).await?;
     let online_s = started.elapsed().as_secs_f64();
     let cpu_login = server.cpu_s()? - cpu_before;
     let store_login = server.store_cpu_s().unwrap_or(f64::NAN) - store_before;
@@ -531,13 +561,11 @@ async fn run_pair(
 async fn chat(
     server: &Server,
     handles: &[String],
-    pairs: usize,
-    messages: usize,
-    window: usize,
-    payload_bytes: usize,
+    (pairs, messages, window, payload_bytes): (usize, usize, usize, usize),
+    dialect: Dialect,
 ) -> Result<()> {
     let setup = Instant::now();
-    let mut conns = log_in_all(server.ns, handles, 100).await?;
+    let mut conns = log_in_all(server.ns, handles, 100, dialect).await?;
     let receivers: Vec<Conn> = conns.drain(pairs..).map(|(c, _)| c).collect();
     let mut sessions = JoinSet::new();
     for (i, ((a_ns, _), b_ns)) in conns.into_iter().zip(receivers).enumerate() {

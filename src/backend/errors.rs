@@ -36,6 +36,11 @@ pub fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::ListFull => ErrorCode::ListFull,
         StoreError::AlreadyInMode => ErrorCode::AlreadyInMode,
         StoreError::ReverseListIsServerOnly => ErrorCode::InvalidParameter,
+        StoreError::NoSuchGroup => ErrorCode::InvalidGroup,
+        StoreError::GroupExists => ErrorCode::GroupExists,
+        StoreError::TooManyGroups => ErrorCode::TooManyGroups,
+        StoreError::NotInGroup => ErrorCode::NotInGroup,
+        StoreError::GroupZero => ErrorCode::CannotRemoveGroupZero,
         StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
             warn!(%error, "database error");
             ErrorCode::DbServer
@@ -59,9 +64,13 @@ pub fn store_backend_error(error: &StoreError) -> BackendError {
         StoreError::NotOnList => BackendError::NotThere,
         StoreError::InOppositeList => BackendError::Conflict,
         StoreError::ListFull => BackendError::ListFull,
-        StoreError::AlreadyInMode | StoreError::ReverseListIsServerOnly => {
-            BackendError::Unsupported
-        }
+        StoreError::AlreadyInMode
+        | StoreError::ReverseListIsServerOnly
+        | StoreError::NoSuchGroup
+        | StoreError::GroupExists
+        | StoreError::TooManyGroups
+        | StoreError::NotInGroup
+        | StoreError::GroupZero => BackendError::Unsupported,
         StoreError::Closed => BackendError::Disconnected,
         StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
             warn!(%error, "database error");

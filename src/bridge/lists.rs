@@ -143,10 +143,12 @@ async fn add(
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
     let ListCommand {
-        trid,
         list,
-        contact,
+        ref contact,
+        group,
+        ..
     } = command;
+    let contact = contact.clone();
     let forward = list == ListKind::Forward;
     account.implied.asked(&contact);
     let (current, serial, _) = mirrored_lists(services, account, &contact).await?;
@@ -169,9 +171,19 @@ async fn add(
         account.implied.settled(&contact, list);
         serial
     };
+    // An MSNP7 client's FL addition goes in the group it named (checked to exist before).
+    let serial = match group {
+        Some(g @ 1..) if forward => {
+            services
+                .store
+                .add_to_group(&account.handle, &contact, g, true)
+                .await?
+        }
+        _ => serial,
+    };
     // With an FL addition, the contact's state as an ILN, if it is online.
     let state = account.contact_state(&contact).filter(|_| forward);
-    answer_add(out, trid, list, serial, contact, name, state);
+    answer_add(out, &command, serial, name, state);
     Ok(())
 }
 
@@ -186,6 +198,7 @@ async fn remove(
         trid,
         list,
         contact,
+        ..
     } = command;
     account.implied.asked(&contact);
     let (current, serial, name) = mirrored_lists(services, account, &contact).await?;
@@ -210,6 +223,7 @@ async fn remove(
         list,
         serial,
         handle: contact,
+        group: None,
     });
     Ok(())
 }

@@ -398,6 +398,7 @@ fn notify_changes(
                 list: c.list,
                 serial: c.serial,
                 handle: c.handle,
+                group: None,
             });
             continue;
         }
@@ -409,6 +410,7 @@ fn notify_changes(
             serial: c.serial,
             handle: c.handle.clone(),
             name: c.name,
+            group: None,
         });
         if let Some((status, name)) = state {
             peer.send_command(&ServerCommand::Nln {

@@ -43,10 +43,12 @@ impl ContactLists for TruthLists {
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
             let ListCommand {
-                trid,
                 list,
-                contact,
+                ref contact,
+                group,
+                ..
             } = command;
+            let contact = contact.clone();
             // The backend checks and makes the change in the store, and tells the contact.
             let action =
                 account
@@ -55,9 +57,16 @@ impl ContactLists for TruthLists {
             backend_action(action).await?;
             let forward = list == ListKind::Forward;
             let asked = forward.then_some(&contact);
+            if let (true, Some(g @ 1..)) = (forward, group) {
+                // An MSNP7 client's new contact goes in the group it named.
+                services
+                    .store
+                    .add_to_group(&account.handle, &contact, g, true)
+                    .await?;
+            }
             let (serial, allowed) = after_own_change(services, &account.handle, asked).await?;
             let state = services.hub.visible_status(&contact).filter(|_| allowed);
-            answer_add(out, trid, list, serial, contact, name, state);
+            answer_add(out, &command, serial, name, state);
             Ok(())
         })
     }
@@ -74,6 +83,7 @@ impl ContactLists for TruthLists {
                 trid,
                 list,
                 contact,
+                ..
             } = command;
             let action = account
                 .session
@@ -85,6 +95,7 @@ impl ContactLists for TruthLists {
                 list,
                 serial,
                 handle: contact,
+                group: None,
             });
             Ok(())
         })

@@ -134,6 +134,7 @@ impl LocalSession {
                             serial,
                             handle: me,
                             name,
+                            group: None,
                         })
                 }
                 None => Some(ServerCommand::Rem {
@@ -141,6 +142,7 @@ impl LocalSession {
                     list: ListKind::Reverse,
                     serial,
                     handle: me,
+                    group: None,
                 }),
             };
             if let Some(told) = told {

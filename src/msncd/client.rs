@@ -226,6 +226,7 @@ impl MsnClient {
                         total,
                         handle,
                         name,
+                        ..
                     }) => {
                         record(&mut contacts, handle, list, name);
                         index == total

@@ -5,7 +5,11 @@
 //! handler that returns `Result<(), ErrorCode>` and [`error_code`] maps domain errors to MSN
 //! codes.
 
+mod challenge;
+mod groups;
 mod lists;
+mod phones;
+mod profile;
 
 use crate::backend;
 use crate::backend::errors::store_error_code as error_code;
@@ -14,9 +18,7 @@ use crate::hub::OnlineUser;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tracing::{info, Span};
 
 use crate::connection::{Flow, Peer, Replies, Role};
@@ -45,11 +47,12 @@ enum State {
 
 /// A logged-in user's connection.
 struct Online {
-    #[allow(dead_code)] // Kept for the later dialects (MSNP3-7), which change reply shapes.
     dialect: Dialect,
     handle: UserHandle,
     /// Whether the first CHG (which sends the ILN burst) has happened.
     initial_state_sent: bool,
+    /// The `CHL` challenge waiting for its `QRY` (MSNP6 on, when challenges are on).
+    challenge: Option<String>,
 }
 
 /// One notification server connection.
@@ -79,6 +82,11 @@ impl Role for NotificationSession {
 
     async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
         let trid = command.trid().unwrap_or_default();
+        if command.since() > self.peer.dialect() {
+            // A command of a later dialect is unknown in this one, as it was to its servers.
+            out.error(ErrorCode::SyntaxError, trid);
+            return Flow::Continue;
+        }
         let result = match (&mut self.state, command) {
             (_, ClientCommand::Out) => {
                 out.push(ServerCommand::Out { reason: None });
@@ -87,8 +95,8 @@ impl Role for NotificationSession {
             (_, ClientCommand::Ver { trid, dialects }) => {
                 return self.version(trid, &dialects, out);
             }
-            (_, ClientCommand::Cvr { trid, .. }) => {
-                out.push(cvr_reply(&self.services.config.client, trid));
+            (_, ClientCommand::Cvr { trid, query, .. }) => {
+                out.push(cvr_reply(&self.services.config.client, trid, query));
                 Ok(())
             }
             (_, ClientCommand::Inf { trid }) => {
@@ -118,6 +126,25 @@ impl Role for NotificationSession {
                 ClientCommand::Msg { .. } | ClientCommand::Cal { .. } | ClientCommand::Ans { .. },
             ) => Err(ErrorCode::NotExpected),
             (State::AwaitingVersion | State::AwaitingAuth { .. }, _) => Err(ErrorCode::NotLoggedIn),
+            (
+                State::Online(online),
+                ClientCommand::Qry {
+                    trid,
+                    client_id,
+                    payload,
+                },
+            ) => {
+                let answered = online
+                    .challenge
+                    .take()
+                    .is_some_and(|challenge| challenge::verify(&challenge, &client_id, &payload));
+                if !answered {
+                    out.error(ErrorCode::ChallengeFailed, trid);
+                    return Flow::Close;
+                }
+                out.push(ServerCommand::Qry { trid });
+                Ok(())
+            }
             (State::Online(online), command) => {
                 let me = online.handle.clone();
                 self.online_command(me, command, out).await
@@ -147,12 +174,12 @@ impl Role for NotificationSession {
 
 impl NotificationSession {
     fn version(&mut self, trid: TrId, offered: &[String], out: &mut Replies) -> Flow {
-        let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
+        let (dialect, answer) = ServerCommand::version_answer(trid, offered);
         if let Some(d) = dialect {
             // Everything from here on, this reply included, is written in it.
             self.peer.set_dialect(d);
         }
-        out.push(ServerCommand::Ver { trid, dialect });
+        out.push(answer);
         match (dialect, &mut self.state) {
             (None, _) => Flow::Close,
             (Some(d), State::AwaitingVersion) => {
@@ -303,12 +330,14 @@ impl NotificationSession {
             trid,
             handle: handle.clone(),
             name: account.name,
+            verified: Some(true),
         });
-        out.push(profile_message());
+        out.push(profile::message(dialect, &handle));
         self.state = State::Online(Online {
             dialect,
             handle,
             initial_state_sent: false,
+            challenge: None,
         });
         Flow::Continue
     }
@@ -320,9 +349,10 @@ impl NotificationSession {
         out: &mut Replies,
     ) -> Result<(), ErrorCode> {
         let services = &self.services;
+        let dialect = self.peer.dialect();
         match command {
             ClientCommand::Syn { trid, serial } => {
-                lists::synchronize(services, &me, trid, serial, out).await
+                lists::synchronize(services, &me, dialect, trid, serial, out).await
             }
             ClientCommand::Lst { trid, list } => {
                 lists::send_list(services, &me, trid, list, out).await
@@ -349,26 +379,44 @@ impl NotificationSession {
                 ..
             } => Err(ErrorCode::InvalidParameter),
             ClientCommand::Add {
+                list: ListKind::Forward,
+                group: Some(group),
+                trid,
+                handle,
+                name,
+            } => groups::add(services, &me, trid, handle, name, group, out).await,
+            ClientCommand::Rem {
+                list: ListKind::Forward,
+                group: Some(group),
+                trid,
+                handle,
+            } => groups::remove(services, &me, trid, handle, group, out).await,
+            ClientCommand::Add {
                 trid,
                 list,
                 handle,
                 name,
+                group: _,
             } => {
                 let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
                 let command = ListCommand {
                     trid,
                     list,
                     contact: handle,
+                    group: None,
                 };
                 let lists = services.backends.lists(account.backend)?;
                 lists.add(services, &account, command, name, out).await
             }
-            ClientCommand::Rem { trid, list, handle } => {
+            ClientCommand::Rem {
+                trid, list, handle, ..
+            } => {
                 let account = services.hub.backend(&me).ok_or(ErrorCode::NotExpected)?;
                 let command = ListCommand {
                     trid,
                     list,
                     contact: handle,
+                    group: None,
                 };
                 let lists = services.backends.lists(account.backend)?;
                 lists.remove(services, &account, command, out).await
@@ -411,6 +459,9 @@ impl NotificationSession {
                     trid,
                     redirect: format!("/{}", service.to_ascii_lowercase()),
                     login_url: services.config.client.web_url.clone(),
+                    // The Passport site id of MSN Messenger's own pages, as in the protocol
+                    // pages' examples; clients pass it back to the login page.
+                    site_id: 2,
                 });
                 Ok(())
             }
@@ -425,6 +476,34 @@ impl NotificationSession {
                     _ => Err(ErrorCode::InvalidParameter),
                 }
             }
+            ClientCommand::Ims { trid, on } => {
+                // Instant messages are always on here; the switch is acknowledged.
+                out.push(ServerCommand::Ims { trid, on });
+                Ok(())
+            }
+            ClientCommand::Sdc { trid, args, .. } => {
+                // Like SND: no mailer, so the invitation is checked and acknowledged.
+                match args.first() {
+                    Some(address) if address.parse::<UserHandle>().is_ok() => {
+                        out.push(ServerCommand::Sdc { trid });
+                        Ok(())
+                    }
+                    _ => Err(ErrorCode::InvalidParameter),
+                }
+            }
+            // A page to a pager: there is no pager network, and the protocol has no positive
+            // answer to a page, so it is taken and dropped.
+            ClientCommand::Pag { .. } => Ok(()),
+            ClientCommand::Prp { trid, key, value } => {
+                phones::set(services, &me, trid, key, value, out).await
+            }
+            ClientCommand::Adg { trid, name } => {
+                groups::create(services, &me, trid, name, out).await
+            }
+            ClientCommand::Reg { trid, id, name } => {
+                groups::rename(services, &me, trid, id, name, out).await
+            }
+            ClientCommand::Rmg { trid, id } => groups::delete(services, &me, trid, id, out).await,
             // Everything else was dealt with before a login was needed.
             _ => Err(ErrorCode::NotExpected),
         }
@@ -451,6 +530,13 @@ impl NotificationSession {
         };
         let first = !online.initial_state_sent;
         online.initial_state_sent = true;
+        let challenge_now =
+            first && services.config.client.challenges && online.dialect >= Dialect::Msnp6;
+        if challenge_now {
+            let challenge = challenge::new_challenge();
+            online.challenge = Some(challenge.clone());
+            out.push(ServerCommand::Chl { challenge });
+        }
         let Some(account) = services.hub.backend(&me) else {
             return Ok(());
         };
@@ -588,28 +674,13 @@ async fn find(
 }
 
 /// The answer to `CVR`: the client versions and download pages from `[client]`.
-pub fn cvr_reply(c: &crate::config::ClientConfig, trid: TrId) -> ServerCommand {
+pub fn cvr_reply(c: &crate::config::ClientConfig, trid: TrId, query: bool) -> ServerCommand {
     ServerCommand::Cvr {
         trid,
+        query,
         recommended: c.recommended_version.clone(),
         minimum: c.minimum_version.clone(),
         download_url: c.download_url.clone(),
         info_url: c.info_url.clone(),
-    }
-}
-
-/// The profile message MSN 1.0 expects right after `USR OK`.
-fn profile_message() -> ServerCommand {
-    let login_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let payload = format!(
-        "MIME-Version: 1.0\r\nContent-Type: text/x-msmsgsprofile; charset=UTF-8\r\nLoginTime: {login_time}\r\n\r\n"
-    );
-    ServerCommand::Msg {
-        sender: "Hotmail".into(),
-        sender_name: "Hotmail".into(),
-        payload: Bytes::from(payload),
     }
 }

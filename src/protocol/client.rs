@@ -11,7 +11,8 @@ use bytes::Bytes;
 use super::error::ErrorCode;
 use super::frame::Frame;
 use super::types::{
-    AckMode, BlpSetting, FriendlyName, GtcSetting, ListKind, Status, TrId, UserHandle,
+    AckMode, BlpSetting, Dialect, FriendlyName, GtcSetting, ListKind, PhoneKey, Status, TrId,
+    UserHandle, MAX_GROUP_NAME_BYTES, MAX_PHONE_BYTES,
 };
 
 /// The stage of an MD5 login (`USR TrID MD5 I handle` / `USR TrID MD5 S response`).
@@ -28,9 +29,12 @@ pub enum ClientCommand {
         trid: TrId,
         dialects: Vec<String>,
     },
+    /// `CVR TrID info...`, or `CVQ TrID info...` (`query`), the version query of the CVR0
+    /// path; MSNP4 added a parameter to both, so any number is taken.
     Cvr {
         trid: TrId,
         info: Vec<String>,
+        query: bool,
     },
     Inf {
         trid: TrId,
@@ -63,16 +67,20 @@ pub enum ClientCommand {
         trid: TrId,
         setting: BlpSetting,
     },
+    /// `ADD TrID list handle name [group]` (the group: MSNP7, FL only).
     Add {
         trid: TrId,
         list: ListKind,
         handle: UserHandle,
         name: FriendlyName,
+        group: Option<u32>,
     },
+    /// `REM TrID list handle [group]` (the group: MSNP7, FL only).
     Rem {
         trid: TrId,
         list: ListKind,
         handle: UserHandle,
+        group: Option<u32>,
     },
     /// `CHG TrID state`; FLN parses, and the notification server refuses it.
     Chg {
@@ -118,6 +126,51 @@ pub enum ClientCommand {
         mode: AckMode,
         payload: Bytes,
     },
+    /// `IMS TrID ON|OFF` (MSNP3).
+    Ims {
+        trid: TrId,
+        on: bool,
+    },
+    /// `PRP TrID key [value]` (MSNP5): sets or clears a phone property.
+    Prp {
+        trid: TrId,
+        key: PhoneKey,
+        value: Option<FriendlyName>,
+    },
+    /// `SDC TrID address lcid library codebase X X name length` + payload (MSNP5).
+    Sdc {
+        trid: TrId,
+        args: Vec<String>,
+        payload: Bytes,
+    },
+    /// `PAG TrID handle length` + payload (MSNP5): a page to a contact's pager.
+    Pag {
+        trid: TrId,
+        handle: UserHandle,
+        payload: Bytes,
+    },
+    /// `QRY TrID client-id 32` + the 32-byte answer to a `CHL` (MSNP6).
+    Qry {
+        trid: TrId,
+        client_id: String,
+        payload: Bytes,
+    },
+    /// `ADG TrID name 0` (MSNP7).
+    Adg {
+        trid: TrId,
+        name: FriendlyName,
+    },
+    /// `REG TrID id name 0` (MSNP7).
+    Reg {
+        trid: TrId,
+        id: u32,
+        name: FriendlyName,
+    },
+    /// `RMG TrID id` (MSNP7).
+    Rmg {
+        trid: TrId,
+        id: u32,
+    },
 }
 
 /// A line that is not a command this server understands, with the code to answer it with.
@@ -152,7 +205,15 @@ impl ClientCommand {
             | Snd { trid, .. }
             | Cal { trid, .. }
             | Ans { trid, .. }
-            | Msg { trid, .. } => Some(*trid),
+            | Msg { trid, .. }
+            | Ims { trid, .. }
+            | Prp { trid, .. }
+            | Sdc { trid, .. }
+            | Pag { trid, .. }
+            | Qry { trid, .. }
+            | Adg { trid, .. }
+            | Reg { trid, .. }
+            | Rmg { trid, .. } => Some(*trid),
             Out | Png => None,
         }
     }
@@ -162,7 +223,8 @@ impl ClientCommand {
         use ClientCommand::*;
         match self {
             Ver { .. } => "VER",
-            Cvr { .. } => "CVR",
+            Cvr { query: false, .. } => "CVR",
+            Cvr { query: true, .. } => "CVQ",
             Inf { .. } => "INF",
             UsrAuth { .. } | UsrCookie { .. } => "USR",
             Syn { .. } => "SYN",
@@ -182,6 +244,28 @@ impl ClientCommand {
             Cal { .. } => "CAL",
             Ans { .. } => "ANS",
             Msg { .. } => "MSG",
+            Ims { .. } => "IMS",
+            Prp { .. } => "PRP",
+            Sdc { .. } => "SDC",
+            Pag { .. } => "PAG",
+            Qry { .. } => "QRY",
+            Adg { .. } => "ADG",
+            Reg { .. } => "REG",
+            Rmg { .. } => "RMG",
+        }
+    }
+
+    /// The first dialect with this command (or this form of it). A connection in an older
+    /// dialect answers it as an unknown command (200), as that dialect's server did.
+    pub fn since(&self) -> Dialect {
+        use ClientCommand::*;
+        match self {
+            Ims { .. } => Dialect::Msnp3,
+            Prp { .. } | Sdc { .. } | Pag { .. } => Dialect::Msnp5,
+            Qry { .. } => Dialect::Msnp6,
+            Adg { .. } | Reg { .. } | Rmg { .. } => Dialect::Msnp7,
+            Add { group: Some(_), .. } | Rem { group: Some(_), .. } => Dialect::Msnp7,
+            _ => Dialect::Msnp2,
         }
     }
 
@@ -231,14 +315,22 @@ impl ClientCommand {
                 .map_err(|_| ErrorCode::InvalidParameter)
         };
         let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let group = |s: &str| parse_serial(s).ok_or(ErrorCode::InvalidGroup);
+        let group_name = |s: &str| {
+            if s.len() > MAX_GROUP_NAME_BYTES {
+                return Err(ErrorCode::GroupNameTooLong);
+            }
+            name(s)
+        };
         let result: Result<ClientCommand, ErrorCode> = match (verb, args.as_slice()) {
             ("VER", dialects) if !dialects.is_empty() => Ok(ClientCommand::Ver {
                 trid: t,
                 dialects: owned(dialects),
             }),
-            ("CVR", info) => Ok(ClientCommand::Cvr {
+            ("CVR" | "CVQ", info) => Ok(ClientCommand::Cvr {
                 trid: t,
                 info: owned(info),
+                query: verb == "CVQ",
             }),
             ("INF", []) => Ok(ClientCommand::Inf { trid: t }),
             ("USR", [package, "I", h]) => handle(h).map(|h| ClientCommand::UsrAuth {
@@ -268,21 +360,79 @@ impl ClientCommand {
                 .parse()
                 .map(|setting| ClientCommand::Blp { trid: t, setting })
                 .map_err(|_| ErrorCode::InvalidParameter),
-            ("ADD", [l, h, n]) => list(l).and_then(|list| {
+            ("ADD", [l, h, n, rest @ ..]) if rest.len() <= 1 => list(l).and_then(|list| {
                 Ok(ClientCommand::Add {
                     trid: t,
                     list,
                     handle: handle(h)?,
                     name: name(n)?,
+                    group: rest.first().map(|g| group(g)).transpose()?,
                 })
             }),
-            ("REM", [l, h]) => list(l).and_then(|list| {
+            ("REM", [l, h, rest @ ..]) if rest.len() <= 1 => list(l).and_then(|list| {
                 Ok(ClientCommand::Rem {
                     trid: t,
                     list,
                     handle: handle(h)?,
+                    group: rest.first().map(|g| group(g)).transpose()?,
                 })
             }),
+            ("IMS", [on @ ("ON" | "OFF")]) => Ok(ClientCommand::Ims {
+                trid: t,
+                on: *on == "ON",
+            }),
+            ("PRP", [key, rest @ ..]) if rest.len() <= 1 => {
+                match (key.parse::<PhoneKey>(), rest.first()) {
+                    (Err(()), _) => Err(ErrorCode::NotExpected),
+                    (Ok(_), Some(v)) if v.len() > MAX_PHONE_BYTES => {
+                        Err(ErrorCode::InvalidParameter)
+                    }
+                    (Ok(key), v) => v
+                        .map(|v| v.parse::<FriendlyName>())
+                        .transpose()
+                        .map(|value| ClientCommand::Prp {
+                            trid: t,
+                            key,
+                            value,
+                        })
+                        .map_err(|_| ErrorCode::InvalidParameter),
+                }
+            }
+            ("SDC", [a @ .., _len]) if !a.is_empty() => match payload {
+                Some(payload) => Ok(ClientCommand::Sdc {
+                    trid: t,
+                    args: owned(a),
+                    payload,
+                }),
+                None => Err(ErrorCode::InvalidParameter),
+            },
+            ("PAG", [h, _len]) => match payload {
+                Some(payload) => handle(h).map(|handle| ClientCommand::Pag {
+                    trid: t,
+                    handle,
+                    payload,
+                }),
+                None => Err(ErrorCode::InvalidParameter),
+            },
+            ("QRY", [client_id, _len]) => match payload {
+                Some(payload) => Ok(ClientCommand::Qry {
+                    trid: t,
+                    client_id: client_id.to_string(),
+                    payload,
+                }),
+                None => Err(ErrorCode::InvalidParameter),
+            },
+            ("ADG", [n, rest @ ..]) if rest.len() <= 1 => {
+                group_name(n).map(|name| ClientCommand::Adg { trid: t, name })
+            }
+            ("REG", [id, n, rest @ ..]) if rest.len() <= 1 => group(id).and_then(|id| {
+                Ok(ClientCommand::Reg {
+                    trid: t,
+                    id,
+                    name: group_name(n)?,
+                })
+            }),
+            ("RMG", [id]) => group(id).map(|id| ClientCommand::Rmg { trid: t, id }),
             ("CHG", [s]) => s
                 .parse()
                 .map(|status| ClientCommand::Chg { trid: t, status })
@@ -344,7 +494,7 @@ impl fmt::Display for ClientCommand {
         let verb = self.verb();
         match self {
             Ver { trid, dialects } => write!(f, "{verb} {trid} {}", dialects.join(" ")),
-            Cvr { trid, info }
+            Cvr { trid, info, .. }
             | Url { trid, args: info }
             | Fnd { trid, args: info }
             | Snd { trid, args: info } => {
@@ -380,8 +530,47 @@ impl fmt::Display for ClientCommand {
                 list,
                 handle,
                 name,
-            } => write!(f, "{verb} {trid} {list} {handle} {name}"),
-            Rem { trid, list, handle } => write!(f, "{verb} {trid} {list} {handle}"),
+                group,
+            } => {
+                write!(f, "{verb} {trid} {list} {handle} {name}")?;
+                group.iter().try_for_each(|g| write!(f, " {g}"))
+            }
+            Rem {
+                trid,
+                list,
+                handle,
+                group,
+            } => {
+                write!(f, "{verb} {trid} {list} {handle}")?;
+                group.iter().try_for_each(|g| write!(f, " {g}"))
+            }
+            Ims { trid, on } => write!(f, "{verb} {trid} {}", if *on { "ON" } else { "OFF" }),
+            Prp { trid, key, value } => {
+                write!(f, "{verb} {trid} {key}")?;
+                value.iter().try_for_each(|v| write!(f, " {v}"))
+            }
+            Sdc {
+                trid,
+                args,
+                payload,
+            } => {
+                write!(f, "{verb} {trid}")?;
+                args.iter().try_for_each(|a| write!(f, " {a}"))?;
+                write!(f, " {}", payload.len())
+            }
+            Pag {
+                trid,
+                handle,
+                payload,
+            } => write!(f, "{verb} {trid} {handle} {}", payload.len()),
+            Qry {
+                trid,
+                client_id,
+                payload,
+            } => write!(f, "{verb} {trid} {client_id} {}", payload.len()),
+            Adg { trid, name } => write!(f, "{verb} {trid} {name} 0"),
+            Reg { trid, id, name } => write!(f, "{verb} {trid} {id} {name} 0"),
+            Rmg { trid, id } => write!(f, "{verb} {trid} {id}"),
             Chg { trid, status } => write!(f, "{verb} {trid} {status}"),
             Rea { trid, handle, name } => write!(f, "{verb} {trid} {handle} {name}"),
             Xfr { trid, kind } => write!(f, "{verb} {trid} {kind}"),
@@ -432,6 +621,8 @@ mod tests {
             "VER 1 MSNP2 CVR0",
             "CVR 2 0x0409 win 4.10 i386 MSMSGS 1.0.0863 MSMSGS",
             "CVR 2",
+            "CVQ 2 0x0409 win 4.10 i386 MSMSGS 2.2.1053 MSMSGS",
+            "CVR 2 0x0409 win 4.10 i386 MSMSGS 2.2.1053 MSMSGS MSMSGS",
             "INF 3",
             "USR 4 MD5 I alice@example.com",
             "USR 5 MD5 S 0123456789abcdef0123456789abcdef",
@@ -454,6 +645,14 @@ mod tests {
             "PNG",
             "CAL 19 bob@example.com",
             "ANS 20 bob@example.com 99.abc 12345",
+            "ADD 21 FL bob@example.com Bob 3",
+            "REM 22 FL bob@example.com 0",
+            "IMS 23 OFF",
+            "PRP 24 PHH 1%20(222)%203333",
+            "PRP 25 PHW",
+            "ADG 26 New%20Group 0",
+            "REG 27 3 Friends 0",
+            "RMG 28 3",
         ] {
             round_trip(line);
         }
@@ -467,8 +666,13 @@ mod tests {
             list: ListKind::Forward,
             handle: "bob@example.com".parse().unwrap(),
             name: FriendlyName::new("Bob").unwrap(),
+            group: None,
         };
         assert_eq!(cmd, expected);
+        assert_eq!(cmd.since(), Dialect::Msnp2);
+        assert_eq!(parse("ADD 1 FL a@b.c A 2").unwrap().since(), Dialect::Msnp7);
+        assert_eq!(parse("IMS 1 ON").unwrap().since(), Dialect::Msnp3);
+        assert_eq!(parse("PRP 1 MOB Y").unwrap().since(), Dialect::Msnp5);
     }
 
     #[test]
@@ -509,6 +713,19 @@ mod tests {
         assert_eq!(err("CAL 16 nobody"), (Some(16), 208));
         assert_eq!(err("REA 17 alice@example.com a%0Db"), (Some(17), 209));
         assert_eq!(err("ANS 18 a@b.c cookie notanumber"), (Some(18), 201));
+        assert_eq!(err("ADD 19 FL a@b.c A x"), (Some(19), 224));
+        assert_eq!(err("ADD 19 FL a@b.c A 1 2"), (Some(19), 200));
+        assert_eq!(err("PRP 20 XYZ 1"), (Some(20), 715));
+        assert_eq!(
+            err(&format!("PRP 21 PHH {}", "1".repeat(96))),
+            (Some(21), 201)
+        );
+        assert_eq!(
+            err(&format!("ADG 22 {} 0", "g".repeat(62))),
+            (Some(22), 229)
+        );
+        assert_eq!(err("RMG 23 -1"), (Some(23), 224));
+        assert_eq!(err("IMS 24 MAYBE"), (Some(24), 200));
     }
 
     #[test]
@@ -528,6 +745,26 @@ mod tests {
                 code: ErrorCode::SyntaxError
             }
         );
+    }
+
+    #[test]
+    fn payload_commands_carry_their_payload() {
+        for (bytes, line) in [
+            (
+                &b"QRY 10 msmsgs@msnmsgr.com 32\r\n8f2f5a91b72102cd28355e9fc9000d6e"[..],
+                "QRY 10 msmsgs@msnmsgr.com 32",
+            ),
+            (&b"PAG 5 a@b.c 3\r\nabc"[..], "PAG 5 a@b.c 3"),
+            (
+                &b"SDC 6 x@y.z 0x0409 MSMSGS MSMSGS X X My%20Name 2\r\nhi"[..],
+                "SDC 6 x@y.z 0x0409 MSMSGS MSMSGS X X My%20Name 2",
+            ),
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            let frame = crate::protocol::frame::decode(&mut buf).unwrap().unwrap();
+            assert!(buf.is_empty());
+            assert_eq!(ClientCommand::parse(frame).unwrap().to_string(), line);
+        }
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub enum ErrorCode {
     NotOnline = 217,
     AlreadyInMode = 218,
     AlreadyInOppositeList = 219,
+    /// MSNP7: the account has as many groups as it may.
+    TooManyGroups = 223,
+    /// MSNP7: no group with that id.
+    InvalidGroup = 224,
+    /// MSNP7: the contact is not in that group.
+    NotInGroup = 225,
+    /// MSNP7: a group with that name exists.
+    GroupExists = 228,
+    /// MSNP7: the group name is too long.
+    GroupNameTooLong = 229,
+    /// MSNP7: group 0 cannot be removed.
+    CannotRemoveGroupZero = 230,
     SwitchboardFailed = 280,
     NotifyXfrFailed = 281,
     RequiredFieldsMissing = 300,
@@ -28,6 +40,8 @@ pub enum ErrorCode {
     DbServer = 501,
     ServerBusy = 600,
     ServerUnavailable = 601,
+    /// MSNP6: the answer to a challenge (`QRY`) is wrong.
+    ChallengeFailed = 540,
     ServerGoingDown = 604,
     SessionOverload = 712,
     UserTooActive = 713,
@@ -40,7 +54,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::SyntaxError,
         ErrorCode::InvalidParameter,
         ErrorCode::InvalidUser,
@@ -54,12 +68,19 @@ impl ErrorCode {
         ErrorCode::NotOnline,
         ErrorCode::AlreadyInMode,
         ErrorCode::AlreadyInOppositeList,
+        ErrorCode::TooManyGroups,
+        ErrorCode::InvalidGroup,
+        ErrorCode::NotInGroup,
+        ErrorCode::GroupExists,
+        ErrorCode::GroupNameTooLong,
+        ErrorCode::CannotRemoveGroupZero,
         ErrorCode::SwitchboardFailed,
         ErrorCode::NotifyXfrFailed,
         ErrorCode::RequiredFieldsMissing,
         ErrorCode::NotLoggedIn,
         ErrorCode::InternalServer,
         ErrorCode::DbServer,
+        ErrorCode::ChallengeFailed,
         ErrorCode::ServerBusy,
         ErrorCode::ServerUnavailable,
         ErrorCode::ServerGoingDown,

@@ -67,9 +67,25 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     Ok(Some(Frame { line, payload }))
 }
 
-/// For a MSG line, the payload length in its last parameter.
+/// Commands followed by a payload whose length is their last parameter: MSG, and from
+/// MSNP5/6 on SDC, PAG and QRY.
+const PAYLOAD_VERBS: [&[u8]; 4] = [b"MSG", b"SDC", b"PAG", b"QRY"];
+
+/// For a payload command's line, the payload length in its last parameter.
 fn payload_length(line: &[u8]) -> Result<Option<usize>, FrameError> {
-    if !line.starts_with(b"MSG") || line.get(3).is_some_and(|b| !b.is_ascii_whitespace()) {
+    if !PAYLOAD_VERBS.iter().any(|v| line.starts_with(v))
+        || line.get(3).is_some_and(|b| !b.is_ascii_whitespace())
+    {
+        return Ok(None);
+    }
+    // The server's answers `QRY TrID` and `SDC TrID OK` carry no payload; the clients' forms
+    // have at least four tokens (verb, TrID, an argument, the length), so short ones are not
+    // payload commands. (MSG keeps its MSNP2 behaviour: a short MSG is a framing error.)
+    let tokens = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|t| !t.is_empty())
+        .count();
+    if !line.starts_with(b"MSG") && tokens < 4 {
         return Ok(None);
     }
     let last = line
@@ -86,8 +102,7 @@ fn payload_length(line: &[u8]) -> Result<Option<usize>, FrameError> {
             .map(|t| t.0);
         FrameError::BadPayloadLength { trid }
     };
-    if last.is_empty() || last.len() > 10 || !last.iter().all(u8::is_ascii_digit) || last == b"MSG"
-    {
+    if last.is_empty() || last.len() > 10 || !last.iter().all(u8::is_ascii_digit) {
         return Err(bad());
     }
     let n: usize = std::str::from_utf8(last)

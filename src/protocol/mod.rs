@@ -14,7 +14,7 @@ pub use frame::{decode, Frame, FrameError, MAX_LINE_BYTES, MAX_PAYLOAD_BYTES};
 pub use server::{ListItem, OutReason, ServerCommand, ServerParseError, SharedLine};
 pub use types::{
     AckMode, BlpSetting, Dialect, FriendlyName, GtcSetting, HandleError, ListKind, NameError,
-    Status, TrId, UserHandle,
+    PhoneKey, Status, TrId, UserHandle, MAX_GROUPS, MAX_GROUP_NAME_BYTES, MAX_PHONE_BYTES,
 };
 
 /// A line for the debug log: secrets (challenge responses, cookies) are cut off after the
@@ -53,6 +53,12 @@ mod robustness {
             b"ANS 6 bob@example.com 1234abcd 42\r\n",
             b"REA 7 alice@example.com %E2%98%BA\r\n",
             b"CHG 8 NLN\r\n",
+            b"ADD 9 FL bob@example.com Bob 1\r\n",
+            b"PRP 10 PHH 1%20(222)%203333\r\n",
+            b"ADG 11 New%20Group 0\r\n",
+            b"QRY 12 msmsgs@msnmsgr.com 32\r\n8f2f5a91b72102cd28355e9fc9000d6e",
+            b"SDC 13 a@b.c 0x0409 MSMSGS MSMSGS X X Me 2\r\nhi",
+            b"LST 14 FL 3 1 1 a@b.c A 0,1\r\nLSG 15 3 1 1 0 ~ 0\r\n",
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x4d534e50);
         let alphabet = b"VERUSRADDMSG 0123456789%\r\n@.AFLN\xff\x00\t";

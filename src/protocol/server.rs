@@ -7,10 +7,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ErrorCode;
 use super::types::{
-    BlpSetting, Dialect, FriendlyName, GtcSetting, ListKind, Status, TrId, UserHandle,
+    BlpSetting, Dialect, FriendlyName, GtcSetting, ListKind, PhoneKey, Status, TrId, UserHandle,
 };
 
+mod encode;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 pub use parse::ServerParseError;
 
@@ -30,18 +33,27 @@ pub struct ListItem {
     pub total: usize,
     pub handle: UserHandle,
     pub name: FriendlyName,
+    /// The contact's groups, for an FL entry (MSNP7; written as `0` when empty).
+    pub groups: Vec<u32>,
 }
 
-/// A command from the server.
+/// A command from the server. Each variant's wire form, in every dialect, is written in one
+/// place: `encode.rs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerCommand {
-    /// `VER TrID dialect`, or `VER TrID 0` when nothing offered is spoken here.
+    /// `VER TrID dialect`, or `VER TrID 0` when nothing offered is spoken here. From MSNP3 on
+    /// the chosen dialect is followed by the `others` the client offered and this server
+    /// speaks, and `CVR0` when the client sent it.
     Ver {
         trid: TrId,
         dialect: Option<Dialect>,
+        others: Vec<Dialect>,
+        cvr0: bool,
     },
+    /// The answer to `CVR`, or to `CVQ` (`query`).
     Cvr {
         trid: TrId,
+        query: bool,
         recommended: String,
         minimum: String,
         download_url: String,
@@ -54,14 +66,19 @@ pub enum ServerCommand {
         trid: TrId,
         challenge: String,
     },
+    /// `USR TrID OK handle name`; the notification server's (`verified` set) has the verified
+    /// bit from MSNP6 on (always `1` here), the switchboard's never.
     UsrOk {
         trid: TrId,
         handle: UserHandle,
         name: FriendlyName,
+        verified: Option<bool>,
     },
+    /// `XFR TrID NS address`; MSNP3 adds `0`, MSNP7 then the server the client is on.
     XfrNs {
         trid: TrId,
         address: String,
+        current: String,
     },
     XfrSb {
         trid: TrId,
@@ -88,18 +105,22 @@ pub enum ServerCommand {
         serial: u32,
         item: Option<ListItem>,
     },
+    /// `ADD TrID list ser handle name`; an FL one in MSNP7 ends with its group (default 0).
     Add {
         trid: TrId,
         list: ListKind,
         serial: u32,
         handle: UserHandle,
         name: FriendlyName,
+        group: Option<u32>,
     },
+    /// `REM TrID list ser handle`; an FL one in MSNP7 ends with the group it left, if only one.
     Rem {
         trid: TrId,
         list: ListKind,
         serial: u32,
         handle: UserHandle,
+        group: Option<u32>,
     },
     Chg {
         trid: TrId,
@@ -125,11 +146,12 @@ pub enum ServerCommand {
         handle: UserHandle,
         name: FriendlyName,
     },
-    /// `URL TrID redirect-url login-url`: the MSNP2 form (the site id came with MSNP3).
+    /// `URL TrID redirect-url login-url`; MSNP3 adds the Passport site id.
     Url {
         trid: TrId,
         redirect: String,
         login_url: String,
+        site_id: u32,
     },
     /// The answer to `PNG`; MSNP2 to MSNP8 send it without parameters.
     Qng,
@@ -191,6 +213,66 @@ pub enum ServerCommand {
     Nak {
         trid: TrId,
     },
+    /// `IMS TrID 0 ON|OFF` (MSNP3): instant messages on or off.
+    Ims {
+        trid: TrId,
+        on: bool,
+    },
+    /// `PRP TrID ser key [value]` (MSNP5): one of the user's phone properties.
+    Prp {
+        trid: TrId,
+        serial: u32,
+        key: PhoneKey,
+        value: Option<FriendlyName>,
+    },
+    /// `BPR ser handle key [value]` (MSNP5): a contact's phone property.
+    Bpr {
+        serial: u32,
+        handle: UserHandle,
+        key: PhoneKey,
+        value: Option<FriendlyName>,
+    },
+    /// `SDC TrID OK` (MSNP5): an invitation by e-mail was accepted.
+    Sdc {
+        trid: TrId,
+    },
+    /// `CHL 0 challenge` (MSNP6).
+    Chl {
+        challenge: String,
+    },
+    /// `QRY TrID` (MSNP6): the challenge was answered right.
+    Qry {
+        trid: TrId,
+    },
+    /// `LSG TrID ser index total id name 0` (MSNP7): one group in `SYN`.
+    Lsg {
+        trid: TrId,
+        serial: u32,
+        index: usize,
+        total: usize,
+        id: u32,
+        name: FriendlyName,
+    },
+    /// `ADG TrID ser name id 0` (MSNP7).
+    Adg {
+        trid: TrId,
+        serial: u32,
+        name: FriendlyName,
+        id: u32,
+    },
+    /// `REG TrID ser id name 0` (MSNP7).
+    Reg {
+        trid: TrId,
+        serial: u32,
+        id: u32,
+        name: FriendlyName,
+    },
+    /// `RMG TrID ser id` (MSNP7).
+    Rmg {
+        trid: TrId,
+        serial: u32,
+        id: u32,
+    },
 }
 
 impl ServerCommand {
@@ -201,20 +283,70 @@ impl ServerCommand {
         out.freeze()
     }
 
-    /// Appends the whole wire form in `dialect` to `out`. (Every dialect this server speaks
-    /// writes these lines alike so far; the dialect is the receiving connection's, so a later
-    /// one that differs is written here and nowhere else.)
+    /// Appends the whole wire form in `dialect` to `out`. The dialect is the receiving
+    /// connection's; what differs between dialects is written by `encode.rs` and nowhere else.
+    /// A line the dialect does not have (a contact's phone change for an MSNP2 client) is not
+    /// written at all.
     pub fn write_to(&self, dialect: Dialect, out: &mut BytesMut) {
         use std::fmt::Write;
-        match dialect {
-            Dialect::Msnp2 => {
-                let _ = write!(out, "{self}\r\n");
-                if let ServerCommand::Msg { payload, .. } = self {
-                    out.put_slice(payload);
-                }
-            }
+        if dialect < self.since() {
+            return;
+        }
+        let _ = write!(out, "{}\r\n", self.line(dialect));
+        if let ServerCommand::Msg { payload, .. } = self {
+            out.put_slice(payload);
         }
     }
+
+    /// The answer to `VER TrID offered...` and the dialect it chose (see [`Dialect::answer`]).
+    pub fn version_answer(trid: TrId, offered: &[String]) -> (Option<Dialect>, ServerCommand) {
+        match Dialect::answer(offered.iter().map(String::as_str)) {
+            Some((dialect, others, cvr0)) => (
+                Some(dialect),
+                ServerCommand::Ver {
+                    trid,
+                    dialect: Some(dialect),
+                    others,
+                    cvr0,
+                },
+            ),
+            None => (
+                None,
+                ServerCommand::Ver {
+                    trid,
+                    dialect: None,
+                    others: Vec::new(),
+                    cvr0: false,
+                },
+            ),
+        }
+    }
+
+    /// The first dialect with this line.
+    pub fn since(&self) -> Dialect {
+        use ServerCommand::*;
+        match self {
+            Ims { .. } => Dialect::Msnp3,
+            Prp { .. } | Bpr { .. } | Sdc { .. } => Dialect::Msnp5,
+            Chl { .. } | Qry { .. } => Dialect::Msnp6,
+            Lsg { .. } | Adg { .. } | Reg { .. } | Rmg { .. } => Dialect::Msnp7,
+            _ => Dialect::Msnp2,
+        }
+    }
+
+    /// The line in `dialect`, without its CRLF or payload.
+    pub fn line(&self, dialect: Dialect) -> Line<'_> {
+        Line {
+            command: self,
+            dialect,
+        }
+    }
+}
+
+/// A server line in one dialect, as [`ServerCommand::line`] makes it.
+pub struct Line<'a> {
+    command: &'a ServerCommand,
+    dialect: Dialect,
 }
 
 /// A server line one task sends to other connections (presence to every watcher, a chat
@@ -258,469 +390,5 @@ impl From<ServerCommand> for SharedLine {
 impl fmt::Debug for SharedLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.command.fmt(f)
-    }
-}
-
-impl fmt::Display for ServerCommand {
-    /// The line without its CRLF or payload.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ServerCommand::*;
-        match self {
-            Ver {
-                trid,
-                dialect: Some(d),
-            } => write!(f, "VER {trid} {d}"),
-            Ver {
-                trid,
-                dialect: None,
-            } => write!(f, "VER {trid} 0"),
-            Cvr {
-                trid,
-                recommended,
-                minimum,
-                download_url,
-                info_url,
-            } => {
-                write!(
-                    f,
-                    "CVR {trid} {recommended} {recommended} {minimum} {download_url} {info_url}"
-                )
-            }
-            Inf { trid } => write!(f, "INF {trid} MD5"),
-            UsrChallenge { trid, challenge } => write!(f, "USR {trid} MD5 S {challenge}"),
-            UsrOk { trid, handle, name } => write!(f, "USR {trid} OK {handle} {name}"),
-            XfrNs { trid, address } => write!(f, "XFR {trid} NS {address}"),
-            XfrSb {
-                trid,
-                address,
-                cookie,
-            } => write!(f, "XFR {trid} SB {address} CKI {cookie}"),
-            Syn { trid, serial } => write!(f, "SYN {trid} {serial}"),
-            Gtc {
-                trid,
-                serial,
-                setting,
-            } => write!(f, "GTC {trid} {serial} {setting}"),
-            Blp {
-                trid,
-                serial,
-                setting,
-            } => write!(f, "BLP {trid} {serial} {setting}"),
-            Lst {
-                trid,
-                list,
-                serial,
-                item: None,
-            } => write!(f, "LST {trid} {list} {serial} 0 0"),
-            Lst {
-                trid,
-                list,
-                serial,
-                item:
-                    Some(ListItem {
-                        index,
-                        total,
-                        handle,
-                        name,
-                    }),
-            } => {
-                write!(
-                    f,
-                    "LST {trid} {list} {serial} {index} {total} {handle} {name}"
-                )
-            }
-            Add {
-                trid,
-                list,
-                serial,
-                handle,
-                name,
-            } => {
-                write!(f, "ADD {trid} {list} {serial} {handle} {name}")
-            }
-            Rem {
-                trid,
-                list,
-                serial,
-                handle,
-            } => write!(f, "REM {trid} {list} {serial} {handle}"),
-            Chg { trid, status } => write!(f, "CHG {trid} {status}"),
-            Iln {
-                trid,
-                status,
-                handle,
-                name,
-            } => write!(f, "ILN {trid} {status} {handle} {name}"),
-            Nln {
-                status,
-                handle,
-                name,
-            } => write!(f, "NLN {status} {handle} {name}"),
-            Fln { handle } => write!(f, "FLN {handle}"),
-            Rea {
-                trid,
-                serial,
-                handle,
-                name,
-            } => write!(f, "REA {trid} {serial} {handle} {name}"),
-            Url {
-                trid,
-                redirect,
-                login_url,
-            } => write!(f, "URL {trid} {redirect} {login_url}"),
-            Qng => f.write_str("QNG"),
-            Fnd {
-                trid,
-                index,
-                total,
-                fields,
-            } => {
-                write!(f, "FND {trid} {index} {total}")?;
-                fields.iter().try_for_each(|x| write!(f, " {x}"))
-            }
-            Snd { trid } => write!(f, "SND {trid} OK"),
-            Out { reason: None } => f.write_str("OUT"),
-            Out {
-                reason: Some(OutReason::OtherLogin),
-            } => f.write_str("OUT OTH"),
-            Out {
-                reason: Some(OutReason::ServerShutdown),
-            } => f.write_str("OUT SSD"),
-            Error { code, trid } => write!(f, "{code} {trid}"),
-            Rng {
-                session_id,
-                address,
-                cookie,
-                caller,
-                caller_name,
-            } => {
-                write!(
-                    f,
-                    "RNG {session_id} {address} CKI {cookie} {caller} {caller_name}"
-                )
-            }
-            Cal { trid, session_id } => write!(f, "CAL {trid} RINGING {session_id}"),
-            Iro {
-                trid,
-                index,
-                total,
-                handle,
-                name,
-            } => {
-                write!(f, "IRO {trid} {index} {total} {handle} {name}")
-            }
-            AnsOk { trid } => write!(f, "ANS {trid} OK"),
-            Joi { handle, name } => write!(f, "JOI {handle} {name}"),
-            Bye { handle } => write!(f, "BYE {handle}"),
-            Msg {
-                sender,
-                sender_name,
-                payload,
-            } => {
-                write!(f, "MSG {sender} {sender_name} {}", payload.len())
-            }
-            Ack { trid } => write!(f, "ACK {trid}"),
-            Nak { trid } => write!(f, "NAK {trid}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(super) fn h(s: &str) -> UserHandle {
-        s.parse().unwrap()
-    }
-
-    pub(super) fn n(s: &str) -> FriendlyName {
-        FriendlyName::new(s).unwrap()
-    }
-
-    /// One of each variant (two or three where the wire form has shapes), with its line.
-    pub(super) fn cases() -> Vec<(ServerCommand, &'static str)> {
-        let t = TrId(7);
-        vec![
-            (
-                ServerCommand::Ver {
-                    trid: t,
-                    dialect: Some(Dialect::Msnp2),
-                },
-                "VER 7 MSNP2",
-            ),
-            (
-                ServerCommand::Ver {
-                    trid: t,
-                    dialect: None,
-                },
-                "VER 7 0",
-            ),
-            (
-                ServerCommand::Cvr {
-                    trid: t,
-                    recommended: "1.0.0863".into(),
-                    minimum: "1.0.0863".into(),
-                    download_url: "http://x/dl".into(),
-                    info_url: "http://x/info".into(),
-                },
-                "CVR 7 1.0.0863 1.0.0863 1.0.0863 http://x/dl http://x/info",
-            ),
-            (ServerCommand::Inf { trid: t }, "INF 7 MD5"),
-            (
-                ServerCommand::UsrChallenge {
-                    trid: t,
-                    challenge: "123".into(),
-                },
-                "USR 7 MD5 S 123",
-            ),
-            (
-                ServerCommand::UsrOk {
-                    trid: t,
-                    handle: h("a@b.c"),
-                    name: n("A B"),
-                },
-                "USR 7 OK a@b.c A%20B",
-            ),
-            (
-                ServerCommand::XfrNs {
-                    trid: t,
-                    address: "127.0.0.1:1863".into(),
-                },
-                "XFR 7 NS 127.0.0.1:1863",
-            ),
-            (
-                ServerCommand::XfrSb {
-                    trid: t,
-                    address: "h:1864".into(),
-                    cookie: "ck".into(),
-                },
-                "XFR 7 SB h:1864 CKI ck",
-            ),
-            (ServerCommand::Syn { trid: t, serial: 3 }, "SYN 7 3"),
-            (
-                ServerCommand::Gtc {
-                    trid: t,
-                    serial: 3,
-                    setting: GtcSetting::Ask,
-                },
-                "GTC 7 3 A",
-            ),
-            (
-                ServerCommand::Blp {
-                    trid: t,
-                    serial: 3,
-                    setting: BlpSetting::AllowAll,
-                },
-                "BLP 7 3 AL",
-            ),
-            (
-                ServerCommand::Lst {
-                    trid: t,
-                    list: ListKind::Reverse,
-                    serial: 3,
-                    item: None,
-                },
-                "LST 7 RL 3 0 0",
-            ),
-            (
-                ServerCommand::Lst {
-                    trid: t,
-                    list: ListKind::Forward,
-                    serial: 3,
-                    item: Some(ListItem {
-                        index: 1,
-                        total: 2,
-                        handle: h("b@c.d"),
-                        name: n("Bé"),
-                    }),
-                },
-                "LST 7 FL 3 1 2 b@c.d B%C3%A9",
-            ),
-            (
-                ServerCommand::Add {
-                    trid: TrId(0),
-                    list: ListKind::Reverse,
-                    serial: 4,
-                    handle: h("a@b.c"),
-                    name: n("A"),
-                },
-                "ADD 0 RL 4 a@b.c A",
-            ),
-            (
-                ServerCommand::Rem {
-                    trid: t,
-                    list: ListKind::Block,
-                    serial: 5,
-                    handle: h("a@b.c"),
-                },
-                "REM 7 BL 5 a@b.c",
-            ),
-            (
-                ServerCommand::Chg {
-                    trid: t,
-                    status: Status::Hidden,
-                },
-                "CHG 7 HDN",
-            ),
-            (
-                ServerCommand::Iln {
-                    trid: t,
-                    status: Status::Away,
-                    handle: h("a@b.c"),
-                    name: n("A"),
-                },
-                "ILN 7 AWY a@b.c A",
-            ),
-            (
-                ServerCommand::Nln {
-                    status: Status::Busy,
-                    handle: h("a@b.c"),
-                    name: n("A"),
-                },
-                "NLN BSY a@b.c A",
-            ),
-            (ServerCommand::Fln { handle: h("a@b.c") }, "FLN a@b.c"),
-            (
-                ServerCommand::Rea {
-                    trid: t,
-                    serial: 9,
-                    handle: h("a@b.c"),
-                    name: n("New"),
-                },
-                "REA 7 9 a@b.c New",
-            ),
-            (
-                ServerCommand::Url {
-                    trid: t,
-                    redirect: "/inbox".into(),
-                    login_url: "http://x/".into(),
-                },
-                "URL 7 /inbox http://x/",
-            ),
-            (
-                ServerCommand::Fnd {
-                    trid: t,
-                    index: 0,
-                    total: 0,
-                    fields: vec![],
-                },
-                "FND 7 0 0",
-            ),
-            (ServerCommand::Snd { trid: t }, "SND 7 OK"),
-            (ServerCommand::Qng, "QNG"),
-            (ServerCommand::Out { reason: None }, "OUT"),
-            (
-                ServerCommand::Out {
-                    reason: Some(OutReason::OtherLogin),
-                },
-                "OUT OTH",
-            ),
-            (
-                ServerCommand::Out {
-                    reason: Some(OutReason::ServerShutdown),
-                },
-                "OUT SSD",
-            ),
-            (
-                ServerCommand::Error {
-                    code: ErrorCode::NotLoggedIn,
-                    trid: t,
-                },
-                "302 7",
-            ),
-            (
-                ServerCommand::Rng {
-                    session_id: 11,
-                    address: "h:1864".into(),
-                    cookie: "ck".into(),
-                    caller: h("a@b.c"),
-                    caller_name: n("A"),
-                },
-                "RNG 11 h:1864 CKI ck a@b.c A",
-            ),
-            (
-                ServerCommand::Cal {
-                    trid: t,
-                    session_id: 11,
-                },
-                "CAL 7 RINGING 11",
-            ),
-            (
-                ServerCommand::Iro {
-                    trid: t,
-                    index: 1,
-                    total: 2,
-                    handle: h("a@b.c"),
-                    name: n("A"),
-                },
-                "IRO 7 1 2 a@b.c A",
-            ),
-            (ServerCommand::AnsOk { trid: t }, "ANS 7 OK"),
-            (
-                ServerCommand::Joi {
-                    handle: h("a@b.c"),
-                    name: n("A"),
-                },
-                "JOI a@b.c A",
-            ),
-            (ServerCommand::Bye { handle: h("a@b.c") }, "BYE a@b.c"),
-            (ServerCommand::Ack { trid: t }, "ACK 7"),
-            (ServerCommand::Nak { trid: t }, "NAK 7"),
-            (
-                ServerCommand::Fnd {
-                    trid: t,
-                    index: 1,
-                    total: 2,
-                    fields: vec!["fname=A".into(), "lname=B".into()],
-                },
-                "FND 7 1 2 fname=A lname=B",
-            ),
-        ]
-    }
-
-    #[test]
-    fn wire_forms() {
-        for (cmd, line) in cases() {
-            assert_eq!(cmd.to_string(), line);
-            assert_eq!(
-                cmd.to_bytes(Dialect::Msnp2),
-                format!("{line}\r\n").as_bytes()
-            );
-        }
-    }
-
-    #[test]
-    fn msg_length_counts_bytes() {
-        let payload = Bytes::from("MIME-Version: 1.0\r\n\r\nhé");
-        let cmd = ServerCommand::Msg {
-            sender: "a@b.c".into(),
-            sender_name: "A".into(),
-            payload: payload.clone(),
-        };
-        let mut expected = b"MSG a@b.c A 24\r\n".to_vec();
-        expected.extend_from_slice(&payload);
-        assert_eq!(cmd.to_bytes(Dialect::Msnp2), expected);
-    }
-
-    #[test]
-    fn a_shared_line_is_written_once_per_dialect() {
-        let line = SharedLine::new(ServerCommand::Fln { handle: h("a@b.c") });
-        for dialect in Dialect::ALL {
-            let first = line.encoded(dialect);
-            let again = line.clone().encoded(dialect);
-            assert_eq!(first, line.command().to_bytes(dialect));
-            // The same bytes, not a second encoding: fan-out costs one encoding per dialect.
-            assert_eq!(first.as_ptr(), again.as_ptr());
-        }
-        assert_eq!(line.encoded(Dialect::Msnp2), &b"FLN a@b.c\r\n"[..]);
-    }
-
-    #[test]
-    fn dialects_have_distinct_indexes() {
-        for (i, dialect) in Dialect::ALL.into_iter().enumerate() {
-            assert_eq!(dialect.index(), i);
-            assert_eq!(Dialect::from_index(i), Some(dialect));
-        }
-        assert_eq!(Dialect::from_index(Dialect::ALL.len()), None);
     }
 }

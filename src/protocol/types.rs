@@ -1,4 +1,5 @@
-//! Wire types of MSNP2: transaction ids, user handles, friendly names, states, lists.
+//! Wire types of MSNP2-MSNP7: transaction ids, user handles, friendly names, states, lists,
+//! dialects, phone numbers and contact groups.
 //!
 //! Every type parses from its wire form with `FromStr` and prints its wire form with `Display`,
 //! so a value read from a client can be written back unchanged.
@@ -368,17 +369,100 @@ impl fmt::Display for BlpSetting {
     }
 }
 
-/// A protocol dialect a connection negotiated with VER.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The longest phone number value (URL-encoded) `PRP` accepts (MSNP5; the protocol pages
+/// give 95 bytes).
+pub const MAX_PHONE_BYTES: usize = 95;
+/// The longest group name (URL-encoded) `ADG`/`REG` accept; longer ones get 229. MSN 4.x
+/// limited names to 61 characters; 61 bytes of the encoded form keeps every reply short.
+pub const MAX_GROUP_NAME_BYTES: usize = 61;
+/// The most groups one account may have, group 0 included; `ADG` past it gets 223.
+pub const MAX_GROUPS: usize = 30;
+
+/// A phone property (`PRP`/`BPR`, MSNP5): home, work and mobile numbers, whether the user
+/// accepts pages on the mobile device (`MOB`), and whether one is set up (`MBE`, server-set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PhoneKey {
+    Home,
+    Work,
+    Mobile,
+    MobileAllowed,
+    MobileEnabled,
+}
+
+impl PhoneKey {
+    /// Every key in the order `SYN` sends them.
+    pub const ALL: [PhoneKey; 5] = [
+        PhoneKey::Home,
+        PhoneKey::Work,
+        PhoneKey::Mobile,
+        PhoneKey::MobileAllowed,
+        PhoneKey::MobileEnabled,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            PhoneKey::Home => "PHH",
+            PhoneKey::Work => "PHW",
+            PhoneKey::Mobile => "PHM",
+            PhoneKey::MobileAllowed => "MOB",
+            PhoneKey::MobileEnabled => "MBE",
+        }
+    }
+
+    /// The value `SYN` shows while the key was never set: the yes/no keys say `N`.
+    pub fn default_value(self) -> Option<&'static str> {
+        match self {
+            PhoneKey::MobileAllowed | PhoneKey::MobileEnabled => Some("N"),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for PhoneKey {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        PhoneKey::ALL.into_iter().find(|k| k.code() == s).ok_or(())
+    }
+}
+
+impl fmt::Display for PhoneKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A protocol dialect a connection negotiated with VER. Later dialects compare greater, so
+/// "from MSNP5 on" is `dialect >= Dialect::Msnp5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dialect {
     Msnp2,
+    Msnp3,
+    Msnp4,
+    Msnp5,
+    Msnp6,
+    Msnp7,
 }
 
 impl Dialect {
     /// Dialects this server speaks, best first.
-    pub const SUPPORTED: [Dialect; 1] = [Dialect::Msnp2];
+    pub const SUPPORTED: [Dialect; 6] = [
+        Dialect::Msnp7,
+        Dialect::Msnp6,
+        Dialect::Msnp5,
+        Dialect::Msnp4,
+        Dialect::Msnp3,
+        Dialect::Msnp2,
+    ];
     /// Every dialect, in the order of [`Dialect::index`].
-    pub const ALL: [Dialect; 1] = [Dialect::Msnp2];
+    pub const ALL: [Dialect; 6] = [
+        Dialect::Msnp2,
+        Dialect::Msnp3,
+        Dialect::Msnp4,
+        Dialect::Msnp5,
+        Dialect::Msnp6,
+        Dialect::Msnp7,
+    ];
 
     /// A small number for each dialect: its place in [`Dialect::ALL`].
     pub fn index(self) -> usize {
@@ -393,6 +477,11 @@ impl Dialect {
     pub fn name(self) -> &'static str {
         match self {
             Dialect::Msnp2 => "MSNP2",
+            Dialect::Msnp3 => "MSNP3",
+            Dialect::Msnp4 => "MSNP4",
+            Dialect::Msnp5 => "MSNP5",
+            Dialect::Msnp6 => "MSNP6",
+            Dialect::Msnp7 => "MSNP7",
         }
     }
 
@@ -404,6 +493,36 @@ impl Dialect {
                 .into_iter()
                 .any(|o| o.eq_ignore_ascii_case(d.name()))
         })
+    }
+
+    /// The answer to a `VER` offering `offered`: the best dialect both sides speak, then the
+    /// other offered dialects this server speaks in the client's order, and whether the
+    /// client offered `CVR0` (gaim 0.63-0.68 looks for `MSNP5` in the answer, aMSN for
+    /// `CVR0`). `None` when nothing offered is spoken here.
+    pub fn answer<'a>(
+        offered: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Option<(Dialect, Vec<Dialect>, bool)> {
+        let chosen = Dialect::negotiate(offered.clone())?;
+        let mut others = Vec::new();
+        let mut cvr0 = false;
+        for token in offered {
+            if token.eq_ignore_ascii_case("CVR0") {
+                cvr0 = true;
+            } else if let Some(d) = Dialect::ALL
+                .into_iter()
+                .find(|d| token.eq_ignore_ascii_case(d.name()))
+            {
+                if d != chosen && !others.contains(&d) {
+                    others.push(d);
+                }
+            }
+        }
+        Some((chosen, others, cvr0))
+    }
+
+    /// The dialect named exactly `name` (as a server writes it).
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        Dialect::ALL.into_iter().find(|d| d.name() == name)
     }
 }
 
@@ -572,6 +691,29 @@ mod tests {
         assert_eq!(Dialect::negotiate(["MSNP2", "CVR0"]), Some(Dialect::Msnp2));
         assert_eq!(Dialect::negotiate(["msnp2"]), Some(Dialect::Msnp2));
         assert_eq!(Dialect::negotiate(["MSNP8", "CVR0"]), None);
+        let all = ["MSNP7", "MSNP6", "MSNP5", "MSNP4", "CVR0"];
+        assert_eq!(Dialect::negotiate(all), Some(Dialect::Msnp7));
+        assert_eq!(
+            Dialect::answer(all),
+            Some((
+                Dialect::Msnp7,
+                vec![Dialect::Msnp6, Dialect::Msnp5, Dialect::Msnp4],
+                true
+            ))
+        );
+        assert_eq!(
+            Dialect::answer(["MSNP5"]),
+            Some((Dialect::Msnp5, vec![], false))
+        );
+        assert_eq!(
+            Dialect::answer(["MSNP3", "MSNP8", "MSNP2", "CVR0"]),
+            Some((Dialect::Msnp3, vec![Dialect::Msnp2], true))
+        );
+        assert_eq!(Dialect::answer(["MSNP9", "CVR0"]), None);
+        for d in Dialect::ALL {
+            assert_eq!(Dialect::from_index(d.index()), Some(d));
+            assert_eq!(Dialect::from_name(d.name()), Some(d));
+        }
         assert_eq!(Dialect::negotiate([] as [&str; 0]), None);
     }
 }

@@ -15,13 +15,13 @@ mod types;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
+use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
 pub use password::PasswordHash;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
-    MirrorState, Permission, Snapshot, MAX_LIST_ENTRIES,
+    Account, BackendLink, BlpChange, Credentials, Entry, Group, ListChange, MirrorChange,
+    MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, MAX_LIST_ENTRIES,
 };
 
 /// Why a store operation failed. The domain variants map to MSN error codes in one place, in
@@ -46,6 +46,16 @@ pub enum StoreError {
     AlreadyInMode,
     #[error("only the server changes the reverse list")]
     ReverseListIsServerOnly,
+    #[error("no such group")]
+    NoSuchGroup,
+    #[error("a group with that name exists")]
+    GroupExists,
+    #[error("the account has as many groups as it may")]
+    TooManyGroups,
+    #[error("the contact is not in that group")]
+    NotInGroup,
+    #[error("group 0 cannot be removed")]
+    GroupZero,
     #[error("the database was written by a newer msngate (schema {0})")]
     NewerSchema(i64),
     #[error("unexpected data in the database: {0}")]
@@ -251,6 +261,65 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         handle: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(UserHandle, Permission)>>;
+
+    /// The account's contact groups (MSNP7), group 0 first. Group 0 always exists; its name
+    /// is `~` until renamed.
+    fn groups<'a>(&'a self, owner: &'a UserHandle) -> StoreFuture<'a, Vec<Group>>;
+
+    /// Creates a group under the lowest free id, returning the new serial and the id; fails
+    /// with `GroupExists` (same name, case-insensitive) or `TooManyGroups`.
+    fn add_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, (u32, u32)>;
+
+    /// Renames a group, returning the new serial; `NoSuchGroup`, `GroupExists`.
+    fn rename_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        id: u32,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, u32>;
+
+    /// Removes a group (its contacts stay on the FL), returning the new serial; `GroupZero`
+    /// for group 0, `NoSuchGroup`.
+    fn remove_group<'a>(&'a self, owner: &'a UserHandle, id: u32) -> StoreFuture<'a, u32>;
+
+    /// Puts an FL contact in a group, returning the new serial. A contact in no group yet is
+    /// in group 0; with `only` it leaves group 0 for this one (an ADD with a group), else it
+    /// stays in both. `NoSuchGroup`, `NotOnList`, `AlreadyThere`.
+    fn add_to_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        id: u32,
+        only: bool,
+    ) -> StoreFuture<'a, u32>;
+
+    /// Takes an FL contact out of one group (not off the FL, not off anyone's RL), returning
+    /// the new serial. `NoSuchGroup`, `NotOnList`, `NotInGroup`.
+    fn remove_from_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        id: u32,
+    ) -> StoreFuture<'a, u32>;
+
+    /// Sets or clears (`None`) one of the account's phone properties (MSNP5), moving its
+    /// serial and those of the watchers it lets see them on.
+    fn set_phone<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        key: PhoneKey,
+        value: Option<&'a FriendlyName>,
+    ) -> StoreFuture<'a, PhoneChange>;
+
+    /// The account's own phone properties, set ones only.
+    fn phones<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+    ) -> StoreFuture<'a, Vec<(PhoneKey, FriendlyName)>>;
 
     /// Accounts whose handle or friendly name contains `text` (case-insensitive), by handle,
     /// at most `limit` of them.

@@ -1,7 +1,9 @@
 //! What the store keeps and answers with, whatever implements it.
 
+use std::collections::BTreeMap;
+
 use super::password::PasswordHash;
-use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
+use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
 /// The most entries one list may hold; ADD past it gets error 210.
 pub const MAX_LIST_ENTRIES: usize = 1000;
@@ -23,11 +25,36 @@ pub struct Entry {
     pub name: FriendlyName,
 }
 
-/// Everything SYN sends: the settings and the four lists in SYN order.
+/// Everything SYN sends: the settings and the four lists in SYN order, and what MSNP5-7
+/// clients get besides (phone numbers, groups).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub account: Account,
     pub lists: Vec<(ListKind, Vec<Entry>)>,
+    /// The account's groups, group 0 first.
+    pub groups: Vec<Group>,
+    /// The groups of each FL contact in any; a contact missing here is in group 0 only.
+    pub memberships: BTreeMap<UserHandle, Vec<u32>>,
+    /// The account's own phone properties (set ones only).
+    pub phones: Vec<(PhoneKey, FriendlyName)>,
+    /// The phone properties of FL contacts who let the account see them (set ones only).
+    pub contact_phones: BTreeMap<UserHandle, Vec<(PhoneKey, FriendlyName)>>,
+}
+
+/// A contact group (MSNP7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: u32,
+    pub name: FriendlyName,
+}
+
+/// A change of one of an account's phone properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneChange {
+    /// The account's new serial.
+    pub serial: u32,
+    /// The watchers who see the account's phone properties, each with its new serial.
+    pub watchers: Vec<(UserHandle, u32)>,
 }
 
 /// What logging in needs to know about a handle.

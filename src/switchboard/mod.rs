@@ -215,6 +215,7 @@ impl SwitchboardConnection {
             trid,
             handle: handle.clone(),
             name: name.clone(),
+            verified: None,
         });
         self.state = State::InSession {
             me: handle,

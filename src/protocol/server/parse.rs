@@ -4,7 +4,7 @@
 use super::{ListItem, OutReason, ServerCommand};
 use crate::protocol::error::ErrorCode;
 use crate::protocol::frame::Frame;
-use crate::protocol::types::{Dialect, TrId};
+use crate::protocol::types::{Dialect, FriendlyName, PhoneKey, TrId};
 
 /// Why a framed server line is not a [`ServerCommand`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,7 +79,15 @@ impl ServerCommand {
             | Iro { trid, .. }
             | AnsOk { trid }
             | Ack { trid }
-            | Nak { trid } => Some(*trid),
+            | Nak { trid }
+            | Ims { trid, .. }
+            | Prp { trid, .. }
+            | Sdc { trid }
+            | Qry { trid }
+            | Lsg { trid, .. }
+            | Adg { trid, .. }
+            | Reg { trid, .. }
+            | Rmg { trid, .. } => Some(*trid),
             Qng
             | Nln { .. }
             | Fln { .. }
@@ -87,7 +95,9 @@ impl ServerCommand {
             | Rng { .. }
             | Joi { .. }
             | Bye { .. }
-            | Msg { .. } => None,
+            | Msg { .. }
+            | Bpr { .. }
+            | Chl { .. } => None,
         }
     }
 }
@@ -105,19 +115,47 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
     fn index(s: &str) -> Option<usize> {
         num(s).map(|n| n as usize)
     }
+    // A contact's groups: `0` or `0,1,...`.
+    fn groups(s: &str) -> Option<Vec<u32>> {
+        s.split(',').map(num).collect()
+    }
+    // An optional last value (PRP, BPR: an unset property has none).
+    fn value(rest: &[&str]) -> Option<Option<FriendlyName>> {
+        match rest {
+            [] => Some(None),
+            [v] => Some(Some(p(v)?)),
+            _ => None,
+        }
+    }
     let string = |s: &str| s.to_string();
     let command = match *tokens {
         ["VER", t, "0"] => Ver {
             trid: p(t)?,
             dialect: None,
+            others: vec![],
+            cvr0: false,
         },
-        ["VER", t, d] => Ver {
-            trid: p(t)?,
-            dialect: Some(Dialect::SUPPORTED.into_iter().find(|x| x.name() == d)?),
-        },
-        ["CVR", t, recommended, again, minimum, download_url, info_url] if recommended == again => {
+        ["VER", t, d, ref rest @ ..] => {
+            let (rest, cvr0) = match rest {
+                [others @ .., "CVR0"] => (others, true),
+                others => (others, false),
+            };
+            Ver {
+                trid: p(t)?,
+                dialect: Some(Dialect::from_name(d)?),
+                others: rest
+                    .iter()
+                    .map(|o| Dialect::from_name(o))
+                    .collect::<Option<_>>()?,
+                cvr0,
+            }
+        }
+        [verb @ ("CVR" | "CVQ"), t, recommended, again, minimum, download_url, info_url]
+            if recommended == again =>
+        {
             Cvr {
                 trid: p(t)?,
+                query: verb == "CVQ",
                 recommended: string(recommended),
                 minimum: string(minimum),
                 download_url: string(download_url),
@@ -129,14 +167,26 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
             trid: p(t)?,
             challenge: string(challenge),
         },
-        ["USR", t, "OK", handle, name] => UsrOk {
+        ["USR", t, "OK", handle, name, ref rest @ ..] => UsrOk {
             trid: p(t)?,
             handle: p(handle)?,
             name: p(name)?,
+            verified: match rest {
+                [] => None,
+                ["1"] => Some(true),
+                ["0"] => Some(false),
+                _ => return None,
+            },
         },
-        ["XFR", t, "NS", address] => XfrNs {
+        ["XFR", t, "NS", address] | ["XFR", t, "NS", address, "0"] => XfrNs {
             trid: p(t)?,
             address: string(address),
+            current: String::new(),
+        },
+        ["XFR", t, "NS", address, "0", current] => XfrNs {
+            trid: p(t)?,
+            address: string(address),
+            current: string(current),
         },
         ["XFR", t, "SB", address, "CKI", cookie] => XfrSb {
             trid: p(t)?,
@@ -163,7 +213,7 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
             serial: num(serial)?,
             item: None,
         },
-        ["LST", t, list, serial, i, total, handle, name] => Lst {
+        ["LST", t, list, serial, i, total, handle, name, ref rest @ ..] => Lst {
             trid: p(t)?,
             list: p(list)?,
             serial: num(serial)?,
@@ -172,20 +222,35 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
                 total: index(total)?,
                 handle: p(handle)?,
                 name: p(name)?,
+                groups: match rest {
+                    [] => vec![],
+                    [g] if list == "FL" => groups(g)?,
+                    _ => return None,
+                },
             }),
         },
-        ["ADD", t, list, serial, handle, name] => Add {
+        ["ADD", t, list, serial, handle, name, ref rest @ ..] => Add {
             trid: p(t)?,
             list: p(list)?,
             serial: num(serial)?,
             handle: p(handle)?,
             name: p(name)?,
+            group: match rest {
+                [] => None,
+                [g] if list == "FL" => Some(num(g)?),
+                _ => return None,
+            },
         },
-        ["REM", t, list, serial, handle] => Rem {
+        ["REM", t, list, serial, handle, ref rest @ ..] => Rem {
             trid: p(t)?,
             list: p(list)?,
             serial: num(serial)?,
             handle: p(handle)?,
+            group: match rest {
+                [] => None,
+                [g] if list == "FL" => Some(num(g)?),
+                _ => return None,
+            },
         },
         ["CHG", t, status] => Chg {
             trid: p(t)?,
@@ -213,6 +278,13 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
             trid: p(t)?,
             redirect: string(redirect),
             login_url: string(login_url),
+            site_id: 0,
+        },
+        ["URL", t, redirect, login_url, site_id] => Url {
+            trid: p(t)?,
+            redirect: string(redirect),
+            login_url: string(login_url),
+            site_id: num(site_id)?,
         },
         ["QNG"] => Qng,
         ["FND", t, i, total, ref fields @ ..] if fields.iter().all(|f| !f.is_empty()) => Fnd {
@@ -255,6 +327,52 @@ fn parse_line(tokens: &[&str]) -> Option<ServerCommand> {
         ["BYE", handle] => Bye { handle: p(handle)? },
         ["ACK", t] => Ack { trid: p(t)? },
         ["NAK", t] => Nak { trid: p(t)? },
+        ["IMS", t, "0", on @ ("ON" | "OFF")] => Ims {
+            trid: p(t)?,
+            on: on == "ON",
+        },
+        ["PRP", t, serial, key, ref rest @ ..] => Prp {
+            trid: p(t)?,
+            serial: num(serial)?,
+            key: p::<PhoneKey>(key)?,
+            value: value(rest)?,
+        },
+        ["BPR", serial, handle, key, ref rest @ ..] => Bpr {
+            serial: num(serial)?,
+            handle: p(handle)?,
+            key: p::<PhoneKey>(key)?,
+            value: value(rest)?,
+        },
+        ["SDC", t, "OK"] => Sdc { trid: p(t)? },
+        ["CHL", "0", challenge] => Chl {
+            challenge: string(challenge),
+        },
+        ["QRY", t] => Qry { trid: p(t)? },
+        ["LSG", t, serial, i, total, id, name, "0"] => Lsg {
+            trid: p(t)?,
+            serial: num(serial)?,
+            index: index(i)?,
+            total: index(total)?,
+            id: num(id)?,
+            name: p(name)?,
+        },
+        ["ADG", t, serial, name, id, "0"] => Adg {
+            trid: p(t)?,
+            serial: num(serial)?,
+            name: p(name)?,
+            id: num(id)?,
+        },
+        ["REG", t, serial, id, name, "0"] => Reg {
+            trid: p(t)?,
+            serial: num(serial)?,
+            id: num(id)?,
+            name: p(name)?,
+        },
+        ["RMG", t, serial, id] => Rmg {
+            trid: p(t)?,
+            serial: num(serial)?,
+            id: num(id)?,
+        },
         [code, t] if code.len() == 3 => Error {
             code: ErrorCode::from_code(num(code)?.try_into().ok()?)?,
             trid: p(t)?,
@@ -270,7 +388,7 @@ mod tests {
     use bytes::{Bytes, BytesMut};
 
     use super::*;
-    use crate::protocol::server::tests::cases;
+    use crate::protocol::server::tests::{cases, dialect_cases};
 
     fn frame(bytes: &[u8]) -> Frame {
         let mut buf = BytesMut::from(bytes);
@@ -320,6 +438,16 @@ mod tests {
             Msg { .. } => "Msg",
             Ack { .. } => "Ack",
             Nak { .. } => "Nak",
+            Ims { .. } => "Ims",
+            Prp { .. } => "Prp",
+            Bpr { .. } => "Bpr",
+            Sdc { .. } => "Sdc",
+            Chl { .. } => "Chl",
+            Qry { .. } => "Qry",
+            Lsg { .. } => "Lsg",
+            Adg { .. } => "Adg",
+            Reg { .. } => "Reg",
+            Rmg { .. } => "Rmg",
         }
     }
 
@@ -342,7 +470,13 @@ mod tests {
             assert_eq!(parsed.unwrap().to_string(), line);
             seen.insert(variant(&cmd));
         }
-        assert_eq!(seen.len(), 33, "every variant has a case: {seen:?}");
+        for (cmd, dialect, line) in dialect_cases() {
+            // What parses writes back the same in the dialect it came in.
+            let parsed = ServerCommand::parse(frame(&cmd.to_bytes(dialect))).expect(line);
+            assert_eq!(parsed.line(dialect).to_string(), line, "{dialect}");
+            seen.insert(variant(&cmd));
+        }
+        assert_eq!(seen.len(), 43, "every variant has a case: {seen:?}");
     }
 
     #[test]
@@ -378,6 +512,14 @@ mod tests {
         };
         for line in [
             "VER 7 MSNP9",
+            "VER 7 MSNP7 CVR0 MSNP6",
+            "LST 7 AL 3 1 1 a@b.c A 0",
+            "LST 7 FL 3 1 1 a@b.c A 0,x",
+            "ADD 7 RL 3 a@b.c A 0",
+            "PRP 7 3 XXX",
+            "BPR 3 a@b.c PHH 1 2",
+            "LSG 7 3 1 1 0 ~",
+            "CHL 1 123",
             "VER x MSNP2",
             "CVR 7 1 2 3 http://a http://b",
             "USR 7 OK not-a-handle A",

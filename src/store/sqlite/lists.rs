@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::accounts::{account, backend_link, parse_blp, parse_handle, parse_name};
+use super::groups;
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, UserHandle};
 use crate::store::{
@@ -22,8 +23,21 @@ impl Database {
         for kind in ListKind::SYNC_ORDER {
             lists.push((kind, entries(&tx, handle, kind)?));
         }
+        let forward: Vec<UserHandle> = lists
+            .iter()
+            .filter(|(kind, _)| *kind == ListKind::Forward)
+            .flat_map(|(_, entries)| entries.iter().map(|e| e.handle.clone()))
+            .collect();
+        let snapshot = Snapshot {
+            account,
+            lists,
+            groups: groups::groups(&tx, handle)?,
+            memberships: groups::memberships(&tx, handle)?,
+            phones: groups::phones(&tx, handle)?,
+            contact_phones: groups::contact_phones(&tx, handle, &forward)?,
+        };
         tx.commit()?;
-        Ok(Snapshot { account, lists })
+        Ok(snapshot)
     }
 
     /// One list and the serial it belongs to.
@@ -392,7 +406,7 @@ fn privacy_after(
     }
 }
 
-fn permission(
+pub(super) fn permission(
     conn: &Connection,
     owner: &UserHandle,
     other: &UserHandle,

@@ -5,6 +5,7 @@
 //! one transaction committed with `synchronous=FULL` (WAL journal) before the answer goes back.
 
 mod accounts;
+mod groups;
 mod lists;
 mod schema;
 
@@ -15,10 +16,10 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
-    MirrorState, Permission, Snapshot, Store, StoreError, StoreFuture,
+    Account, BackendLink, BlpChange, Credentials, Entry, Group, ListChange, MirrorChange,
+    MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, Store, StoreError, StoreFuture,
 };
-use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
+use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
 /// The database of one msngate instance; only the store thread touches it.
 struct Database {
@@ -171,6 +172,74 @@ impl Store for SqliteStore {
     fn account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Account> {
         let handle = handle.clone();
         self.call(move |db| db.account(&handle))
+    }
+
+    fn groups<'a>(&'a self, owner: &'a UserHandle) -> StoreFuture<'a, Vec<Group>> {
+        let owner = owner.clone();
+        self.call(move |db| db.groups(&owner))
+    }
+
+    fn add_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, (u32, u32)> {
+        let (owner, name) = (owner.clone(), name.clone());
+        self.call(move |db| db.add_group(&owner, &name))
+    }
+
+    fn rename_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        id: u32,
+        name: &'a FriendlyName,
+    ) -> StoreFuture<'a, u32> {
+        let (owner, name) = (owner.clone(), name.clone());
+        self.call(move |db| db.rename_group(&owner, id, &name))
+    }
+
+    fn remove_group<'a>(&'a self, owner: &'a UserHandle, id: u32) -> StoreFuture<'a, u32> {
+        let owner = owner.clone();
+        self.call(move |db| db.remove_group(&owner, id))
+    }
+
+    fn add_to_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        id: u32,
+        only: bool,
+    ) -> StoreFuture<'a, u32> {
+        let (owner, contact) = (owner.clone(), contact.clone());
+        self.call(move |db| db.add_to_group(&owner, &contact, id, only))
+    }
+
+    fn remove_from_group<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contact: &'a UserHandle,
+        id: u32,
+    ) -> StoreFuture<'a, u32> {
+        let (owner, contact) = (owner.clone(), contact.clone());
+        self.call(move |db| db.remove_from_group(&owner, &contact, id))
+    }
+
+    fn set_phone<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        key: PhoneKey,
+        value: Option<&'a FriendlyName>,
+    ) -> StoreFuture<'a, PhoneChange> {
+        let (owner, value) = (owner.clone(), value.cloned());
+        self.call(move |db| db.set_phone(&owner, key, value.as_ref()))
+    }
+
+    fn phones<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+    ) -> StoreFuture<'a, Vec<(PhoneKey, FriendlyName)>> {
+        let owner = owner.clone();
+        self.call(move |db| db.phones(&owner))
     }
 
     fn snapshot<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Snapshot> {

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::Database;
 use crate::store::StoreError;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,6 +41,29 @@ CREATE TABLE IF NOT EXISTS backend_links (
     options TEXT NOT NULL DEFAULT '',
     refused_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS contact_groups (
+    owner TEXT NOT NULL REFERENCES accounts(handle) ON DELETE CASCADE,
+    id INTEGER NOT NULL CHECK (id >= 0),
+    name TEXT NOT NULL,
+    PRIMARY KEY (owner, id)
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    owner TEXT NOT NULL REFERENCES accounts(handle) ON DELETE CASCADE,
+    contact TEXT NOT NULL,
+    group_id INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact, group_id)
+);
+CREATE TRIGGER IF NOT EXISTS leaving_the_fl_leaves_its_groups
+AFTER DELETE ON list_entries WHEN old.list = 'FL'
+BEGIN
+    DELETE FROM group_members WHERE owner = old.owner AND contact = old.contact;
+END;
+CREATE TABLE IF NOT EXISTS phones (
+    owner TEXT NOT NULL REFERENCES accounts(handle) ON DELETE CASCADE,
+    key TEXT NOT NULL CHECK (key IN ('PHH', 'PHW', 'PHM', 'MOB', 'MBE')),
+    value TEXT NOT NULL,
+    PRIMARY KEY (owner, key)
+);
 ";
 
 impl Database {
@@ -72,7 +95,9 @@ impl Database {
     }
 }
 
-/// Brings a database of an older schema forward. Version 3 added `backend_links.refused_at`.
+/// Brings a database of an older schema forward. Version 3 added `backend_links.refused_at`;
+/// version 4 added groups and phones, new tables `SCHEMA` creates (an FL contact without a
+/// group row is in group 0, so existing lists need no rows).
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let has_refused: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('backend_links') WHERE name = 'refused_at'")?
@@ -118,6 +143,39 @@ mod tests {
         );
         db.set_link_refused(&a, Some(9)).unwrap();
         assert_eq!(db.refused_links().unwrap(), vec![(a, 9)]);
+    }
+
+    #[test]
+    fn a_version_3_database_migrates_without_loss_and_gets_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let v3 = &SCHEMA[..SCHEMA
+                .find("CREATE TABLE IF NOT EXISTS contact_groups")
+                .unwrap()];
+            conn.execute_batch(v3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO accounts (handle, friendly_name, salt, password_md5, serial, created_at)
+                 VALUES ('a@x.com', 'A', 's', 'p', 7, 0), ('b@x.com', 'B', 's', 'p', 3, 0);
+                 INSERT INTO list_entries (owner, list, contact, name)
+                 VALUES ('a@x.com', 'FL', 'b@x.com', 'B'), ('b@x.com', 'RL', 'a@x.com', 'A');
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let mut db = Database::open(&path).unwrap();
+        let (a, b) = (h("a@x.com"), h("b@x.com"));
+        let snapshot = db.snapshot(&a).unwrap();
+        assert_eq!(snapshot.account.serial, 7);
+        assert_eq!(snapshot.lists[0].1.len(), 1);
+        assert_eq!(snapshot.groups.len(), 1);
+        assert!(snapshot.memberships.is_empty(), "all in group 0");
+        let name = crate::protocol::FriendlyName::new("Friends").unwrap();
+        let (serial, id) = db.add_group(&a, &name).unwrap();
+        assert_eq!((serial, id), (8, 1));
+        assert_eq!(db.add_to_group(&a, &b, 1, false).unwrap(), 9);
+        assert_eq!(db.snapshot(&a).unwrap().memberships[&b], vec![0, 1]);
     }
 
     #[test]

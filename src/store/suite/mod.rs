@@ -8,6 +8,7 @@
 use std::future::Future;
 
 mod accounts;
+mod groups;
 mod lists;
 mod mirrors;
 
@@ -15,6 +16,7 @@ use super::{BackendLink, Store};
 use crate::protocol::{FriendlyName, ListKind, UserHandle};
 
 pub use accounts::*;
+pub use groups::*;
 pub use lists::*;
 pub use mirrors::*;
 
@@ -70,6 +72,11 @@ macro_rules! store_suite {
             find_accounts,
             server_secret_is_stable,
             changes_survive_reopening,
+            groups_are_made_renamed_and_removed,
+            group_count_is_bounded,
+            contacts_join_and_leave_groups,
+            phones_are_set_and_seen_by_allowed_watchers,
+            groups_and_phones_survive_reopening,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
