@@ -537,3 +537,35 @@ async fn clients_of_different_dialects_chat_in_one_session() {
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holds_at_most_32_people() {
+    let users: Vec<(String, String)> = (0..33)
+        .map(|i| (format!("user{i}@example.com"), format!("User{i}")))
+        .collect();
+    let accounts: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|(h, n)| (h.as_str(), "pw", n.as_str()))
+        .collect();
+    let server = TestServer::start(&accounts).await;
+    let mut host_ns = online(&server, "user0@example.com", "pw").await;
+    let mut host = host_ns.open_switchboard("user0@example.com").await;
+    // Kept open: each of them is in the session.
+    let mut guests = Vec::new();
+    for (i, (handle, _)) in users.iter().enumerate().skip(1) {
+        let mut ns = online(&server, handle, "pw").await;
+        let t = host.cmd("CAL", handle).await;
+        if i < 32 {
+            host.expect(&format!("CAL {t} RINGING *")).await;
+            let rng = ns.expect("RNG * * CKI * user0@example.com User0").await;
+            let (sb, _) = Client::answer(&rng, handle).await;
+            host.wait_for(&format!("JOI {handle} *")).await;
+            guests.push((ns, sb));
+        } else {
+            // The 33rd: the session is full, and nobody is rung.
+            host.wait_for(&format!("712 {t}")).await;
+            ns.expect_silence(300).await;
+        }
+    }
+    assert_eq!(guests.len(), 31);
+}
