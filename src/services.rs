@@ -150,6 +150,18 @@ pub trait ContactLists: Send + Sync + 'static {
         changes: &[(UserHandle, Permission, Permission)],
     );
 
+    /// An MSNP7 group command (`ADG`, `REG`, `RMG`, and `ADD`/`REM FL` of a contact already on
+    /// the FL with a group): answers the client with its line. Truth lists change the store;
+    /// mirrored ones tell the backend first (see [`GroupCommand`]).
+    fn group<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        trid: TrId,
+        command: GroupCommand,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
     /// `CAL`: brings `callee` into the caller's switchboard `session` (ringing an MSN client,
     /// or joining a contact through the backend), answering the client with `CAL`.
     fn call<'a>(
@@ -171,6 +183,78 @@ pub struct ListCommand {
     /// For an MSNP7 `ADD FL` of a new contact: the group it goes in (instead of group 0),
     /// which must exist. The lists put it there once the contact is on the FL.
     pub group: Option<u32>,
+}
+
+/// An MSNP7 group command. (`ADD FL` with a group of a contact not yet on the FL is an `ADD`,
+/// [`ListCommand::group`].)
+#[derive(Debug, Clone)]
+pub enum GroupCommand {
+    /// `ADG`.
+    Create { name: FriendlyName },
+    /// `REG`.
+    Rename { id: u32, name: FriendlyName },
+    /// `RMG`.
+    Remove { id: u32 },
+    /// `ADD FL handle name id` of a contact on the FL.
+    Join {
+        contact: UserHandle,
+        name: FriendlyName,
+        id: u32,
+    },
+    /// `REM FL handle id`.
+    Leave { contact: UserHandle, id: u32 },
+}
+
+/// A group command done in the store alone, answered to the client: all of it for lists that
+/// are the truth; for mirrored lists, what the other network does not see (creating a group,
+/// group 0).
+pub async fn group_in_store(
+    services: &Services,
+    owner: &UserHandle,
+    trid: TrId,
+    command: GroupCommand,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    let store = &services.store;
+    let line = match command {
+        GroupCommand::Create { name } => {
+            let (serial, id) = store.add_group(owner, &name).await?;
+            ServerCommand::Adg {
+                trid,
+                serial,
+                name,
+                id,
+            }
+        }
+        GroupCommand::Rename { id, name } => ServerCommand::Reg {
+            trid,
+            serial: store.rename_group(owner, id, &name).await?,
+            id,
+            name,
+        },
+        GroupCommand::Remove { id } => ServerCommand::Rmg {
+            trid,
+            serial: store.remove_group(owner, id).await?,
+            id,
+        },
+        GroupCommand::Join { contact, name, id } => ServerCommand::Add {
+            trid,
+            list: ListKind::Forward,
+            serial: store.add_to_group(owner, &contact, id, false).await?,
+            handle: contact,
+            name,
+            group: Some(id),
+        },
+        GroupCommand::Leave { contact, id } => ServerCommand::Rem {
+            trid,
+            list: ListKind::Forward,
+            serial: store.remove_from_group(owner, &contact, id).await?,
+            handle: contact,
+            group: Some(id),
+        },
+    };
+    out.push(line);
+    Ok(())
 }
 
 /// Who calls, in a `CAL`.

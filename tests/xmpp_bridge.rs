@@ -6,6 +6,7 @@
 mod common;
 mod support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Client, Line, TestServer};
@@ -1435,4 +1436,120 @@ async fn logon_is_bounded_whichever_step_the_xmpp_server_stops_answering_at() {
         syn_and_first_chg_answered_at_once(&mut alice).await;
         fake.abort();
     }
+}
+
+/// What an MSNP7 client's SYN shows: group name → id, and each FL contact's group ids.
+async fn syn_groups(alice: &mut Client) -> (HashMap<String, String>, HashMap<String, String>) {
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} *")).await;
+    let (mut groups, mut fl) = (HashMap::new(), HashMap::new());
+    loop {
+        let l = alice.recv().await;
+        match l.get(0) {
+            "LSG" => {
+                groups.insert(l.get(6).to_string(), l.get(5).to_string());
+            }
+            "LST" if l.get(2) == "FL" => {
+                fl.insert(l.get(6).to_string(), l.get(8).to_string());
+            }
+            // The last RL line (the setup makes the RL non-empty).
+            "LST" if l.get(2) == "RL" && l.get(4) == l.get(5) => break,
+            _ => {}
+        }
+    }
+    (groups, fl)
+}
+
+async fn roster_groups_of(client: &mut XmppClient, jid: &str) -> Vec<String> {
+    let item = client
+        .roster()
+        .await
+        .into_iter()
+        .find(|i| i.jid.to_string() == jid);
+    let mut groups: Vec<String> = item
+        .expect("on the roster")
+        .groups
+        .into_iter()
+        .map(|g| g.0)
+        .collect();
+    groups.sort();
+    groups
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_groups_are_msn_groups_both_ways() {
+    const MSNP7: &str = "MSNP7 MSNP6 MSNP5 MSNP4 CVR0";
+    let Setup {
+        prosody,
+        server,
+        bob: _bob,
+    } = setup_with_contacts("alice-pw", &["bob", "carol"]).await;
+    // Alice's own XMPP client files Bob in two groups and Carol in one.
+    let mut alice_xmpp = xmpp(&prosody, "alice").await;
+    alice_xmpp
+        .roster_groups("bob@localhost", None, &["Friends", "Work"])
+        .await;
+    alice_xmpp
+        .roster_groups("carol@localhost", None, &["Work"])
+        .await;
+    let mut alice = server
+        .login_offering("alice@hotmail.com", "msn-pw", MSNP7, MSNP7)
+        .await;
+    let (groups, fl) = syn_groups(&mut alice).await;
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    let (friends, work) = (groups["Friends"].clone(), groups["Work"].clone());
+    let mut bobs: Vec<&str> = fl["bob@localhost"].split(',').collect();
+    bobs.sort();
+    let mut want = vec![friends.as_str(), work.as_str()];
+    want.sort();
+    assert_eq!(bobs, want);
+    assert_eq!(fl["carol@localhost"], work);
+    let t = alice.cmd("CHG", "NLN").await;
+    alice.wait_for(&format!("CHG {t} NLN")).await;
+
+    // The XMPP user moves Carol from Work to Friends: the MSN client sees her move.
+    alice_xmpp
+        .roster_groups("carol@localhost", None, &["Friends"])
+        .await;
+    alice
+        .wait_for(&format!("ADD 0 FL * carol@localhost * {friends}"))
+        .await;
+    alice
+        .wait_for(&format!("REM 0 FL * carol@localhost {work}"))
+        .await;
+
+    // The MSN user makes a group and files Bob in it too: the roster item follows.
+    let t = alice.cmd("ADG", "Family 0").await;
+    let adg = alice.wait_for(&format!("ADG {t} * Family * 0")).await;
+    let family = adg.get(4).to_string();
+    let t = alice
+        .cmd("ADD", &format!("FL bob@localhost bob@localhost {family}"))
+        .await;
+    alice
+        .wait_for(&format!("ADD {t} FL * bob@localhost * {family}"))
+        .await;
+    assert_eq!(
+        roster_groups_of(&mut alice_xmpp, "bob@localhost").await,
+        ["Family", "Friends", "Work"]
+    );
+    // ... and out of Work.
+    let t = alice.cmd("REM", &format!("FL bob@localhost {work}")).await;
+    alice
+        .wait_for(&format!("REM {t} FL * bob@localhost {work}"))
+        .await;
+    assert_eq!(
+        roster_groups_of(&mut alice_xmpp, "bob@localhost").await,
+        ["Family", "Friends"]
+    );
+    // Both the SYN of a new logon and the roster agree; Bob is still a contact.
+    drop(alice);
+    let mut alice = server
+        .login_offering("alice@hotmail.com", "msn-pw", MSNP7, MSNP7)
+        .await;
+    let (_, fl) = syn_groups(&mut alice).await;
+    let mut bobs: Vec<&str> = fl["bob@localhost"].split(',').collect();
+    bobs.sort();
+    let mut want = vec![friends.as_str(), family.as_str()];
+    want.sort();
+    assert_eq!(bobs, want);
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, Status, UserHandle};
+use crate::store::GroupChange;
 pub use errors::error_code;
 use registry::Session;
 
@@ -45,6 +46,10 @@ pub struct Account {
     pub ended: CancellationToken,
     /// List changes the backend made while doing what the client asked.
     pub implied: implied::Implied,
+    /// Contacts whose groups the client is changing through the backend, with the group
+    /// changes the backend reported meanwhile: the event pump holds them here, and the
+    /// client's command answers with them (so it does not see its own change twice).
+    pub group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -73,6 +78,7 @@ impl Account {
             groups: Mutex::new(HashSet::new()),
             ended: CancellationToken::new(),
             implied: implied::Implied::default(),
+            group_edits: Mutex::new(HashMap::new()),
         }
     }
 

@@ -37,6 +37,11 @@ pub trait Session: Send + Sync + 'static {
         list: List,
         handle: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn set_contact_groups<'a>(
+        &'a self,
+        handle: &'a str,
+        groups: &'a [String],
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn open_chat<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<ChatId, BackendError>>;
     /// Queued at the call, like [`BackendSession::send_message`].
     fn send_message(
@@ -76,6 +81,13 @@ impl<S: BackendSession> Session for S {
         handle: &'a str,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(BackendSession::remove_contact(self, list, handle))
+    }
+    fn set_contact_groups<'a>(
+        &'a self,
+        handle: &'a str,
+        groups: &'a [String],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(BackendSession::set_contact_groups(self, handle, groups))
     }
     fn open_chat<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<ChatId, BackendError>> {
         Box::pin(BackendSession::open_chat(self, handle))

@@ -15,7 +15,9 @@ use crate::backend::{backend_action, to_list, Account};
 use crate::connection::Replies;
 use crate::hub::switchboard::{Member, Participant, Remote, SessionHandle};
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
-use crate::services::{answer_add, Caller, ContactLists, Delivered, ListCommand, Services};
+use crate::services::{
+    answer_add, Caller, ContactLists, Delivered, GroupCommand, ListCommand, Services,
+};
 use crate::store::Permission;
 
 /// The most message text a logon keeps from its backend while it waits for the contact list.
@@ -64,6 +66,17 @@ impl ContactLists for MirroredLists {
         out: &'a mut Replies,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(initial_states(services, account, trid, out))
+    }
+
+    fn group<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        trid: TrId,
+        command: GroupCommand,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(super::groups::group(services, account, trid, command, out))
     }
 
     /// Another network has its own privacy rules; MSN's BLP is kept in the store for the
@@ -127,6 +140,8 @@ async fn take_contact_list(
         contacts.iter().for_each(|c| account.note_kind(c));
         let entries: Vec<_> = contacts.iter().filter_map(contact_entry).collect();
         services.store.mirror_all(handle, &entries).await?;
+        // Before the first SYN: the client is shown the groups there.
+        super::groups::mirror(services, account, &contacts).await;
     }
     Ok(Delivered {
         events: Some(events),
@@ -174,10 +189,7 @@ async fn add(
     // An MSNP7 client's FL addition goes in the group it named (checked to exist before).
     let serial = match group {
         Some(g @ 1..) if forward => {
-            services
-                .store
-                .add_to_group(&account.handle, &contact, g, true)
-                .await?
+            super::groups::added_in_group(services, account, &contact, g, serial).await?
         }
         _ => serial,
     };

@@ -10,6 +10,7 @@
 //! the store. Nothing here decides by a backend's name: the server registers each backend with
 //! its kind of lists.
 
+mod groups;
 mod lists;
 mod pump;
 

@@ -220,6 +220,8 @@ impl Pump {
                     services.store.mirror_all(&owner, &entries),
                 )
                 .await;
+                let changes = super::groups::mirror(services, account, &contacts).await;
+                super::groups::notify(account, peer, changes);
             }
             BackendEvent::ContactChanged(contact) => {
                 account.note_kind(&contact);
@@ -231,6 +233,8 @@ impl Pump {
                     .store
                     .mirror_contact(&owner, &handle, &name, &lists);
                 mirror(services, account, peer, "a contact change", change).await;
+                let changes = super::groups::mirror(services, account, &[contact]).await;
+                super::groups::notify(account, peer, changes);
             }
             BackendEvent::ContactRemoved { handle } => {
                 let Ok(handle) = handle.parse::<UserHandle>() else {

@@ -12,13 +12,34 @@ use crate::connection::Replies;
 use crate::hub::switchboard::SessionHandle;
 use crate::hub::CookieGrant;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
-use crate::services::{answer_add, Caller, ContactLists, Delivered, ListCommand, Services};
+use crate::services::{
+    answer_add, group_in_store, Caller, ContactLists, Delivered, GroupCommand, ListCommand,
+    Services,
+};
 use crate::store::Permission;
 
 /// The lists of a local account.
 pub struct TruthLists;
 
 impl ContactLists for TruthLists {
+    /// Groups are the store's alone: nobody else sees them.
+    fn group<'a>(
+        &'a self,
+        services: &'a Services,
+        account: &'a Account,
+        trid: TrId,
+        command: GroupCommand,
+        out: &'a mut Replies,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(group_in_store(
+            services,
+            &account.handle,
+            trid,
+            command,
+            out,
+        ))
+    }
+
     /// The local backend sends no events, and its lists are already in the store.
     fn logged_in<'a>(
         &'a self,

@@ -1,58 +1,23 @@
 //! MSNP7's contact groups: `ADG`, `REG`, `RMG`, and `ADD`/`REM` of an FL contact with a group.
-//! Every change moves the serial on; group 0 always exists and cannot be removed.
+//! Every change moves the serial on; group 0 always exists and cannot be removed. Each goes
+//! through the account's `ContactLists`: the store for a local account, the backend first
+//! for a linked one.
 
 use crate::connection::Replies;
-use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
-use crate::services::{ListCommand, Services};
+use crate::protocol::{ErrorCode, FriendlyName, ListKind, TrId, UserHandle};
+use crate::services::{GroupCommand, ListCommand, Services};
 
-/// `ADG TrID name 0`.
-pub async fn create(
+/// `ADG`, `REG` and `RMG`, through the account's lists.
+pub async fn change(
     services: &Services,
     me: &UserHandle,
     trid: TrId,
-    name: FriendlyName,
+    command: GroupCommand,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let (serial, id) = services.store.add_group(me, &name).await?;
-    out.push(ServerCommand::Adg {
-        trid,
-        serial,
-        name,
-        id,
-    });
-    Ok(())
-}
-
-/// `REG TrID id name 0`.
-pub async fn rename(
-    services: &Services,
-    me: &UserHandle,
-    trid: TrId,
-    id: u32,
-    name: FriendlyName,
-    out: &mut Replies,
-) -> Result<(), ErrorCode> {
-    let serial = services.store.rename_group(me, id, &name).await?;
-    out.push(ServerCommand::Reg {
-        trid,
-        serial,
-        id,
-        name,
-    });
-    Ok(())
-}
-
-/// `RMG TrID id`.
-pub async fn delete(
-    services: &Services,
-    me: &UserHandle,
-    trid: TrId,
-    id: u32,
-    out: &mut Replies,
-) -> Result<(), ErrorCode> {
-    let serial = services.store.remove_group(me, id).await?;
-    out.push(ServerCommand::Rmg { trid, serial, id });
-    Ok(())
+    let account = services.hub.backend(me).ok_or(ErrorCode::NotExpected)?;
+    let lists = services.backends.lists(account.backend)?;
+    lists.group(services, &account, trid, command, out).await
 }
 
 /// `ADD TrID FL handle name group`: a contact already on the FL joins the group; a new one
@@ -71,16 +36,12 @@ pub async fn add(
         return Err(ErrorCode::InvalidGroup);
     }
     if store.is_on_list(me, ListKind::Forward, &contact).await? {
-        let serial = store.add_to_group(me, &contact, group, false).await?;
-        out.push(ServerCommand::Add {
-            trid,
-            list: ListKind::Forward,
-            serial,
-            handle: contact,
+        let join = GroupCommand::Join {
+            contact,
             name,
-            group: Some(group),
-        });
-        return Ok(());
+            id: group,
+        };
+        return change(services, me, trid, join, out).await;
     }
     let account = services.hub.backend(me).ok_or(ErrorCode::NotExpected)?;
     let command = ListCommand {
@@ -103,16 +64,6 @@ pub async fn remove(
     group: u32,
     out: &mut Replies,
 ) -> Result<(), ErrorCode> {
-    let serial = services
-        .store
-        .remove_from_group(me, &contact, group)
-        .await?;
-    out.push(ServerCommand::Rem {
-        trid,
-        list: ListKind::Forward,
-        serial,
-        handle: contact,
-        group: Some(group),
-    });
-    Ok(())
+    let leave = GroupCommand::Leave { contact, id: group };
+    change(services, me, trid, leave, out).await
 }

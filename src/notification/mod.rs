@@ -27,8 +27,8 @@ use crate::protocol::{
     AuthStage, ClientCommand, Dialect, ErrorCode, FriendlyName, ListKind, OutReason, ServerCommand,
     Status, TrId, UserHandle,
 };
-use crate::services::ListCommand;
 use crate::services::Services;
+use crate::services::{GroupCommand, ListCommand};
 use crate::store::{password, PasswordHash, StoreError};
 
 /// Failed logins allowed on one connection before it is closed.
@@ -498,12 +498,17 @@ impl NotificationSession {
                 phones::set(services, &me, trid, key, value, out).await
             }
             ClientCommand::Adg { trid, name } => {
-                groups::create(services, &me, trid, name, out).await
+                let command = GroupCommand::Create { name };
+                groups::change(services, &me, trid, command, out).await
             }
             ClientCommand::Reg { trid, id, name } => {
-                groups::rename(services, &me, trid, id, name, out).await
+                let command = GroupCommand::Rename { id, name };
+                groups::change(services, &me, trid, command, out).await
             }
-            ClientCommand::Rmg { trid, id } => groups::delete(services, &me, trid, id, out).await,
+            ClientCommand::Rmg { trid, id } => {
+                let command = GroupCommand::Remove { id };
+                groups::change(services, &me, trid, command, out).await
+            }
             // Everything else was dealt with before a login was needed.
             _ => Err(ErrorCode::NotExpected),
         }

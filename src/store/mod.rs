@@ -20,8 +20,8 @@ use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, 
 pub use password::PasswordHash;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Account, BackendLink, BlpChange, Credentials, Entry, Group, ListChange, MirrorChange,
-    MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, MAX_LIST_ENTRIES,
+    Account, BackendLink, BlpChange, Credentials, Entry, Group, GroupChange, ListChange,
+    MirrorChange, MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, MAX_LIST_ENTRIES,
 };
 
 /// Why a store operation failed. The domain variants map to MSN error codes in one place, in
@@ -296,6 +296,18 @@ pub trait Store: Send + Sync + 'static {
         id: u32,
         only: bool,
     ) -> StoreFuture<'a, u32>;
+
+    /// Makes a bridged account's groups show what its backend says: each listed contact that
+    /// is on the FL ends up in exactly the groups named (compared without case; none: group
+    /// 0), groups missing are created (past `MAX_GROUPS`, `Dropped`), and an explicit group 0
+    /// membership made from MSN is kept. Groups left empty stay. One transaction; each
+    /// change moves the serial on, in the order returned (per contact: the groups it made,
+    /// those it joined, then those it left, so a contact is never shown in no group).
+    fn mirror_groups<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contacts: &'a [(UserHandle, Vec<FriendlyName>)],
+    ) -> StoreFuture<'a, Vec<GroupChange>>;
 
     /// Takes an FL contact out of one group (not off the FL, not off anyone's RL), returning
     /// the new serial. `NoSuchGroup`, `NotOnList`, `NotInGroup`.

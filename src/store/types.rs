@@ -128,6 +128,36 @@ pub struct MirrorChange {
     pub serial: u32,
 }
 
+/// One change to a bridged account's groups, made to match its backend ([`crate::store::Store::mirror_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// A group the backend named that the account did not have (`ADG 0`).
+    Created {
+        serial: u32,
+        id: u32,
+        name: FriendlyName,
+    },
+    /// An FL contact joined a group (`ADD 0 FL ... id`).
+    Joined {
+        serial: u32,
+        contact: UserHandle,
+        name: FriendlyName,
+        id: u32,
+    },
+    /// An FL contact left a group (`REM 0 FL ... id`).
+    Left {
+        serial: u32,
+        contact: UserHandle,
+        id: u32,
+    },
+    /// A group the account could not make (it has `MAX_GROUPS`): the contact is not shown in
+    /// it. Moves no serial.
+    Dropped {
+        contact: UserHandle,
+        name: FriendlyName,
+    },
+}
+
 /// A change of privacy mode (BLP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlpChange {
@@ -148,6 +178,8 @@ pub struct MirrorState {
     pub serial: u32,
     /// The contact's name on the FL, if it is there.
     pub name: Option<FriendlyName>,
+    /// The contact's groups (MSNP7) by id; empty for group 0 only.
+    pub groups: Vec<u32>,
 }
 
 /// What [`super::Store::mirror_edit`] changed.

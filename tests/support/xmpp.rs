@@ -350,6 +350,28 @@ impl XmppClient {
             .await;
     }
 
+    /// Puts a roster item in exactly `groups`, keeping its name.
+    pub async fn roster_groups(&mut self, jid: &str, name: Option<&str>, groups: &[&str]) {
+        let item = RosterItem {
+            jid: parse_bare(jid),
+            name: name.map(str::to_owned),
+            subscription: Subscription::None,
+            ask: Default::default(),
+            groups: groups
+                .iter()
+                .map(|g| tokio_xmpp::parsers::roster::Group(g.to_string()))
+                .collect(),
+            approved: None,
+        };
+        let query = Roster {
+            ver: None,
+            items: vec![item],
+        };
+        self.iq(None, IqRequest::Set(query.into()))
+            .await
+            .expect("roster set");
+    }
+
     /// Removes a roster item (which also cancels subscriptions both ways).
     pub async fn roster_remove(&mut self, jid: &str) {
         self.roster_set(parse_bare(jid), None, Subscription::Remove)

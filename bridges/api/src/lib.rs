@@ -80,6 +80,9 @@ pub struct Contact {
     pub name: String,
     pub kind: ContactKind,
     pub lists: Vec<List>,
+    /// The groups the contact is in, by name as the network has them (XMPP roster groups;
+    /// Matrix "People" or "Rooms"); empty for none. MSN shows each as a group (MSNP7).
+    pub groups: Vec<String>,
 }
 
 /// A conversation: a 1:1 chat or a group, named by the backend.
@@ -297,6 +300,17 @@ pub trait BackendSession: Send + Sync + 'static {
         handle: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Puts a contact in exactly these groups (names; empty for none), keeping everything
+    /// else about it. A network whose groups the user cannot change answers `Unsupported`.
+    fn set_contact_groups(
+        &self,
+        handle: &str,
+        groups: &[String],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let _ = (handle, groups);
+        async { Err(BackendError::Unsupported) }
+    }
+
     /// Opens (or finds) the chat with a contact, person or group.
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send;
 
@@ -399,5 +413,9 @@ mod tests {
             Err(BackendError::Unsupported)
         );
         assert_eq!(s.leave_chat(&chat).await, Ok(()));
+        assert_eq!(
+            s.set_contact_groups("q@y.z", &["Friends".into()]).await,
+            Err(BackendError::Unsupported)
+        );
     }
 }

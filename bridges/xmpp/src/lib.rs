@@ -229,6 +229,23 @@ impl BackendSession for XmppSession {
         async move { request?.await }
     }
 
+    /// A roster set of the item with these groups (its name kept).
+    fn set_contact_groups(
+        &self,
+        handle: &str,
+        groups: &[String],
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let groups = groups.to_vec();
+        let request = jid_of(handle).map(move |jid| {
+            self.request(ACTION_WAIT, move |reply| Command::SetGroups {
+                jid,
+                groups,
+                reply,
+            })
+        });
+        async move { request?.await }
+    }
+
     /// A person's chat is their bare JID; a group's is the room, which this joins (its
     /// occupants then arrive as `Joined` events).
     fn open_chat(&self, handle: &str) -> impl Future<Output = Result<ChatId, BackendError>> + Send {

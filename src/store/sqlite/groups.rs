@@ -16,7 +16,7 @@ use super::accounts::{account, parse_handle, parse_name};
 use super::lists::{bump_serial, permission};
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, PhoneKey, UserHandle, MAX_GROUPS};
-use crate::store::{Group, PhoneChange, StoreError};
+use crate::store::{Group, GroupChange, PhoneChange, StoreError};
 
 /// The name of group 0 until it is renamed. The official servers sent `~` for the default
 /// group, which gaim, Kopete and MSN 4.x show as "Other Contacts".
@@ -138,6 +138,113 @@ impl Database {
         let serial = bump_serial(&tx, owner.as_str())?;
         tx.commit()?;
         Ok(serial)
+    }
+
+    /// A contact's stored groups (empty: group 0 only).
+    pub fn groups_of(
+        &self,
+        owner: &UserHandle,
+        contact: &UserHandle,
+    ) -> Result<Vec<u32>, StoreError> {
+        memberships_of(&self.conn, owner, contact)
+    }
+
+    /// Makes the groups of the listed FL contacts those their backend names (see
+    /// `Store::mirror_groups`).
+    pub fn mirror_groups(
+        &mut self,
+        owner: &UserHandle,
+        contacts: &[(UserHandle, Vec<FriendlyName>)],
+    ) -> Result<Vec<GroupChange>, StoreError> {
+        let tx = self.conn.transaction()?;
+        account(&tx, owner)?;
+        let mut existing = groups(&tx, owner)?;
+        let mut changes = Vec::new();
+        for (contact, names) in contacts {
+            if !on_forward_list(&tx, owner, contact)? {
+                continue;
+            }
+            let mut target: Vec<u32> = Vec::new();
+            for name in names {
+                let id = match existing.iter().find(|g| same_name(&g.name, name)) {
+                    Some(g) => g.id,
+                    None if existing.len() >= MAX_GROUPS => {
+                        changes.push(GroupChange::Dropped {
+                            contact: contact.clone(),
+                            name: name.clone(),
+                        });
+                        continue;
+                    }
+                    None => {
+                        let id = (1..)
+                            .find(|id| existing.iter().all(|g| g.id != *id))
+                            .unwrap_or(u32::MAX);
+                        tx.execute(
+                            "INSERT INTO contact_groups (owner, id, name) VALUES (?1, ?2, ?3)",
+                            params![owner.as_str(), id, name.as_str()],
+                        )?;
+                        existing.push(Group {
+                            id,
+                            name: name.clone(),
+                        });
+                        let serial = bump_serial(&tx, owner.as_str())?;
+                        changes.push(GroupChange::Created {
+                            serial,
+                            id,
+                            name: name.clone(),
+                        });
+                        id
+                    }
+                };
+                if !target.contains(&id) {
+                    target.push(id);
+                }
+            }
+            let current = memberships_of(&tx, owner, contact)?;
+            // Group 0 stands for "no group on the other network"; one joined from MSN stays.
+            if current.contains(&0) && !target.contains(&0) {
+                target.push(0);
+            }
+            target.sort_unstable();
+            let shown = |ids: &[u32]| {
+                if ids.is_empty() {
+                    vec![0]
+                } else {
+                    ids.to_vec()
+                }
+            };
+            let (before, after) = (shown(&current), shown(&target));
+            if before == after {
+                continue;
+            }
+            tx.execute(
+                "DELETE FROM group_members WHERE owner = ?1 AND contact = ?2",
+                params![owner.as_str(), contact.as_str()],
+            )?;
+            for id in &target {
+                insert_member(&tx, owner, contact, *id)?;
+            }
+            let name = forward_name(&tx, owner, contact)?;
+            for id in after.iter().filter(|id| !before.contains(id)) {
+                let serial = bump_serial(&tx, owner.as_str())?;
+                changes.push(GroupChange::Joined {
+                    serial,
+                    contact: contact.clone(),
+                    name: name.clone(),
+                    id: *id,
+                });
+            }
+            for id in before.iter().filter(|id| !after.contains(id)) {
+                let serial = bump_serial(&tx, owner.as_str())?;
+                changes.push(GroupChange::Left {
+                    serial,
+                    contact: contact.clone(),
+                    id: *id,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(changes)
     }
 
     /// Takes an FL contact out of one group; it stays on the FL (in group 0 when it was in
@@ -328,8 +435,21 @@ fn on_forward_list(
         .exists(params![owner.as_str(), contact.as_str()])?)
 }
 
-fn memberships_of(
+fn forward_name(
     tx: &Transaction<'_>,
+    owner: &UserHandle,
+    contact: &UserHandle,
+) -> Result<FriendlyName, StoreError> {
+    let name: String = tx
+        .prepare_cached(
+            "SELECT name FROM list_entries WHERE owner = ?1 AND list = 'FL' AND contact = ?2",
+        )?
+        .query_row(params![owner.as_str(), contact.as_str()], |r| r.get(0))?;
+    parse_name(&name)
+}
+
+fn memberships_of(
+    tx: &Connection,
     owner: &UserHandle,
     contact: &UserHandle,
 ) -> Result<Vec<u32>, StoreError> {

@@ -16,8 +16,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Account, BackendLink, BlpChange, Credentials, Entry, Group, ListChange, MirrorChange,
-    MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, Store, StoreError, StoreFuture,
+    Account, BackendLink, BlpChange, Credentials, Entry, Group, GroupChange, ListChange,
+    MirrorChange, MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, Store, StoreError,
+    StoreFuture,
 };
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
@@ -186,6 +187,15 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, (u32, u32)> {
         let (owner, name) = (owner.clone(), name.clone());
         self.call(move |db| db.add_group(&owner, &name))
+    }
+
+    fn mirror_groups<'a>(
+        &'a self,
+        owner: &'a UserHandle,
+        contacts: &'a [(UserHandle, Vec<FriendlyName>)],
+    ) -> StoreFuture<'a, Vec<GroupChange>> {
+        let (owner, contacts) = (owner.clone(), contacts.to_vec());
+        self.call(move |db| db.mirror_groups(&owner, &contacts))
     }
 
     fn rename_group<'a>(
@@ -374,6 +384,7 @@ impl Store for SqliteStore {
                 name: db
                     .entry(&owner, ListKind::Forward, &contact)?
                     .map(|e| e.name),
+                groups: db.groups_of(&owner, &contact)?,
             })
         })
     }

@@ -2,7 +2,7 @@
 
 use super::{h, n, serial_of, with_accounts, StoreFactory, AL, BL, FL, RL};
 use crate::protocol::{PhoneKey, MAX_GROUPS};
-use crate::store::{Group, PhoneChange, Store, StoreError};
+use crate::store::{Group, GroupChange, PhoneChange, Store, StoreError};
 
 pub async fn groups_are_made_renamed_and_removed<F: StoreFactory>(factory: &F) {
     let store = with_accounts(factory, &["a@x.com"]).await;
@@ -213,4 +213,92 @@ pub async fn groups_and_phones_survive_reopening<F: StoreFactory>(factory: &F) {
         return;
     };
     assert_eq!(store.snapshot(&a).await.unwrap(), before);
+}
+
+pub async fn mirrored_groups_follow_the_backend<F: StoreFactory>(factory: &F) {
+    let store = with_accounts(factory, &["a@x.com"]).await;
+    let (a, b, c) = (h("a@x.com"), h("b@x.com"), h("c@x.com"));
+    store
+        .mirror_all(
+            &a,
+            &[(b.clone(), n("B"), vec![FL]), (c.clone(), n("C"), vec![FL])],
+        )
+        .await
+        .unwrap();
+    let s = serial_of(&store, &a).await;
+    // b in two groups the account lacks: both made, b joins them and leaves group 0.
+    let changes = store
+        .mirror_groups(&a, &[(b.clone(), vec![n("Friends"), n("Work")])])
+        .await
+        .unwrap();
+    let created = |serial, id, name: &str| GroupChange::Created {
+        serial,
+        id,
+        name: n(name),
+    };
+    let joined = |serial, id| GroupChange::Joined {
+        serial,
+        contact: b.clone(),
+        name: n("B"),
+        id,
+    };
+    let left = |serial, id| GroupChange::Left {
+        serial,
+        contact: b.clone(),
+        id,
+    };
+    assert_eq!(
+        changes,
+        vec![
+            created(s + 1, 1, "Friends"),
+            created(s + 2, 2, "Work"),
+            joined(s + 3, 1),
+            joined(s + 4, 2),
+            left(s + 5, 0),
+        ]
+    );
+    // The same again changes nothing; names compare without case; unlisted contacts stay.
+    let again = [(b.clone(), vec![n("work"), n("FRIENDS")])];
+    assert!(store.mirror_groups(&a, &again).await.unwrap().is_empty());
+    assert_eq!(serial_of(&store, &a).await, s + 5);
+    // Out of Work; then in no group: group 0 again. Empty groups stay.
+    let changes = store
+        .mirror_groups(&a, &[(b.clone(), vec![n("Friends")])])
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![left(s + 6, 2)]);
+    let changes = store
+        .mirror_groups(&a, &[(b.clone(), vec![])])
+        .await
+        .unwrap();
+    assert_eq!(changes, vec![joined(s + 7, 0), left(s + 8, 1)]);
+    assert_eq!(store.groups(&a).await.unwrap().len(), 3);
+    assert_eq!(
+        store.mirror_state(&a, &b).await.unwrap().groups,
+        Vec::<u32>::new()
+    );
+    // A contact not on the FL is left alone.
+    let d = h("d@x.com");
+    assert!(store
+        .mirror_groups(&a, &[(d, vec![n("Friends")])])
+        .await
+        .unwrap()
+        .is_empty());
+    // Past MAX_GROUPS a group is dropped, without a serial.
+    for i in 3..MAX_GROUPS {
+        store.add_group(&a, &n(&format!("g{i}"))).await.unwrap();
+    }
+    let s = serial_of(&store, &a).await;
+    let changes = store
+        .mirror_groups(&a, &[(c.clone(), vec![n("Overflow")])])
+        .await
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![GroupChange::Dropped {
+            contact: c.clone(),
+            name: n("Overflow")
+        }]
+    );
+    assert_eq!(serial_of(&store, &a).await, s);
 }

@@ -75,6 +75,7 @@ macro_rules! store_suite {
             groups_are_made_renamed_and_removed,
             group_count_is_bounded,
             contacts_join_and_leave_groups,
+            mirrored_groups_follow_the_backend,
             phones_are_set_and_seen_by_allowed_watchers,
             groups_and_phones_survive_reopening,
         );

@@ -14,6 +14,12 @@ use crate::handles::{handle_for_room, handle_for_user, room_for_handle, user_for
 
 use super::{lock, other, Shared};
 
+/// The group MSN shows direct chats (people) in. Matrix has no groups of its own; these two
+/// are fixed, and the user cannot move a contact out of them (see docs/bridges/matrix.md).
+pub const PEOPLE: &str = "People";
+/// The group MSN shows rooms in.
+pub const ROOMS: &str = "Rooms";
+
 impl Shared {
     /// The people a room is a direct chat with: its `m.direct` targets as the store has
     /// them, or, until the store has that, the inviter of a direct chat invite the user
@@ -104,6 +110,7 @@ impl Shared {
                             name,
                             kind: ContactKind::Person,
                             lists: vec![List::Forward, List::Allow, List::Reverse],
+                            groups: vec![PEOPLE.to_owned()],
                         },
                     );
                 }
@@ -119,6 +126,7 @@ impl Shared {
                         name,
                         kind: ContactKind::Group,
                         lists: vec![List::Forward],
+                        groups: vec![ROOMS.to_owned()],
                     },
                 );
             }
@@ -133,6 +141,7 @@ impl Shared {
                 name: user.localpart().to_owned(),
                 kind: ContactKind::Person,
                 lists: Vec::new(),
+                groups: Vec::new(),
             });
             contact.lists.retain(|l| *l != List::Allow);
             contact.lists.push(List::Block);
@@ -152,6 +161,7 @@ impl Shared {
                 name,
                 kind: ContactKind::Person,
                 lists: vec![List::Reverse],
+                groups: Vec::new(),
             });
         }
         contacts

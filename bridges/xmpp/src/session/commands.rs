@@ -54,6 +54,10 @@ impl SessionTask {
                 reply,
             } => self.add(list, jid, name, reply).await,
             Command::Remove { list, jid, reply } => self.remove(list, jid, reply).await,
+            Command::SetGroups { reply, .. } if !self.connected => {
+                let _ = reply.send(Err(BackendError::Disconnected));
+            }
+            Command::SetGroups { jid, groups, reply } => self.set_groups(jid, groups, reply).await,
             Command::Send {
                 to,
                 text,

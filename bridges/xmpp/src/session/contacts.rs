@@ -12,7 +12,7 @@ use tokio_xmpp::parsers::blocking::{Block, BlocklistResult, Unblock};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::private;
-use tokio_xmpp::parsers::roster::{Ask, Item, Roster, Subscription};
+use tokio_xmpp::parsers::roster::{Ask, Group, Item, Roster, Subscription};
 
 use crate::handles::handle_for;
 
@@ -28,6 +28,7 @@ impl SessionTask {
                 name,
                 kind: ContactKind::Group,
                 lists: vec![List::Forward],
+                groups: Vec::new(),
             });
         }
         let entry = self.roster.get(jid);
@@ -74,6 +75,7 @@ impl SessionTask {
             name,
             kind: ContactKind::Person,
             lists,
+            groups: entry.map(|e| e.groups.clone()).unwrap_or_default(),
         })
     }
 
@@ -114,6 +116,7 @@ impl SessionTask {
             name: item.name,
             subscription: item.subscription,
             asking: item.ask == Ask::Subscribe,
+            groups: item.groups.into_iter().map(|g| g.0).collect(),
         };
         if matches!(entry.subscription, Subscription::To | Subscription::Both) || entry.asking {
             self.adding.remove(&item.jid);
@@ -271,6 +274,7 @@ impl SessionTask {
         jid: BareJid,
         name: Option<String>,
         subscription: Subscription,
+        groups: Vec<String>,
         reply: oneshot::Sender<Result<(), BackendError>>,
     ) {
         let item = Item {
@@ -278,7 +282,7 @@ impl SessionTask {
             name,
             subscription,
             ask: Ask::None,
-            groups: vec![],
+            groups: groups.into_iter().map(Group).collect(),
             approved: None,
         };
         let id = self.new_id();
@@ -287,6 +291,23 @@ impl SessionTask {
             items: vec![item],
         };
         self.send_iq(Iq::from_set(id, roster), Pending::Reply(reply))
+            .await;
+    }
+
+    /// Puts a roster item in exactly `groups`, keeping its name (a roster set carries the
+    /// whole item; the server keeps the subscription, which a client does not set).
+    pub(super) async fn set_groups(
+        &mut self,
+        jid: BareJid,
+        groups: Vec<String>,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    ) {
+        let Some(entry) = self.roster.get(&jid) else {
+            let _ = reply.send(Err(BackendError::NoSuchContact));
+            return;
+        };
+        let name = entry.name.clone();
+        self.roster_set(jid, name, Subscription::None, groups, reply)
             .await;
     }
 
@@ -300,7 +321,7 @@ impl SessionTask {
         match list {
             List::Forward => {
                 self.adding.insert(jid.clone());
-                self.roster_set(jid.clone(), Some(name), Subscription::None, reply)
+                self.roster_set(jid.clone(), Some(name), Subscription::None, vec![], reply)
                     .await;
                 self.send(Presence::new(PresenceType::Subscribe).with_to(jid))
                     .await;
@@ -349,7 +370,7 @@ impl SessionTask {
     ) {
         match list {
             List::Forward => {
-                self.roster_set(jid, None, Subscription::Remove, reply)
+                self.roster_set(jid, None, Subscription::Remove, vec![], reply)
                     .await;
             }
             List::Allow => {

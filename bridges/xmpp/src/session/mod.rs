@@ -67,6 +67,12 @@ pub enum Command {
         jid: BareJid,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
+    /// Puts a roster item in exactly these groups.
+    SetGroups {
+        jid: BareJid,
+        groups: Vec<String>,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
     Send {
         to: BareJid,
         text: String,
@@ -124,6 +130,8 @@ struct RosterEntry {
     name: Option<String>,
     subscription: Subscription,
     asking: bool,
+    /// The item's roster groups, in the order the server gave them.
+    groups: Vec<String>,
 }
 
 pub struct SessionTask {
@@ -288,6 +296,7 @@ impl SessionTask {
             match command {
                 Command::Add { reply, .. }
                 | Command::Remove { reply, .. }
+                | Command::SetGroups { reply, .. }
                 | Command::Send { reply, .. } => {
                     let _ = reply.send(Err(BackendError::Disconnected));
                 }
