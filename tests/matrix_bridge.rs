@@ -7,6 +7,7 @@
 mod common;
 mod support;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -659,4 +660,47 @@ async fn a_contact_back_on_the_list_is_shown_online_again() {
     alice_matrix.join(&dm).await;
     wait_noting(&mut alice, &format!("ADD 0 FL * {BOB} *"), &mut seen).await;
     wait_noting(&mut alice, &format!("NLN NLN {BOB} *"), &mut seen).await;
+}
+
+/// An MSNP7 client of a Matrix-linked account sees its direct chats in a group "People" and
+/// its rooms in "Rooms".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_chats_are_people_and_rooms_are_rooms() {
+    const MSNP7: &str = "MSNP7 MSNP6 MSNP5 MSNP4 CVR0";
+    let s = Setup::new().await;
+    let bob = s.matrix("bob").await;
+    let alice_matrix = s.matrix("alice").await;
+    let room = bob
+        .create_room("Stammtisch", false, &[&s.synapse.user_id("alice")])
+        .await;
+    alice_matrix.join(&room).await;
+    bob.wait_member_joined(&room, &s.synapse.user_id("alice"))
+        .await;
+    drop(alice_matrix);
+    s.direct_chat_then_link(&bob).await;
+    let server = s.server().await;
+    let mut alice = server.login_offering(ALICE, "msn-pw", MSNP7, MSNP7).await;
+    let t = alice.cmd("SYN", "0").await;
+    alice.expect(&format!("SYN {t} *")).await;
+    let (mut groups, mut fl) = (HashMap::new(), HashMap::new());
+    loop {
+        let l = alice.recv().await;
+        match l.get(0) {
+            "LSG" => {
+                groups.insert(l.get(6).to_string(), l.get(5).to_string());
+            }
+            "LST" if l.get(2) == "FL" && l.get(5) != "0" => {
+                fl.insert(l.get(6).to_string(), l.get(8).to_string());
+            }
+            "LST" if l.get(2) == "RL" && l.get(4) == l.get(5) => break,
+            _ => {}
+        }
+    }
+    let (people, rooms) = (&groups["People"], &groups["Rooms"]);
+    assert_eq!(fl[BOB], *people, "Bob's direct chat: {fl:?} {groups:?}");
+    let room_contact = fl
+        .keys()
+        .find(|h| h.starts_with("+room."))
+        .unwrap_or_else(|| panic!("the room is a contact: {fl:?}"));
+    assert_eq!(fl[room_contact], *rooms, "{fl:?} {groups:?}");
 }
