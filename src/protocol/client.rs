@@ -316,11 +316,17 @@ impl ClientCommand {
         };
         let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let group = |s: &str| parse_serial(s).ok_or(ErrorCode::InvalidGroup);
+        // Bounds apply to the form this server writes back (a stray `%` comes back as `%25`),
+        // not only to what the client sent: found by fuzzing (docs/SECURITY.md).
         let group_name = |s: &str| {
             if s.len() > MAX_GROUP_NAME_BYTES {
                 return Err(ErrorCode::GroupNameTooLong);
             }
-            name(s)
+            let parsed = name(s)?;
+            if parsed.to_string().len() > MAX_GROUP_NAME_BYTES {
+                return Err(ErrorCode::GroupNameTooLong);
+            }
+            Ok(parsed)
         };
         let result: Result<ClientCommand, ErrorCode> = match (verb, args.as_slice()) {
             ("VER", dialects) if !dialects.is_empty() => Ok(ClientCommand::Ver {
@@ -390,12 +396,18 @@ impl ClientCommand {
                     (Ok(key), v) => v
                         .map(|v| v.parse::<FriendlyName>())
                         .transpose()
+                        .ok()
+                        .filter(|value| {
+                            value
+                                .as_ref()
+                                .is_none_or(|v| v.to_string().len() <= MAX_PHONE_BYTES)
+                        })
                         .map(|value| ClientCommand::Prp {
                             trid: t,
                             key,
                             value,
                         })
-                        .map_err(|_| ErrorCode::InvalidParameter),
+                        .ok_or(ErrorCode::InvalidParameter),
                 }
             }
             ("SDC", [a @ .., _len]) if !a.is_empty() => match payload {
@@ -770,5 +782,24 @@ mod tests {
     #[test]
     fn whitespace_runs_separate_parameters() {
         assert_eq!(parse("VER  1\tMSNP2").unwrap().to_string(), "VER 1 MSNP2");
+    }
+
+    /// Found by fuzzing: a stray `%` is kept as text and written back as `%25`, so a value
+    /// within the bound as sent could be over it as written. Bounds are on the written form.
+    #[test]
+    fn bounds_hold_for_the_form_written_back() {
+        let phone = format!("1%{}", "t".repeat(MAX_PHONE_BYTES - 2));
+        assert_eq!(phone.len(), MAX_PHONE_BYTES);
+        assert_eq!(
+            parse(&format!("PRP 5 PHH {phone}")).map_err(|e| e.code),
+            Err(ErrorCode::InvalidParameter)
+        );
+        let fits = "1%25tt";
+        assert!(parse(&format!("PRP 5 PHH {fits}")).is_ok());
+        let group = format!("%{}", "g".repeat(MAX_GROUP_NAME_BYTES - 1));
+        assert_eq!(
+            parse(&format!("ADG 6 {group} 0")).map_err(|e| e.code),
+            Err(ErrorCode::GroupNameTooLong)
+        );
     }
 }
