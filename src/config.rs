@@ -22,6 +22,7 @@ pub struct Config {
     pub msncd: MsncdConfig,
     pub bridges: BridgesConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
     /// The tables named after backends (`[matrix]`): their keys, defaults and checks come from
     /// the backends themselves.
     #[serde(skip)]
@@ -225,6 +226,49 @@ impl std::fmt::Debug for SecretsConfig {
     }
 }
 
+/// The HTTP listener: health, metrics and the self-service page. Off unless `listen` is set.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen, e.g. `127.0.0.1:8080` behind a reverse proxy; unset: no HTTP at all.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` needs `Authorization: Bearer` with this token.
+    pub metrics_token: Option<String>,
+    /// Whether the self-service page (sign in, link, unlink, change password) is served.
+    pub self_service: bool,
+    /// Whether the page's session cookie is marked `Secure` (HTTPS only): on behind a TLS proxy.
+    pub secure_cookie: bool,
+    /// Minutes a page session lasts from signing in.
+    pub session_minutes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            metrics_token: None,
+            self_service: true,
+            secure_cookie: false,
+            session_minutes: 60,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("self_service", &self.self_service)
+            .field("secure_cookie", &self.secure_cookie)
+            .field("session_minutes", &self.session_minutes)
+            .finish()
+    }
+}
+
 /// The msncd scripting front end (docs/msncd.md): off unless a socket or port is given.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -335,6 +379,7 @@ impl Config {
                 "limits.login_cooldown_secs",
                 self.limits.login_cooldown_secs,
             ),
+            ("http.session_minutes", self.http.session_minutes),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");
@@ -344,6 +389,14 @@ impl Config {
             if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return invalid("secrets.key", "must be 64 hex digits");
             }
+        }
+        if self
+            .http
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return invalid("http.metrics_token", "must be one word without spaces");
         }
         if self.secrets.key_file.as_os_str().is_empty() {
             return invalid("secrets.key_file", "must name a file");

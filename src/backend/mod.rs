@@ -11,10 +11,13 @@ pub mod mime;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use msngate_bridge_api::{BackendError, Capabilities, ChatId, Contact, List, PresenceState};
+use msngate_bridge_api::{
+    BackendError, Capabilities, ChatId, ConnectionState, Contact, List, PresenceState,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -45,7 +48,17 @@ pub struct Account {
     pub ended: CancellationToken,
     /// List changes the backend made while doing what the client asked.
     pub implied: implied::Implied,
+    /// The backend connection's state as its last event said (an index of `STATES`).
+    connection: AtomicU8,
 }
+
+/// The names of the backend connection states, as `/health`, `/metrics` and the page show them.
+const STATES: [&str; 4] = [
+    "connected",
+    "connecting",
+    "transient_disconnect",
+    "bad_credentials",
+];
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,7 +86,27 @@ impl Account {
             groups: Mutex::new(HashSet::new()),
             ended: CancellationToken::new(),
             implied: implied::Implied::default(),
+            connection: AtomicU8::new(0),
         }
+    }
+
+    /// The backend connection's state: `connected` from the logon (which succeeded), then as
+    /// the backend's events say.
+    pub fn connection_state(&self) -> &'static str {
+        STATES
+            .get(usize::from(self.connection.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(STATES[0])
+    }
+
+    pub fn set_connection_state(&self, state: &ConnectionState) {
+        let index = match state {
+            ConnectionState::Connected => 0,
+            ConnectionState::Connecting => 1,
+            ConnectionState::TransientDisconnect { .. } => 2,
+            ConnectionState::BadCredentials => 3,
+        };
+        self.connection.store(index, Ordering::Relaxed);
     }
 
     /// A contact's state if it is visible (not offline).

@@ -237,6 +237,7 @@ impl NotificationSession {
                     None => None,
                 };
                 let Some(handle) = verified else {
+                    self.services.metrics.failed_logons.inc();
                     *failures += 1;
                     out.error(ErrorCode::AuthenticationFailed, trid);
                     return if *failures >= MAX_AUTH_FAILURES {
@@ -269,6 +270,7 @@ impl NotificationSession {
         let (account, link) = match found {
             Ok(found) => found,
             Err(e) => {
+                self.services.metrics.failed_logons.inc();
                 out.error(error_code(&e), trid);
                 return Flow::Continue;
             }
@@ -278,10 +280,12 @@ impl NotificationSession {
         let connected = match bridge::connect(&self.services, &handle, link).await {
             Ok(c) => c,
             Err(code) => {
+                self.services.metrics.failed_logons.inc();
                 out.error(code, trid);
                 return Flow::Continue;
             }
         };
+        self.services.metrics.logons.inc();
         let hub = &self.services.hub;
         let previous = hub.log_in(
             handle.clone(),
