@@ -303,6 +303,34 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// A value the `config` crate could not deserialize, as one error naming its key once. That
+/// crate words these as "REASON for key `K`", and nests them, so that a bad address read
+/// "invalid socket address syntax for key `K`: invalid socket address syntax for key `K`".
+fn name_the_key_once(error: config::ConfigError) -> ConfigError {
+    let text = error.to_string();
+    let mut key = None;
+    let mut reasons: Vec<String> = Vec::new();
+    for part in text.split(": ") {
+        let reason = match part.split_once(" for key `") {
+            Some((reason, rest)) => {
+                key.get_or_insert_with(|| rest.split('`').next().unwrap_or(rest).to_string());
+                reason
+            }
+            None => part,
+        };
+        if !reasons.iter().any(|r| r == reason) {
+            reasons.push(reason.to_string());
+        }
+    }
+    match key {
+        Some(key) => ConfigError::Invalid {
+            key,
+            reason: reasons.join(": "),
+        },
+        None => ConfigError::Load(error),
+    }
+}
+
 impl Config {
     /// Server-wide settings a backend receives with every login, next to the link's own.
     pub fn backend_options(&self, backend: &str) -> Vec<(String, String)> {
@@ -329,7 +357,9 @@ impl Config {
         // unknown key is an error), those against what their backend declares.
         let mut table = config::Source::collect(&builder.build()?)?;
         let tables = backends::take_tables(&mut table);
-        let mut config: Config = config::Value::from(table).try_deserialize()?;
+        let mut config: Config = config::Value::from(table)
+            .try_deserialize()
+            .map_err(name_the_key_once)?;
         config.backends = BackendSettings::from_tables(tables)?;
         config.validate()?;
         Ok(config)
@@ -488,7 +518,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "[server]\nnotification_listen = \"not an address\"\n");
         let err = Config::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("notification_listen"), "{err}");
+        assert_eq!(
+            err,
+            "configuration: key `server.notification_listen`: invalid socket address syntax"
+        );
         let path = write(&dir, "[server]\npublic_host = \"a b\"\n");
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("server.public_host"), "{err}");

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, UserHandle};
 
 pub use password::PasswordHash;
-pub use sqlite::SqliteStore;
+pub use sqlite::{DatabaseCheck, SqliteStore};
 pub use types::{
     Account, BackendLink, BlpChange, Credentials, Entry, ListChange, MirrorChange, MirrorEdit,
     MirrorState, Permission, Snapshot, MAX_LIST_ENTRIES,

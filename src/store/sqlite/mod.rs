@@ -6,7 +6,10 @@
 
 mod accounts;
 mod lists;
+mod maintenance;
 mod schema;
+
+pub use maintenance::DatabaseCheck;
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
