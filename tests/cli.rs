@@ -593,3 +593,45 @@ fn backup_while_serving_restores_the_accounts() {
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     server.wait().unwrap();
 }
+
+/// config/msngate.service passes `systemd-analyze verify`, with its ExecStart pointed at the
+/// binary under test (the unit names the installed path, which a test machine lacks).
+#[test]
+fn systemd_unit_verifies() {
+    let Ok(which) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed here");
+        return;
+    };
+    assert!(which.status.success());
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/msngate.service"),
+    )
+    .unwrap();
+    for needed in [
+        "DynamicUser=yes",
+        "StateDirectory=msngate",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(needed), "{needed} missing");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msngate.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/msngate", env!("CARGO_BIN_EXE_msngate")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
