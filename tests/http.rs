@@ -150,3 +150,182 @@ async fn no_http_unless_configured() {
     let server = TestServer::start(&[]).await;
     assert_eq!(server.running().http_address, None);
 }
+
+/// A browser's side of the page, by hand: the cookie it was given and the page's CSRF token.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+impl Browser {
+    async fn open(server: &TestServer) -> (Browser, String) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = url(server, "");
+        let response = client.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let set = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(set.contains("HttpOnly"), "{set}");
+        assert!(set.contains("SameSite=Strict"), "{set}");
+        assert!(set.contains("Max-Age="), "{set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        let page = response.text().await.unwrap();
+        (
+            Browser {
+                client,
+                base,
+                cookie,
+            },
+            page,
+        )
+    }
+
+    async fn get(&self) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}/", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap())
+            .send()
+            .await
+            .unwrap();
+        if let Some(set) = r.headers().get("set-cookie") {
+            self.cookie = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        }
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn page_signs_in_changes_the_password_and_signs_out() {
+    let server = start_http(|_| {}).await;
+    let (mut browser, page) = Browser::open(&server).await;
+    let csrf = csrf_of(&page);
+    assert!(page.contains("name=\"handle\"") && page.contains("name=\"password\""));
+
+    // Without the token, or with another, nothing happens.
+    let form = [("handle", "alice@example.com"), ("password", "pw-a")];
+    assert_eq!(browser.post("/sign-in", &form).await.0, 403);
+    let forged = [
+        ("csrf", "0000"),
+        ("handle", "alice@example.com"),
+        ("password", "pw-a"),
+    ];
+    assert_eq!(browser.post("/sign-in", &forged).await.0, 403);
+
+    // A wrong password and an unknown handle read the same.
+    let wrong = [
+        ("csrf", csrf.as_str()),
+        ("handle", "alice@example.com"),
+        ("password", "nope"),
+    ];
+    let (status, wrong_page) = browser.post("/sign-in", &wrong).await;
+    assert_eq!(status, 401);
+    let unknown = [
+        ("csrf", csrf.as_str()),
+        ("handle", "nobody@example.com"),
+        ("password", "nope"),
+    ];
+    let (status, unknown_page) = browser.post("/sign-in", &unknown).await;
+    assert_eq!(status, 401);
+    assert!(wrong_page.contains("don&#39;t match") || wrong_page.contains("don't match"));
+    assert_eq!(wrong_page, unknown_page);
+    assert!(!wrong_page.contains("nope"), "no password echoed");
+
+    let anonymous = browser.cookie.clone();
+    let right = [
+        ("csrf", csrf.as_str()),
+        ("handle", "alice@example.com"),
+        ("password", "pw-a"),
+    ];
+    let (status, _) = browser.post("/sign-in", &right).await;
+    assert_eq!(status, 303);
+    assert_ne!(browser.cookie, anonymous, "a new session on signing in");
+    let (status, account) = browser.get().await;
+    assert_eq!(status, 200);
+    assert!(account.contains("alice@example.com"), "{account}");
+    assert!(account.contains("Alice"));
+    assert!(account.contains("local (contacts on this server)"));
+    assert!(account.contains("not signed in with MSN"));
+    let csrf = csrf_of(&account);
+
+    // Signed in with MSN too, the page shows the backend connection.
+    let msn = server.login("alice@example.com", "pw-a").await;
+    let (_, account) = browser.get().await;
+    assert!(
+        account.contains("online with MSN; backend connected"),
+        "{account}"
+    );
+    drop(msn);
+
+    let forged = [("csrf", "x"), ("current", "pw-a"), ("password", "hijacked")];
+    assert_eq!(browser.post("/password", &forged).await.0, 403);
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("current", "wrong"),
+        ("password", "new-pw"),
+    ];
+    let (status, page) = browser.post("/password", &bad).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("Nothing was changed"));
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("current", "pw-a"),
+        ("password", "new-pw"),
+    ];
+    let (status, page) = browser.post("/password", &good).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Password changed"));
+    assert!(!page.contains("new-pw"));
+    server.login("alice@example.com", "new-pw").await;
+
+    let (status, _) = browser.post("/sign-out", &[("csrf", csrf.as_str())]).await;
+    assert_eq!(status, 303);
+    let (_, page) = browser.get().await;
+    assert!(page.contains("Sign in"), "{page}");
+    assert!(!page.contains("Change your MSN password"));
+}
+
+#[tokio::test]
+async fn page_cookie_is_secure_when_configured_and_the_page_can_be_off() {
+    let server = start_http(|c| c.http.secure_cookie = true).await;
+    let response = reqwest::get(url(&server, "/")).await.unwrap();
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set.contains("Secure"), "{set}");
+
+    let server = start_http(|c| c.http.self_service = false).await;
+    assert_eq!(reqwest::get(url(&server, "/")).await.unwrap().status(), 404);
+    assert_eq!(
+        reqwest::get(url(&server, "/health"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

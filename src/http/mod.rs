@@ -5,6 +5,10 @@
 //! Built on axum (hyper underneath): no HTTP is parsed here by hand. It speaks plain HTTP and
 //! is meant to sit behind the host's reverse proxy for TLS (docs/OPERATIONS.md).
 
+mod pages;
+mod sessions;
+mod views;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +50,7 @@ struct Http {
     services: Arc<Services>,
     listeners: Vec<ListenerStatus>,
     shutdown: CancellationToken,
+    sessions: sessions::Sessions,
 }
 
 type Shared = Arc<Http>;
@@ -62,18 +67,26 @@ pub fn start(
 ) {
     let address = listener.local_addr().ok();
     let http = Arc::new(Http {
+        sessions: sessions::Sessions::new(Duration::from_secs(
+            services.config.http.session_minutes.saturating_mul(60),
+        )),
         services: services.clone(),
         listeners,
         shutdown: shutdown.clone(),
     });
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics));
+    if services.config.http.self_service {
+        router = router.merge(pages::routes());
+    }
     let router = router.with_state(http);
     info!(address = ?address, self_service = services.config.http.self_service, "HTTP is listening");
     services.tracker.spawn(async move {
         let stopped = shutdown.clone();
-        if let Err(e) = axum::serve(listener, router)
+        // The peer's address feeds the sign-in throttle, as an MSN login's does.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await
         {
