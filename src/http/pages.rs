@@ -303,7 +303,23 @@ async fn link(
         args,
         data_dir: config.storage.backend_dir(&handle, network.name()),
     };
-    let linked = match tokio::time::timeout(LINK_WAIT, network.link(request)).await {
+    // Linking, then one try of what was linked where linking did not log in: a wrong
+    // password or a server out of reach is said now, and nothing is stored.
+    let attempt = async {
+        let linked = network.link(request).await?;
+        if let Err(e) = network.check(&linked).await {
+            // Whatever linking left on the network's side goes again.
+            let left = StoredLink {
+                account: linked.account.clone(),
+                secret: Some(linked.secret.clone()),
+                options: linked.options.clone(),
+            };
+            let _ = network.unlink(left).await;
+            return Err(e);
+        }
+        Ok::<_, msngate_bridge_api::LinkError>(linked)
+    };
+    let linked = match tokio::time::timeout(LINK_WAIT, attempt).await {
         Ok(Ok(linked)) => linked,
         Ok(Err(e)) => {
             info!(%handle, backend, error = %e, "linking on the page failed");

@@ -86,7 +86,7 @@ pub struct AccountView {
 
 fn link_form(csrf: &str, (name, help, args): &(String, String, Vec<LinkArg>)) -> Markup {
     html! {
-        h2 { "Link a " (name) " account" }
+        h2 { "Link an account on " (name) }
         p { small { (help) } }
         form method="post" action={ "/link/" (name) } {
             (csrf_field(csrf))
