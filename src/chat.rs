@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::backend::mime;
 use crate::backend::Account;
 use crate::hub::switchboard::{Member, Participant, Request, Roster, SessionHandle};
+use crate::metrics::Direction;
 use crate::protocol::{ErrorCode, FriendlyName, ServerCommand, SharedLine, UserHandle};
 use crate::services::Services;
 
@@ -36,6 +37,9 @@ const MAX_HELD_BYTES: usize = 512 * 1024;
 /// then counts as failed, and the log says so).
 const BACKEND_SEND_TIMEOUT: Duration =
     Duration::from_secs(msngate_bridge_api::SEND_DEADLINE.as_secs() + 5);
+
+/// The local backend's name (`crate::local::NAME`, a module of this same layer).
+const LOCAL_BACKEND: &str = "local";
 
 fn spawn(
     services: &Arc<Services>,
@@ -67,6 +71,7 @@ fn spawn(
         rooms: Vec::new(),
         services: services.clone(),
     };
+    services.metrics.switchboard_sessions_started.inc();
     services.tracker.spawn(session.run(inbox));
     handle
 }
@@ -304,12 +309,14 @@ impl Session {
         let mut parsed = None;
         // The occupants of a room share its chat: the room gets the message once.
         let mut chats_done = std::collections::HashSet::new();
+        let mut to_local = false;
         for p in &self.participants {
             match &p.member {
                 Member::Local(peer) if peer.id() == sender_peer => {}
                 Member::Local(peer) => {
                     if peer.send(&line) {
                         delivered = true;
+                        to_local = true;
                     } else {
                         failed = true;
                     }
@@ -319,6 +326,9 @@ impl Session {
                 {
                     mime::Payload::Text(text) => {
                         let message = OutgoingMessage { text: text.clone() };
+                        self.services
+                            .metrics
+                            .message_relayed(remote.bridge.backend, Direction::Out);
                         // Queued now, in order; the answer comes when the backend has it.
                         pending.push(remote.bridge.session.send_message(&remote.chat, &message));
                     }
@@ -333,6 +343,11 @@ impl Session {
                     }
                 },
             }
+        }
+        if to_local {
+            self.services
+                .metrics
+                .message_relayed(LOCAL_BACKEND, Direction::Out);
         }
         let Some(reply) = reply else { return };
         if pending.is_empty() {

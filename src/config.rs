@@ -22,6 +22,7 @@ pub struct Config {
     pub msncd: MsncdConfig,
     pub bridges: BridgesConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
     /// The tables named after backends (`[matrix]`): their keys, defaults and checks come from
     /// the backends themselves.
     #[serde(skip)]
@@ -238,6 +239,49 @@ impl std::fmt::Debug for SecretsConfig {
     }
 }
 
+/// The HTTP listener: health, metrics and the self-service page. Off unless `listen` is set.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen, e.g. `127.0.0.1:8080` behind a reverse proxy; unset: no HTTP at all.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` needs `Authorization: Bearer` with this token.
+    pub metrics_token: Option<String>,
+    /// Whether the self-service page (sign in, link, unlink, change password) is served.
+    pub self_service: bool,
+    /// Whether the page's session cookie is marked `Secure` (HTTPS only): on behind a TLS proxy.
+    pub secure_cookie: bool,
+    /// Minutes a page session lasts from signing in.
+    pub session_minutes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            metrics_token: None,
+            self_service: true,
+            secure_cookie: false,
+            session_minutes: 60,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("self_service", &self.self_service)
+            .field("secure_cookie", &self.secure_cookie)
+            .field("session_minutes", &self.session_minutes)
+            .finish()
+    }
+}
+
 /// The msncd scripting front end (docs/msncd.md): off unless a socket or port is given.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -272,6 +316,34 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// A value the `config` crate could not deserialize, as one error naming its key once. That
+/// crate words these as "REASON for key `K`", and nests them, so that a bad address read
+/// "invalid socket address syntax for key `K`: invalid socket address syntax for key `K`".
+fn name_the_key_once(error: config::ConfigError) -> ConfigError {
+    let text = error.to_string();
+    let mut key = None;
+    let mut reasons: Vec<String> = Vec::new();
+    for part in text.split(": ") {
+        let reason = match part.split_once(" for key `") {
+            Some((reason, rest)) => {
+                key.get_or_insert_with(|| rest.split('`').next().unwrap_or(rest).to_string());
+                reason
+            }
+            None => part,
+        };
+        if !reasons.iter().any(|r| r == reason) {
+            reasons.push(reason.to_string());
+        }
+    }
+    match key {
+        Some(key) => ConfigError::Invalid {
+            key,
+            reason: reasons.join(": "),
+        },
+        None => ConfigError::Load(error),
+    }
+}
+
 impl Config {
     /// Server-wide settings a backend receives with every login, next to the link's own.
     pub fn backend_options(&self, backend: &str) -> Vec<(String, String)> {
@@ -298,7 +370,9 @@ impl Config {
         // unknown key is an error), those against what their backend declares.
         let mut table = config::Source::collect(&builder.build()?)?;
         let tables = backends::take_tables(&mut table);
-        let mut config: Config = config::Value::from(table).try_deserialize()?;
+        let mut config: Config = config::Value::from(table)
+            .try_deserialize()
+            .map_err(name_the_key_once)?;
         config.backends = BackendSettings::from_tables(tables)?;
         config.validate()?;
         Ok(config)
@@ -348,6 +422,7 @@ impl Config {
                 "limits.login_cooldown_secs",
                 self.limits.login_cooldown_secs,
             ),
+            ("http.session_minutes", self.http.session_minutes),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");
@@ -357,6 +432,14 @@ impl Config {
             if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return invalid("secrets.key", "must be 64 hex digits");
             }
+        }
+        if self
+            .http
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return invalid("http.metrics_token", "must be one word without spaces");
         }
         if self.secrets.key_file.as_os_str().is_empty() {
             return invalid("secrets.key_file", "must name a file");
@@ -448,7 +531,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "[server]\nnotification_listen = \"not an address\"\n");
         let err = Config::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("notification_listen"), "{err}");
+        assert_eq!(
+            err,
+            "configuration: key `server.notification_listen`: invalid socket address syntax"
+        );
         let path = write(&dir, "[server]\npublic_host = \"a b\"\n");
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("server.public_host"), "{err}");

@@ -56,6 +56,8 @@ struct OutboxState {
     closing: bool,
     /// The connection is gone: nothing is accepted any more.
     closed: bool,
+    /// The queue overflowed and the client was kicked for it.
+    overflowed: bool,
 }
 
 impl Outbox {
@@ -149,6 +151,7 @@ impl Peer {
             return true;
         }
         if state.lines.len() >= OUTBOUND_QUEUE || state.bytes + bytes.len() > OUTBOUND_BYTES {
+            state.overflowed = true;
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
             self.kick.cancel();
@@ -240,13 +243,25 @@ pub struct Timeouts {
     pub write: Duration,
 }
 
+/// How a connection ended, as far as the server's metrics care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Closed by either side, timed out at login, or at shutdown.
+    Normally,
+    /// The client was not reading: its outbound queue filled up.
+    QueueFull,
+    /// The client was not reading: a write blocked past the write timeout.
+    SlowWrite,
+}
+
 /// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
 pub async fn serve<R, F>(
     stream: TcpStream,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     make_role: F,
-) where
+) -> Ended
+where
     R: Role,
     F: FnOnce(Peer) -> R,
 {
@@ -269,6 +284,7 @@ pub async fn serve<R, F>(
     let writing = Writing {
         timeout: timeouts.write,
         kick: &kick,
+        timed_out: Default::default(),
     };
 
     let end: &str = 'conn: loop {
@@ -356,9 +372,17 @@ pub async fn serve<R, F>(
         }
     };
     info!(reason = end, "connection ended");
+    let ended = if outbox.lock().overflowed {
+        Ended::QueueFull
+    } else if writing.timed_out.load(Ordering::Relaxed) {
+        Ended::SlowWrite
+    } else {
+        Ended::Normally
+    };
     outbox.close();
     role.closed().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    ended
 }
 
 fn framing_end(error: &FrameError) -> &'static str {
@@ -382,6 +406,8 @@ fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<us
 struct Writing<'a> {
     timeout: Duration,
     kick: &'a CancellationToken,
+    /// A write has blocked past the timeout.
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Writing<'_> {
@@ -394,6 +420,7 @@ impl Writing<'_> {
             r = tokio::time::timeout(self.timeout, writer.write_all(bytes)) => match r {
                 Ok(result) => result,
                 Err(_) => {
+                    self.timed_out.store(true, Ordering::Relaxed);
                     warn!("client stalled on a write; disconnecting it");
                     Err(io::ErrorKind::TimedOut.into())
                 }

@@ -13,7 +13,7 @@ use msngate::backend::registry::{self, AnyLinker, KNOWN_NETWORKS};
 use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
 use msngate::secrets::SecretKey;
-use msngate::store::{BackendLink, SqliteStore, Store, StoreError};
+use msngate::store::{BackendLink, DatabaseCheck, SqliteStore, Store, StoreError};
 use msngate_bridge_api::{LinkArgKind, LinkRequest, StoredLink};
 
 /// An MSN Messenger 1.0 (MSNP2) server.
@@ -34,6 +34,15 @@ enum Command {
     /// Manages accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Checks the configuration without starting: its values, that the listeners' addresses
+    /// can be bound, the database and the key file. Secrets are masked.
+    CheckConfig,
+    /// Copies the database to FILE, consistently even while the server runs (SQLite's online
+    /// backup). The key file is not in it: back that up too (see docs/OPERATIONS.md).
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +199,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => serve(config),
         Command::User(command) => user(&config, command),
+        Command::CheckConfig => check_config(&config),
+        Command::Backup { file } => backup(&config, &file),
     }
 }
 
@@ -365,6 +376,110 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
             undo_link(config, &handle, &link);
             println!("unlinked {handle}; it is a local account from its next login");
         }
+    }
+    Ok(())
+}
+
+/// `check-config`: the configuration loaded (a bad value already stopped `run` with its key),
+/// then each listener's address bound and released, the database opened read-only and the
+/// key file looked at. Problems are listed, each with its key, and make the exit status 1.
+fn check_config(config: &Config) -> Result<()> {
+    let mut problems = Vec::new();
+    let addresses = vec![
+        (
+            "server.notification_listen",
+            Some(config.server.notification_listen),
+        ),
+        (
+            "server.switchboard_listen",
+            Some(config.server.switchboard_listen),
+        ),
+        ("server.dispatch_listen", config.server.dispatch_listen),
+        ("msncd.listen", config.msncd.listen),
+        ("http.listen", config.http.listen),
+    ];
+    for (key, address) in addresses.into_iter().filter_map(|(k, a)| Some((k, a?))) {
+        match std::net::TcpListener::bind(address) {
+            Ok(_) => println!("ok   {key} = {address} can be bound"),
+            Err(e) => problems.push(format!(
+                "key `{key}`: cannot listen on {address}: {e} (is msngate already running?)"
+            )),
+        }
+    }
+    let database = &config.storage.database;
+    match SqliteStore::check(database) {
+        Ok(DatabaseCheck::Missing) => println!(
+            "ok   storage.database = {}: not there yet; `serve` or `user add` creates it",
+            database.display()
+        ),
+        Ok(DatabaseCheck::Usable { schema, accounts }) => println!(
+            "ok   storage.database = {}: schema {schema}, {accounts} accounts",
+            database.display()
+        ),
+        Err(e) => problems.push(format!(
+            "key `storage.database`: cannot use {}: {e}",
+            database.display()
+        )),
+    }
+    if config.secrets.key.as_deref().is_some_and(|k| !k.is_empty()) {
+        println!("ok   secrets.key = [redacted] (wins over secrets.key_file)");
+    } else {
+        let file = &config.secrets.key_file;
+        match SecretKey::load(&config.secrets, false) {
+            Ok(Some(_)) => println!("ok   secrets.key_file = {}: a key", file.display()),
+            Ok(None) => println!(
+                "ok   secrets.key_file = {}: not there yet; linking an account creates it",
+                file.display()
+            ),
+            Err(e) => problems.push(format!("key `secrets.key_file`: {e}")),
+        }
+    }
+    if config.http.metrics_token.is_some() {
+        println!("ok   http.metrics_token = [redacted]");
+    }
+    if problems.is_empty() {
+        println!("the configuration is usable");
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("msngate: {problem}");
+    }
+    Err(anyhow!(
+        "{} problem{} in the configuration",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// `backup FILE`: a consistent copy of the database, also while the server runs.
+fn backup(config: &Config, file: &std::path::Path) -> Result<()> {
+    let database = &config.storage.database;
+    if !database.exists() {
+        return Err(anyhow!("there is no database at {}", database.display()));
+    }
+    if file.exists() {
+        return Err(anyhow!(
+            "{} already exists; a backup never overwrites a file",
+            file.display()
+        ));
+    }
+    let store = SqliteStore::open(database)
+        .with_context(|| format!("cannot open the database {}", database.display()))?;
+    runtime()?
+        .block_on(store.backup_to(file))
+        .with_context(|| format!("cannot back up to {}", file.display()))?;
+    println!("backed up {} to {}", database.display(), file.display());
+    if config.secrets.key.as_deref().is_some_and(|k| !k.is_empty()) {
+        println!(
+            "the key that opens linked accounts' secrets is secrets.key (MSNGATE__SECRETS__KEY): \
+             keep a copy of it with this backup"
+        );
+    } else {
+        println!(
+            "the key that opens linked accounts' secrets is in {}: copy it with this backup \
+             (without it, linked accounts must be linked again)",
+            config.secrets.key_file.display()
+        );
     }
     Ok(())
 }

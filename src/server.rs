@@ -1,6 +1,7 @@
 //! Starting and stopping the server: listeners, the shared [`Services`], graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,10 +14,12 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::backend::registry;
 use crate::bridge::MirroredLists;
 use crate::config::Config;
-use crate::connection::{self, Peer, Role, Timeouts};
+use crate::connection::{self, Ended, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
+use crate::http::ListenerStatus;
 use crate::hub::{Cookies, InProcess, Node};
 use crate::local::{LocalBackend, TruthLists};
+use crate::metrics::{self, Metrics, SlowClient};
 use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
 pub use crate::services::Services;
@@ -50,6 +53,11 @@ pub enum StartError {
         role: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot listen on {address} (http): {source}")]
+    Http {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("msncd: {0}")]
     Msncd(#[from] crate::msncd::ListenError),
 }
@@ -59,6 +67,8 @@ pub struct Running {
     pub notification_address: SocketAddr,
     pub switchboard_address: SocketAddr,
     pub dispatch_address: Option<SocketAddr>,
+    /// The HTTP listener's address, when configured.
+    pub http_address: Option<SocketAddr>,
     /// The msncd listeners, when configured.
     pub msncd: crate::msncd::Listening,
     pub services: Arc<Services>,
@@ -70,6 +80,24 @@ enum Kind {
     Notification,
     Switchboard,
     Dispatch,
+}
+
+impl Kind {
+    fn role(self) -> &'static str {
+        match self {
+            Kind::Notification => "notification",
+            Kind::Switchboard => "switchboard",
+            Kind::Dispatch => "dispatch",
+        }
+    }
+
+    fn metrics_role(self) -> metrics::Role {
+        match self {
+            Kind::Notification => metrics::Role::Notification,
+            Kind::Switchboard => metrics::Role::Switchboard,
+            Kind::Dispatch => metrics::Role::Dispatch,
+        }
+    }
 }
 
 async fn bind(address: SocketAddr, role: &'static str) -> Result<TcpListener, StartError> {
@@ -90,7 +118,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: db_path.display().to_string(),
         source,
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).map_err(store_error)?);
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db_path)
+            .map_err(store_error)?
+            .with_latency(metrics.store_latency.clone()),
+    );
     let challenge_key = store.server_secret().await.map_err(store_error)?;
     let secret_key = SecretKey::load(&config.secrets, false)?;
 
@@ -98,6 +131,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let sb = bind(config.server.switchboard_listen, "switchboard").await?;
     let ds = match config.server.dispatch_listen {
         Some(address) => Some(bind(address, "dispatch").await?),
+        None => None,
+    };
+    let http = match config.http.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Http { address, source })?,
+        ),
         None => None,
     };
     let local = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
@@ -120,6 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracker: TaskTracker::new(),
         secret_key,
         backends: backends(services.clone()),
+        metrics,
         config,
     });
     let shutdown = CancellationToken::new();
@@ -129,12 +171,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(ds) = ds {
         listeners.push((ds, Kind::Dispatch));
     }
+    let mut statuses = Vec::new();
     for (listener, kind) in listeners {
+        let status = ListenerStatus::new(kind.role(), local(&listener));
+        statuses.push(status.clone());
         let (services, shutdown, limit) = (services.clone(), shutdown.clone(), limit.clone());
-        services
-            .tracker
-            .clone()
-            .spawn(accept_loop(listener, kind, services, shutdown, limit));
+        services.tracker.clone().spawn(async move {
+            accept_loop(listener, kind, services, shutdown, limit).await;
+            status.accepting.store(false, Ordering::Relaxed);
+        });
+    }
+    let http_address = http.as_ref().map(local);
+    if let Some(http) = http {
+        crate::http::start(http, services.clone(), statuses, shutdown.clone());
     }
     info!(notification = %ns_addr, switchboard = %sb_addr, dispatch = ?dispatch_address, "msngate is listening");
     // msncd's internal MSN client connects to the addresses just bound.
@@ -147,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         msncd_addresses,
         services.tracker.clone(),
         shutdown.clone(),
+        services.metrics.clone(),
     )
     .await;
     let msncd = match msncd {
@@ -160,6 +210,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         notification_address: ns_addr,
         switchboard_address: sb_addr,
         dispatch_address,
+        http_address,
         msncd,
         services,
         shutdown,
@@ -234,7 +285,9 @@ async fn accept_loop(
         };
         services.tracker.spawn(
             async move {
-                match kind {
+                let open = services2.metrics.connections(kind.metrics_role()).clone();
+                open.inc();
+                let ended = match kind {
                     Kind::Notification => {
                         run_role(stream, &services2, shutdown2, |peer| {
                             NotificationSession::new(services2.clone(), peer, address.ip())
@@ -253,6 +306,12 @@ async fn accept_loop(
                         })
                         .await
                     }
+                };
+                open.dec();
+                match ended {
+                    Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
+                    Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
+                    Ended::Normally => {}
                 }
                 drop((permit, slot));
             }
@@ -266,11 +325,11 @@ async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
     services: &Services,
     shutdown: CancellationToken,
     make_role: F,
-) {
+) -> Ended {
     let s = &services.config.server;
     let timeouts = Timeouts {
         login: Duration::from_secs(s.login_timeout_secs),
         write: Duration::from_secs(s.write_timeout_secs),
     };
-    connection::serve(stream, timeouts, shutdown, make_role).await;
+    connection::serve(stream, timeouts, shutdown, make_role).await
 }

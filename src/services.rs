@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::connection::Replies;
 use crate::hub::switchboard::SessionHandle;
 use crate::hub::{Delivery, Node};
+use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, Status, TrId, UserHandle};
 use crate::secrets::SecretKey;
 use crate::store::{Permission, Store};
@@ -43,6 +44,8 @@ pub struct Services {
     pub secret_key: Option<SecretKey>,
     /// The backends accounts can be mapped to, with their kind of contact list.
     pub backends: Backends,
+    /// The server's Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A backend of this server and how its accounts' contact lists work.

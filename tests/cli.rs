@@ -493,3 +493,145 @@ fn link_offers_each_backend_with_the_arguments_it_declares() {
         }
     }
 }
+
+#[test]
+fn check_config_names_each_problem_once_and_masks_secrets() {
+    let s = setup();
+    let out = msngate()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("check-config")
+        .env(
+            "MSNGATE__SECRETS__KEY",
+            "abababababababababababababababababababababababababababababababab",
+        )
+        .env("MSNGATE__HTTP__METRICS_TOKEN", "token-not-to-show")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("server.notification_listen"), "{text}");
+    assert!(text.contains("the configuration is usable"), "{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+    assert!(!text.contains("abababab") && !text.contains("token-not-to-show"));
+
+    // A bad address: the key once, the reason once, one line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nnotification_listen = \"nowhere\"\n").unwrap();
+    let out = run(&file, &["check-config"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "msngate: configuration: key `server.notification_listen`: invalid socket address syntax\n"
+    );
+
+    // An address in use (as when the server runs) is named by its key.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = msngate()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("check-config")
+        .env("MSNGATE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("http.listen").count(), 1, "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+}
+
+#[test]
+fn backup_while_serving_restores_the_accounts() {
+    let s = setup();
+    assert!(run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"]
+    )
+    .status
+    .success());
+    let mut server = serve(&s.config);
+    wait_listening(s.ns_port);
+    let copy = s.dir.path().join("backup.db");
+    let out = run(&s.config, &["backup", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("msngate.key"), "{}", stdout(&out));
+    // A second backup to the same file refuses to overwrite it.
+    let again = run(&s.config, &["backup", copy.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already exists"));
+
+    // After the backup the account changes; restoring brings back the backed-up state.
+    assert!(run(
+        &s.config,
+        &["user", "add", "late@example.com", "--password", "pl"]
+    )
+    .status
+    .success());
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    server.wait().unwrap();
+
+    // Restoring, as docs/OPERATIONS.md says: the server stopped, the copy put in place of
+    // the database (and its -wal/-shm files removed).
+    let db = s.dir.path().join("msngate.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(&copy, &db).unwrap();
+    assert_eq!(
+        stdout(&run(&s.config, &["user", "list"])),
+        "alice@example.com\tlocal\talice@example.com\n"
+    );
+    let mut server = serve(&s.config);
+    wait_listening(s.ns_port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let address = format!("127.0.0.1:{}", s.ns_port).parse().unwrap();
+        Client::login(address, "alice@example.com", "pa").await;
+    });
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    server.wait().unwrap();
+}
+
+/// config/msngate.service passes `systemd-analyze verify`, with its ExecStart pointed at the
+/// binary under test (the unit names the installed path, which a test machine lacks).
+#[test]
+fn systemd_unit_verifies() {
+    let Ok(which) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed here");
+        return;
+    };
+    assert!(which.status.success());
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/msngate.service"),
+    )
+    .unwrap();
+    for needed in [
+        "DynamicUser=yes",
+        "StateDirectory=msngate",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(needed), "{needed} missing");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msngate.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/msngate", env!("CARGO_BIN_EXE_msngate")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 /// not exist (yet) are skipped; a module missing from the table is reported.
 /// `src/main.rs` and `src/bin/` sit above all of these and may use anything.
 const LAYERS: &[&[&str]] = &[
-    &["protocol"],
+    &["protocol", "metrics"],
     &["store"],
     &["connection"],
     &["backend"],
@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["chat", "local"],
     &["bridge"],
     &["notification", "switchboard"],
-    &["dispatch", "msncd"],
+    &["dispatch", "msncd", "http"],
     &["server"],
 ];
 

@@ -11,10 +11,13 @@ pub mod mime;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use msngate_bridge_api::{BackendError, Capabilities, ChatId, Contact, List, PresenceState};
+use msngate_bridge_api::{
+    BackendError, Capabilities, ChatId, ConnectionState, Contact, List, PresenceState,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -50,7 +53,17 @@ pub struct Account {
     /// changes the backend reported meanwhile: the event pump holds them here, and the
     /// client's command answers with them (so it does not see its own change twice).
     pub group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
+    /// The backend connection's state as its last event said (an index of `STATES`).
+    connection: AtomicU8,
 }
+
+/// The names of the backend connection states, as `/health`, `/metrics` and the page show them.
+const STATES: [&str; 4] = [
+    "connected",
+    "connecting",
+    "transient_disconnect",
+    "bad_credentials",
+];
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,7 +92,27 @@ impl Account {
             ended: CancellationToken::new(),
             implied: implied::Implied::default(),
             group_edits: Mutex::new(HashMap::new()),
+            connection: AtomicU8::new(0),
         }
+    }
+
+    /// The backend connection's state: `connected` from the logon (which succeeded), then as
+    /// the backend's events say.
+    pub fn connection_state(&self) -> &'static str {
+        STATES
+            .get(usize::from(self.connection.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(STATES[0])
+    }
+
+    pub fn set_connection_state(&self, state: &ConnectionState) {
+        let index = match state {
+            ConnectionState::Connected => 0,
+            ConnectionState::Connecting => 1,
+            ConnectionState::TransientDisconnect { .. } => 2,
+            ConnectionState::BadCredentials => 3,
+        };
+        self.connection.store(index, Ordering::Relaxed);
     }
 
     /// A contact's state if it is visible (not offline).

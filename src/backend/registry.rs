@@ -152,6 +152,7 @@ pub trait AnyLinker: AnyBackend {
     fn link_help(&self) -> &'static str;
     fn link_args(&self) -> &'static [LinkArg];
     fn link(&self, request: LinkRequest) -> BoxFuture<'_, Result<Linked, LinkError>>;
+    fn check<'a>(&'a self, linked: &'a Linked) -> BoxFuture<'a, Result<(), LinkError>>;
     fn unlink(&self, link: StoredLink) -> BoxFuture<'_, Result<Option<String>, LinkError>>;
     fn settings(&self) -> &'static [Setting];
     fn check_setting(&self, key: &str, value: &str) -> Result<(), String>;
@@ -168,6 +169,9 @@ impl<L: Linker> AnyLinker for L {
     }
     fn link(&self, request: LinkRequest) -> BoxFuture<'_, Result<Linked, LinkError>> {
         Box::pin(Linker::link(self, request))
+    }
+    fn check<'a>(&'a self, linked: &'a Linked) -> BoxFuture<'a, Result<(), LinkError>> {
+        Box::pin(Linker::check(self, linked))
     }
     fn unlink(&self, link: StoredLink) -> BoxFuture<'_, Result<Option<String>, LinkError>> {
         Box::pin(Linker::unlink(self, link))

@@ -181,6 +181,7 @@ impl Pump {
 
     async fn connection(&mut self, state: ConnectionState) {
         let owner = &self.account.handle;
+        self.account.set_connection_state(&state);
         match state {
             ConnectionState::TransientDisconnect { reason } => {
                 if self.down_until.is_none() {
@@ -188,6 +189,9 @@ impl Pump {
                         Duration::from_secs(self.services.config.bridges.presence_debounce_secs);
                     self.down_until = Some(Instant::now() + debounce);
                 }
+                self.services
+                    .metrics
+                    .backend_reconnect(self.account.backend);
                 info!(handle = %owner, %reason, "backend disconnected; reconnecting");
             }
             ConnectionState::Connected => {
@@ -274,6 +278,9 @@ impl Pump {
                 text,
                 ..
             } => {
+                services
+                    .metrics
+                    .message_relayed(account.backend, crate::metrics::Direction::In);
                 for payload in mime::texts(&text) {
                     deliver(services, account, peer, chat.clone(), &from, &name, payload).await;
                 }

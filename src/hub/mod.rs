@@ -95,6 +95,9 @@ pub trait Delivery: Send + Sync + 'static {
     fn remove_switchboard(&self, id: u32);
 
     fn switchboard_count(&self) -> usize;
+
+    /// The backend sessions of the users logged in here (a snapshot, for health and metrics).
+    fn accounts(&self) -> Vec<Arc<Account>>;
 }
 
 /// [`Delivery`] within this process.
@@ -190,6 +193,10 @@ impl Delivery for InProcess {
 
     fn remove_switchboard(&self, id: u32) {
         self.switchboards.remove(&id);
+    }
+
+    fn accounts(&self) -> Vec<Arc<Account>> {
+        self.users.iter().map(|u| u.backend.clone()).collect()
     }
 
     fn switchboard_count(&self) -> usize {

@@ -70,6 +70,7 @@ struct Context {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     limit: Arc<Semaphore>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Starts the configured listeners (none by default). `addresses` are the notification
@@ -79,6 +80,7 @@ pub async fn start(
     addresses: Addresses,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Listening, ListenError> {
     let loopback = |mut a: SocketAddr| {
         if a.ip().is_unspecified() {
@@ -98,6 +100,7 @@ pub async fn start(
         tracker: tracker.clone(),
         shutdown,
         limit: Arc::new(Semaphore::new(config.max_connections)),
+        metrics,
     });
     let mut listening = Listening::default();
     if let Some(address) = config.listen {
@@ -211,7 +214,10 @@ where
     let context2 = context.clone();
     context.tracker.spawn(
         async move {
+            let open = context2.metrics.connections(crate::metrics::Role::Msncd);
+            open.inc();
             serve(stream, &context2).await;
+            open.dec();
             drop(permit);
         }
         .instrument(info_span!("msncd", %peer, handle = tracing::field::Empty)),

@@ -264,6 +264,7 @@ impl NotificationSession {
                     None => None,
                 };
                 let Some(handle) = verified else {
+                    self.services.metrics.failed_logons.inc();
                     *failures += 1;
                     out.error(ErrorCode::AuthenticationFailed, trid);
                     return if *failures >= MAX_AUTH_FAILURES {
@@ -296,6 +297,7 @@ impl NotificationSession {
         let (account, link) = match found {
             Ok(found) => found,
             Err(e) => {
+                self.services.metrics.failed_logons.inc();
                 out.error(error_code(&e), trid);
                 return Flow::Continue;
             }
@@ -305,10 +307,12 @@ impl NotificationSession {
         let connected = match bridge::connect(&self.services, &handle, link).await {
             Ok(c) => c,
             Err(code) => {
+                self.services.metrics.failed_logons.inc();
                 out.error(code, trid);
                 return Flow::Continue;
             }
         };
+        self.services.metrics.logons.inc();
         let hub = &self.services.hub;
         let previous = hub.log_in(
             handle.clone(),

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
 pub use password::PasswordHash;
-pub use sqlite::SqliteStore;
+pub use sqlite::{DatabaseCheck, SqliteStore};
 pub use types::{
     Account, BackendLink, BlpChange, Credentials, Entry, Group, GroupChange, ListChange,
     MirrorChange, MirrorEdit, MirrorState, Permission, PhoneChange, Snapshot, MAX_LIST_ENTRIES,

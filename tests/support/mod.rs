@@ -11,6 +11,7 @@
 //! let mut alice = XmppClient::connect(&server.jid("alice"), "pw", server.port()).await?;
 //! ```
 
+pub mod browser;
 pub mod ejabberd;
 pub mod matrix;
 pub mod netcut;

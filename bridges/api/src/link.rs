@@ -157,6 +157,17 @@ pub trait Linker: Backend {
     /// required argument is there.
     fn link(&self, request: LinkRequest) -> impl Future<Output = Result<Linked, LinkError>> + Send;
 
+    /// Tries a new link's credentials once, where [`link`](Self::link) did not log in (XMPP
+    /// keeps the password without logging in, so that `msngate user link` works while the
+    /// server is out of reach): the self-service page calls it before it stores a link, so
+    /// that a wrong password or an unreachable server is said at once and nothing is kept.
+    /// `Refused` for refused credentials, `Failed` for a server out of reach. By default there
+    /// is nothing more to try.
+    fn check(&self, linked: &Linked) -> impl Future<Output = Result<(), LinkError>> + Send {
+        let _ = linked;
+        async { Ok(()) }
+    }
+
     /// Undoes what a link left on the network's side and on disk (a logged-in device, its
     /// store), after the core removed the link. `Ok(Some(text))` is a line for the operator.
     /// Undoing is best effort: the link is gone either way.

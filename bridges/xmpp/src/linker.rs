@@ -4,6 +4,9 @@
 
 use msngate_bridge_api::{LinkArg, LinkArgKind, LinkError, LinkRequest, Linked, Linker};
 
+use tokio_xmpp::jid::BareJid;
+
+use crate::connect::{self, ConnectError, Target};
 use crate::XmppBackend;
 
 const ARGS: &[LinkArg] = &[
@@ -68,6 +71,37 @@ impl Linker for XmppBackend {
             secret: password.to_owned(),
             options,
         })
+    }
+
+    /// One authenticated connection, closed again at once.
+    async fn check(&self, linked: &Linked) -> Result<(), LinkError> {
+        let jid = BareJid::new(&linked.account)
+            .map_err(|e| LinkError::Invalid(format!("invalid JID {:?}: {e}", linked.account)))?;
+        let option = |key: &str| {
+            linked
+                .options
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let target = Target {
+            jid,
+            password: linked.secret.clone(),
+            server: option("server"),
+            plaintext: option("plaintext").as_deref() == Some("true"),
+        };
+        match connect::connect_once(&target).await {
+            Ok(connection) => {
+                drop(connection);
+                Ok(())
+            }
+            Err(ConnectError::Auth) => Err(LinkError::Refused(
+                "the XMPP server refused this address and password".into(),
+            )),
+            Err(ConnectError::Other(reason)) => Err(LinkError::Failed(format!(
+                "cannot reach the XMPP server ({reason})"
+            ))),
+        }
     }
 }
 

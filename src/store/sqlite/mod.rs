@@ -7,11 +7,17 @@
 mod accounts;
 mod groups;
 mod lists;
+mod maintenance;
 mod schema;
+
+pub use maintenance::DatabaseCheck;
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use std::time::Instant;
+
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +42,8 @@ const QUEUE_DEPTH: usize = 1024;
 /// already queued, close the database and end, and waits for that.
 pub struct SqliteStore {
     path: Option<PathBuf>,
+    /// Where each call's duration is recorded, when the server measures it.
+    latency: Option<Histogram>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -63,9 +71,16 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(SqliteStore {
             path,
+            latency: None,
             jobs: Some(jobs),
             thread: Some(thread),
         })
+    }
+
+    /// Records each call's duration (queueing included) in `histogram`, in seconds.
+    pub fn with_latency(mut self, histogram: Histogram) -> SqliteStore {
+        self.latency = Some(histogram);
+        self
     }
 
     /// The database file; `None` in memory.
@@ -85,8 +100,13 @@ impl SqliteStore {
             let job: Job = Box::new(move |db| {
                 let _ = tx.send(f(db));
             });
+            let started = self.latency.as_ref().map(|_| Instant::now());
             jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
+            let result = rx.await.map_err(|_| StoreError::Closed)?;
+            if let (Some(histogram), Some(started)) = (&self.latency, started) {
+                histogram.observe(started.elapsed().as_secs_f64());
+            }
+            result
         })
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::Database;
 use crate::store::StoreError;
 
-const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
