@@ -8,6 +8,11 @@
 //! as `ADD 0`/`REM 0`: the client's own command for it is then answered as the change (with
 //! the current serial), and a held change the client never asks for is shown after the window.
 //! The mirror in the store has every change at once either way, so SYN is always true.
+//!
+//! The event pump's store write and its decision to hold take one [`Implied::turn`], and so do
+//! the client command's reading of the mirror and its taking of a held change: otherwise the
+//! command could see the backend's change in the store before the pump held it, and answer
+//! `215` after all.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +31,7 @@ const MAX_HELD: usize = 256;
 #[derive(Default)]
 pub struct Implied {
     inner: Mutex<Inner>,
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -39,6 +45,12 @@ struct Inner {
 impl Implied {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while the mirror changes and its changes are held or shown, or while a client's
+    /// command reads the mirror and takes what is held.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
     }
 
     /// The client is about to change `contact`'s lists.

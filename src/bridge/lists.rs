@@ -166,11 +166,14 @@ async fn add(
     let contact = contact.clone();
     let forward = list == ListKind::Forward;
     account.implied.asked(&contact);
+    let turn = account.implied.turn().await;
     let (current, serial, _) = mirrored_lists(services, account, &contact).await?;
+    // The backend made this change by itself, doing what the client asked just before (see
+    // `implied`): the client's own ADD is that change.
+    let implied = current.contains(&list) && account.implied.take(&contact, list, true);
+    drop(turn);
     let serial = if current.contains(&list) {
-        // The backend made this change by itself, doing what the client asked just before
-        // (see `implied`): the client's own ADD is that change.
-        if !account.implied.take(&contact, list, true) {
+        if !implied {
             return Err(ErrorCode::AlreadyThere);
         }
         serial
@@ -213,10 +216,13 @@ async fn remove(
         ..
     } = command;
     account.implied.asked(&contact);
+    let turn = account.implied.turn().await;
     let (current, serial, name) = mirrored_lists(services, account, &contact).await?;
+    // As for ADD: a removal the backend made by itself just before.
+    let implied = !current.contains(&list) && account.implied.take(&contact, list, false);
+    drop(turn);
     let serial = if !current.contains(&list) {
-        // As for ADD: a removal the backend made by itself just before.
-        if !account.implied.take(&contact, list, false) {
+        if !implied {
             return Err(ErrorCode::NotOnList);
         }
         serial

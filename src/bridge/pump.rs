@@ -441,6 +441,7 @@ async fn mirror(
     what: &str,
     change: impl Future<Output = Result<Vec<MirrorChange>, StoreError>>,
 ) {
+    let _turn = account.implied.turn().await;
     match change.await {
         Ok(changes) => notify_changes(services, account, peer, changes, true),
         Err(e) => warn!(error = %e, "cannot store {what}"),
