@@ -9,6 +9,10 @@ use tracing::warn;
 use crate::protocol::ErrorCode;
 use crate::store::StoreError;
 
+/// The reason a store failure carries through the backend interface (the local backend's), so
+/// it is answered as one, `501`, wherever it comes from.
+const STORE_FAILURE: &str = "database error";
+
 /// The MSN error for a failed backend action.
 pub fn error_code(error: &BackendError) -> ErrorCode {
     match error {
@@ -22,6 +26,7 @@ pub fn error_code(error: &BackendError) -> ErrorCode {
         BackendError::NotReachable => ErrorCode::NotOnline,
         BackendError::Unsupported | BackendError::Rejected(_) => ErrorCode::InvalidParameter,
         BackendError::Unreachable(_) | BackendError::Disconnected => ErrorCode::ServerUnavailable,
+        BackendError::Internal(reason) if reason == STORE_FAILURE => ErrorCode::DbServer,
         BackendError::Internal(_) => ErrorCode::InternalServer,
     }
 }
@@ -74,7 +79,7 @@ pub fn store_backend_error(error: &StoreError) -> BackendError {
         StoreError::Closed => BackendError::Disconnected,
         StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
             warn!(%error, "database error");
-            BackendError::Internal("database error".into())
+            BackendError::Internal(STORE_FAILURE.into())
         }
     }
 }
