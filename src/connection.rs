@@ -254,6 +254,11 @@ pub enum Ended {
     SlowWrite,
 }
 
+/// How long a connection is silent before TCP starts probing the client, and between probes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_PROBES: u32 = 4;
+
 /// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
 pub async fn serve<R, F>(
     stream: TcpStream,
@@ -266,6 +271,14 @@ where
     F: FnOnce(Peer) -> R,
 {
     let _ = stream.set_nodelay(true);
+    // A client that vanished without a FIN (a dropped modem line, a sleeping laptop) is found
+    // by TCP keepalive within KEEPALIVE_IDLE + KEEPALIVE_PROBES * KEEPALIVE_INTERVAL (4
+    // minutes), even when the server has nothing to send it.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let outbox = Arc::new(Outbox::default());
     let kick = CancellationToken::new();
     let peer = Peer {
