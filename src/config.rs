@@ -447,6 +447,14 @@ impl Config {
         if self.storage.database.as_os_str().is_empty() {
             return invalid("storage.database", "must name a file");
         }
+        // A URL (postgres://user:password@host/db) is not a file, and its value must not be
+        // printed back: it may hold a password.
+        if self.storage.database.to_string_lossy().contains("://") {
+            return invalid(
+                "storage.database",
+                "must name an SQLite file; database URLs (PostgreSQL) are not supported yet",
+            );
+        }
         if self.msncd.listen.is_some_and(|a| !a.ip().is_loopback()) {
             return invalid(
                 "msncd.listen",

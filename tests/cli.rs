@@ -526,6 +526,24 @@ fn check_config_names_each_problem_once_and_masks_secrets() {
         "msngate: configuration: key `server.notification_listen`: invalid socket address syntax\n"
     );
 
+    // A database URL is refused by its key without printing the value (it may hold a password),
+    // by check-config and by the server alike.
+    std::fs::write(
+        &file,
+        "[storage]\ndatabase = \"postgres://msngate:hunter2@db.example/msngate\"\n",
+    )
+    .unwrap();
+    for args in [&["check-config"][..], &["serve"][..]] {
+        let out = run(&file, args);
+        assert!(!out.status.success());
+        let (err, out) = (stderr(&out), stdout(&out));
+        assert!(err.contains("storage.database"), "{err}");
+        assert!(
+            !err.contains("hunter2") && !out.contains("hunter2"),
+            "{err}{out}"
+        );
+    }
+
     // An address in use (as when the server runs) is named by its key.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
