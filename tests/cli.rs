@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{free_port, Client};
 
 fn msngate() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_msngate"));
@@ -21,14 +21,6 @@ fn msngate() -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -37,19 +29,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let ns_port = free_port();
-    let config = dir.path().join("msngate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nnotification_listen = \"127.0.0.1:{ns_port}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
-             public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n",
-            free_port(),
-            dir.path().join("msngate.db").display(),
-            dir.path().join("msngate.key").display()
-        ),
-    )
-    .unwrap();
+    let (config, ns_port) = common::write_config(dir.path(), &dir.path().join("msngate.db"));
     Setup {
         dir,
         config,

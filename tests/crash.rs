@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,14 +18,6 @@ fn handle(i: usize) -> String {
     format!("user{i}@example.com")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     config: PathBuf,
     ns: SocketAddr,
@@ -34,19 +26,7 @@ struct Server {
 
 impl Server {
     fn setup(dir: &Path) -> Server {
-        let ns = free_port();
-        let config = dir.join("msngate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nnotification_listen = \"127.0.0.1:{ns}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
-                 public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n",
-                free_port(),
-                dir.join("msngate.db").display(),
-                dir.join("msngate.key").display()
-            ),
-        )
-        .unwrap();
+        let (config, ns) = common::write_config(dir, &dir.join("msngate.db"));
         for i in 0..CLIENTS {
             let status = msngate(&config)
                 .args(["user", "add", &handle(i), "--password", "pw"])

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +20,6 @@ use common::{matches, Client};
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 const CAROL: &str = "carol@example.com";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn mounting_allowed() -> bool {
     Command::new("unshare")
@@ -49,19 +41,7 @@ impl Server {
     fn start(dir: &Path) -> Server {
         let db = dir.join("db");
         std::fs::create_dir(&db).unwrap();
-        let ns = free_port();
-        let config = dir.join("msngate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nnotification_listen = \"127.0.0.1:{ns}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
-                 public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n",
-                free_port(),
-                db.join("msngate.db").display(),
-                dir.join("msngate.key").display()
-            ),
-        )
-        .unwrap();
+        let (config, ns) = common::write_config(dir, &db.join("msngate.db"));
         let bin = env!("CARGO_BIN_EXE_msngate");
         let config = config.display();
         let mut script = format!(

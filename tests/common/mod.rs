@@ -128,6 +128,35 @@ impl TestServer {
     }
 }
 
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `dir/msngate.toml` for a server run as a separate process: the notification and
+/// switchboard listeners on free loopback ports, the database `database`, the key file in
+/// `dir`. Returns the file and the notification port.
+pub fn write_config(dir: &Path, database: &Path) -> (PathBuf, u16) {
+    let ns = free_port();
+    let config = dir.join("msngate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nnotification_listen = \"127.0.0.1:{ns}\"\nswitchboard_listen = \"127.0.0.1:{}\"\n\
+             public_host = \"127.0.0.1\"\n\n[storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n",
+            free_port(),
+            database.display(),
+            dir.join("msngate.key").display()
+        ),
+    )
+    .unwrap();
+    (config, ns)
+}
+
 /// The secrets key of test servers that link accounts (`config.secrets.key`).
 pub const SECRETS_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
 
