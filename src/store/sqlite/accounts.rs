@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::lists::{bump_serial, watchers};
+use super::rows::{account, bump_serial, parse_handle, parse_name, watchers};
 use super::Database;
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, UserHandle};
 use crate::store::password::PasswordHash;
@@ -298,30 +298,6 @@ fn set_setting(
     bump_serial(tx, handle.as_str())
 }
 
-pub(super) fn account(conn: &Connection, handle: &UserHandle) -> Result<Account, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT friendly_name, gtc, blp, serial FROM accounts WHERE handle = ?1")?
-        .query_row([handle.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
-        .optional()?;
-    let (name, gtc, blp, serial) = row.ok_or(StoreError::NoSuchAccount)?;
-    Ok(Account {
-        handle: handle.clone(),
-        name: parse_name(&name)?,
-        gtc: gtc
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("gtc {gtc:?}")))?,
-        blp: parse_blp(&blp)?,
-        serial: serial as u32,
-    })
-}
-
 pub(super) fn backend_link(
     conn: &Connection,
     handle: &UserHandle,
@@ -340,18 +316,4 @@ pub(super) fn backend_link(
             },
         )
         .optional()?)
-}
-
-pub(super) fn parse_handle(s: &str) -> Result<UserHandle, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("handle {s:?}")))
-}
-
-pub(super) fn parse_name(s: &str) -> Result<FriendlyName, StoreError> {
-    FriendlyName::new(s).map_err(|_| StoreError::Corrupt("friendly name".into()))
-}
-
-pub(super) fn parse_blp(s: &str) -> Result<BlpSetting, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("blp {s:?}")))
 }

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, Transaction};
 
-use super::accounts::{account, parse_handle, parse_name};
-use super::lists::{bump_serial, permission};
+use super::rows::{account, bump_serial, parse_handle, parse_name, permission};
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, PhoneKey, UserHandle, MAX_GROUPS};
 use crate::store::{Group, GroupChange, PhoneChange, StoreError};

@@ -2,17 +2,17 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::accounts::{account, backend_link, parse_blp, parse_handle, parse_name};
+use super::accounts::backend_link;
 use super::groups;
+use super::rows::{
+    account, bump_serial, has_entry, list_code, parse_blp, parse_handle, parse_name, permission,
+    watchers,
+};
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, UserHandle};
 use crate::store::{
     Entry, ListChange, MirrorChange, MirrorEdit, Permission, Snapshot, StoreError, MAX_LIST_ENTRIES,
 };
-
-fn list_code(kind: ListKind) -> &'static str {
-    kind.code()
-}
 
 impl Database {
     /// The settings and all four lists, read in one transaction so they match the serial.
@@ -346,38 +346,6 @@ impl Database {
     }
 }
 
-pub(super) fn watchers(
-    conn: &Connection,
-    handle: &UserHandle,
-) -> Result<Vec<(UserHandle, Permission)>, StoreError> {
-    let blp = account(conn, handle)?.blp;
-    let mut stmt = conn.prepare_cached(
-        "SELECT r.contact,
-                EXISTS (SELECT 1 FROM list_entries x WHERE x.owner = ?1 AND x.list = 'AL' AND x.contact = r.contact),
-                EXISTS (SELECT 1 FROM list_entries x WHERE x.owner = ?1 AND x.list = 'BL' AND x.contact = r.contact)
-         FROM list_entries r WHERE r.owner = ?1 AND r.list = 'RL' ORDER BY r.id",
-    )?;
-    let rows = stmt.query_map([handle.as_str()], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, bool>(1)?,
-            r.get::<_, bool>(2)?,
-        ))
-    })?;
-    rows.map(|row| {
-        let (watcher, in_al, in_bl) = row?;
-        Ok((
-            parse_handle(&watcher)?,
-            Permission {
-                blp,
-                in_allow_list: in_al,
-                in_block_list: in_bl,
-            },
-        ))
-    })
-    .collect()
-}
-
 /// For an AL or BL change concerning someone with the owner on their FL (on the owner's RL):
 /// how the owner's settings treat that contact before the change.
 fn privacy_before(
@@ -406,19 +374,6 @@ fn privacy_after(
     }
 }
 
-pub(super) fn permission(
-    conn: &Connection,
-    owner: &UserHandle,
-    other: &UserHandle,
-) -> Result<Permission, StoreError> {
-    let blp = account(conn, owner)?.blp;
-    Ok(Permission {
-        blp,
-        in_allow_list: has_entry(conn, owner, ListKind::Allow, other)?,
-        in_block_list: has_entry(conn, owner, ListKind::Block, other)?,
-    })
-}
-
 fn entries(
     conn: &Connection,
     owner: &UserHandle,
@@ -438,19 +393,6 @@ fn entries(
         })
     })
     .collect()
-}
-
-fn has_entry(
-    conn: &Connection,
-    owner: &UserHandle,
-    kind: ListKind,
-    contact: &UserHandle,
-) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM list_entries WHERE owner = ?1 AND list = ?2 AND contact = ?3",
-        )?
-        .exists(params![owner.as_str(), list_code(kind), contact.as_str()])?)
 }
 
 fn count_entries(
@@ -483,16 +425,6 @@ fn insert_entry(
         ],
     )?;
     Ok(())
-}
-
-/// Moves the account's serial on by one; it wraps within 1..=u32::MAX.
-pub(super) fn bump_serial(tx: &Transaction<'_>, handle: &str) -> Result<u32, StoreError> {
-    let serial: i64 = tx.query_row(
-        "UPDATE accounts SET serial = (serial % 4294967295) + 1 WHERE handle = ?1 RETURNING serial",
-        [handle],
-        |r| r.get(0),
-    )?;
-    Ok(serial as u32)
 }
 
 fn mirror_one(

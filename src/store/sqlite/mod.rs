@@ -8,6 +8,7 @@ mod accounts;
 mod groups;
 mod lists;
 mod maintenance;
+mod rows;
 mod schema;
 
 pub use maintenance::DatabaseCheck;
