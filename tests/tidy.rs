@@ -62,6 +62,12 @@ fn modules_have_no_cycles() {
 }
 
 #[test]
+fn sibling_modules_have_no_cycles() {
+    let files = read_tree(&["src"]);
+    assert_clean("import cycles inside modules", nested_module_cycles(&files));
+}
+
+#[test]
 fn protocol_does_no_io() {
     let files = read_tree(&["src/protocol"]);
     assert!(!files.is_empty(), "src/protocol was not found");
@@ -172,16 +178,34 @@ fn layer_violations(files: &[(String, String)], layers: &[&[&str]]) -> Vec<Strin
 /// first place each edge is made.
 fn module_cycles(files: &[(String, String)]) -> Vec<String> {
     let modules = declared_modules(files);
+    let nodes: Vec<&str> = modules.iter().map(String::as_str).collect();
+    cycles(&nodes, &module_edges(files, &modules))
+}
+
+/// The same inside every module: one cycle per strongly connected group of sibling modules
+/// (`store::sqlite::lists` and `store::sqlite::groups` using each other). A file using its
+/// parent's or its children's items is not a cycle of siblings and is not counted.
+fn nested_module_cycles(files: &[(String, String)]) -> Vec<String> {
+    let edges = nested_module_edges(files);
+    let nodes: BTreeSet<&str> = edges
+        .iter()
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    let nodes: Vec<&str> = nodes.into_iter().collect();
+    cycles(&nodes, &edges)
+}
+
+/// One cycle per strongly connected group of `nodes` under `edges`, as a path of edges with
+/// the first place each edge is made.
+fn cycles(nodes: &[&str], edges: &[Edge]) -> Vec<String> {
     let mut graph: BTreeMap<&str, BTreeMap<&str, &Edge>> = BTreeMap::new();
-    let edges = module_edges(files, &modules);
-    for e in &edges {
+    for e in edges {
         graph
             .entry(e.from.as_str())
             .or_default()
             .entry(e.to.as_str())
             .or_insert(e);
     }
-    let nodes: Vec<&str> = modules.iter().map(String::as_str).collect();
     let successors = |n: &str| -> Vec<&str> {
         graph
             .get(n)
@@ -189,7 +213,7 @@ fn module_cycles(files: &[(String, String)]) -> Vec<String> {
             .unwrap_or_default()
     };
     let mut problems = Vec::new();
-    for group in strongly_connected(&nodes, &successors) {
+    for group in strongly_connected(nodes, &successors) {
         if group.len() < 2 {
             continue;
         }
@@ -539,6 +563,123 @@ fn module_edges(files: &[(String, String)], modules: &BTreeSet<String>) -> Vec<E
     edges
 }
 
+/// The module path of a file under src/ (`src/a/b.rs` and `src/a/b/mod.rs` are `a::b`);
+/// `None` for the crate root and the binaries.
+fn file_module_path(path: &str) -> Option<Vec<String>> {
+    let rest = path.strip_prefix("src/")?.strip_suffix(".rs")?;
+    let mut parts: Vec<String> = rest.split('/').map(str::to_string).collect();
+    if matches!(parts[0].as_str(), "lib" | "main" | "bin") {
+        return None;
+    }
+    if parts.last().map(String::as_str) == Some("mod") {
+        parts.pop();
+    }
+    Some(parts)
+}
+
+/// Every use of one module by a sibling below the top level (`crate::a::b::x`, `super::x`,
+/// `super::{x, y}`), between the two siblings' full paths (`a::b` -> `a::c`).
+fn nested_module_edges(files: &[(String, String)]) -> Vec<Edge> {
+    let modules: BTreeSet<Vec<String>> = files
+        .iter()
+        .filter_map(|(p, _)| file_module_path(p))
+        .collect();
+    let mut edges = Vec::new();
+    for (path, text) in files {
+        let Some(from) = file_module_path(path) else {
+            continue;
+        };
+        let tokens = tokenize(&strip(text));
+        let mut add = |target: Vec<String>, line: usize| {
+            let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+            // Top-level edges are module_cycles' job; a parent or child is not a sibling.
+            if common == 0 || common >= from.len() || common >= target.len() {
+                return;
+            }
+            let to = target[..=common].to_vec();
+            if modules.contains(&to) {
+                edges.push(Edge {
+                    from: from[..=common].join("::"),
+                    to: to.join("::"),
+                    path: path.clone(),
+                    line,
+                });
+            }
+        };
+        let mut inline_mods: Vec<usize> = Vec::new();
+        let mut braces = 0;
+        let mut i = 0;
+        while i < tokens.len() {
+            match &tokens[i].0 {
+                Token::Open => {
+                    braces += 1;
+                    if i >= 2
+                        && matches!(&tokens[i - 2].0, Token::Ident(m) if m == "mod")
+                        && matches!(tokens[i - 1].0, Token::Ident(_))
+                    {
+                        inline_mods.push(braces);
+                    }
+                }
+                Token::Close => {
+                    if inline_mods.last() == Some(&braces) {
+                        inline_mods.pop();
+                    }
+                    braces -= 1;
+                }
+                Token::Ident(word) if word == "crate" || word == "super" => {
+                    let mut j = i;
+                    let base = if word == "crate" {
+                        j = i + 2;
+                        Some(Vec::new())
+                    } else {
+                        let mut supers: usize = 0;
+                        while matches!(tokens.get(j), Some((Token::Ident(w), _)) if w == "super")
+                            && tokens.get(j + 1).is_some_and(|t| t.0 == Token::PathSep)
+                        {
+                            supers += 1;
+                            j += 2;
+                        }
+                        // `super` inside the file's own inline modules stays in the file.
+                        let climb = supers.saturating_sub(inline_mods.len());
+                        (climb <= from.len()).then(|| from[..from.len() - climb].to_vec())
+                    };
+                    let crate_path =
+                        word != "crate" || tokens.get(i + 1).is_some_and(|t| t.0 == Token::PathSep);
+                    if let (Some(mut target), true) = (base, crate_path) {
+                        // The path's segments, then the first segment of each group item.
+                        while let (Some((Token::Ident(m), line)), Some((Token::PathSep, _))) =
+                            (tokens.get(j), tokens.get(j + 1))
+                        {
+                            target.push(m.clone());
+                            add(target.clone(), *line);
+                            j += 2;
+                        }
+                        match tokens.get(j) {
+                            Some((Token::Ident(m), line)) => {
+                                target.push(m.clone());
+                                add(target, *line);
+                            }
+                            Some((Token::Open, _)) => {
+                                for (m, line) in group_items(&tokens, j) {
+                                    let mut t = target.clone();
+                                    t.push(m);
+                                    add(t, line);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    i = j.max(i + 1);
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    edges
+}
+
 /// The first path segment of each item of the `{ ... }` group opening at `open`:
 /// `{ a::b, c::{d, e}, self }` gives `a` and `c` (with their lines).
 fn group_items(tokens: &[(Token, usize)], open: usize) -> Vec<(String, usize)> {
@@ -782,6 +923,45 @@ mod checkers {
             problems[0].starts_with("cycle a -> b -> c -> a"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_cycle_between_sibling_files_is_found() {
+        let bad = tree(&[
+            ("src/lib.rs", LIB),
+            ("src/a/mod.rs", "mod x;\nmod y;\nmod z;\npub struct Top;\n"),
+            ("src/a/x.rs", "use super::{y::Y, Top};\n"),
+            ("src/a/y.rs", "pub struct Y;\nfn f() { crate::a::z::g() }\n"),
+            (
+                "src/a/z.rs",
+                "mod tests {\n    use super::super::x::X;\n}\n",
+            ),
+        ]);
+        let problems = nested_module_cycles(&bad);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("cycle a::x -> a::y -> a::z -> a::x"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].contains("a::z -> a::x: src/a/z.rs:2"),
+            "{problems:?}"
+        );
+
+        // Parent and children using each other, and `super` inside a file's own test module.
+        let good = tree(&[
+            ("src/lib.rs", LIB),
+            (
+                "src/a/mod.rs",
+                "mod x;\nmod y;\nuse x::X;\npub struct Top;\n",
+            ),
+            (
+                "src/a/x.rs",
+                "use super::{y::Y, Top};\nmod tests { use super::X; }\n",
+            ),
+            ("src/a/y.rs", "use crate::a::Top;\n"),
+        ]);
+        assert_eq!(nested_module_cycles(&good), Vec::<String>::new());
     }
 
     #[test]
