@@ -54,6 +54,12 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Messages one user may send at once before the rate applies.
     pub message_burst: u32,
+    /// Commands one connection may send per second on average (0: no limit). Past
+    /// `command_burst`, its commands wait their turn and the server reads no more of them
+    /// meanwhile; nothing is refused. Loopback is exempt unless `limit_loopback`.
+    pub commands_per_second: u32,
+    /// Commands one connection may send at once before the pace applies.
+    pub command_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -67,6 +73,8 @@ impl Default for LimitsConfig {
             limit_loopback: false,
             messages_per_second: 10,
             message_burst: 50,
+            commands_per_second: 20,
+            command_burst: 100,
         }
     }
 }

@@ -241,6 +241,43 @@ pub trait Role: Send {
 pub struct Timeouts {
     pub login: Duration,
     pub write: Duration,
+    /// Commands per second and burst for this connection; `None`: not paced.
+    pub pace: Option<(u32, u32)>,
+}
+
+/// A connection's command pace: a token bucket of commands. A client pipelining faster than
+/// the pace is not refused; its commands wait, and so does reading more of them, so TCP's own
+/// flow control holds the flood in the client's socket rather than in the server.
+#[derive(Debug)]
+struct Pace {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new((per_second, burst): (u32, u32)) -> Option<Pace> {
+        (per_second > 0).then(|| Pace {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: tokio::time::Instant::now(),
+        })
+    }
+
+    /// When the next command may be handled: `None` for now.
+    fn wait(&mut self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        (self.tokens < 1.0)
+            .then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+    }
+
+    fn take(&mut self) {
+        self.tokens -= 1.0;
+    }
 }
 
 /// How a connection ended, as far as the server's metrics care.
@@ -300,9 +337,20 @@ where
         timed_out: Default::default(),
     };
 
+    let mut pace = timeouts.pace.and_then(Pace::new);
+    // Set while the pace holds commands back: until then nothing more is handled or read.
+    let mut paused: Option<tokio::time::Instant> = None;
+
     let end: &str = 'conn: loop {
         // Handle every complete frame already read, answering them in one write.
         loop {
+            if let Some(until) = pace
+                .as_mut()
+                .and_then(|p| p.wait(tokio::time::Instant::now()))
+            {
+                paused = Some(until);
+                break;
+            }
             let frame = match protocol::decode(&mut input) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -316,6 +364,9 @@ where
                     break 'conn framing_end(&e);
                 }
             };
+            if let Some(p) = pace.as_mut() {
+                p.take();
+            }
             debug!(">> {}", protocol::loggable_line(&frame.line));
             // Boxed: the handler's future is large and lives only while a command is handled, so
             // an idle connection's task does not carry its space.
@@ -349,8 +400,15 @@ where
                 tokio::time::sleep_until(login_deadline).await
             }
         };
+        let resume = async {
+            match paused {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
-            ready = reader.readable() => {
+            () = resume => paused = None,
+            ready = reader.readable(), if paused.is_none() => {
                 if ready.is_err() {
                     break 'conn "read failed";
                 }

@@ -327,9 +327,14 @@ async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
     make_role: F,
 ) -> Ended {
     let s = &services.config.server;
+    let limits = &services.config.limits;
+    let exempt = stream
+        .peer_addr()
+        .is_ok_and(|a| a.ip().is_loopback() && !limits.limit_loopback);
     let timeouts = Timeouts {
         login: Duration::from_secs(s.login_timeout_secs),
         write: Duration::from_secs(s.write_timeout_secs),
+        pace: (!exempt).then_some((limits.commands_per_second, limits.command_burst)),
     };
     connection::serve(stream, timeouts, shutdown, make_role).await
 }

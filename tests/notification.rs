@@ -623,3 +623,47 @@ async fn one_account_from_msnp2_and_msnp7_keeps_one_serial_and_its_groups() {
     assert_eq!(groups, ["0 ~", "1 Work"]);
     assert_eq!(fl, ["carol@example.com 1", "alice@example.com 0"]);
 }
+
+/// A client pipelining commands faster than `commands_per_second` (here 5, bursts of 10,
+/// loopback counted for the test) has them answered, all and in order, at that pace; another
+/// client meanwhile is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_are_paced_not_refused() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.limits.limit_loopback = true;
+    config.limits.commands_per_second = 5;
+    config.limits.command_burst = 10;
+    let server = TestServer::start_with(dir, config, &[ALICE, BOB]).await;
+    let mut alice = server.login(ALICE.0, ALICE.1).await;
+
+    let started = Instant::now();
+    let mut trids = Vec::new();
+    for _ in 0..30 {
+        trids.push(alice.cmd("LST", "RL").await);
+    }
+    // Bob, on his own connection, is not held back by Alice's flood.
+    let mut bob = server.login(BOB.0, BOB.1).await;
+    let t = bob.cmd("LST", "FL").await;
+    bob.wait_for_within(&format!("LST {t} FL * * *"), Duration::from_secs(2))
+        .await;
+
+    let mut answered = Vec::new();
+    while answered.len() < trids.len() {
+        let line = alice
+            .recv_within(Duration::from_secs(15))
+            .await
+            .expect("answered within 15 s")
+            .expect("the connection stays open");
+        assert_eq!(line.get(0), "LST", "{}", line.text());
+        answered.push(line.get(1).parse::<u32>().unwrap());
+    }
+    assert_eq!(answered, trids, "every command answered once, in order");
+    // Past the burst, 20-odd commands at 5 a second take four seconds or more.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "answered in {:?}: not paced",
+        started.elapsed()
+    );
+}
