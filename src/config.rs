@@ -131,6 +131,9 @@ pub struct ServerConfig {
     pub write_timeout_secs: u64,
     /// Seconds a switchboard cookie (from XFR SB or RNG) stays valid.
     pub cookie_lifetime_secs: u64,
+    /// Seconds a client connection may be silent before TCP keepalive starts probing it; four
+    /// unanswered probes a quarter of that apart end it (a client gone without a word).
+    pub keepalive_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             login_timeout_secs: 60,
             write_timeout_secs: 30,
             cookie_lifetime_secs: 120,
+            keepalive_secs: 120,
         }
     }
 }
@@ -406,6 +410,7 @@ impl Config {
         for (key, value) in [
             ("server.login_timeout_secs", self.server.login_timeout_secs),
             ("server.write_timeout_secs", self.server.write_timeout_secs),
+            ("server.keepalive_secs", self.server.keepalive_secs),
             (
                 "server.cookie_lifetime_secs",
                 self.server.cookie_lifetime_secs,

@@ -243,6 +243,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// Commands per second and burst for this connection; `None`: not paced.
     pub pace: Option<(u32, u32)>,
+    /// Silence before TCP keepalive probes the client; probes go a quarter of that apart.
+    pub keepalive: Duration,
 }
 
 /// A connection's command pace: a token bucket of commands. A client pipelining faster than
@@ -291,9 +293,7 @@ pub enum Ended {
     SlowWrite,
 }
 
-/// How long a connection is silent before TCP starts probing the client, and between probes.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Unanswered keepalive probes before the connection is given up.
 const KEEPALIVE_PROBES: u32 = 4;
 
 /// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
@@ -309,11 +309,11 @@ where
 {
     let _ = stream.set_nodelay(true);
     // A client that vanished without a FIN (a dropped modem line, a sleeping laptop) is found
-    // by TCP keepalive within KEEPALIVE_IDLE + KEEPALIVE_PROBES * KEEPALIVE_INTERVAL (4
-    // minutes), even when the server has nothing to send it.
+    // by TCP keepalive within twice `keepalive` (4 minutes by default), even when the server
+    // has nothing to send it.
     let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
+        .with_time(timeouts.keepalive)
+        .with_interval((timeouts.keepalive / 4).max(Duration::from_secs(1)))
         .with_retries(KEEPALIVE_PROBES);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let outbox = Arc::new(Outbox::default());

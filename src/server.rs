@@ -335,6 +335,7 @@ async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
         login: Duration::from_secs(s.login_timeout_secs),
         write: Duration::from_secs(s.write_timeout_secs),
         pace: (!exempt).then_some((limits.commands_per_second, limits.command_burst)),
+        keepalive: Duration::from_secs(s.keepalive_secs),
     };
     connection::serve(stream, timeouts, shutdown, make_role).await
 }
