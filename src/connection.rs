@@ -10,8 +10,10 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -311,11 +313,13 @@ where
     // A client that vanished without a FIN (a dropped modem line, a sleeping laptop) is found
     // by TCP keepalive within twice `keepalive` (4 minutes by default), even when the server
     // has nothing to send it.
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(timeouts.keepalive)
-        .with_interval((timeouts.keepalive / 4).max(Duration::from_secs(1)))
-        .with_retries(KEEPALIVE_PROBES);
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(timeouts.keepalive)
+            .with_interval((timeouts.keepalive / 4).max(Duration::from_secs(1)))
+            .with_retries(KEEPALIVE_PROBES);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    }
     let outbox = Arc::new(Outbox::default());
     let kick = CancellationToken::new();
     let peer = Peer {
@@ -338,6 +342,9 @@ where
     };
 
     let mut pace = timeouts.pace.and_then(Pace::new);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Which of reading and writing goes first when both are ready, alternately.
+    let mut read_first = false;
     // Set while the pace holds commands back: until then nothing more is handled or read.
     let mut paused: Option<tokio::time::Instant> = None;
 
@@ -369,9 +376,13 @@ where
             }
             debug!(">> {}", protocol::loggable_line(&frame.line));
             // Boxed: the handler's future is large and lives only while a command is handled, so
-            // an idle connection's task does not carry its space.
+            // an idle connection's task does not carry its space. Made in a statement of its
+            // own: a temporary in the `.await`'s statement would keep its space in the task.
             let flow = match ClientCommand::parse(frame) {
-                Ok(command) => Box::pin(role.handle(command, &mut replies)).await,
+                Ok(command) => {
+                    let handling = Box::pin(role.handle(command, &mut replies));
+                    handling.await
+                }
                 Err(e) => {
                     replies.error(e.code, e.trid.unwrap_or_default());
                     Flow::Continue
@@ -393,33 +404,39 @@ where
         if input.is_empty() && input.capacity() > KEEP_BUFFER {
             input = BytesMut::new();
         }
-        let login_timer = async {
-            if role.logged_in() {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep_until(login_deadline).await
-            }
+        // One timer, boxed and only while needed: the login deadline until the login, and the
+        // pace's pause. A logged-in idle connection holds none.
+        let wake_at = match (paused, role.logged_in()) {
+            (Some(until), true) => Some(until),
+            (Some(until), false) => Some(until.min(login_deadline)),
+            (None, false) => Some(login_deadline),
+            (None, true) => None,
         };
-        let resume = async {
-            match paused {
-                Some(until) => tokio::time::sleep_until(until).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = resume => paused = None,
-            ready = reader.readable(), if paused.is_none() => {
-                if ready.is_err() {
-                    break 'conn "read failed";
-                }
-                match read_available(&reader, &mut input) {
-                    Ok(0) => break 'conn "client closed the connection",
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break 'conn "read failed",
-                }
-            }
-            _ = outbox.ready.notified() => {
+        match (wake_at, timer.as_mut()) {
+            (None, _) => timer = None,
+            (Some(at), Some(t)) => t.as_mut().reset(at),
+            (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        read_first = !read_first;
+        match wait(Waiting {
+            reader: &reader,
+            reading: paused.is_none(),
+            read_first,
+            outbox: &outbox,
+            kick: &kick,
+            shutdown: &shutdown,
+            timer: timer.as_mut(),
+        })
+        .await
+        {
+            Wake::Readable(Err(_)) => break 'conn "read failed",
+            Wake::Readable(Ok(())) => match read_available(&reader, &mut input) {
+                Ok(0) => break 'conn "client closed the connection",
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break 'conn "read failed",
+            },
+            Wake::Outbox => {
                 // Write whatever is queued in one go.
                 let mut batch = BytesMut::new();
                 let closing = outbox.drain_into(&mut batch, FLUSH_AT);
@@ -430,12 +447,21 @@ where
                     break 'conn "closed after a final line";
                 }
             }
-            _ = kick.cancelled() => break 'conn "disconnected by the server",
-            _ = login_timer => break 'conn "login timed out",
-            _ = shutdown.cancelled() => {
-                if let Some(last) = role.shutdown_command() {
+            Wake::Kicked => break 'conn "disconnected by the server",
+            Wake::Timer => {
+                if !role.logged_in() && tokio::time::Instant::now() >= login_deadline {
+                    break 'conn "login timed out";
+                }
+                paused = None;
+            }
+            Wake::Shutdown => {
+                // Encoded before the write, so the command is not kept in the task meanwhile.
+                let last = role.shutdown_command().map(|last| {
                     let mut buf = BytesMut::new();
                     last.write_to(outbox.dialect(), &mut buf);
+                    buf
+                });
+                if let Some(buf) = last {
                     let _ = writing.write(&mut writer, &buf).await;
                 }
                 break 'conn "server shutting down";
@@ -451,7 +477,8 @@ where
         Ended::Normally
     };
     outbox.close();
-    role.closed().await;
+    let closing = Box::pin(role.closed());
+    closing.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     ended
 }
@@ -463,6 +490,74 @@ fn framing_end(error: &FrameError) -> &'static str {
         FrameError::BadPayloadLength { .. } => "bad payload length",
         FrameError::PayloadTooLong(_) => "payload too long",
     }
+}
+
+/// What woke an idle connection.
+enum Wake {
+    Readable(io::Result<()>),
+    Outbox,
+    Kicked,
+    Timer,
+    Shutdown,
+}
+
+/// What an idle connection waits for.
+struct Waiting<'a> {
+    reader: &'a OwnedReadHalf,
+    /// False while the pace holds commands back.
+    reading: bool,
+    read_first: bool,
+    outbox: &'a Outbox,
+    kick: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    timer: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Waits for the first of the connection's events. Written out rather than with `select!`,
+/// which keeps every branch's future twice in the connection's task while it waits: this
+/// holds three small futures and polls the socket's readiness directly, which is most of what
+/// an idle session's task costs (docs/PERFORMANCE.md).
+async fn wait(w: Waiting<'_>) -> Wake {
+    let Waiting {
+        reader,
+        reading,
+        read_first,
+        outbox,
+        kick,
+        shutdown,
+        mut timer,
+    } = w;
+    let notified = outbox.ready.notified();
+    let kicked = kick.cancelled();
+    let stopping = shutdown.cancelled();
+    tokio::pin!(notified, kicked, stopping);
+    std::future::poll_fn(|cx| {
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        if kicked.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Kicked);
+        }
+        if let Some(t) = timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+        }
+        let read = |cx: &mut Context<'_>| match reading {
+            true => reader.as_ref().poll_read_ready(cx).map(Wake::Readable),
+            false => Poll::Pending,
+        };
+        if read_first {
+            if let Poll::Ready(wake) = read(cx) {
+                return Poll::Ready(wake);
+            }
+        }
+        if notified.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Outbox);
+        }
+        read(cx)
+    })
+    .await
 }
 
 /// Reads what the socket has into `input`. The read goes through a buffer on this function's
