@@ -196,3 +196,41 @@ async fn add_entries(
     }
     Ok(added)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_follow_the_convention() {
+        let accounts = Accounts {
+            prefix: "load".into(),
+            password: "pw".into(),
+        };
+        assert_eq!(accounts.handle(0), "load0@load.test");
+        assert_eq!(accounts.handle(4999), "load4999@load.test");
+        assert!(accounts.parsed(12).is_ok());
+    }
+
+    #[test]
+    fn a_ring_gives_each_account_the_next_ones() {
+        let plan = Plan::ring(4, 2);
+        assert_eq!(plan.accounts, 4);
+        assert_eq!(
+            plan.forward,
+            [
+                (0, 1),
+                (0, 2),
+                (1, 2),
+                (1, 3),
+                (2, 3),
+                (2, 0),
+                (3, 0),
+                (3, 1)
+            ]
+        );
+        // Never oneself, however many contacts are asked for.
+        assert_eq!(Plan::ring(2, 5).forward, [(0, 1), (1, 0)]);
+        assert!(Plan::ring(3, 0).forward.is_empty());
+    }
+}

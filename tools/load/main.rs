@@ -53,7 +53,11 @@ use target::Ctx;
 struct Cli {
     /// The server binary to start (self-contained mode, the default when neither --ns nor
     /// --dispatch is given).
-    #[arg(long, global = true, conflicts_with_all = ["ns", "dispatch", "server_pid"])]
+    #[arg(
+        long,
+        global = true,
+        conflicts_with_all = ["ns", "dispatch", "server_pid", "msngate"]
+    )]
     server: Option<PathBuf>,
     /// A running notification server, host:port; repeat it for several (sessions spread
     /// round-robin).
@@ -111,7 +115,7 @@ enum Scenario {
     /// Full logons (VER, INF, USR MD5 I/S, SYN, CHG) per second, one at a time and many at
     /// once; server CPU per logon. Uses accounts 0..max(sequential, concurrent).
     Logon {
-        /// Logons one after another [default: 200; --quick 5].
+        /// Logons one after another [default: 1000; --quick 5].
         #[arg(long)]
         sequential: Option<usize>,
         /// Logons in the concurrent phase [default: 2000; --quick 20].
@@ -191,7 +195,7 @@ impl Shape {
                 concurrency,
                 contacts,
             } => Shape::Logon(logon::Logon {
-                sequential: pick(sequential, 200, 5),
+                sequential: pick(sequential, 1000, 5),
                 concurrent: pick(concurrent, 2000, 20),
                 concurrency: pick(concurrency, 100, 4),
                 contacts: pick(contacts, 10, 2),
@@ -413,4 +417,61 @@ fn parse_dialect(s: &str) -> Result<Dialect, String> {
         s.to_ascii_uppercase()
     };
     Dialect::from_name(&name).ok_or_else(|| format!("{s}: not a dialect (MSNP2 to MSNP7)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects_are_named_or_numbered() {
+        assert_eq!(parse_dialect("7"), Ok(Dialect::Msnp7));
+        assert_eq!(parse_dialect("msnp5"), Ok(Dialect::Msnp5));
+        assert_eq!(parse_dialect("MSNP2"), Ok(Dialect::Msnp2));
+        assert!(parse_dialect("MSNP9").is_err());
+    }
+
+    #[test]
+    fn quick_sizes_are_tiny_and_given_sizes_win() {
+        let cli = Cli::try_parse_from(["msngate-load", "--quick", "fanout", "--rounds", "2"])
+            .expect("parses");
+        let Shape::Fanout(f) = Shape::of(cli.scenario, cli.quick) else {
+            panic!("fanout")
+        };
+        assert_eq!((f.watchers, f.rounds), (5, 2));
+        let cli = Cli::try_parse_from(["msngate-load", "idle"]).expect("parses");
+        let Shape::Idle(i) = Shape::of(cli.scenario, cli.quick) else {
+            panic!("idle")
+        };
+        assert_eq!((i.sessions, i.contacts), (2000, 10));
+    }
+
+    #[test]
+    fn the_modes_exclude_each_other() {
+        let both = [
+            "msngate-load",
+            "--server",
+            "x",
+            "--ns",
+            "127.0.0.1:1",
+            "idle",
+        ];
+        assert!(Cli::try_parse_from(both).is_err());
+        let both = ["msngate-load", "--ns", "a:1", "--dispatch", "b:1", "idle"];
+        assert!(Cli::try_parse_from(both).is_err());
+        let half = [
+            "msngate-load",
+            "--ns",
+            "a:1",
+            "--msngate",
+            "msngate",
+            "idle",
+        ];
+        assert!(
+            Cli::try_parse_from(half).is_err(),
+            "--msngate needs --config"
+        );
+        let cluster = ["msngate-load", "--ns", "a:1", "--ns", "b:2", "fanout"];
+        assert_eq!(Cli::try_parse_from(cluster).expect("parses").ns.len(), 2);
+    }
 }

@@ -87,3 +87,35 @@ pub fn opt(value: Option<f64>, digits: usize) -> String {
         None => "na".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[7.0], 50.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn unknown_values_are_na() {
+        assert_eq!(opt(None, 2), "na");
+        assert_eq!(opt(Some(1.234), 2), "1.23");
+        let usage = Usage {
+            server: None,
+            store: None,
+            own: 0.5,
+        };
+        assert_eq!(usage.server_ms_per(10), "na");
+        assert_eq!(
+            usage.fields(),
+            "server_cpu_s=na store_thread_cpu_s=na load_cpu_s=0.50"
+        );
+    }
+}
