@@ -80,6 +80,12 @@ pub async fn run(ctx: &Ctx, shape: Idle) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(settle)).await;
     let rss_after = ctx.proc.map(|p| p.rss_kib()).transpose()?;
     let peak = ctx.proc.map(|p| p.status_kib("VmHWM")).transpose()?;
+    // Presence may still be on its way (with a short --settle); it is given up to 10 s more.
+    let expected = (n * contacts) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while distinct.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let closed_early = closed.load(Ordering::Relaxed);
     let per_session = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some((a as f64 - b as f64) / n as f64),
