@@ -210,6 +210,12 @@ fn later_dialects_and_the_dispatch_server() {
         &[&msnp7[..], &["fanout"]].concat(),
         "fanout",
     ));
+    // Two notification servers given (the same one twice): watchers are spread round-robin.
+    let ns = format!("127.0.0.1:{}", served.ns);
+    let two = ["--ns", &ns, "--accounts", "two", "fanout"];
+    let f = run_external(&served, false, &two, "fanout");
+    check_fanout(&f);
+    assert_eq!(f.get("nodes"), "2");
     let msnp5 = ["--dialect", "5", "--accounts", "five"];
     check_chat(&run_external(
         &served,

@@ -264,7 +264,10 @@ pub async fn run(ctx: &Ctx, shape: Chat) -> Result<()> {
     // The floor: the same client against a bare relay, right after.
     let relay_addr: SocketAddr = relay::start().await?;
     let ready = relay::pairs(relay_addr, pairs).await?;
-    let floor = drive(ready, shape, || ()).await?;
+    let mut relay_meter = None;
+    let floor = drive(ready, shape, || relay_meter = Some(Meter::start(None))).await?;
+    // The relay and its clients share this process: its CPU is the floor's whole cost.
+    let relay_cpu = relay_meter.expect("started")?.finish()?.own;
 
     let total = pairs * shape.messages;
     let p = |o: &Outcome, q| percentile(&o.ack_ms, q);
@@ -275,6 +278,7 @@ pub async fn run(ctx: &Ctx, shape: Chat) -> Result<()> {
          ack_p50_ms={:.2} ack_p99_ms={:.2} ack_max_ms={:.2} server_cpu_us_per_msg={} {} \
          rss_before_kib={} rss_after_kib={} relay_msgs_per_s={:.0} relay_received={}/{total} \
          relay_ack_p50_ms={:.2} relay_ack_p99_ms={:.2} relay_ack_max_ms={:.2} \
+         relay_and_clients_cpu_s={relay_cpu:.2} \
          ratio_msngate_to_relay={:.3}",
         shape.messages,
         shape.window,
