@@ -49,13 +49,14 @@ use target::Ctx;
 /// Load and speed figures for an MSNP server: logons, idle sessions, switchboard chat,
 /// presence fan-out.
 #[derive(Parser)]
-#[command(about)]
+#[command(name = "msngate-load")]
 struct Cli {
-    /// The server binary to start (self-contained mode, the default when neither --ns nor
-    /// --dispatch is given).
+    /// The server binary to start, default target/release/msngate (self-contained mode, the
+    /// mode when neither --ns nor --dispatch is given).
     #[arg(
         long,
         global = true,
+        value_name = "BIN",
         conflicts_with_all = ["ns", "dispatch", "server_pid", "msngate"]
     )]
     server: Option<PathBuf>,
