@@ -76,13 +76,13 @@ fn protocol_does_no_io() {
 
 #[test]
 fn only_bridges_name_network_crates() {
-    let files = read_tree(&["src", "examples"]);
+    let files = read_tree(&["src", "tools"]);
     assert_clean("network crates outside bridges/", network_crates(&files));
 }
 
 #[test]
 fn source_files_stay_short() {
-    let mut roots = vec!["src".to_string(), "examples".to_string()];
+    let mut roots = vec!["src".to_string(), "tools".to_string()];
     let bridges = Path::new(env!("CARGO_MANIFEST_DIR")).join("bridges");
     for entry in std::fs::read_dir(bridges).expect("bridges/") {
         let name = entry.expect("bridges/ entry").file_name();
@@ -388,7 +388,7 @@ fn protocol_io(files: &[(String, String)]) -> Vec<String> {
 fn network_crates(files: &[(String, String)]) -> Vec<String> {
     let mut problems = Vec::new();
     for (path, text) in files {
-        if !(path.starts_with("src/") || path.starts_with("examples/")) {
+        if !(path.starts_with("src/") || path.starts_with("tools/")) {
             continue;
         }
         for (token, line) in tokenize(&strip(text)) {
@@ -1059,17 +1059,14 @@ mod checkers {
     fn network_crates_outside_bridges_are_reported() {
         let bad = tree(&[
             ("src/bridge/x.rs", "fn f(c: matrix_sdk::Client) {}\n"),
-            (
-                "examples/e.rs",
-                "use ruma::UserId;\nuse matrix_sdk_base::X;\n",
-            ),
+            ("tools/e.rs", "use ruma::UserId;\nuse matrix_sdk_base::X;\n"),
         ]);
         assert_eq!(
             network_crates(&bad),
             [
                 "src/bridge/x.rs:1: `matrix_sdk`: only bridges/* use matrix_sdk (tests may, as clients)",
-                "examples/e.rs:1: `ruma`: only bridges/* use ruma (tests may, as clients)",
-                "examples/e.rs:2: `matrix_sdk_base`: only bridges/* use matrix_sdk (tests may, as clients)",
+                "tools/e.rs:1: `ruma`: only bridges/* use ruma (tests may, as clients)",
+                "tools/e.rs:2: `matrix_sdk_base`: only bridges/* use matrix_sdk (tests may, as clients)",
             ]
         );
 

@@ -1,5 +1,6 @@
-//! The server under test: a separate process with its own config, and what /proc says about
-//! it (memory, CPU of the process and of its database thread).
+//! The server under test: a separate process with its own config (self-contained runs), and
+//! what /proc says about a server process (memory, CPU of the process and of its database
+//! thread), ours or one given by `--server-pid`.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -37,14 +38,21 @@ pub fn free_port() -> Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The server process under test.
+/// A server process to measure through /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct Proc {
+    pub pid: u32,
+}
+
+/// The server process under test, started by the tool.
 pub struct Server {
     child: Option<Child>,
-    pid: u32,
+    pub proc: Proc,
     pub ns: SocketAddr,
 }
 
 impl Server {
+    /// Starts `bin` with a config in `dir` (free loopback ports).
     pub fn start(
         bin: &Path,
         dir: &Path,
@@ -83,7 +91,7 @@ impl Server {
         let pid = child.id();
         let mut server = Server {
             child: Some(child),
-            pid,
+            proc: Proc { pid },
             ns: SocketAddr::from(([127, 0, 0, 1], ns_port)),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -109,6 +117,33 @@ impl Server {
         Ok(server)
     }
 
+    /// SIGTERM, then waits for the graceful shutdown; returns how long it took in ms.
+    pub fn stop(mut self) -> Result<u128> {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        // SAFETY: sends a signal to our own child process.
+        unsafe {
+            libc::kill(self.proc.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("the server exited with {status}");
+                }
+                return Ok(started.elapsed().as_millis());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the server did not stop within 20 s of SIGTERM; killed");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Proc {
     /// A `/proc/PID/status` value in KiB, e.g. `VmRSS`.
     pub fn status_kib(&self, key: &str) -> Result<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
@@ -135,31 +170,6 @@ impl Server {
             }
         }
         bail!("no msngate-store thread in the server process")
-    }
-
-    /// SIGTERM, then waits for the graceful shutdown; returns how long it took in ms.
-    pub fn stop(mut self) -> Result<u128> {
-        let mut child = self.child.take().expect("running");
-        let started = Instant::now();
-        // SAFETY: sends a signal to our own child process.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = started + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("the server exited with {status}");
-                }
-                return Ok(started.elapsed().as_millis());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the server did not stop within 20 s of SIGTERM; killed");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 }
 
