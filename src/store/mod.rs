@@ -11,6 +11,7 @@ mod sqlite;
 #[doc(hidden)]
 pub mod suite;
 mod types;
+mod values;
 
 use std::future::Future;
 use std::pin::Pin;
