@@ -1,9 +1,10 @@
-//! The store test suite (`msngate::store::suite`) run against SQLite, on disk and in memory.
+//! The store test suite (`msngate::store::suite`) run against SQLite, on disk and in memory,
+//! and against PostgreSQL (a server the test starts; see tests/support/postgres.rs).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use msngate::store::suite::StoreFactory;
-use msngate::store::SqliteStore;
+use msngate::store::{PoolOptions, PostgresStore, PostgresUrl, SqliteStore};
 
 /// Stores in files of one temporary directory, removed with the factory.
 struct OnDisk {
@@ -56,6 +57,48 @@ mod sqlite_on_disk {
 
 mod sqlite_in_memory {
     msngate::store_suite!(super::InMemory);
+}
+
+#[path = "support"]
+mod support {
+    pub mod postgres;
+    pub mod process;
+}
+
+/// Stores in databases of the test process's PostgreSQL server, a fresh one for each store.
+struct OnPostgres;
+
+impl StoreFactory for OnPostgres {
+    type Store = PostgresStore;
+
+    async fn create(&self) -> PostgresStore {
+        let url = support::postgres::Postgres::shared()
+            .await
+            .create_database()
+            .await;
+        let url = PostgresUrl::new(url).expect("a postgres:// URL");
+        PostgresStore::connect(&url, PoolOptions::default())
+            .await
+            .expect("connect")
+    }
+
+    async fn reopen(&self, store: PostgresStore) -> Option<PostgresStore> {
+        let url = store.url().clone();
+        drop(store);
+        Some(
+            PostgresStore::connect(&url, PoolOptions::default())
+                .await
+                .expect("reconnect"),
+        )
+    }
+
+    fn available(&self) -> bool {
+        !support::postgres::skipped()
+    }
+}
+
+mod postgres {
+    msngate::store_suite!(super::OnPostgres);
 }
 
 /// Random sequences of list changes, by several accounts, keep the store's invariants after
