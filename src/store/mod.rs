@@ -68,14 +68,21 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// A PostgreSQL error. Its text is the server's or the client's, never the URL.
-    #[error("database error: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// A PostgreSQL error, with its causes. Its text is the server's or the client's, never
+    /// the URL.
+    #[error("database error: {}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
     /// No connection to the database within the pool's bounds (PostgreSQL), or none at all.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("the store thread has stopped")]
     Closed,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 impl PartialEq for StoreError {

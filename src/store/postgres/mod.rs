@@ -106,7 +106,9 @@ impl PostgresStore {
                 "no database connection within {} s",
                 self.options.wait.as_secs_f64()
             )),
-            PoolError::Backend(e) => StoreError::Unavailable(format!("cannot connect: {e}")),
+            PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("cannot connect: {}", describe(&e)))
+            }
             PoolError::Closed => StoreError::Closed,
             other => StoreError::Unavailable(other.to_string()),
         })
@@ -128,6 +130,21 @@ impl PostgresStore {
             histogram.observe(started.elapsed().as_secs_f64());
         }
     }
+}
+
+/// A PostgreSQL error and its causes ("error connecting to server: Connection refused"), as
+/// tokio-postgres's own text leaves them out.
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Starts a transaction of the kind `mode` asks for.
