@@ -262,5 +262,13 @@ mod tests {
         assert!(DatabaseLocation::from("").problem().is_some());
         let bad = DatabaseLocation::from("postgres://u:pw@h:notaport/db");
         assert!(bad.problem().is_some());
+        // A Unix socket's directory, percent-encoded, as docs/OPERATIONS.md suggests.
+        let socket = PostgresUrl::new("postgres://msngate@%2Frun%2Fpostgresql/msngate").unwrap();
+        let config = socket.config().unwrap();
+        assert!(matches!(
+            config.get_hosts(),
+            [tokio_postgres::config::Host::Unix(dir)] if dir == Path::new("/run/postgresql")
+        ));
+        assert!(PostgresUrl::new("msngate.db").is_none());
     }
 }

@@ -8,7 +8,12 @@ use crate::store::password::PasswordHash;
 use crate::store::values::{decode_options, encode_options};
 use crate::store::{BackendLink, BlpChange, Credentials, StoreError};
 
+/// The secret, made on first use. `/health` asks for it often: then it is only read.
 pub(super) async fn server_secret(tx: &Tx<'_>) -> Result<Vec<u8>, StoreError> {
+    const READ: &str = "SELECT value FROM meta WHERE key = 'server_secret'";
+    if let Some(found) = row(tx, READ, &[]).await? {
+        return Ok(found.try_get(0)?);
+    }
     let fresh: [u8; 32] = rand::random();
     execute(
         tx,
@@ -16,14 +21,10 @@ pub(super) async fn server_secret(tx: &Tx<'_>) -> Result<Vec<u8>, StoreError> {
         &[&&fresh[..]],
     )
     .await?;
-    let row = row(
-        tx,
-        "SELECT value FROM meta WHERE key = 'server_secret'",
-        &[],
-    )
-    .await?
-    .ok_or_else(|| StoreError::Corrupt("no server secret".into()))?;
-    Ok(row.try_get(0)?)
+    let found = row(tx, READ, &[])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("no server secret".into()))?;
+    Ok(found.try_get(0)?)
 }
 
 pub(super) async fn create_account(
