@@ -105,6 +105,44 @@ async fn every_command_works_on_postgresql_and_never_shows_the_password() {
     let checked = ok(&config, &["check-config"]);
     assert!(checked.contains("schema 1, 1 accounts"), "{checked}");
 
+    // Linking (checked at the account's next login, so no XMPP server is needed here) keeps
+    // the backend's password sealed in the database; unlinking makes the account local.
+    if cfg!(feature = "xmpp") {
+        let secret = "xmpp-secret-Passw0rd";
+        let link = [
+            "user",
+            "link",
+            "alice@example.com",
+            "xmpp",
+            "--jid",
+            "alice@xmpp.example",
+            "--password",
+            secret,
+            "--server",
+            "127.0.0.1:5222",
+        ];
+        assert!(!ok(&config, &link).contains(secret));
+        assert_eq!(
+            ok(&config, &["user", "list"]),
+            "alice@example.com\txmpp:alice@xmpp.example\talice@example.com\n"
+        );
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let sealed: Vec<u8> = client
+            .query_one("SELECT secret FROM backend_links", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        ok(&config, &["user", "unlink", "alice@example.com"]);
+        assert_eq!(
+            ok(&config, &["user", "list"]),
+            "alice@example.com\tlocal\talice@example.com\n"
+        );
+    }
+
     // The server on the same database: a client logs in and changes its name.
     let log = dir.path().join("serve.log");
     let mut server = Command::new(env!("CARGO_BIN_EXE_msngate"))
