@@ -72,6 +72,15 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("msngate");
         }
+        // The server gives up at the operation's bound too (a statement waiting on a lock, a
+        // transaction left open), so a connection whose operation timed out here is soon
+        // usable again and holds no locks. Options given in the URL win.
+        if config.get_options().is_none() {
+            let bound = (options.wait * OPERATION_WAITS).as_millis();
+            config.options(format!(
+                "-c statement_timeout={bound} -c idle_in_transaction_session_timeout={bound}"
+            ));
+        }
         let pool = Pool::builder(Manager::new(config, NoTls))
             .max_size(options.size.max(1))
             .runtime(Runtime::Tokio1)
