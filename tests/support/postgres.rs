@@ -88,7 +88,9 @@ impl Postgres {
         let bin = match server_binaries() {
             Some(bin) => bin,
             None => {
-                apt_install("postgresql", &["pg_dump", "pg_restore"]).await;
+                // pg_ctlcluster comes with the server (postgresql-common), pg_dump with its
+                // client; the server's own programs are not on the PATH.
+                apt_install("postgresql", &["pg_ctlcluster", "pg_dump", "pg_restore"]).await;
                 server_binaries().ok_or(
                     "no initdb under /usr/lib/postgresql/*/bin after installing postgresql",
                 )?
