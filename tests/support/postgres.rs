@@ -63,6 +63,8 @@ pub struct Postgres {
     port: u16,
     child: Mutex<Option<Child>>,
     databases: AtomicUsize,
+    /// Whether dropping it leaves its directory (for another launch on it).
+    keep_dir: bool,
 }
 
 impl Postgres {
@@ -129,33 +131,45 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("postgres.log"))
-            .map_err(|e| format!("the log file: {e}"))?;
-        chown(&dir.join("postgres.log"), uid, gid)?;
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .uid(uid)
-            .gid(gid);
-        let child =
-            spawn_tied_to_process(postgres).map_err(|e| format!("spawning postgres: {e}"))?;
-        let server = Postgres {
-            dir,
-            port,
-            child: Mutex::new(Some(child)),
-            databases: AtomicUsize::new(0),
+        // The port was free a moment ago; another process may take it first: try another.
+        let mut attempt = 1;
+        let server = loop {
+            let port = free_port();
+            let log = std::fs::File::create(dir.join("postgres.log"))
+                .map_err(|e| format!("the log file: {e}"))?;
+            chown(&dir.join("postgres.log"), uid, gid)?;
+            let mut postgres = Command::new(bin.join("postgres"));
+            postgres
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&dir)
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .uid(uid)
+                .gid(gid);
+            let child =
+                spawn_tied_to_process(postgres).map_err(|e| format!("spawning postgres: {e}"))?;
+            let mut server = Postgres {
+                dir: dir.clone(),
+                port,
+                child: Mutex::new(Some(child)),
+                databases: AtomicUsize::new(0),
+                keep_dir: false,
+            };
+            match server.wait_ready().await {
+                Ok(()) => break server,
+                Err(e) if attempt < 3 && e.contains("Address already in use") => {
+                    attempt += 1;
+                    server.keep_dir = true;
+                }
+                Err(e) => return Err(e),
+            }
         };
-        server.wait_ready().await?;
         let admin = server.admin().await?;
         admin
             .batch_execute(&format!(
@@ -164,8 +178,9 @@ impl Postgres {
             .await
             .map_err(|e| format!("creating the role: {e}"))?;
         eprintln!(
-            "PostgreSQL ({}) ready on 127.0.0.1:{port} in {:.1?}",
+            "PostgreSQL ({}) ready on 127.0.0.1:{} in {:.1?}",
             bin.display(),
+            server.port,
             started.elapsed()
         );
         Ok(server)
@@ -250,7 +265,9 @@ impl Drop for Postgres {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
