@@ -21,18 +21,13 @@ pub(super) async fn snapshot(tx: &Tx<'_>, handle: &UserHandle) -> Result<Snapsho
     for kind in ListKind::SYNC_ORDER {
         lists.push((kind, entries(tx, handle, kind).await?));
     }
-    let forward: Vec<UserHandle> = lists
-        .iter()
-        .filter(|(kind, _)| *kind == ListKind::Forward)
-        .flat_map(|(_, entries)| entries.iter().map(|e| e.handle.clone()))
-        .collect();
     Ok(Snapshot {
         account,
         lists,
         groups: groups::groups(tx, handle).await?,
         memberships: groups::memberships(tx, handle).await?,
         phones: groups::phones(tx, handle).await?,
-        contact_phones: groups::contact_phones(tx, handle, &forward).await?,
+        contact_phones: groups::contact_phones(tx, handle).await?,
     })
 }
 
