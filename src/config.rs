@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::store::{DatabaseLocation, PoolOptions};
+
 pub use backends::BackendSettings;
 
 /// The whole configuration. `config/msngate.toml` documents every key.
@@ -155,8 +157,14 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The SQLite database file; created when missing.
-    pub database: PathBuf,
+    /// The database: an SQLite file (created when missing) or a `postgres://` URL (its
+    /// password is never shown: see [`DatabaseLocation`]).
+    pub database: DatabaseLocation,
+    /// PostgreSQL only: the most connections open at once.
+    pub pool_size: usize,
+    /// PostgreSQL only: how long an operation waits for a connection before the client gets
+    /// an error (and each operation as a whole gets three times this).
+    pub pool_wait_secs: u64,
     /// Where backends keep each mapped account's own state (a Matrix account's store with its
     /// encryption keys and sync position); created when needed.
     pub backend_data: PathBuf,
@@ -166,12 +174,22 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             database: "msngate.db".into(),
+            pool_size: PoolOptions::default().size,
+            pool_wait_secs: PoolOptions::default().wait.as_secs(),
             backend_data: "msngate-backends".into(),
         }
     }
 }
 
 impl StorageConfig {
+    /// How the PostgreSQL store uses its connections.
+    pub fn pool(&self) -> PoolOptions {
+        PoolOptions {
+            size: self.pool_size,
+            wait: std::time::Duration::from_secs(self.pool_wait_secs),
+        }
+    }
+
     /// The directory of one account's state in one backend: `backend_data/BACKEND/HANDLE`.
     /// Handles are safe as file names: no `/`, and never `.` or `..`.
     pub fn backend_dir(&self, handle: &crate::protocol::UserHandle, backend: &str) -> PathBuf {
@@ -436,6 +454,7 @@ impl Config {
                 self.limits.login_cooldown_secs,
             ),
             ("http.session_minutes", self.http.session_minutes),
+            ("storage.pool_wait_secs", self.storage.pool_wait_secs),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");
@@ -457,16 +476,12 @@ impl Config {
         if self.secrets.key_file.as_os_str().is_empty() {
             return invalid("secrets.key_file", "must name a file");
         }
-        if self.storage.database.as_os_str().is_empty() {
-            return invalid("storage.database", "must name a file");
+        // The value is never printed back: a URL may hold a password.
+        if let Some(problem) = self.storage.database.problem() {
+            return invalid("storage.database", problem);
         }
-        // A URL (postgres://user:password@host/db) is not a file, and its value must not be
-        // printed back: it may hold a password.
-        if self.storage.database.to_string_lossy().contains("://") {
-            return invalid(
-                "storage.database",
-                "must name an SQLite file; database URLs (PostgreSQL) are not supported yet",
-            );
+        if self.storage.pool_size == 0 {
+            return invalid("storage.pool_size", "must be at least 1");
         }
         if self.msncd.listen.is_some_and(|a| !a.ip().is_loopback()) {
             return invalid(
@@ -540,7 +555,10 @@ mod tests {
             c.server.dispatch_listen,
             Some("0.0.0.0:1863".parse().unwrap())
         );
-        assert_eq!(c.storage.database, PathBuf::from("/var/lib/msngate/db"));
+        assert_eq!(
+            c.storage.database.file(),
+            Some(Path::new("/var/lib/msngate/db"))
+        );
         assert_eq!(
             c.server.switchboard_listen,
             ServerConfig::default().switchboard_listen

@@ -13,7 +13,9 @@ use msngate::backend::registry::{self, AnyLinker, KNOWN_NETWORKS};
 use msngate::config::Config;
 use msngate::protocol::{FriendlyName, UserHandle};
 use msngate::secrets::SecretKey;
-use msngate::store::{BackendLink, DatabaseCheck, SqliteStore, Store, StoreError};
+use msngate::store::{
+    self, BackendLink, DatabaseCheck, DatabaseLocation, PostgresStore, SqliteStore, StoreError,
+};
 use msngate_bridge_api::{LinkArgKind, LinkRequest, StoredLink};
 
 /// An MSN Messenger 1.0 (MSNP2) server.
@@ -37,8 +39,9 @@ enum Command {
     /// Checks the configuration without starting: its values, that the listeners' addresses
     /// can be bound, the database and the key file. Secrets are masked.
     CheckConfig,
-    /// Copies the database to FILE, consistently even while the server runs (SQLite's online
-    /// backup). The key file is not in it: back that up too (see docs/OPERATIONS.md).
+    /// Copies the database to FILE, consistently even while the server runs: SQLite's online
+    /// backup, or for PostgreSQL `pg_dump --format=custom` (restore with `pg_restore`). The key
+    /// file is not in it: back that up too (see docs/OPERATIONS.md).
     Backup {
         /// Where to write the copy; must not exist yet.
         file: PathBuf,
@@ -267,9 +270,10 @@ fn check_password(password: &str) -> Result<()> {
 fn user(config: &Config, command: UserCommand) -> Result<()> {
     let database = &config.storage.database;
     let rt = runtime()?;
+    // Each use opens the store afresh, so a command that fails early creates no database.
     let open = || {
-        SqliteStore::open(database)
-            .with_context(|| format!("cannot open the database {}", database.display()))
+        rt.block_on(store::open(database, config.storage.pool(), None))
+            .with_context(|| format!("cannot open the database {database}"))
     };
     match command {
         UserCommand::Add {
@@ -406,19 +410,26 @@ fn check_config(config: &Config) -> Result<()> {
             )),
         }
     }
+    // Shown masked: a PostgreSQL URL may hold a password.
     let database = &config.storage.database;
-    match SqliteStore::check(database) {
+    let check = match database {
+        DatabaseLocation::File(path) => SqliteStore::check(path),
+        DatabaseLocation::Postgres(url) => {
+            runtime()?.block_on(PostgresStore::check(url, config.storage.pool()))
+        }
+    };
+    match check {
         Ok(DatabaseCheck::Missing) => println!(
-            "ok   storage.database = {}: not there yet; `serve` or `user add` creates it",
-            database.display()
+            "ok   storage.database = {database}: not there yet; `serve` or `user add` creates it"
         ),
-        Ok(DatabaseCheck::Usable { schema, accounts }) => println!(
-            "ok   storage.database = {}: schema {schema}, {accounts} accounts",
-            database.display()
+        Ok(DatabaseCheck::Usable { schema: 0, .. }) => println!(
+            "ok   storage.database = {database}: no tables yet; `serve` or `user add` creates them"
         ),
+        Ok(DatabaseCheck::Usable { schema, accounts }) => {
+            println!("ok   storage.database = {database}: schema {schema}, {accounts} accounts")
+        }
         Err(e) => problems.push(format!(
-            "key `storage.database`: cannot use {}: {e}",
-            database.display()
+            "key `storage.database`: cannot use {database}: {e}"
         )),
     }
     if config.secrets.key.as_deref().is_some_and(|k| !k.is_empty()) {
@@ -454,8 +465,8 @@ fn check_config(config: &Config) -> Result<()> {
 /// `backup FILE`: a consistent copy of the database, also while the server runs.
 fn backup(config: &Config, file: &std::path::Path) -> Result<()> {
     let database = &config.storage.database;
-    if !database.exists() {
-        return Err(anyhow!("there is no database at {}", database.display()));
+    if database.file().is_some_and(|path| !path.exists()) {
+        return Err(anyhow!("there is no database at {database}"));
     }
     if file.exists() {
         return Err(anyhow!(
@@ -463,12 +474,23 @@ fn backup(config: &Config, file: &std::path::Path) -> Result<()> {
             file.display()
         ));
     }
-    let store = SqliteStore::open(database)
-        .with_context(|| format!("cannot open the database {}", database.display()))?;
-    runtime()?
-        .block_on(store.backup_to(file))
-        .with_context(|| format!("cannot back up to {}", file.display()))?;
-    println!("backed up {} to {}", database.display(), file.display());
+    let cannot_open = || format!("cannot open the database {database}");
+    let rt = runtime()?;
+    let copied = match database {
+        DatabaseLocation::File(path) => {
+            let store = SqliteStore::open(path).with_context(cannot_open)?;
+            rt.block_on(store.backup_to(file))
+        }
+        DatabaseLocation::Postgres(url) => {
+            // Connecting first checks the URL and the schema before pg_dump is run.
+            let store = rt
+                .block_on(PostgresStore::connect(url, config.storage.pool()))
+                .with_context(cannot_open)?;
+            rt.block_on(store.backup_to(file))
+        }
+    };
+    copied.with_context(|| format!("cannot back up to {}", file.display()))?;
+    println!("backed up {database} to {}", file.display());
     if config.secrets.key.as_deref().is_some_and(|k| !k.is_empty()) {
         println!(
             "the key that opens linked accounts' secrets is secrets.key (MSNGATE__SECRETS__KEY): \

@@ -24,7 +24,7 @@ use crate::notification::NotificationSession;
 use crate::secrets::SecretKey;
 pub use crate::services::Services;
 use crate::services::{Backends, ContactLists};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::switchboard::SwitchboardConnection;
 
 /// Every backend this build has, each with its kind of contact lists: the local one, serving
@@ -43,7 +43,7 @@ fn backends(services: Weak<Services>) -> Backends {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path} (key `storage.database`)")]
     Store { path: String, source: StoreError },
     #[error("{0}")]
     Secrets(#[from] crate::secrets::SecretsError),
@@ -113,17 +113,20 @@ async fn bind(address: SocketAddr, role: &'static str) -> Result<TcpListener, St
 /// Opens the store, binds the listeners and starts accepting. Ports given as 0 are chosen by
 /// the system; the addresses actually bound are in [`Running`] and in XFR/RNG replies.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let db_path = config.storage.database.clone();
+    // Shown masked: a PostgreSQL URL may hold a password.
+    let database = config.storage.database.to_string();
     let store_error = |source| StartError::Store {
-        path: db_path.display().to_string(),
+        path: database.clone(),
         source,
     };
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db_path)
-            .map_err(store_error)?
-            .with_latency(metrics.store_latency.clone()),
-    );
+    let store: Arc<dyn Store> = store::open(
+        &config.storage.database,
+        config.storage.pool(),
+        Some(metrics.store_latency.clone()),
+    )
+    .await
+    .map_err(store_error)?;
     let challenge_key = store.server_secret().await.map_err(store_error)?;
     let secret_key = SecretKey::load(&config.secrets, false)?;
 

@@ -506,22 +506,31 @@ fn check_config_names_each_problem_once_and_masks_secrets() {
         "msngate: configuration: key `server.notification_listen`: invalid socket address syntax\n"
     );
 
-    // A database URL is refused by its key without printing the value (it may hold a password),
-    // by check-config and by the server alike.
-    std::fs::write(
-        &file,
-        "[storage]\ndatabase = \"postgres://msngate:hunter2@db.example/msngate\"\n",
-    )
-    .unwrap();
-    for args in [&["check-config"][..], &["serve"][..]] {
-        let out = run(&file, args);
-        assert!(!out.status.success());
-        let (err, out) = (stderr(&out), stdout(&out));
-        assert!(err.contains("storage.database"), "{err}");
-        assert!(
-            !err.contains("hunter2") && !out.contains("hunter2"),
-            "{err}{out}"
-        );
+    // A database URL may hold a password: a problem with it is named by its key and shows the
+    // URL masked, by check-config and by the server alike. Nothing listens on port 1; a URL of
+    // an unsupported database is refused without being shown at all.
+    let closed = "postgres://msngate:hunter2@127.0.0.1:1/msngate";
+    for (url, shown) in [
+        (closed, Some("postgres://msngate:***@127.0.0.1:1/msngate")),
+        ("mysql://msngate:hunter2@db.example/msngate", None),
+        ("postgres://msngate:hunter2@db.example:nope/msngate", None),
+    ] {
+        std::fs::write(&file, format!("[storage]\ndatabase = \"{url}\"\n")).unwrap();
+        for args in [&["check-config"][..], &["serve"][..], &["user", "list"][..]] {
+            let out = run(&file, args);
+            assert!(!out.status.success());
+            let (err, out) = (stderr(&out), stdout(&out));
+            if let Some(shown) = shown {
+                assert!(err.contains(shown), "{err}");
+            }
+            if args != ["user", "list"] || shown.is_none() {
+                assert!(err.contains("storage.database"), "{args:?}: {err}");
+            }
+            assert!(
+                !err.contains("hunter2") && !out.contains("hunter2"),
+                "{err}{out}"
+            );
+        }
     }
 
     // An address in use (as when the server runs) is named by its key.

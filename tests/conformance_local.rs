@@ -29,7 +29,7 @@ impl Served for Local {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = TestServer::config(dir.path());
-        let db = config.storage.database.clone();
+        let db = common::db_file(&config);
         common::create_accounts(
             &db,
             &[

@@ -46,7 +46,11 @@ pub fn store_error_code(error: &StoreError) -> ErrorCode {
         StoreError::TooManyGroups => ErrorCode::TooManyGroups,
         StoreError::NotInGroup => ErrorCode::NotInGroup,
         StoreError::GroupZero => ErrorCode::CannotRemoveGroupZero,
-        StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
+        StoreError::NewerSchema(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Sqlite(_)
+        | StoreError::Postgres(_)
+        | StoreError::Unavailable(_) => {
             warn!(%error, "database error");
             ErrorCode::DbServer
         }
@@ -77,7 +81,11 @@ pub fn store_backend_error(error: &StoreError) -> BackendError {
         | StoreError::NotInGroup
         | StoreError::GroupZero => BackendError::Unsupported,
         StoreError::Closed => BackendError::Disconnected,
-        StoreError::NewerSchema(_) | StoreError::Corrupt(_) | StoreError::Sqlite(_) => {
+        StoreError::NewerSchema(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Sqlite(_)
+        | StoreError::Postgres(_)
+        | StoreError::Unavailable(_) => {
             warn!(%error, "database error");
             BackendError::Internal(STORE_FAILURE.into())
         }

@@ -1,23 +1,29 @@
 //! Persistence behind one interface, [`Store`]: accounts, their four lists, GTC, BLP, the list
-//! serial and backend links. [`SqliteStore`] is its implementation today.
+//! serial and backend links. [`SqliteStore`] (a file, the default) and [`PostgresStore`] (a
+//! `postgres://` URL) implement it; [`open`] opens whichever `[storage] database` names.
 //!
 //! Every method is one operation, done in one transaction and durable before its future
 //! completes: a change the server acknowledges is on disk first. The methods are async and
 //! the trait is dyn-compatible, so the server holds an `Arc<dyn Store>` and an implementation
-//! may be a thread of its own (SQLite) or an async client (a later PostgreSQL).
+//! may be a thread of its own (SQLite) or an async client with a pool (PostgreSQL).
 
+mod location;
 pub mod password;
+mod postgres;
 mod sqlite;
 #[doc(hidden)]
 pub mod suite;
 mod types;
+mod values;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
+pub use location::{open, DatabaseLocation, PoolOptions, PostgresUrl};
 pub use password::PasswordHash;
+pub use postgres::PostgresStore;
 pub use sqlite::{DatabaseCheck, SqliteStore};
 pub use types::{
     Account, BackendLink, BlpChange, Credentials, Entry, Group, GroupChange, ListChange,
@@ -62,8 +68,21 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL error, with its causes. Its text is the server's or the client's, never
+    /// the URL.
+    #[error("database error: {}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
+    /// No connection to the database within the pool's bounds (PostgreSQL), or none at all.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("the store thread has stopped")]
     Closed,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 impl PartialEq for StoreError {

@@ -34,7 +34,7 @@ impl TestServer {
         let mut config = Config::default();
         config.server.notification_listen = "127.0.0.1:0".parse().unwrap();
         config.server.switchboard_listen = "127.0.0.1:0".parse().unwrap();
-        config.storage.database = dir.join("msngate.db");
+        config.storage.database = dir.join("msngate.db").into();
         config
     }
 
@@ -50,7 +50,7 @@ impl TestServer {
         config: Config,
         accounts: &[(&str, &str, &str)],
     ) -> TestServer {
-        create_accounts(&config.storage.database, accounts);
+        create_accounts(&db_file(&config), accounts);
         let running = server::start(config.clone()).await.expect("server starts");
         TestServer {
             dir,
@@ -73,7 +73,7 @@ impl TestServer {
         configure(&mut config);
         config.secrets.key = Some(SECRETS_KEY.into());
         config.storage.backend_data = dir.path().join("backends");
-        let db = config.storage.database.clone();
+        let db = db_file(&config);
         create_accounts(&db, &[(handle, password, "Alice")]);
         link_account(&db, handle, backend, account, secret, options);
         Self::start_with(dir, config, &[]).await
@@ -92,7 +92,7 @@ impl TestServer {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.config.storage.database.clone()
+        db_file(&self.config)
     }
 
     /// Stops the server gracefully.
@@ -853,4 +853,14 @@ pub async fn run_transcript(path: &Path) {
             panic!("{}: unknown directive {head}", place(n));
         }
     }
+}
+
+/// The SQLite file of a test server's config.
+pub fn db_file(config: &Config) -> PathBuf {
+    config
+        .storage
+        .database
+        .file()
+        .expect("an SQLite database")
+        .to_owned()
 }

@@ -51,12 +51,12 @@ pub fn harness(handles: &[&str]) -> &'static Harness {
         config.server.notification_listen = "127.0.0.1:0".parse().unwrap();
         config.server.switchboard_listen = "127.0.0.1:0".parse().unwrap();
         config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
-        config.storage.database = dir.path().join("msngate.db");
+        config.storage.database = dir.path().join("msngate.db").into();
         // The fuzzer fails logins by the thousand; the throttle would hide the logged-in states.
         config.limits.login_failures_per_handle = u32::MAX;
         config.limits.login_failures_per_address = u32::MAX;
         let running = rt.block_on(async {
-            let store = SqliteStore::open(&config.storage.database).unwrap();
+            let store = SqliteStore::open(&dir.path().join("msngate.db")).unwrap();
             for handle in handles {
                 let handle: UserHandle = handle.parse().unwrap();
                 let name = FriendlyName::new(handle.as_str()).unwrap();

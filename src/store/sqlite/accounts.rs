@@ -6,18 +6,8 @@ use super::rows::{account, bump_serial, parse_handle, parse_name, watchers};
 use super::Database;
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, UserHandle};
 use crate::store::password::PasswordHash;
+use crate::store::values::{decode_options, encode_options};
 use crate::store::{Account, BackendLink, BlpChange, Credentials, StoreError};
-
-fn encode_options(options: &[(String, String)]) -> String {
-    options.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
-}
-
-fn decode_options(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 impl Database {
     /// A random secret kept in the database, created on first use. Fake login challenges for

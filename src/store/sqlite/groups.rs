@@ -15,11 +15,8 @@ use rusqlite::{params, Connection, Transaction};
 use super::rows::{account, bump_serial, parse_handle, parse_name, permission};
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, PhoneKey, UserHandle, MAX_GROUPS};
+use crate::store::values::{same_name, DEFAULT_GROUP_NAME};
 use crate::store::{Group, GroupChange, PhoneChange, StoreError};
-
-/// The name of group 0 until it is renamed. The official servers sent `~` for the default
-/// group, which gaim, Kopete and MSN 4.x show as "Other Contacts".
-pub const DEFAULT_GROUP_NAME: &str = "~";
 
 impl Database {
     /// The account's groups, by id (group 0 first).
@@ -415,11 +412,6 @@ impl<T> OptionalAccount for Result<T, StoreError> {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Group names compare without regard to case, as MSN's did.
-fn same_name(a: &FriendlyName, b: &FriendlyName) -> bool {
-    a.as_str().to_lowercase() == b.as_str().to_lowercase()
 }
 
 fn on_forward_list(

@@ -4,7 +4,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::protocol::{BlpSetting, FriendlyName, ListKind, UserHandle};
+use crate::protocol::{ListKind, UserHandle};
+pub(super) use crate::store::values::{parse_blp, parse_handle, parse_name};
 use crate::store::{Account, Permission, StoreError};
 
 pub(super) fn account(conn: &Connection, handle: &UserHandle) -> Result<Account, StoreError> {
@@ -29,20 +30,6 @@ pub(super) fn account(conn: &Connection, handle: &UserHandle) -> Result<Account,
         blp: parse_blp(&blp)?,
         serial: serial as u32,
     })
-}
-
-pub(super) fn parse_handle(s: &str) -> Result<UserHandle, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("handle {s:?}")))
-}
-
-pub(super) fn parse_name(s: &str) -> Result<FriendlyName, StoreError> {
-    FriendlyName::new(s).map_err(|_| StoreError::Corrupt("friendly name".into()))
-}
-
-pub(super) fn parse_blp(s: &str) -> Result<BlpSetting, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("blp {s:?}")))
 }
 
 /// Moves the account's serial on by one; it wraps within 1..=u32::MAX.

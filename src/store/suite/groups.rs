@@ -1,7 +1,7 @@
 //! The suite for contact groups (MSNP7) and phone numbers (MSNP5).
 
 use super::{h, n, serial_of, with_accounts, StoreFactory, AL, BL, FL, RL};
-use crate::protocol::{PhoneKey, MAX_GROUPS};
+use crate::protocol::{BlpSetting, PhoneKey, MAX_GROUPS};
 use crate::store::{Group, GroupChange, PhoneChange, Store, StoreError};
 
 pub async fn groups_are_made_renamed_and_removed<F: StoreFactory>(factory: &F) {
@@ -182,8 +182,17 @@ pub async fn phones_are_set_and_seen_by_allowed_watchers<F: StoreFactory>(factor
     let own = store.snapshot(&a).await.unwrap();
     assert_eq!(own.phones.len(), 2);
     let seen = store.snapshot(&b).await.unwrap().contact_phones;
-    assert_eq!(seen[&a].len(), 2);
+    assert_eq!(seen[&a], store.phones(&a).await.unwrap(), "in key order");
     assert!(store.snapshot(&c).await.unwrap().contact_phones.is_empty());
+    // With BLP BL only those on the AL see them.
+    store.set_blp(&a, BlpSetting::BlockAll).await.unwrap();
+    assert!(store.snapshot(&b).await.unwrap().contact_phones.is_empty());
+    store.add_entry(&a, AL, &b, &n("B")).await.unwrap();
+    assert_eq!(
+        store.snapshot(&b).await.unwrap().contact_phones[&a].len(),
+        2
+    );
+    store.set_blp(&a, BlpSetting::AllowAll).await.unwrap();
     // Clearing removes the property.
     store.set_phone(&a, PhoneKey::Home, None).await.unwrap();
     assert_eq!(

@@ -1,0 +1,224 @@
+//! The PostgreSQL implementation of [`Store`]: tokio-postgres behind a bounded deadpool pool.
+//!
+//! Each method is one transaction, committed before its future completes. Changes run
+//! `SERIALIZABLE`, so concurrent changes to one account (from several connections, or several
+//! servers) behave as SQLite's single writer: PostgreSQL aborts any that would interleave and
+//! the operation is retried from the start, a bounded number of times. Reads run
+//! `REPEATABLE READ READ ONLY`: one snapshot, never aborted. Waiting for a connection is
+//! bounded (`PoolOptions::wait`), and so is each operation as a whole; either failing is
+//! `StoreError::Unavailable`, which the server answers with an MSN error like any database
+//! failure. Connections are plain TCP (or a Unix socket): keep the database on loopback or a
+//! private network (docs/OPERATIONS.md).
+
+mod accounts;
+mod groups;
+mod lists;
+mod maintenance;
+mod rows;
+mod schema;
+mod store;
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use prometheus_client::metrics::histogram::Histogram;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use self::rows::Tx;
+use super::{PoolOptions, PostgresUrl, StoreError};
+
+/// How many times an operation PostgreSQL aborted for a conflict is tried in all.
+const MAX_ATTEMPTS: u32 = 40;
+
+/// An operation's budget is this many times the pool's wait: the wait itself, the work, and
+/// retries after conflicts.
+const OPERATION_WAITS: u32 = 3;
+
+/// The PostgreSQL store: a pool of connections to one database.
+pub struct PostgresStore {
+    pool: Pool,
+    url: PostgresUrl,
+    options: PoolOptions,
+    /// Where each call's duration is recorded, when the server measures it.
+    latency: Option<Histogram>,
+}
+
+/// What a transaction does.
+#[derive(Clone, Copy)]
+enum Mode {
+    Read,
+    Write,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, creating its schema or bringing it forward.
+    pub async fn connect(url: &PostgresUrl, options: PoolOptions) -> Result<Self, StoreError> {
+        let store = PostgresStore::new(url, options)?;
+        let migrate = async {
+            let mut client = store.client().await?;
+            schema::migrate(&mut client).await
+        };
+        tokio::time::timeout(store.operation_timeout(), migrate)
+            .await
+            .map_err(|_| store.timed_out())??;
+        Ok(store)
+    }
+
+    /// The pool, without connecting yet.
+    fn new(url: &PostgresUrl, options: PoolOptions) -> Result<Self, StoreError> {
+        let mut config = url.config()?;
+        config.connect_timeout(options.wait);
+        if config.get_application_name().is_none() {
+            config.application_name("msngate");
+        }
+        // The server gives up at the operation's bound too (a statement waiting on a lock, a
+        // transaction left open), so a connection whose operation timed out here is soon
+        // usable again and holds no locks. Options given in the URL win.
+        if config.get_options().is_none() {
+            let bound = (options.wait * OPERATION_WAITS).as_millis();
+            config.options(format!(
+                "-c statement_timeout={bound} -c idle_in_transaction_session_timeout={bound}"
+            ));
+        }
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(options.size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait))
+            .create_timeout(Some(options.wait))
+            .recycle_timeout(Some(options.wait))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(PostgresStore {
+            pool,
+            url: url.clone(),
+            options,
+            latency: None,
+        })
+    }
+
+    /// Records each call's duration (waiting for a connection included) in `histogram`.
+    pub fn with_latency(mut self, histogram: Histogram) -> PostgresStore {
+        self.latency = Some(histogram);
+        self
+    }
+
+    /// The database's URL (shown masked).
+    pub fn url(&self) -> &PostgresUrl {
+        &self.url
+    }
+
+    /// A connection from the pool, within the pool's wait.
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
+                "no database connection within {} s",
+                self.options.wait.as_secs_f64()
+            )),
+            PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("cannot connect: {}", describe(&e)))
+            }
+            PoolError::Closed => StoreError::Closed,
+            other => StoreError::Unavailable(other.to_string()),
+        })
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.options.wait * OPERATION_WAITS
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "no answer from the database within {} s",
+            self.operation_timeout().as_secs_f64()
+        ))
+    }
+
+    fn observe(&self, started: Instant) {
+        if let Some(histogram) = &self.latency {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// A PostgreSQL error and its causes ("error connecting to server: Connection refused"), as
+/// tokio-postgres's own text leaves them out.
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// Starts a transaction of the kind `mode` asks for.
+async fn begin(client: &mut Object, mode: Mode) -> Result<Tx<'_>, StoreError> {
+    let builder = client.build_transaction();
+    let builder = match mode {
+        Mode::Write => builder.isolation_level(IsolationLevel::Serializable),
+        Mode::Read => builder
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true),
+    };
+    Ok(builder.start().await?)
+}
+
+/// Whether PostgreSQL aborted the transaction for a conflict with another, so that running it
+/// again may succeed.
+fn retryable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Postgres(e)
+        if e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
+}
+
+/// A short, growing, random pause before trying a conflicting transaction again, so that
+/// those that conflicted don't meet again at once.
+async fn backoff(attempt: u32) {
+    let most = 2 * u64::from(attempt.min(10));
+    tokio::time::sleep(Duration::from_millis(rand::random_range(1..=most.max(1)))).await;
+}
+
+/// Runs `$body` (a future using the transaction `$tx`) as one transaction of `$mode` on
+/// `$store`, retried after conflicts, within the operation's time; it gives a `StoreFuture`.
+macro_rules! transaction {
+    ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {{
+        let store: &PostgresStore = $store;
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let work = async {
+                let mut attempt = 1;
+                loop {
+                    let mut client = store.client().await?;
+                    let $tx = $crate::store::postgres::begin(&mut client, $mode).await?;
+                    let outcome = $body.await;
+                    let outcome = match outcome {
+                        Ok(value) => $tx.commit().await.map(|()| value).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Err(e)
+                            if $crate::store::postgres::retryable(&e)
+                                && attempt < $crate::store::postgres::MAX_ATTEMPTS =>
+                        {
+                            attempt += 1;
+                            $crate::store::postgres::backoff(attempt).await;
+                        }
+                        outcome => break outcome,
+                    }
+                }
+            };
+            let result = match tokio::time::timeout(store.operation_timeout(), work).await {
+                Ok(result) => result,
+                Err(_) => Err(store.timed_out()),
+            };
+            store.observe(started);
+            result
+        })
+    }};
+}
+use transaction;

@@ -1,0 +1,143 @@
+//! Statements run with a transaction, and the row-level helpers that accounts, lists and
+//! groups all use: reading an account, the serial, and who may see whom.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::protocol::{ListKind, UserHandle};
+pub(super) use crate::store::values::{parse_blp, parse_handle, parse_name};
+use crate::store::{Account, Permission, StoreError};
+
+/// The transaction every operation runs in.
+pub(super) type Tx<'a> = Transaction<'a>;
+
+/// Parameters of a statement.
+pub(super) type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+/// All rows of a statement (prepared once per connection and kept).
+pub(super) async fn rows(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&statement, params).await?)
+}
+
+/// The row of a statement, if any.
+pub(super) async fn row(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&statement, params).await?)
+}
+
+/// How many rows a statement changed.
+pub(super) async fn execute(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
+/// Whether a statement finds a row.
+pub(super) async fn exists(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<bool, StoreError> {
+    Ok(row(tx, sql, params).await?.is_some())
+}
+
+pub(super) async fn account(tx: &Tx<'_>, handle: &UserHandle) -> Result<Account, StoreError> {
+    let row = row(
+        tx,
+        "SELECT friendly_name, gtc, blp, serial FROM accounts WHERE handle = $1",
+        &[&handle.as_str()],
+    )
+    .await?
+    .ok_or(StoreError::NoSuchAccount)?;
+    let gtc: String = row.try_get(1)?;
+    Ok(Account {
+        handle: handle.clone(),
+        name: parse_name(row.try_get(0)?)?,
+        gtc: gtc
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("gtc {gtc:?}")))?,
+        blp: parse_blp(row.try_get(2)?)?,
+        serial: row.try_get::<_, i64>(3)? as u32,
+    })
+}
+
+/// Moves the account's serial on by one; it wraps within 1..=u32::MAX.
+pub(super) async fn bump_serial(tx: &Tx<'_>, handle: &str) -> Result<u32, StoreError> {
+    let row = row(
+        tx,
+        "UPDATE accounts SET serial = (serial % 4294967295) + 1 WHERE handle = $1 RETURNING serial",
+        &[&handle],
+    )
+    .await?
+    .ok_or(StoreError::NoSuchAccount)?;
+    Ok(row.try_get::<_, i64>(0)? as u32)
+}
+
+pub(super) async fn watchers(
+    tx: &Tx<'_>,
+    handle: &UserHandle,
+) -> Result<Vec<(UserHandle, Permission)>, StoreError> {
+    let blp = account(tx, handle).await?.blp;
+    let found = rows(
+        tx,
+        "SELECT r.contact,
+                EXISTS (SELECT 1 FROM list_entries x WHERE x.owner = $1 AND x.list = 'AL' AND x.contact = r.contact),
+                EXISTS (SELECT 1 FROM list_entries x WHERE x.owner = $1 AND x.list = 'BL' AND x.contact = r.contact)
+         FROM list_entries r WHERE r.owner = $1 AND r.list = 'RL' ORDER BY r.id",
+        &[&handle.as_str()],
+    )
+    .await?;
+    found
+        .iter()
+        .map(|r| {
+            Ok((
+                parse_handle(r.try_get(0)?)?,
+                Permission {
+                    blp,
+                    in_allow_list: r.try_get(1)?,
+                    in_block_list: r.try_get(2)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+pub(super) async fn permission(
+    tx: &Tx<'_>,
+    owner: &UserHandle,
+    other: &UserHandle,
+) -> Result<Permission, StoreError> {
+    let blp = account(tx, owner).await?.blp;
+    Ok(Permission {
+        blp,
+        in_allow_list: has_entry(tx, owner, ListKind::Allow, other).await?,
+        in_block_list: has_entry(tx, owner, ListKind::Block, other).await?,
+    })
+}
+
+pub(super) async fn has_entry(
+    tx: &Tx<'_>,
+    owner: &UserHandle,
+    kind: ListKind,
+    contact: &UserHandle,
+) -> Result<bool, StoreError> {
+    exists(
+        tx,
+        "SELECT 1 FROM list_entries WHERE owner = $1 AND list = $2 AND contact = $3",
+        &[&owner.as_str(), &kind.code(), &contact.as_str()],
+    )
+    .await
+}

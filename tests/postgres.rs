@@ -1,0 +1,426 @@
+//! msngate on PostgreSQL (`[storage] database = "postgres://..."`), as an operator runs it:
+//! every command, the server with a client logging in, backup and restore, and the URL's
+//! password never shown. The store itself is checked by the suite in tests/store.rs; here are
+//! what the suite cannot see: schema versions, bounded waits, a database lost under a running
+//! server. PostgreSQL is the harness's (tests/support/postgres.rs).
+
+mod common;
+
+#[path = "support"]
+mod support {
+    pub mod postgres;
+    pub mod process;
+}
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+use msngate::protocol::{FriendlyName, UserHandle};
+use msngate::store::{DatabaseCheck, PoolOptions, PostgresStore, PostgresUrl, Store, StoreError};
+use support::postgres::{skipped, Postgres, PASSWORD, USER};
+
+fn msngate(config: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_msngate"));
+    command.env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MSNGATE") || key.starts_with("PG") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs a command that must succeed and must not show the password; returns its stdout.
+fn ok(config: &Path, args: &[&str]) -> String {
+    let out = msngate(config, args);
+    let all = text(&out);
+    assert!(out.status.success(), "{args:?}: {all}");
+    assert!(
+        !all.contains(PASSWORD),
+        "{args:?} showed the password: {all}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn url_of(database: &str) -> PostgresUrl {
+    PostgresUrl::new(database).expect("a postgres:// URL")
+}
+
+fn h(s: &str) -> UserHandle {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_works_on_postgresql_and_never_shows_the_password() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = pg.create_database().await;
+    let masked = format!("postgres://{USER}:***@127.0.0.1:{}/", pg.port());
+    let dir = tempfile::tempdir().unwrap();
+    let (config, ns_port) = common::write_config(dir.path(), Path::new(&url));
+
+    let checked = ok(&config, &["check-config"]);
+    assert!(checked.contains(&masked), "{checked}");
+    assert!(checked.contains("no tables yet"), "{checked}");
+
+    ok(
+        &config,
+        &["user", "add", "alice@example.com", "--password", "pa"],
+    );
+    ok(
+        &config,
+        &["user", "add", "bob@example.com", "--password", "pb"],
+    );
+    let again = msngate(
+        &config,
+        &["user", "add", "bob@example.com", "--password", "x"],
+    );
+    assert!(!again.status.success() && text(&again).contains("already exists"));
+    ok(
+        &config,
+        &["user", "passwd", "bob@example.com", "--password", "pc"],
+    );
+    assert_eq!(
+        ok(&config, &["user", "list"]),
+        "alice@example.com\tlocal\talice@example.com\nbob@example.com\tlocal\tbob@example.com\n"
+    );
+    ok(&config, &["user", "remove", "bob@example.com"]);
+    let checked = ok(&config, &["check-config"]);
+    assert!(checked.contains("schema 1, 1 accounts"), "{checked}");
+
+    // Linking (checked at the account's next login, so no XMPP server is needed here) keeps
+    // the backend's password sealed in the database; unlinking makes the account local.
+    if cfg!(feature = "xmpp") {
+        let secret = "xmpp-secret-Passw0rd";
+        let link = [
+            "user",
+            "link",
+            "alice@example.com",
+            "xmpp",
+            "--jid",
+            "alice@xmpp.example",
+            "--password",
+            secret,
+            "--server",
+            "127.0.0.1:5222",
+        ];
+        assert!(!ok(&config, &link).contains(secret));
+        assert_eq!(
+            ok(&config, &["user", "list"]),
+            "alice@example.com\txmpp:alice@xmpp.example\talice@example.com\n"
+        );
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let sealed: Vec<u8> = client
+            .query_one("SELECT secret FROM backend_links", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        ok(&config, &["user", "unlink", "alice@example.com"]);
+        assert_eq!(
+            ok(&config, &["user", "list"]),
+            "alice@example.com\tlocal\talice@example.com\n"
+        );
+    }
+
+    // The server on the same database: a client logs in and changes its name.
+    let log = dir.path().join("serve.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_msngate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", ns_port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let address = format!("127.0.0.1:{ns_port}").parse().unwrap();
+    let mut client = Client::connect(address).await;
+    let answer = client.try_md5_login("alice@example.com", "pa").await;
+    assert!(answer.text().starts_with("USR "), "{}", answer.text());
+    let t = client.cmd("REA", "alice@example.com Alice%20A").await;
+    client
+        .wait_for(&format!("REA {t} * alice@example.com Alice%20A"))
+        .await;
+
+    // A backup while it serves, then restored into another database.
+    let dump = dir.path().join("msngate.dump");
+    let said = ok(&config, &["backup", dump.to_str().unwrap()]);
+    assert!(said.contains(&masked), "{said}");
+    assert!(std::fs::metadata(&dump).unwrap().len() > 0);
+    let refused = msngate(&config, &["backup", dump.to_str().unwrap()]);
+    assert!(!refused.status.success() && text(&refused).contains("already exists"));
+
+    support::process::signal(&server, libc::SIGTERM);
+    let _ = server.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(PASSWORD), "the log shows the password");
+
+    let restored = pg.create_database().await;
+    let name = restored.rsplit('/').next().unwrap();
+    let out = Command::new("pg_restore")
+        .args(["--no-owner", "--dbname", name])
+        .arg(&dump)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port().to_string())
+        .env("PGUSER", USER)
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_restore: {}", text(&out));
+    let (config, _) = common::write_config(dir.path(), Path::new(&restored));
+    assert_eq!(
+        ok(&config, &["user", "list"]),
+        "alice@example.com\tlocal\tAlice A\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_without_being_shown() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = pg.create_database().await;
+    let wrong = url.replace(PASSWORD, "wrong-secret-0815");
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = common::write_config(dir.path(), Path::new(&wrong));
+    for args in [
+        &["check-config"][..],
+        &["user", "add", "a@example.com", "--password", "p"][..],
+        &["user", "list"][..],
+        &["backup", dir.path().join("b.dump").to_str().unwrap()][..],
+        &["serve"][..],
+    ] {
+        let out = msngate(&config, args);
+        let all = text(&out);
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("password authentication failed"),
+            "{args:?}: {all}"
+        );
+        assert!(
+            !all.contains("wrong-secret-0815") && all.contains(&format!("{USER}:***@")),
+            "{args:?}: {all}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn schema_versions_are_kept_and_a_newer_one_is_refused() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = url_of(&pg.create_database().await);
+    let options = PoolOptions::default();
+    assert_eq!(
+        PostgresStore::check(&url, options).await.unwrap(),
+        DatabaseCheck::Usable {
+            schema: 0,
+            accounts: 0
+        }
+    );
+    // Servers starting together migrate once.
+    let (first, second) = tokio::join!(
+        PostgresStore::connect(&url, options),
+        PostgresStore::connect(&url, options)
+    );
+    let store = first.unwrap();
+    drop(second.unwrap());
+    let name = FriendlyName::new("A").unwrap();
+    store
+        .create_account(&h("a@x.com"), &name, "pw")
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(
+        PostgresStore::check(&url, options).await.unwrap(),
+        DatabaseCheck::Usable {
+            schema: 1,
+            accounts: 1
+        }
+    );
+    let (client, connection) = tokio_postgres::connect(&pg_url(&url), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("UPDATE schema_version SET version = 99")
+        .await
+        .unwrap();
+    assert!(matches!(
+        PostgresStore::connect(&url, options).await,
+        Err(StoreError::NewerSchema(99))
+    ));
+    assert!(matches!(
+        PostgresStore::check(&url, options).await,
+        Err(StoreError::NewerSchema(99))
+    ));
+}
+
+/// The URL with its password, for a test's own connection.
+fn pg_url(url: &PostgresUrl) -> String {
+    url.masked().replace("***", PASSWORD)
+}
+
+#[tokio::test]
+async fn no_operation_waits_on_the_database_without_bound() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = url_of(&pg.create_database().await);
+    let options = PoolOptions {
+        size: 1,
+        wait: Duration::from_millis(300),
+    };
+    let store = PostgresStore::connect(&url, options).await.unwrap();
+    let a = h("a@x.com");
+    let name = FriendlyName::new("A").unwrap();
+    store.create_account(&a, &name, "pw").await.unwrap();
+    // Another session holds the account's row.
+    let (mut client, connection) = tokio_postgres::connect(&pg_url(&url), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let holder = client.transaction().await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM accounts WHERE handle = 'a@x.com' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let result = store.rename(&a, &name).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?}, more than the bound"
+    );
+    holder.rollback().await.unwrap();
+    assert!(store.rename(&a, &name).await.is_ok(), "usable again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_lost_under_a_running_server_is_an_error_reply() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = pg.create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::TestServer::config(dir.path());
+    config.storage.database = url.as_str().into();
+    config.storage.pool_wait_secs = 1;
+    let store = PostgresStore::connect(&url_of(&url), PoolOptions::default())
+        .await
+        .unwrap();
+    let name = FriendlyName::new("Alice").unwrap();
+    store
+        .create_account(&h("alice@example.com"), &name, "pa")
+        .await
+        .unwrap();
+    drop(store);
+    let running = msngate::server::start(config).await.expect("server starts");
+    let mut alice = Client::login(running.notification_address, "alice@example.com", "pa").await;
+
+    let database = url.rsplit('/').next().unwrap();
+    pg.admin()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let t = alice.cmd("REA", "alice@example.com Alice%20B").await;
+    alice.wait_for(&format!("501 {t}")).await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_hands_pg_dump_the_password_in_its_environment_not_its_arguments() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = pg.create_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = common::write_config(dir.path(), Path::new(&url));
+    ok(
+        &config,
+        &["user", "add", "a@example.com", "--password", "p"],
+    );
+    // A pg_dump first on the PATH that notes how it was called, then runs the real one.
+    let shims = dir.path().join("bin");
+    std::fs::create_dir(&shims).unwrap();
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("pg_dump"))
+        .find(|p| p.is_file())
+        .expect("pg_dump on the PATH");
+    let shim = shims.join("pg_dump");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {argv}\nenv > {env}\nexec {real} \"$@\"\n",
+            argv = dir.path().join("argv").display(),
+            env = dir.path().join("env").display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(shims).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let dump = dir.path().join("a.dump");
+    let out = Command::new(env!("CARGO_BIN_EXE_msngate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("backup")
+        .arg(&dump)
+        .env("PATH", path)
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
+    let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(!argv.contains(PASSWORD), "pg_dump's arguments: {argv}");
+    assert!(
+        env.lines().any(|l| l == format!("PGPASSWORD={PASSWORD}")),
+        "{env}"
+    );
+}
