@@ -25,7 +25,7 @@ pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, T
 
 use crate::backend::Account;
 use crate::connection::Peer;
-use crate::protocol::{FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
+use crate::protocol::{Dialect, FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
 use switchboard::SessionHandle;
 
 /// A logged-in notification session.
@@ -72,6 +72,18 @@ pub trait Delivery: Send + Sync + 'static {
     /// A logged-in user's notification connection.
     fn peer(&self, handle: &UserHandle) -> Option<Peer>;
 
+    /// The dialect of a logged-in user's notification connection, wherever it is (a
+    /// switchboard connection of the user speaks it too).
+    fn dialect(&self, handle: &UserHandle) -> Option<Dialect> {
+        self.peer(handle).map(|p| p.dialect())
+    }
+
+    /// The notification server (`host:port`) the dispatch server refers `handle` to; `None`
+    /// for this node's own.
+    fn notification_address(&self, _handle: &UserHandle) -> Option<String> {
+        None
+    }
+
     /// Sets a user's state, returning the previous one.
     fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status>;
 
@@ -105,6 +117,25 @@ pub trait Delivery: Send + Sync + 'static {
 pub struct InProcess {
     users: DashMap<UserHandle, OnlineUser>,
     switchboards: DashMap<u32, SessionHandle>,
+}
+
+impl InProcess {
+    /// A logged-in user's entry.
+    pub fn user(&self, handle: &UserHandle) -> Option<OnlineUser> {
+        self.users.get(handle).map(|u| u.clone())
+    }
+
+    /// Everyone logged in here.
+    pub fn snapshot(&self) -> Vec<(UserHandle, OnlineUser)> {
+        self.users
+            .iter()
+            .map(|u| (u.key().clone(), u.value().clone()))
+            .collect()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.len()
+    }
 }
 
 impl Delivery for InProcess {

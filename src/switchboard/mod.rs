@@ -80,8 +80,8 @@ impl SwitchboardConnection {
     /// The friendly name to show for a user: their live one, else the stored one. A user who
     /// is logged in also lends this connection the dialect of their notification connection.
     async fn name_of(&self, handle: &UserHandle) -> Option<FriendlyName> {
-        if let Some(peer) = self.services.hub.peer(handle) {
-            self.peer.set_dialect(peer.dialect());
+        if let Some(dialect) = self.services.hub.dialect(handle) {
+            self.peer.set_dialect(dialect);
         }
         if let Some((_, name)) = self.services.hub.presence(handle) {
             return Some(name);
