@@ -4,12 +4,13 @@
 //!
 //! Everything one session sends to another user (presence, `ADD 0 RL`, `RNG`, `OUT OTH`) and
 //! every lookup of who is online or where a switchboard session runs goes through
-//! [`Delivery`]. [`InProcess`] is its one implementation here: everything in this process's
-//! memory. Several nodes would implement it over a message bus.
+//! [`Delivery`]. [`InProcess`] implements it in this process's memory; [`cluster::Cluster`]
+//! wraps an `InProcess` and reaches the users of other nodes over NATS.
 //!
 //! Everything here is synchronous. Locks (DashMap shards, the cookie mutex) are held only for
 //! a map operation and never across an `.await`; sending to a [`Peer`] never waits.
 
+pub mod cluster;
 mod cookies;
 mod rate;
 pub mod switchboard;

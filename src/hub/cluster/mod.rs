@@ -1,0 +1,530 @@
+//! [`Delivery`] across several nodes that meet on NATS: [`Cluster`] wraps this node's
+//! [`InProcess`] and knows, from broadcasts, who is logged in on the other nodes.
+//!
+//! - Membership: every node broadcasts a heartbeat each [`HEARTBEAT`] (name, notification
+//!   address, load); a node not heard from for [`SILENCE`] is dropped, and with it its users
+//!   (their watchers here see FLN). A node heard for the first time (or restarted) is asked
+//!   for its users.
+//! - Directory: logins, state and name changes and logouts are broadcast, so `presence` and
+//!   `visible_status` answer from memory. Of two logins of one handle the later one stays; the
+//!   node holding the older one sends it `OUT OTH`.
+//! - Delivery: a line for a user on another node goes to that node's subject in one canonical
+//!   form ([`wire`]) and is written there in the user's dialect.
+//! - Dispatch: each handle goes to the live node that wins rendezvous hashing
+//!   ([`directory::rendezvous`]).
+//!
+//! Nothing here waits on the network from a caller's task: everything bound for NATS goes
+//! through one bounded queue, and `bus` does the I/O with time limits.
+
+mod bus;
+mod directory;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::switchboard::SessionHandle;
+use super::{Delivery, InProcess, OnlineUser};
+use crate::backend::Account;
+use crate::connection::Peer;
+use crate::protocol::{
+    Dialect, FriendlyName, OutReason, ServerCommand, SharedLine, Status, UserHandle,
+};
+use crate::store::Store;
+use directory::{later, rendezvous, Directory, Heard, Members, RemoteUser};
+use wire::{Broadcast, Direct, Incoming, UserEntry};
+
+pub use bus::{start, ClusterError};
+
+/// How often a node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a node may stay silent before the others drop it.
+pub const SILENCE: Duration = Duration::from_secs(3);
+/// Messages waiting for NATS; past this, new ones are dropped (and logged).
+const OUTBOUND_QUEUE: usize = 8192;
+/// Users per snapshot message (NATS's default payload limit is 1 MiB).
+const SNAPSHOT_PART: usize = 500;
+
+/// A message for NATS: its subject and body.
+struct Outbound {
+    subject: String,
+    body: Bytes,
+}
+
+/// Logs a recurring problem at most once per interval, with how many were not logged.
+struct Quiet {
+    last: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl Quiet {
+    const INTERVAL_SECS: u64 = 10;
+
+    fn new() -> Quiet {
+        Quiet {
+            last: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(count not logged before)` when this one should be logged.
+    fn should_log(&self) -> Option<u64> {
+        let now = unix_micros() / 1_000_000;
+        let last = self.last.load(Ordering::Relaxed);
+        if now >= last + Self::INTERVAL_SECS
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.unlogged.swap(0, Ordering::Relaxed));
+        }
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// [`Delivery`] for a node of a cluster.
+pub struct Cluster {
+    local: InProcess,
+    node: String,
+    /// Random per process (see [`Broadcast::Heartbeat`]).
+    instance: u64,
+    /// This node's notification server, `public_host:port`.
+    notification_address: String,
+    directory: Directory,
+    members: Members,
+    /// Each local login's peer id and stamp.
+    stamps: DashMap<UserHandle, (u64, u64)>,
+    last_stamp: AtomicU64,
+    outbound: mpsc::Sender<Outbound>,
+    full: Quiet,
+    store: Arc<dyn Store>,
+}
+
+impl Cluster {
+    fn new(
+        node: String,
+        notification_address: String,
+        store: Arc<dyn Store>,
+    ) -> (Arc<Cluster>, mpsc::Receiver<Outbound>) {
+        let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
+        let cluster = Cluster {
+            local: InProcess::default(),
+            node,
+            instance: rand::random(),
+            notification_address,
+            directory: Directory::default(),
+            members: Members::default(),
+            stamps: DashMap::new(),
+            last_stamp: AtomicU64::new(0),
+            outbound,
+            full: Quiet::new(),
+            store,
+        };
+        (Arc::new(cluster), queue)
+    }
+
+    /// Queues a message for NATS without waiting; a full queue drops it.
+    fn publish(&self, subject: String, body: Bytes) -> bool {
+        match self.outbound.try_send(Outbound { subject, body }) {
+            Ok(()) => true,
+            Err(_) => {
+                if let Some(unlogged) = self.full.should_log() {
+                    warn!(
+                        unlogged,
+                        "the queue to NATS is full; cluster messages are dropped"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    fn broadcast(&self, message: &Broadcast) {
+        match serde_json::to_vec(message) {
+            Ok(body) => {
+                self.publish(wire::BROADCAST.to_string(), body.into());
+            }
+            Err(error) => warn!(%error, "could not encode a cluster message"),
+        }
+    }
+
+    fn direct(&self, node: &str, message: &Direct) {
+        match serde_json::to_vec(message) {
+            Ok(body) => {
+                self.publish(wire::node_subject(node), body.into());
+            }
+            Err(error) => warn!(%error, "could not encode a cluster message"),
+        }
+    }
+
+    /// A stamp later than every earlier one of this node.
+    fn next_stamp(&self) -> u64 {
+        let now = unix_micros();
+        let mut last = self.last_stamp.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_stamp.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// The entry other nodes keep for a local user.
+    fn entry(&self, handle: &UserHandle, user: &OnlineUser) -> Option<UserEntry> {
+        let (_, stamp) = *self.stamps.get(handle)?;
+        Some(UserEntry {
+            handle: handle.to_string(),
+            status: user.status.to_string(),
+            name: user.name.as_str().to_string(),
+            dialect: user.peer.dialect().to_string(),
+            stamp,
+        })
+    }
+
+    /// Tells the other nodes a local user's login, state and name.
+    fn announce(&self, handle: &UserHandle) {
+        let Some(user) = self.local.user(handle) else {
+            return;
+        };
+        if let Some(user) = self.entry(handle, &user) {
+            self.broadcast(&Broadcast::Online {
+                node: self.node.clone(),
+                instance: self.instance,
+                user,
+            });
+        }
+    }
+
+    /// A login of `handle` on another node: the older of it and a local one gets `OUT OTH`.
+    fn take_over(&self, handle: &UserHandle, remote: &RemoteUser) {
+        let Some((peer_id, stamp)) = self.stamps.get(handle).map(|s| *s) else {
+            return;
+        };
+        if !later((remote.stamp, &remote.node), (stamp, &self.node)) {
+            return;
+        }
+        if let Some(peer) = self.local.peer(handle).filter(|p| p.id() == peer_id) {
+            info!(%handle, node = %remote.node, "logged in on another node; closing the older login here");
+            peer.send_and_close(&ServerCommand::Out {
+                reason: Some(OutReason::OtherLogin),
+            });
+        }
+    }
+
+    fn take_entry(&self, node: &str, entry: &UserEntry) {
+        let Some((handle, user)) = RemoteUser::from_entry(node, entry) else {
+            warn!(%node, handle = %entry.handle, "ignoring a malformed directory entry");
+            return;
+        };
+        if self.directory.upsert(handle.clone(), user.clone()) {
+            self.take_over(&handle, &user);
+        }
+    }
+
+    /// Handles what every node hears. Returns the users of a node that is gone, whose
+    /// watchers here must be told.
+    fn on_broadcast(&self, message: Broadcast) -> Vec<(UserHandle, RemoteUser)> {
+        match message {
+            Broadcast::Heartbeat {
+                node,
+                instance,
+                address,
+                load,
+            } => {
+                if node == self.node {
+                    if instance != self.instance {
+                        if let Some(unlogged) = self.full.should_log() {
+                            warn!(%node, unlogged, "another node uses this node's name; [cluster] node must be unique");
+                        }
+                    }
+                    return Vec::new();
+                }
+                match self.members.heard(&node, instance, &address, load) {
+                    Heard::Known => Vec::new(),
+                    heard => {
+                        let gone = match heard {
+                            Heard::Restarted => {
+                                warn!(%node, "node restarted; dropping its users");
+                                self.directory.remove_node(&node)
+                            }
+                            _ => Vec::new(),
+                        };
+                        info!(%node, %address, "node joined the cluster");
+                        self.direct(
+                            &node,
+                            &Direct::Sync {
+                                from: self.node.clone(),
+                            },
+                        );
+                        gone
+                    }
+                }
+            }
+            Broadcast::Online {
+                node,
+                instance,
+                user,
+            } => {
+                if node != self.node && self.members.is(&node, instance) {
+                    self.take_entry(&node, &user);
+                }
+                Vec::new()
+            }
+            Broadcast::Offline {
+                node,
+                instance,
+                handle,
+                stamp,
+            } => {
+                if node != self.node && self.members.is(&node, instance) {
+                    if let Ok(handle) = handle.parse() {
+                        self.directory.remove_login(&handle, &node, stamp);
+                    }
+                }
+                Vec::new()
+            }
+            Broadcast::Bye { node, instance } => {
+                if node != self.node && self.members.remove(&node, instance) {
+                    info!(%node, "node left the cluster");
+                    return self.directory.remove_node(&node);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Handles what came on this node's own subject.
+    fn on_direct(&self, message: Incoming) {
+        match message {
+            Incoming::Delivery(d) if d.presence => {
+                self.local.send_presence(&d.to, &SharedLine::new(d.command));
+            }
+            Incoming::Delivery(d) => {
+                self.local.send(&d.to, &d.command);
+            }
+            Incoming::Direct(Direct::Sync { from }) => {
+                let users: Vec<UserEntry> = self
+                    .local
+                    .snapshot()
+                    .iter()
+                    .filter_map(|(handle, user)| self.entry(handle, user))
+                    .collect();
+                for part in users.chunks(SNAPSHOT_PART) {
+                    self.direct(
+                        &from,
+                        &Direct::Snapshot {
+                            node: self.node.clone(),
+                            instance: self.instance,
+                            users: part.to_vec(),
+                        },
+                    );
+                }
+            }
+            Incoming::Direct(Direct::Snapshot {
+                node,
+                instance,
+                users,
+            }) => {
+                if self.members.is(&node, instance) {
+                    for user in &users {
+                        self.take_entry(&node, user);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The heartbeat's content, and the nodes silent too long dropped with their users.
+    fn beat(&self) -> Vec<(UserHandle, RemoteUser)> {
+        self.broadcast(&Broadcast::Heartbeat {
+            node: self.node.clone(),
+            instance: self.instance,
+            address: self.notification_address.clone(),
+            load: self.local.online_count(),
+        });
+        let mut gone = Vec::new();
+        for node in self.members.expire(SILENCE) {
+            warn!(%node, silent_for = ?SILENCE, "node not heard from; dropping it and its users");
+            gone.extend(self.directory.remove_node(&node));
+        }
+        gone
+    }
+
+    /// Tells the watchers on this node that users of a dropped node went offline.
+    async fn tell_watchers(&self, gone: Vec<(UserHandle, RemoteUser)>) {
+        for (handle, user) in gone {
+            if !user.status.is_visible() || self.presence(&handle).is_some() {
+                continue;
+            }
+            let watchers = self.store.watchers(&handle);
+            let watchers = match tokio::time::timeout(Duration::from_secs(5), watchers).await {
+                Ok(Ok(w)) => w,
+                Ok(Err(error)) => {
+                    warn!(%error, %handle, "could not load watchers; FLN not sent");
+                    continue;
+                }
+                Err(_) => {
+                    warn!(%handle, "loading watchers took too long; FLN not sent");
+                    continue;
+                }
+            };
+            let line = SharedLine::new(ServerCommand::Fln {
+                handle: handle.clone(),
+            });
+            for (watcher, permission) in watchers {
+                if permission.allows() {
+                    self.local.send_presence(&watcher, &line);
+                }
+            }
+        }
+    }
+}
+
+impl Delivery for Cluster {
+    fn log_in(
+        &self,
+        handle: UserHandle,
+        peer: Peer,
+        name: FriendlyName,
+        backend: Arc<Account>,
+    ) -> Option<OnlineUser> {
+        let stamp = self.next_stamp();
+        self.stamps.insert(handle.clone(), (peer.id(), stamp));
+        let previous = self.local.log_in(handle.clone(), peer, name, backend);
+        self.announce(&handle);
+        previous
+    }
+
+    fn log_out(&self, handle: &UserHandle, peer_id: u64) -> Option<OnlineUser> {
+        let user = self.local.log_out(handle, peer_id)?;
+        if let Some((_, (_, stamp))) = self.stamps.remove_if(handle, |_, (id, _)| *id == peer_id) {
+            self.broadcast(&Broadcast::Offline {
+                node: self.node.clone(),
+                instance: self.instance,
+                handle: handle.to_string(),
+                stamp,
+            });
+        }
+        Some(user)
+    }
+
+    fn backend(&self, handle: &UserHandle) -> Option<Arc<Account>> {
+        self.local.backend(handle)
+    }
+
+    fn peer_status(&self, handle: &UserHandle, peer_id: u64) -> Option<Status> {
+        self.local.peer_status(handle, peer_id)
+    }
+
+    fn presence(&self, handle: &UserHandle) -> Option<(Status, FriendlyName)> {
+        self.local
+            .presence(handle)
+            .or_else(|| self.directory.get(handle).map(|u| (u.status, u.name)))
+    }
+
+    fn dialect(&self, handle: &UserHandle) -> Option<Dialect> {
+        self.local
+            .dialect(handle)
+            .or_else(|| self.directory.get(handle).map(|u| u.dialect))
+    }
+
+    fn peer(&self, handle: &UserHandle) -> Option<Peer> {
+        self.local.peer(handle)
+    }
+
+    fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status> {
+        let previous = self.local.set_status(handle, status)?;
+        self.announce(handle);
+        Some(previous)
+    }
+
+    fn set_name(&self, handle: &UserHandle, name: FriendlyName) {
+        self.local.set_name(handle, name);
+        self.announce(handle);
+    }
+
+    fn send(&self, handle: &UserHandle, command: &ServerCommand) -> bool {
+        if self.local.peer(handle).is_some() {
+            return self.local.send(handle, command);
+        }
+        let Some(user) = self.directory.get(handle) else {
+            return false;
+        };
+        match wire::encode_delivery(handle, false, command) {
+            Some(body) => self.publish(wire::node_subject(&user.node), body),
+            None => false,
+        }
+    }
+
+    fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
+        if self.local.peer(watcher).is_some() {
+            return self.local.send_presence(watcher, line);
+        }
+        let Some(user) = self
+            .directory
+            .get(watcher)
+            .filter(|u| u.status != Status::Offline)
+        else {
+            return false;
+        };
+        match wire::encode_delivery(watcher, true, line.command()) {
+            Some(body) => self.publish(wire::node_subject(&user.node), body),
+            None => false,
+        }
+    }
+
+    fn add_switchboard(&self, id: u32, session: SessionHandle) -> bool {
+        self.local.add_switchboard(id, session)
+    }
+
+    fn switchboard(&self, id: u32) -> Option<SessionHandle> {
+        self.local.switchboard(id)
+    }
+
+    fn remove_switchboard(&self, id: u32) {
+        self.local.remove_switchboard(id)
+    }
+
+    fn switchboard_count(&self) -> usize {
+        self.local.switchboard_count()
+    }
+
+    fn accounts(&self) -> Vec<Arc<Account>> {
+        self.local.accounts()
+    }
+
+    fn notification_address(&self, handle: &UserHandle) -> Option<String> {
+        let live = self.members.live();
+        let mut nodes: Vec<(&str, &str)> = live
+            .iter()
+            .map(|(node, address, _)| (node.as_str(), address.as_str()))
+            .collect();
+        nodes.push((&self.node, &self.notification_address));
+        let chosen = rendezvous(handle, nodes.iter().map(|(n, _)| *n))?;
+        nodes
+            .iter()
+            .find(|(n, _)| *n == chosen)
+            .map(|(_, a)| a.to_string())
+    }
+}
