@@ -13,6 +13,7 @@ use crate::chat;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::switchboard::{Member, Participant, SessionHandle};
 use crate::hub::{CookieGrant, Verdict};
+use crate::local;
 use crate::protocol::{
     AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, SharedLine, TrId, UserHandle,
 };
@@ -300,7 +301,19 @@ impl SwitchboardConnection {
         let hub = &self.services.hub;
         // Calls go through the caller's lists: contacts on another network join through the
         // backend as remote participants; contacts who are MSN users of this server are rung.
-        let account = hub.backend(me).ok_or(ErrorCode::NotOnline)?;
+        let Some(account) = hub.backend(me) else {
+            // Logged in on another node of a cluster: no backend session here.
+            return local::call_from_elsewhere(
+                &self.services,
+                trid,
+                me,
+                my_name,
+                session,
+                callee,
+                out,
+            )
+            .await;
+        };
         let caller = Caller {
             trid,
             handle: me,
