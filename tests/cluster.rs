@@ -119,7 +119,7 @@ impl Drop for Node {
 /// A nats-server and three nodes on one database.
 struct Cluster {
     nodes: Vec<Node>,
-    _nats: NatsServer,
+    nats: NatsServer,
     _dir: tempfile::TempDir,
 }
 
@@ -154,7 +154,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             nodes,
-            _nats: nats,
+            nats,
             _dir: dir,
         };
         cluster.wait_until_joined().await;
@@ -305,11 +305,12 @@ async fn presence_lists_and_chats_cross_nodes() {
         .await;
     assert!(got.payload_text().ends_with("hi alice"));
 
-    // Three people on three nodes in one session.
-    let t = alice_sb.cmd("CAL", &handle("carol")).await;
-    alice_sb.expect(&format!("CAL {t} RINGING *")).await;
+    // Three people on three nodes in one session. Bob, logged in on another node than the
+    // session's, brings carol in: the session's node rings her on hers.
+    let t = bob_sb.cmd("CAL", &handle("carol")).await;
+    bob_sb.expect(&format!("CAL {t} RINGING *")).await;
     let ring = carol
-        .wait_for(&format!("RNG * * CKI * {} alice", handle("alice")))
+        .wait_for(&format!("RNG * * CKI * {} bob", handle("bob")))
         .await;
     let (mut carol_sb, roster) = Client::answer(&ring, &handle("carol")).await;
     assert_eq!(roster.len(), 2, "carol sees alice and bob");
@@ -428,4 +429,55 @@ async fn dispatch_refers_to_live_nodes_and_moves_a_dead_nodes_users() {
             assert_eq!(cluster.node_at(&now), node, "{name} moved");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() {
+    let mut cluster = Cluster::start(&["alice", "bob", "carol"]).await;
+    let mut alice = cluster.online(0, "alice").await;
+    let mut carol = cluster.online(1, "carol").await;
+    add_contact(&mut carol, "carol", &mut alice, "alice").await;
+
+    cluster.nats.stop();
+    // Node 0 goes on serving its own users: a login, a list change, presence and a chat.
+    let mut bob = cluster.online(0, "bob").await;
+    let after = add_contact(&mut bob, "bob", &mut alice, "alice").await;
+    assert!(after.iter().any(|l| l.get(0) == "ILN"), "bob sees alice");
+    alice.chg("AWY").await;
+    bob.wait_for(&format!("NLN AWY {} alice", handle("alice")))
+        .await;
+    let mut bob_sb = bob.open_switchboard(&handle("bob")).await;
+    let t = bob_sb.cmd("CAL", &handle("alice")).await;
+    bob_sb.expect(&format!("CAL {t} RINGING *")).await;
+    let ring = alice
+        .wait_for(&format!("RNG * * CKI * {} bob", handle("bob")))
+        .await;
+    let (mut alice_sb, _) = Client::answer(&ring, &handle("alice")).await;
+    bob_sb
+        .expect(&format!("JOI {} alice", handle("alice")))
+        .await;
+    bob_sb
+        .msg(
+            "N",
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nstill here",
+        )
+        .await;
+    alice_sb
+        .expect(&format!("MSG {} bob *", handle("bob")))
+        .await;
+    // Across nodes, the others are dropped after the silence: carol sees alice go.
+    carol
+        .wait_for_within(&format!("FLN {}", handle("alice")), DROP_WAIT)
+        .await;
+
+    // NATS is back: the nodes find each other, exchange who is online, and carol sees alice.
+    cluster.nats.start_again().await;
+    carol
+        .wait_for_within(&format!("NLN AWY {} alice", handle("alice")), DROP_WAIT)
+        .await;
+    cluster.wait_until_joined().await;
+    alice.chg("NLN").await;
+    carol
+        .wait_for(&format!("NLN NLN {} alice", handle("alice")))
+        .await;
 }

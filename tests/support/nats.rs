@@ -24,20 +24,34 @@ impl NatsServer {
     /// starts it on a free loopback port, returning once it greets clients.
     pub async fn start() -> NatsServer {
         apt_install("nats-server", &["nats-server"]).await;
-        let port = free_port();
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+        };
+        server.start_again().await;
+        server
+    }
+
+    /// Starts the server (again) on its port.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "nats-server is running already");
         let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("nats-server is installed but does not start: {e}"));
-        let mut server = NatsServer {
-            child: Some(child),
-            port,
-        };
-        server.wait_ready().await;
-        server
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Kills the server (SIGKILL, by its pid) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Waits for the server's `INFO` greeting.
@@ -73,9 +87,6 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }

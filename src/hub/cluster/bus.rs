@@ -46,13 +46,15 @@ pub async fn start(
         reason,
     };
     let events_node = node.to_string();
+    // Each failed reconnect is an error event: one line per interval is enough.
+    let errors = Arc::new(Quiet::new());
     let options = async_nats::ConnectOptions::new()
         .name(format!("msngate {node}"))
         .retry_on_initial_connect()
         .connection_timeout(NATS_BOUND)
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
-            let node = events_node.clone();
+            let (node, errors) = (events_node.clone(), errors.clone());
             async move {
                 match event {
                     async_nats::Event::Connected => info!(%node, "connected to NATS"),
@@ -60,7 +62,11 @@ pub async fn start(
                         %node,
                         "lost NATS: serving this node's users only until it is back"
                     ),
-                    other => warn!(%node, event = %other, "NATS"),
+                    other => {
+                        if let Some(unlogged) = errors.should_log() {
+                            warn!(%node, event = %other, unlogged, "NATS");
+                        }
+                    }
                 }
             }
         });
@@ -167,7 +173,7 @@ async fn heartbeat_loop(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         }
         let gone = cluster.beat();
         if !gone.is_empty() {
-            cluster.tell_watchers(gone).await;
+            cluster.tell_watchers(gone, false).await;
         }
     }
 }
@@ -189,7 +195,7 @@ async fn read_loop(
                         let gone = cluster.on_broadcast(b);
                         if !gone.is_empty() {
                             let cluster = cluster.clone();
-                            tokio::spawn(async move { cluster.tell_watchers(gone).await });
+                            tokio::spawn(async move { cluster.tell_watchers(gone, false).await });
                         }
                     }
                     Err(e) => {
@@ -204,7 +210,11 @@ async fn read_loop(
                 match wire::decode_direct(&message.payload) {
                     Ok(incoming) => {
                         debug!(subject = %message.subject, "cluster message");
-                        cluster.on_direct(incoming);
+                        let back = cluster.on_direct(incoming);
+                        if !back.is_empty() {
+                            let cluster = cluster.clone();
+                            tokio::spawn(async move { cluster.tell_watchers(back, true).await });
+                        }
                     }
                     Err(e) => {
                         if let Some(unlogged) = malformed.should_log() {

@@ -44,6 +44,17 @@ pub fn later(a: (u64, &str), b: (u64, &str)) -> bool {
     a > b
 }
 
+/// What [`Directory::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// A later login of the handle is known.
+    Refused,
+    /// The handle was known; now with this login or state.
+    Changed,
+    /// The handle was not known.
+    Added,
+}
+
 /// Users logged in on other nodes.
 #[derive(Default)]
 pub struct Directory {
@@ -55,23 +66,22 @@ impl Directory {
         self.users.get(handle).map(|u| u.clone())
     }
 
-    /// Takes a login or change unless a later login of the handle is already known. Returns
-    /// whether it was taken.
-    pub fn upsert(&self, handle: UserHandle, user: RemoteUser) -> bool {
+    /// Takes a login or change unless a later login of the handle is already known.
+    pub fn upsert(&self, handle: UserHandle, user: RemoteUser) -> Upsert {
         match self.users.entry(handle) {
             dashmap::Entry::Occupied(mut slot) => {
                 let known = slot.get();
                 let same_login = known.node == user.node && known.stamp == user.stamp;
                 if same_login || later((user.stamp, &user.node), (known.stamp, &known.node)) {
                     slot.insert(user);
-                    true
+                    Upsert::Changed
                 } else {
-                    false
+                    Upsert::Refused
                 }
             }
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(user);
-                true
+                Upsert::Added
             }
         }
     }
@@ -233,11 +243,11 @@ mod tests {
     #[test]
     fn the_later_login_stays() {
         let d = Directory::default();
-        assert!(d.upsert(handle(1), user("b", 10)));
-        assert!(!d.upsert(handle(1), user("a", 9)));
-        assert!(d.upsert(handle(1), user("a", 11)));
+        assert_eq!(d.upsert(handle(1), user("b", 10)), Upsert::Added);
+        assert_eq!(d.upsert(handle(1), user("a", 9)), Upsert::Refused);
+        assert_eq!(d.upsert(handle(1), user("a", 11)), Upsert::Changed);
         // A change of the known login is taken; the older login's logout removes nothing.
-        assert!(d.upsert(handle(1), user("a", 11)));
+        assert_eq!(d.upsert(handle(1), user("a", 11)), Upsert::Changed);
         assert!(d.remove_login(&handle(1), "b", 10).is_none());
         assert_eq!(d.get(&handle(1)).unwrap().node, "a");
         assert!(d.remove_login(&handle(1), "a", 11).is_some());

@@ -37,7 +37,7 @@ use crate::protocol::{
     Dialect, FriendlyName, OutReason, ServerCommand, SharedLine, Status, UserHandle,
 };
 use crate::store::Store;
-use directory::{later, rendezvous, Directory, Heard, Members, RemoteUser};
+use directory::{later, rendezvous, Directory, Heard, Members, RemoteUser, Upsert};
 use wire::{Broadcast, Direct, Incoming, UserEntry};
 
 pub use bus::{start, ClusterError};
@@ -112,6 +112,7 @@ pub struct Cluster {
     last_stamp: AtomicU64,
     outbound: mpsc::Sender<Outbound>,
     full: Quiet,
+    same_name: Quiet,
     store: Arc<dyn Store>,
 }
 
@@ -133,6 +134,7 @@ impl Cluster {
             last_stamp: AtomicU64::new(0),
             outbound,
             full: Quiet::new(),
+            same_name: Quiet::new(),
             store,
         };
         (Arc::new(cluster), queue)
@@ -224,6 +226,16 @@ impl Cluster {
         if !later((remote.stamp, &remote.node), (stamp, &self.node)) {
             return;
         }
+        // Once: the newer login's next change must not send a second OUT. The older login's
+        // logout then announces nothing (the other nodes already know the newer one), and its
+        // connection's cleanup ends its backend session as usual.
+        if self
+            .stamps
+            .remove_if(handle, |_, (id, _)| *id == peer_id)
+            .is_none()
+        {
+            return;
+        }
         if let Some(peer) = self.local.peer(handle).filter(|p| p.id() == peer_id) {
             info!(%handle, node = %remote.node, "logged in on another node; closing the older login here");
             peer.send_and_close(&ServerCommand::Out {
@@ -232,13 +244,22 @@ impl Cluster {
         }
     }
 
-    fn take_entry(&self, node: &str, entry: &UserEntry) {
+    /// Takes a user's entry from `node`; returns the user when it was not known before.
+    fn take_entry(&self, node: &str, entry: &UserEntry) -> Option<(UserHandle, RemoteUser)> {
         let Some((handle, user)) = RemoteUser::from_entry(node, entry) else {
             warn!(%node, handle = %entry.handle, "ignoring a malformed directory entry");
-            return;
+            return None;
         };
-        if self.directory.upsert(handle.clone(), user.clone()) {
-            self.take_over(&handle, &user);
+        match self.directory.upsert(handle.clone(), user.clone()) {
+            Upsert::Refused => None,
+            Upsert::Changed => {
+                self.take_over(&handle, &user);
+                None
+            }
+            Upsert::Added => {
+                self.take_over(&handle, &user);
+                Some((handle, user))
+            }
         }
     }
 
@@ -254,7 +275,7 @@ impl Cluster {
             } => {
                 if node == self.node {
                     if instance != self.instance {
-                        if let Some(unlogged) = self.full.should_log() {
+                        if let Some(unlogged) = self.same_name.should_log() {
                             warn!(%node, unlogged, "another node uses this node's name; [cluster] node must be unique");
                         }
                     }
@@ -286,6 +307,7 @@ impl Cluster {
                 instance,
                 user,
             } => {
+                // A login or change: its own node tells the watchers.
                 if node != self.node && self.members.is(&node, instance) {
                     self.take_entry(&node, &user);
                 }
@@ -314,14 +336,18 @@ impl Cluster {
         }
     }
 
-    /// Handles what came on this node's own subject.
-    fn on_direct(&self, message: Incoming) {
+    /// Handles what came on this node's own subject. Returns the users a snapshot brought
+    /// that were not known (a node joining again after an outage), whose watchers here must
+    /// be told.
+    fn on_direct(&self, message: Incoming) -> Vec<(UserHandle, RemoteUser)> {
         match message {
             Incoming::Delivery(d) if d.presence => {
                 self.local.send_presence(&d.to, &SharedLine::new(d.command));
+                Vec::new()
             }
             Incoming::Delivery(d) => {
                 self.local.send(&d.to, &d.command);
+                Vec::new()
             }
             Incoming::Direct(Direct::Sync { from }) => {
                 let users: Vec<UserEntry> = self
@@ -340,17 +366,20 @@ impl Cluster {
                         },
                     );
                 }
+                Vec::new()
             }
             Incoming::Direct(Direct::Snapshot {
                 node,
                 instance,
                 users,
             }) => {
-                if self.members.is(&node, instance) {
-                    for user in &users {
-                        self.take_entry(&node, user);
-                    }
+                if !self.members.is(&node, instance) {
+                    return Vec::new();
                 }
+                users
+                    .iter()
+                    .filter_map(|user| self.take_entry(&node, user))
+                    .collect()
             }
         }
     }
@@ -371,12 +400,25 @@ impl Cluster {
         gone
     }
 
-    /// Tells the watchers on this node that users of a dropped node went offline.
-    async fn tell_watchers(&self, gone: Vec<(UserHandle, RemoteUser)>) {
-        for (handle, user) in gone {
-            if !user.status.is_visible() || self.presence(&handle).is_some() {
+    /// Tells the watchers on this node that users of another node went offline (`online`
+    /// false: their node was dropped) or are online (their node came back).
+    async fn tell_watchers(&self, users: Vec<(UserHandle, RemoteUser)>, online: bool) {
+        for (handle, user) in users {
+            if !user.status.is_visible() {
                 continue;
             }
+            let line = match self.visible_status(&handle) {
+                Some((status, name)) if online => ServerCommand::Nln {
+                    status,
+                    handle: handle.clone(),
+                    name,
+                },
+                None if !online => ServerCommand::Fln {
+                    handle: handle.clone(),
+                },
+                // Gone again, or back already.
+                _ => continue,
+            };
             let watchers = self.store.watchers(&handle);
             let watchers = match tokio::time::timeout(Duration::from_secs(5), watchers).await {
                 Ok(Ok(w)) => w,
@@ -389,9 +431,7 @@ impl Cluster {
                     continue;
                 }
             };
-            let line = SharedLine::new(ServerCommand::Fln {
-                handle: handle.clone(),
-            });
+            let line = SharedLine::new(line);
             for (watcher, permission) in watchers {
                 if permission.allows() {
                     self.local.send_presence(&watcher, &line);
