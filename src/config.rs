@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use backends::BackendSettings;
-pub use cluster::ClusterConfig;
+pub use cluster::{redact_credentials, ClusterConfig};
 
 /// The whole configuration. `config/msngate.toml` documents every key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]

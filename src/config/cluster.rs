@@ -8,7 +8,7 @@ use super::ConfigError;
 /// The longest node name: it is part of NATS subjects and of log lines.
 const MAX_NODE_NAME: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The NATS server the nodes meet on, e.g. `nats://127.0.0.1:4222`. Unset: a single node.
@@ -55,6 +55,26 @@ impl ClusterConfig {
     }
 }
 
+/// The URL may carry NATS credentials (`nats://user:password@host`): never printed.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("nats", &self.nats.as_deref().map(redact_credentials))
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// `url` with any `user:password@` replaced by `[redacted]@`.
+pub fn redact_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +84,24 @@ mod tests {
             nats: nats.map(String::from),
             node: node.map(String::from),
         }
+    }
+
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(
+            redact_credentials("nats://me:secret@10.0.0.5:4222"),
+            "nats://[redacted]@10.0.0.5:4222"
+        );
+        assert_eq!(
+            redact_credentials("nats://10.0.0.5:4222"),
+            "nats://10.0.0.5:4222"
+        );
+        let config = cluster(Some("nats://me:secret@h"), Some("a"));
+        assert!(!format!("{config:?}").contains("secret"));
+        assert_eq!(
+            redact_credentials("tls://tok@h/x@y"),
+            "tls://[redacted]@h/x@y"
+        );
     }
 
     #[test]

@@ -41,8 +41,9 @@ pub async fn start(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Arc<Cluster>, ClusterError> {
+    let shown = crate::config::redact_credentials(url);
     let failed = |reason: String| ClusterError::Nats {
-        url: url.to_string(),
+        url: shown.clone(),
         reason,
     };
     let events_node = node.to_string();
@@ -89,7 +90,7 @@ pub async fn start(
     let direct = subscribe(wire::node_subject(node)).await.map_err(failed)?;
 
     let (cluster, queue) = Cluster::new(node.to_string(), notification_address, store);
-    info!(%node, %url, "joining the cluster");
+    info!(%node, nats = %shown, "joining the cluster");
     tracker.spawn(publish_loop(
         client.clone(),
         cluster.clone(),
