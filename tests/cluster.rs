@@ -89,6 +89,13 @@ impl Node {
         }
     }
 
+    /// SIGTERM: the node shuts down as under systemd.
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGTERM);
+        }
+    }
+
     fn ns_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ns))
     }
@@ -480,4 +487,32 @@ async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() 
     carol
         .wait_for(&format!("NLN NLN {} alice", handle("alice")))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_normally_leaves_at_once() {
+    let cluster = Cluster::start(&["alice", "bob"]).await;
+    let mut alice = cluster.online(0, "alice").await;
+    let mut bob = cluster.online(1, "bob").await;
+    add_contact(&mut bob, "bob", &mut alice, "alice").await;
+
+    let stopped = Instant::now();
+    cluster.nodes[0].terminate();
+    alice.wait_for("OUT SSD").await;
+    bob.wait_for(&format!("FLN {}", handle("alice"))).await;
+    // The others dropped it on its goodbye, not after the silence limit (3 s).
+    let probes: Vec<String> = (0..12).map(|i| handle(&format!("probe{i}"))).collect();
+    for probe in &probes {
+        let referred = refer(cluster.nodes[1].ds_addr(), probe).await;
+        assert_ne!(
+            referred,
+            cluster.nodes[0].ns_text(),
+            "{probe} sent to the stopped node"
+        );
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_millis(2500),
+        "the stopped node was dropped only after {:?}",
+        stopped.elapsed()
+    );
 }
