@@ -26,59 +26,95 @@ struct Node {
     name: String,
     config: PathBuf,
     log: PathBuf,
+    database: PathBuf,
+    nats: String,
+    key: PathBuf,
     ns: u16,
     ds: u16,
+    http: u16,
     child: Option<Child>,
 }
 
 impl Node {
     fn new(dir: &Path, database: &Path, nats: &str, name: &str) -> Node {
-        let (ns, sb, ds) = (
-            process::free_port(),
-            process::free_port(),
-            process::free_port(),
-        );
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nnotification_listen = \"127.0.0.1:{ns}\"\n\
-                 switchboard_listen = \"127.0.0.1:{sb}\"\n\
-                 dispatch_listen = \"127.0.0.1:{ds}\"\npublic_host = \"127.0.0.1\"\n\n\
-                 [storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n\n\
-                 [log]\nlevel = \"msngate=debug\"\n\n\
-                 [cluster]\nnats = \"{nats}\"\nnode = \"{name}\"\n",
-                database.display(),
-                dir.join(format!("{name}.key")).display(),
-            ),
-        )
-        .unwrap();
         Node {
             name: name.into(),
-            config,
+            config: dir.join(format!("{name}.toml")),
             log: dir.join(format!("{name}.log")),
-            ns,
-            ds,
+            database: database.to_owned(),
+            nats: nats.into(),
+            key: dir.join(format!("{name}.key")),
+            ns: 0,
+            ds: 0,
+            http: 0,
             child: None,
         }
     }
 
+    /// Writes the node's configuration on ports free a moment ago.
+    fn write_config(&mut self) {
+        let sb = process::free_port();
+        (self.ns, self.ds, self.http) = (
+            process::free_port(),
+            process::free_port(),
+            process::free_port(),
+        );
+        std::fs::write(
+            &self.config,
+            format!(
+                "[server]\nnotification_listen = \"127.0.0.1:{}\"\n\
+                 switchboard_listen = \"127.0.0.1:{sb}\"\n\
+                 dispatch_listen = \"127.0.0.1:{}\"\npublic_host = \"127.0.0.1\"\n\n\
+                 [storage]\ndatabase = \"{}\"\n\n[secrets]\nkey_file = \"{}\"\n\n\
+                 [http]\nlisten = \"127.0.0.1:{}\"\n\n\
+                 [log]\nlevel = \"msngate=debug\"\n\n\
+                 [cluster]\nnats = \"{}\"\nnode = \"{}\"\n",
+                self.ns,
+                self.ds,
+                self.database.display(),
+                self.key.display(),
+                self.http,
+                self.nats,
+                self.name,
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Starts the node and waits until it listens. A port taken meanwhile by another test's
+    /// connection makes it exit at once: then it starts again on other ports.
     fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_msngate"));
-        cmd.env_remove("RUST_LOG")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.child = Some(process::spawn_tied_to_process(cmd).expect("msngate starts"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.ns_addr()).is_err() {
-            assert!(Instant::now() < deadline, "{} did not listen", self.name);
-            std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..3 {
+            self.write_config();
+            let log = std::fs::File::create(&self.log).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_msngate"));
+            cmd.env_remove("RUST_LOG")
+                .arg("--config")
+                .arg(&self.config)
+                .arg("serve")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            let mut child = process::spawn_tied_to_process(cmd).expect("msngate starts");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    eprintln!(
+                        "{} exited at start ({status}); trying other ports:\n{log}",
+                        self.name
+                    );
+                    break;
+                }
+                if std::net::TcpStream::connect(self.ns_addr()).is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{} did not listen", self.name);
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        panic!("{} did not start", self.name);
     }
 
     /// SIGKILL: the node vanishes without a word to the cluster.
@@ -102,6 +138,30 @@ impl Node {
 
     fn ds_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ds))
+    }
+
+    /// `GET /health`: the status code and the JSON body.
+    async fn health(&self) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let code = response
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        (code, serde_json::from_str(body).expect("JSON"))
     }
 
     fn ns_text(&self) -> String {
@@ -445,6 +505,17 @@ async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() 
     let mut carol = cluster.online(1, "carol").await;
     add_contact(&mut carol, "carol", &mut alice, "alice").await;
 
+    let (code, health) = cluster.nodes[0].health().await;
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["cluster"]["node"], "ns-1", "{health}");
+    assert_eq!(health["cluster"]["nats_connected"], true, "{health}");
+    let others = health["cluster"]["nodes"].as_object().expect("nodes");
+    assert!(
+        others.contains_key("ns-2") && others.contains_key("ns-3"),
+        "{health}"
+    );
+    assert_eq!(health["cluster"]["remote_users"], 1, "{health}");
+
     cluster.nats.stop();
     // Node 0 goes on serving its own users: a login, a list change, presence and a chat.
     let mut bob = cluster.online(0, "bob").await;
@@ -476,6 +547,10 @@ async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() 
     carol
         .wait_for_within(&format!("FLN {}", handle("alice")), DROP_WAIT)
         .await;
+    // Healthy still, and saying why the others are missing.
+    let (code, health) = cluster.nodes[0].health().await;
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["cluster"]["nats_connected"], false, "{health}");
 
     // NATS is back: the nodes find each other, exchange who is online, and carol sees alice.
     cluster.nats.start_again().await;

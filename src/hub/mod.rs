@@ -40,6 +40,18 @@ pub struct OnlineUser {
     pub backend: Arc<Account>,
 }
 
+/// A node's view of its cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    /// Whether the connection to NATS is up.
+    pub nats_connected: bool,
+    /// The other live nodes, by name, with the users online on each (their last heartbeat).
+    pub nodes: std::collections::BTreeMap<String, usize>,
+    /// Users known to be online on the other nodes.
+    pub remote_users: usize,
+}
+
 /// How sessions reach other users and switchboard sessions, wherever those run.
 pub trait Delivery: Send + Sync + 'static {
     /// Registers a new login, returning the one it replaces, if any (which the caller ends
@@ -82,6 +94,11 @@ pub trait Delivery: Send + Sync + 'static {
     /// The notification server (`host:port`) the dispatch server refers `handle` to; `None`
     /// for this node's own.
     fn notification_address(&self, _handle: &UserHandle) -> Option<String> {
+        None
+    }
+
+    /// How this node sees its cluster (for `/health`); `None` for a server on its own.
+    fn cluster_status(&self) -> Option<ClusterStatus> {
         None
     }
 

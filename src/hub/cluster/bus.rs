@@ -3,6 +3,7 @@
 //! serving its own users; the others drop it after their silence limit, and it them, until
 //! NATS is back and the nodes exchange their directories again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub async fn start(
     let events_node = node.to_string();
     // Each failed reconnect is an error event: one line per interval is enough.
     let errors = Arc::new(Quiet::new());
+    let connected = Arc::new(AtomicBool::new(false));
+    let connected_events = connected.clone();
     let options = async_nats::ConnectOptions::new()
         .name(format!("msngate {node}"))
         .retry_on_initial_connect()
@@ -56,13 +59,20 @@ pub async fn start(
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(move |event| {
             let (node, errors) = (events_node.clone(), errors.clone());
+            let connected = connected_events.clone();
             async move {
                 match event {
-                    async_nats::Event::Connected => info!(%node, "connected to NATS"),
-                    async_nats::Event::Disconnected => warn!(
-                        %node,
-                        "lost NATS: serving this node's users only until it is back"
-                    ),
+                    async_nats::Event::Connected => {
+                        connected.store(true, Ordering::Relaxed);
+                        info!(%node, "connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        connected.store(false, Ordering::Relaxed);
+                        warn!(
+                            %node,
+                            "lost NATS: serving this node's users only until it is back"
+                        );
+                    }
                     other => {
                         if let Some(unlogged) = errors.should_log() {
                             warn!(%node, event = %other, unlogged, "NATS");
@@ -89,7 +99,7 @@ pub async fn start(
         .map_err(failed)?;
     let direct = subscribe(wire::node_subject(node)).await.map_err(failed)?;
 
-    let (cluster, queue) = Cluster::new(node.to_string(), notification_address, store);
+    let (cluster, queue) = Cluster::new(node.to_string(), notification_address, store, connected);
     info!(%node, nats = %shown, "joining the cluster");
     tracker.spawn(publish_loop(
         client.clone(),

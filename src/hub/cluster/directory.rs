@@ -107,7 +107,6 @@ impl Directory {
             .collect()
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.users.len()
     }

@@ -20,7 +20,7 @@ mod bus;
 mod directory;
 mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::switchboard::SessionHandle;
-use super::{Delivery, InProcess, OnlineUser};
+use super::{ClusterStatus, Delivery, InProcess, OnlineUser};
 use crate::backend::Account;
 use crate::connection::Peer;
 use crate::protocol::{
@@ -114,6 +114,8 @@ pub struct Cluster {
     full: Quiet,
     same_name: Quiet,
     store: Arc<dyn Store>,
+    /// Set by the NATS client's events.
+    connected: Arc<AtomicBool>,
 }
 
 impl Cluster {
@@ -121,6 +123,7 @@ impl Cluster {
         node: String,
         notification_address: String,
         store: Arc<dyn Store>,
+        connected: Arc<AtomicBool>,
     ) -> (Arc<Cluster>, mpsc::Receiver<Outbound>) {
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let cluster = Cluster {
@@ -136,6 +139,7 @@ impl Cluster {
             full: Quiet::new(),
             same_name: Quiet::new(),
             store,
+            connected,
         };
         (Arc::new(cluster), queue)
     }
@@ -552,6 +556,20 @@ impl Delivery for Cluster {
 
     fn accounts(&self) -> Vec<Arc<Account>> {
         self.local.accounts()
+    }
+
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        Some(ClusterStatus {
+            node: self.node.clone(),
+            nats_connected: self.connected.load(Ordering::Relaxed),
+            nodes: self
+                .members
+                .live()
+                .into_iter()
+                .map(|(node, _, load)| (node, load))
+                .collect(),
+            remote_users: self.directory.len(),
+        })
     }
 
     fn notification_address(&self, handle: &UserHandle) -> Option<String> {
