@@ -59,7 +59,15 @@ pub enum Upsert {
 #[derive(Default)]
 pub struct Directory {
     users: DashMap<UserHandle, RemoteUser>,
+    /// Logins that ended recently, by handle: (node, stamp, when). A node's broadcasts and its
+    /// direct messages arrive on two subscriptions, whose order between them is not kept, so
+    /// a snapshot taken before a logout may be read after it; it must not bring the login back.
+    ended: DashMap<UserHandle, (String, u64, Instant)>,
 }
+
+/// How long an ended login is remembered (see [`Directory::ended`]); far longer than any
+/// message spends between two nodes.
+const ENDED_MEMORY: Duration = Duration::from_secs(60);
 
 impl Directory {
     pub fn get(&self, handle: &UserHandle) -> Option<RemoteUser> {
@@ -68,6 +76,13 @@ impl Directory {
 
     /// Takes a login or change unless a later login of the handle is already known.
     pub fn upsert(&self, handle: UserHandle, user: RemoteUser) -> Upsert {
+        let ended = self
+            .ended
+            .get(&handle)
+            .is_some_and(|e| e.0 == user.node && e.1 == user.stamp);
+        if ended {
+            return Upsert::Refused;
+        }
         match self.users.entry(handle) {
             dashmap::Entry::Occupied(mut slot) => {
                 let known = slot.get();
@@ -88,9 +103,18 @@ impl Directory {
 
     /// Removes the handle if its known login is the one from `node` with `stamp`.
     pub fn remove_login(&self, handle: &UserHandle, node: &str, stamp: u64) -> Option<RemoteUser> {
+        self.ended
+            .insert(handle.clone(), (node.to_string(), stamp, Instant::now()));
         self.users
             .remove_if(handle, |_, u| u.node == node && u.stamp == stamp)
             .map(|(_, u)| u)
+    }
+
+    /// Forgets ended logins older than [`ENDED_MEMORY`].
+    pub fn forget_ended(&self) {
+        let now = Instant::now();
+        self.ended
+            .retain(|_, (_, _, when)| now.duration_since(*when) < ENDED_MEMORY);
     }
 
     /// Removes everyone on `node`, returning them.
@@ -251,6 +275,11 @@ mod tests {
         assert_eq!(d.get(&handle(1)).unwrap().node, "a");
         assert!(d.remove_login(&handle(1), "a", 11).is_some());
         assert!(d.get(&handle(1)).is_none());
+        // A snapshot read after the logout does not bring the login back; a new login does.
+        assert_eq!(d.upsert(handle(1), user("a", 11)), Upsert::Refused);
+        assert_eq!(d.upsert(handle(1), user("a", 12)), Upsert::Added);
+        d.forget_ended();
+        assert!(d.ended.contains_key(&handle(1)));
     }
 
     #[test]

@@ -396,6 +396,7 @@ impl Cluster {
             address: self.notification_address.clone(),
             load: self.local.online_count(),
         });
+        self.directory.forget_ended();
         let mut gone = Vec::new();
         for node in self.members.expire(SILENCE) {
             warn!(%node, silent_for = ?SILENCE, "node not heard from; dropping it and its users");
