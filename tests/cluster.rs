@@ -420,8 +420,11 @@ async fn a_login_on_another_node_ends_the_older_one() {
     alice.wait_for("OUT OTH").await;
     alice.expect_closed().await;
     again.go_online("NLN").await;
+    // Bob may see alice go (FLN) before she is back, never after: the older login's end
+    // must not overtake the newer login's state.
     bob.wait_for(&format!("NLN NLN {} alice", handle("alice")))
         .await;
+    bob.expect_silence(1000).await;
 
     // The newer login is the one the cluster reaches: bob's ADD tells it.
     let t = bob.cmd("REM", &format!("FL {}", handle("alice"))).await;

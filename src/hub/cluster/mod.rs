@@ -21,7 +21,7 @@ mod directory;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -116,6 +116,8 @@ pub struct Cluster {
     store: Arc<dyn Store>,
     /// Set by the NATS client's events.
     connected: Arc<AtomicBool>,
+    /// This cluster, for the tasks it starts.
+    me: Weak<Cluster>,
 }
 
 impl Cluster {
@@ -126,7 +128,7 @@ impl Cluster {
         connected: Arc<AtomicBool>,
     ) -> (Arc<Cluster>, mpsc::Receiver<Outbound>) {
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
-        let cluster = Cluster {
+        let cluster = Arc::new_cyclic(|me| Cluster {
             local: InProcess::default(),
             node,
             instance: rand::random(),
@@ -140,8 +142,9 @@ impl Cluster {
             same_name: Quiet::new(),
             store,
             connected,
-        };
-        (Arc::new(cluster), queue)
+            me: me.clone(),
+        });
+        (cluster, queue)
     }
 
     /// Queues a message for NATS without waiting; a full queue drops it.
@@ -424,25 +427,53 @@ impl Cluster {
                 // Gone again, or back already.
                 _ => continue,
             };
-            let watchers = self.store.watchers(&handle);
-            let watchers = match tokio::time::timeout(Duration::from_secs(5), watchers).await {
-                Ok(Ok(w)) => w,
-                Ok(Err(error)) => {
-                    warn!(%error, %handle, "could not load watchers; FLN not sent");
-                    continue;
-                }
-                Err(_) => {
-                    warn!(%handle, "loading watchers took too long; FLN not sent");
-                    continue;
-                }
-            };
-            let line = SharedLine::new(line);
-            for (watcher, permission) in watchers {
-                if permission.allows() {
-                    self.local.send_presence(&watcher, &line);
-                }
+            self.to_watchers(&handle, line, false).await;
+        }
+    }
+
+    /// A login here replaced a visible one on another node. That node does not announce its
+    /// login's end (see `send_presence`), so that its FLN cannot overtake this login's first
+    /// NLN on the way to a watcher: this node says it, before anything else about the user
+    /// (the store answers in order, and the first CHG's watchers come after these).
+    async fn replaced_elsewhere(&self, handle: UserHandle) {
+        let line = ServerCommand::Fln {
+            handle: handle.clone(),
+        };
+        self.to_watchers(&handle, line, true).await;
+    }
+
+    /// Sends `line` about `handle` to its watchers allowed to see it: those logged in here, or
+    /// (`everywhere`) on every node.
+    async fn to_watchers(&self, handle: &UserHandle, line: ServerCommand, everywhere: bool) {
+        let watchers = self.store.watchers(handle);
+        let watchers = match tokio::time::timeout(Duration::from_secs(5), watchers).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(error)) => {
+                warn!(%error, %handle, "could not load watchers; presence not sent");
+                return;
+            }
+            Err(_) => {
+                warn!(%handle, "loading watchers took too long; presence not sent");
+                return;
+            }
+        };
+        let line = SharedLine::new(line);
+        for (watcher, permission) in watchers {
+            if !permission.allows() {
+                continue;
+            }
+            if everywhere {
+                self.send_presence(&watcher, &line);
+            } else {
+                self.local.send_presence(&watcher, &line);
             }
         }
+    }
+
+    /// Whether presence about `handle` is another node's to announce: its login there is the
+    /// current one and none is here (this node's login of it was taken over).
+    fn announced_elsewhere(&self, handle: &UserHandle) -> bool {
+        self.local.peer(handle).is_none() && self.directory.get(handle).is_some()
     }
 }
 
@@ -456,6 +487,14 @@ impl Delivery for Cluster {
     ) -> Option<OnlineUser> {
         let stamp = self.next_stamp();
         self.stamps.insert(handle.clone(), (peer.id(), stamp));
+        let replaces_visible = self
+            .directory
+            .get(&handle)
+            .is_some_and(|u| u.status.is_visible());
+        if let Some(cluster) = replaces_visible.then(|| self.me.upgrade()).flatten() {
+            let handle = handle.clone();
+            tokio::spawn(async move { cluster.replaced_elsewhere(handle).await });
+        }
         let previous = self.local.log_in(handle.clone(), peer, name, backend);
         self.announce(&handle);
         previous
@@ -523,6 +562,13 @@ impl Delivery for Cluster {
     }
 
     fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
+        let about = match line.command() {
+            ServerCommand::Nln { handle, .. } | ServerCommand::Fln { handle } => Some(handle),
+            _ => None,
+        };
+        if about.is_some_and(|h| self.announced_elsewhere(h)) {
+            return false;
+        }
         if self.local.peer(watcher).is_some() {
             return self.local.send_presence(watcher, line);
         }
