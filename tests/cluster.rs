@@ -302,10 +302,11 @@ async fn add_contact(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_and_chats_cross_nodes() {
-    let cluster = Cluster::start(&["alice", "bob", "carol"]).await;
+    let cluster = Cluster::start(&["alice", "bob", "carol", "dave"]).await;
     let mut alice = cluster.online(0, "alice").await;
     let mut bob = cluster.online(1, "bob").await;
     let mut carol = cluster.online(2, "carol").await;
+    let mut dave = cluster.online(2, "dave").await;
 
     // List changes cross nodes: the contact's own node tells it (ADD 0 RL), and the adder
     // sees the contact's state from the directory (ILN).
@@ -320,7 +321,16 @@ async fn presence_lists_and_chats_cross_nodes() {
     add_contact(&mut alice, "alice", &mut carol, "carol").await;
     add_contact(&mut bob, "bob", &mut alice, "alice").await;
 
-    // Presence crosses nodes: NLN on a change of state.
+    // Presence crosses nodes: NLN on a change of state, to each watcher on another node (two
+    // of them on one node: one message carries both).
+    add_contact(&mut carol, "carol", &mut alice, "alice").await;
+    add_contact(&mut dave, "dave", &mut alice, "alice").await;
+    alice.chg("IDL").await;
+    for watcher in [&mut bob, &mut carol, &mut dave] {
+        watcher
+            .wait_for(&format!("NLN IDL {} alice", handle("alice")))
+            .await;
+    }
     bob.chg("AWY").await;
     alice
         .wait_for(&format!("NLN AWY {} bob", handle("bob")))

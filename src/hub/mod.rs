@@ -115,6 +115,14 @@ pub trait Delivery: Send + Sync + 'static {
     /// CHG gives it every state at once.
     fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool;
 
+    /// [`Delivery::send_presence`] to many watchers at once (one state change's fan-out),
+    /// which a cluster sends in one message per node.
+    fn send_presence_to(&self, watchers: &mut dyn Iterator<Item = &UserHandle>, line: &SharedLine) {
+        for watcher in watchers {
+            self.send_presence(watcher, line);
+        }
+    }
+
     /// Registers a running switchboard session under an id no other session has; `false`
     /// when the id is taken.
     fn add_switchboard(&self, id: u32, session: SessionHandle) -> bool;

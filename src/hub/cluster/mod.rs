@@ -20,6 +20,7 @@ mod bus;
 mod directory;
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +51,8 @@ pub const SILENCE: Duration = Duration::from_secs(3);
 const OUTBOUND_QUEUE: usize = 8192;
 /// Users per snapshot message (NATS's default payload limit is 1 MiB).
 const SNAPSHOT_PART: usize = 500;
+/// Watchers per presence message.
+const PRESENCE_PART: usize = 1000;
 
 /// A message for NATS: its subject and body.
 struct Outbound {
@@ -349,11 +352,16 @@ impl Cluster {
     fn on_direct(&self, message: Incoming) -> Vec<(UserHandle, RemoteUser)> {
         match message {
             Incoming::Delivery(d) if d.presence => {
-                self.local.send_presence(&d.to, &SharedLine::new(d.command));
+                let line = SharedLine::new(d.command);
+                for watcher in &d.to {
+                    self.local.send_presence(watcher, &line);
+                }
                 Vec::new()
             }
             Incoming::Delivery(d) => {
-                self.local.send(&d.to, &d.command);
+                for user in &d.to {
+                    self.local.send(user, &d.command);
+                }
                 Vec::new()
             }
             Incoming::Direct(Direct::Sync { from }) => {
@@ -458,22 +466,27 @@ impl Cluster {
             }
         };
         let line = SharedLine::new(line);
-        for (watcher, permission) in watchers {
-            if !permission.allows() {
-                continue;
-            }
-            if everywhere {
-                self.send_presence(&watcher, &line);
-            } else {
-                self.local.send_presence(&watcher, &line);
+        let mut allowed = watchers
+            .iter()
+            .filter(|(_, permission)| permission.allows())
+            .map(|(watcher, _)| watcher);
+        if everywhere {
+            self.send_presence_to(&mut allowed, &line);
+        } else {
+            for watcher in allowed {
+                self.local.send_presence(watcher, &line);
             }
         }
     }
 
-    /// Whether presence about `handle` is another node's to announce: its login there is the
-    /// current one and none is here (this node's login of it was taken over).
-    fn announced_elsewhere(&self, handle: &UserHandle) -> bool {
-        self.local.peer(handle).is_none() && self.directory.get(handle).is_some()
+    /// Whether a presence line is about a user whose presence is another node's to announce:
+    /// its login there is the current one and none is here (this node's was taken over).
+    fn announced_elsewhere_line(&self, line: &SharedLine) -> bool {
+        let about = match line.command() {
+            ServerCommand::Nln { handle, .. } | ServerCommand::Fln { handle } => handle,
+            _ => return false,
+        };
+        self.local.peer(about).is_none() && self.directory.get(about).is_some()
     }
 }
 
@@ -555,18 +568,14 @@ impl Delivery for Cluster {
         let Some(user) = self.directory.get(handle) else {
             return false;
         };
-        match wire::encode_delivery(handle, false, command) {
+        match wire::encode_delivery(std::slice::from_ref(handle), false, command) {
             Some(body) => self.publish(wire::node_subject(&user.node), body),
             None => false,
         }
     }
 
     fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool {
-        let about = match line.command() {
-            ServerCommand::Nln { handle, .. } | ServerCommand::Fln { handle } => Some(handle),
-            _ => None,
-        };
-        if about.is_some_and(|h| self.announced_elsewhere(h)) {
+        if self.announced_elsewhere_line(line) {
             return false;
         }
         if self.local.peer(watcher).is_some() {
@@ -579,9 +588,36 @@ impl Delivery for Cluster {
         else {
             return false;
         };
-        match wire::encode_delivery(watcher, true, line.command()) {
+        match wire::encode_delivery(std::slice::from_ref(watcher), true, line.command()) {
             Some(body) => self.publish(wire::node_subject(&user.node), body),
             None => false,
+        }
+    }
+
+    /// Watchers here get the line at once; those on other nodes (past their first CHG) in
+    /// one message per node, of at most [`PRESENCE_PART`] handles.
+    fn send_presence_to(&self, watchers: &mut dyn Iterator<Item = &UserHandle>, line: &SharedLine) {
+        if self.announced_elsewhere_line(line) {
+            return;
+        }
+        let mut by_node: HashMap<String, Vec<UserHandle>> = HashMap::new();
+        for watcher in watchers {
+            if self.local.peer(watcher).is_some() {
+                self.local.send_presence(watcher, line);
+            } else if let Some(user) = self
+                .directory
+                .get(watcher)
+                .filter(|u| u.status != Status::Offline)
+            {
+                by_node.entry(user.node).or_default().push(watcher.clone());
+            }
+        }
+        for (node, watchers) in by_node {
+            for part in watchers.chunks(PRESENCE_PART) {
+                if let Some(body) = wire::encode_delivery(part, true, line.command()) {
+                    self.publish(wire::node_subject(&node), body);
+                }
+            }
         }
     }
 

@@ -83,10 +83,10 @@ pub enum Direct {
     },
 }
 
-/// A line for a user of the receiving node.
+/// A line for users of the receiving node (presence: every watcher there at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub to: UserHandle,
+    pub to: Vec<UserHandle>,
     /// Presence (NLN, FLN): only for a user past the first CHG.
     pub presence: bool,
     pub command: ServerCommand,
@@ -104,17 +104,25 @@ pub enum WireError {
 /// Direct messages that are not JSON start with this, then the delivery's header line.
 const DELIVERY_TAG: &[u8] = b"D ";
 
-/// `D P|C handle\r\n` then the line (with its payload) in [`CANONICAL`]. `None` when the line
-/// does not exist in the canonical dialect.
-pub fn encode_delivery(to: &UserHandle, presence: bool, command: &ServerCommand) -> Option<Bytes> {
+/// `D P|C handle...\r\n` then the line (with its payload) in [`CANONICAL`]. `None` when the
+/// line does not exist in the canonical dialect or there is nobody to send it to.
+pub fn encode_delivery(
+    to: &[UserHandle],
+    presence: bool,
+    command: &ServerCommand,
+) -> Option<Bytes> {
     let line = command.to_bytes(CANONICAL);
-    if line.is_empty() {
+    if line.is_empty() || to.is_empty() {
         return None;
     }
-    let mut out = BytesMut::with_capacity(line.len() + to.as_str().len() + 8);
+    let handles: usize = to.iter().map(|h| h.as_str().len() + 1).sum();
+    let mut out = BytesMut::with_capacity(line.len() + handles + 8);
     out.put_slice(DELIVERY_TAG);
-    out.put_slice(if presence { b"P " } else { b"C " });
-    out.put_slice(to.as_str().as_bytes());
+    out.put_slice(if presence { b"P" } else { b"C" });
+    for handle in to {
+        out.put_slice(b" ");
+        out.put_slice(handle.as_str().as_bytes());
+    }
     out.put_slice(b"\r\n");
     out.put_slice(&line);
     Some(out.freeze())
@@ -143,7 +151,10 @@ pub fn decode_direct(body: &[u8]) -> Result<Incoming, WireError> {
         "C" => false,
         _ => return Err(bad("unknown kind")),
     };
-    let to: UserHandle = to.parse().map_err(|_| bad("invalid handle"))?;
+    let to = to
+        .split(' ')
+        .map(|h| h.parse().map_err(|_| bad("invalid handle")))
+        .collect::<Result<Vec<UserHandle>, _>>()?;
     let mut line = BytesMut::from(&rest[end + 2..]);
     let frame = decode(&mut line)
         .map_err(|_| bad("unframeable line"))?
@@ -234,15 +245,16 @@ mod tests {
     #[test]
     fn every_line_sent_across_survives_the_round_trip() {
         let bob = handle("bob@example.com");
+        let watchers = vec![bob.clone(), handle("carol@example.com")];
         for line in lines_sent_across() {
-            for presence in [false, true] {
-                let Some(body) = encode_delivery(&bob, presence, &line) else {
+            for (presence, to) in [(false, vec![bob.clone()]), (true, watchers.clone())] {
+                let Some(body) = encode_delivery(&to, presence, &line) else {
                     continue;
                 };
                 let Incoming::Delivery(d) = decode_direct(&body).unwrap() else {
                     panic!("not a delivery: {line:?}");
                 };
-                assert_eq!(d.to, bob);
+                assert_eq!(d.to, to);
                 assert_eq!(d.presence, presence);
                 assert_eq!(d.command, line, "round trip of {line:?}");
                 // Whatever dialect the receiver speaks, it writes what the sender would have.
@@ -290,6 +302,8 @@ mod tests {
             b"D P a@b.c\r\nNOPE 1 2\r\n",
             b"D P a@b.c\r\nFLN a@b.c\r\nFLN a@b.c\r\n",
             b"D P a@b.c",
+            b"D P a@b.c  b@c.d\r\nFLN a@b.c\r\n",
+            b"D P\r\nFLN a@b.c\r\n",
             b"{not json",
         ] {
             assert!(decode_direct(body).is_err(), "{body:?}");
