@@ -242,12 +242,12 @@ impl Delivery for Cluster {
             .directory
             .get(&handle)
             .is_some_and(|u| u.status.is_visible());
-        if let Some(cluster) = replaces_visible.then(|| self.me.upgrade()).flatten() {
-            let handle = handle.clone();
-            tokio::spawn(async move { cluster.replaced_elsewhere(handle).await });
-        }
         let previous = self.local.log_in(handle.clone(), peer, name, backend);
         self.announce(&handle);
+        // After the login is in place here: its FLN is this node's to send now.
+        if let Some(cluster) = replaces_visible.then(|| self.me.upgrade()).flatten() {
+            tokio::spawn(async move { cluster.replaced_elsewhere(handle).await });
+        }
         previous
     }
 
