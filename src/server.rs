@@ -160,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 node,
                 notification_address.clone(),
                 store.clone(),
+                metrics.cluster_dropped.clone(),
                 &tracker,
                 shutdown.clone(),
             )

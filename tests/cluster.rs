@@ -140,16 +140,14 @@ impl Node {
         SocketAddr::from(([127, 0, 0, 1], self.ds))
     }
 
-    /// `GET /health`: the status code and the JSON body.
-    async fn health(&self) -> (u16, serde_json::Value) {
+    /// `GET path` on the node's HTTP listener: the status code and the body.
+    async fn get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http))
             .await
             .unwrap();
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
             .await
@@ -161,7 +159,13 @@ impl Node {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
-        (code, serde_json::from_str(body).expect("JSON"))
+        (code, body.to_string())
+    }
+
+    /// `GET /health`: the status code and the JSON body.
+    async fn health(&self) -> (u16, serde_json::Value) {
+        let (code, body) = self.get("/health").await;
+        (code, serde_json::from_str(&body).expect("JSON"))
     }
 
     fn ns_text(&self) -> String {
@@ -564,6 +568,15 @@ async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() 
     let (code, health) = cluster.nodes[0].health().await;
     assert_eq!(code, 200, "{health}");
     assert_eq!(health["cluster"]["nats_connected"], false, "{health}");
+    let (_, metrics) = cluster.nodes[0].get("/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+    };
+    assert_eq!(value("msngate_cluster_nats_connected"), 0.0);
+    assert!(value("msngate_cluster_messages_dropped_total") > 0.0);
 
     // NATS is back: the nodes find each other, exchange who is online, and carol sees alice.
     cluster.nats.start_again().await;

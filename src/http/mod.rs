@@ -163,6 +163,13 @@ async fn metrics(State(http): State<Shared>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     }
+    if let Some(cluster) = http.services.hub.cluster_status() {
+        http.services.metrics.set_cluster(
+            cluster.nodes.len(),
+            cluster.remote_users,
+            cluster.nats_connected,
+        );
+    }
     let accounts = http.services.hub.accounts();
     let sessions: Vec<(&str, &'static str)> = accounts
         .iter()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +40,7 @@ pub async fn start(
     node: &str,
     notification_address: String,
     store: Arc<dyn Store>,
+    dropped: Counter,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Arc<Cluster>, ClusterError> {
@@ -99,7 +101,13 @@ pub async fn start(
         .map_err(failed)?;
     let direct = subscribe(wire::node_subject(node)).await.map_err(failed)?;
 
-    let (cluster, queue) = Cluster::new(node.to_string(), notification_address, store, connected);
+    let (cluster, queue) = Cluster::new(
+        node.to_string(),
+        notification_address,
+        store,
+        connected,
+        dropped,
+    );
     info!(%node, nats = %shown, "joining the cluster");
     tracker.spawn(publish_loop(
         client.clone(),
@@ -130,6 +138,7 @@ async fn publish_loop(
             break;
         };
         if client.connection_state() != State::Connected {
+            cluster.dropped.inc();
             if let Some(unlogged) = lost.should_log() {
                 warn!(
                     unlogged,
@@ -141,11 +150,13 @@ async fn publish_loop(
         match tokio::time::timeout(NATS_BOUND, client.publish(subject, body)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
+                cluster.dropped.inc();
                 if let Some(unlogged) = lost.should_log() {
                     warn!(error = %e, unlogged, "could not publish to NATS");
                 }
             }
             Err(_) => {
+                cluster.dropped.inc();
                 if let Some(unlogged) = lost.should_log() {
                     warn!(
                         unlogged,

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -120,6 +121,8 @@ pub struct Cluster {
     connected: Arc<AtomicBool>,
     /// This cluster, for the tasks it starts.
     me: Weak<Cluster>,
+    /// Messages not sent (`msngate_cluster_messages_dropped_total`).
+    dropped: Counter,
 }
 
 impl Cluster {
@@ -128,6 +131,7 @@ impl Cluster {
         notification_address: String,
         store: Arc<dyn Store>,
         connected: Arc<AtomicBool>,
+        dropped: Counter,
     ) -> (Arc<Cluster>, mpsc::Receiver<Outbound>) {
         let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
         let cluster = Arc::new_cyclic(|me| Cluster {
@@ -145,6 +149,7 @@ impl Cluster {
             store,
             connected,
             me: me.clone(),
+            dropped,
         });
         (cluster, queue)
     }
@@ -154,6 +159,7 @@ impl Cluster {
         match self.outbound.try_send(Outbound { subject, body }) {
             Ok(()) => true,
             Err(_) => {
+                self.dropped.inc();
                 if let Some(unlogged) = self.full.should_log() {
                     warn!(
                         unlogged,
