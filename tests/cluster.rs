@@ -617,3 +617,29 @@ async fn a_node_stopped_normally_leaves_at_once() {
         stopped.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_nats_is_down_joins_when_it_comes_up() {
+    let mut cluster = Cluster::start(&["alice", "bob"]).await;
+    cluster.nodes[2].kill();
+    cluster.nats.stop();
+    // It starts and serves its own users without NATS.
+    cluster.nodes[2].start();
+    let mut bob = cluster.online(2, "bob").await;
+    let (code, health) = cluster.nodes[2].health().await;
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["cluster"]["nats_connected"], false, "{health}");
+
+    cluster.nats.start_again().await;
+    cluster.wait_until_joined().await;
+    // Bob, who logged in before it joined, is known to the others now (from its snapshot).
+    let mut alice = cluster.online(0, "alice").await;
+    let after = add_contact(&mut alice, "alice", &mut bob, "bob").await;
+    assert!(
+        after
+            .iter()
+            .any(|l| l.get(0) == "ILN" && l.get(3) == handle("bob")),
+        "alice sees bob: {:?}",
+        after.iter().map(Line::text).collect::<Vec<_>>()
+    );
+}
