@@ -2,6 +2,7 @@
 //! environment variables, in that order of precedence (last wins).
 
 mod backends;
+mod cluster;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use crate::store::{DatabaseLocation, PoolOptions};
 
 pub use backends::BackendSettings;
+pub use cluster::{redact_credentials, ClusterConfig};
 
 /// The whole configuration. `config/msngate.toml` documents every key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -25,6 +27,7 @@ pub struct Config {
     pub bridges: BridgesConfig,
     pub limits: LimitsConfig,
     pub http: HttpConfig,
+    pub cluster: ClusterConfig,
     /// The tables named after backends (`[matrix]`): their keys, defaults and checks come from
     /// the backends themselves.
     #[serde(skip)]
@@ -501,6 +504,7 @@ impl Config {
             return invalid("msncd.max_connections", "must be at least 1");
         }
         self.backends.validate()?;
+        self.cluster.validate()?;
         if self.msncd.max_events == 0 {
             return invalid("msncd.max_events", "must be at least 1");
         }

@@ -1,5 +1,6 @@
 //! The dispatch server: negotiates the version, then refers the client to the notification
-//! server with `XFR TrID NS host:port` and closes (draft section 7.4).
+//! server with `XFR TrID NS host:port` and closes (draft section 7.4). In a cluster the
+//! referral names the live node the handle hashes to (`Delivery::notification_address`).
 
 use std::sync::Arc;
 
@@ -45,12 +46,14 @@ impl Role for DispatchConnection {
             }
             ClientCommand::UsrAuth {
                 trid,
-                stage: AuthStage::Initial(_),
+                stage: AuthStage::Initial(handle),
                 ..
             } => {
+                // In a cluster, the live node the handle hashes to; alone, this node.
+                let address = self.services.hub.notification_address(&handle);
                 out.push(ServerCommand::XfrNs {
                     trid,
-                    address: self.services.notification_address.clone(),
+                    address: address.unwrap_or_else(|| self.services.notification_address.clone()),
                     current: self.services.dispatch_address.clone(),
                 });
                 return Flow::Close;

@@ -448,6 +448,20 @@ fn check_config(config: &Config) -> Result<()> {
     if config.http.metrics_token.is_some() {
         println!("ok   http.metrics_token = [redacted]");
     }
+    if let Some((url, node)) = config.cluster.joined() {
+        let nats = msngate::config::redact_credentials(url);
+        // A NATS server that is down does not stop `serve` (the node serves its own users
+        // and joins when it comes up), so this is a note, not a problem.
+        match nats_reachable(url) {
+            Ok(address) => {
+                println!("ok   cluster.node = {node}; cluster.nats = {nats}: {address} answers")
+            }
+            Err(e) => println!(
+                "note cluster.node = {node}; cluster.nats = {nats}: not reachable now ({e}); \
+                 the node serves its own users until it is"
+            ),
+        }
+    }
     if problems.is_empty() {
         println!("the configuration is usable");
         return Ok(());
@@ -460,6 +474,27 @@ fn check_config(config: &Config) -> Result<()> {
         problems.len(),
         if problems.len() == 1 { "" } else { "s" }
     ))
+}
+
+/// Whether a TCP connection to the NATS server of `url` (`nats://[user:pass@]host[:port]`)
+/// opens within 2 s; the address that answered.
+fn nats_reachable(url: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let with_port = match host_port.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => host_port.to_string(),
+        _ => format!("{host_port}:4222"),
+    };
+    let mut last = anyhow!("{with_port} has no address");
+    for address in with_port.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)) {
+            Ok(_) => return Ok(address),
+            Err(e) => last = anyhow!("{address}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// `backup FILE`: a consistent copy of the database, also while the server runs.

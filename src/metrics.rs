@@ -113,6 +113,13 @@ pub struct Metrics {
     slow_clients: [Counter; 2],
     /// Seconds per store call, from the caller's side (queueing included).
     pub store_latency: Histogram,
+    /// Messages for other nodes not sent: the queue to NATS was full, or NATS away.
+    pub cluster_dropped: Counter,
+    /// The other live nodes, users known online on them, and whether NATS is connected
+    /// (a node of a cluster only; set when scraped).
+    cluster_nodes: Gauge,
+    cluster_remote_users: Gauge,
+    cluster_nats_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -196,7 +203,35 @@ impl Metrics {
             Unit::Seconds,
             store_latency.clone(),
         );
+        let cluster_dropped = Counter::default();
+        registry.register(
+            "cluster_messages_dropped",
+            "Messages for other nodes of the cluster not sent (queue to NATS full, NATS away)",
+            cluster_dropped.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        registry.register(
+            "cluster_nodes",
+            "Other nodes of the cluster heard from (0 alone)",
+            cluster_nodes.clone(),
+        );
+        let cluster_remote_users = Gauge::default();
+        registry.register(
+            "cluster_remote_users",
+            "Users online on the other nodes of the cluster",
+            cluster_remote_users.clone(),
+        );
+        let cluster_nats_connected = Gauge::default();
+        registry.register(
+            "cluster_nats_connected",
+            "1 when this node of a cluster is connected to NATS",
+            cluster_nats_connected.clone(),
+        );
         Metrics {
+            cluster_dropped,
+            cluster_nodes,
+            cluster_remote_users,
+            cluster_nats_connected,
             registry,
             connections,
             logons,
@@ -241,6 +276,15 @@ impl Metrics {
 
     pub fn slow_client(&self, why: SlowClient) {
         self.slow_clients[why as usize].inc();
+    }
+
+    /// Sets the cluster's gauges (before [`Metrics::encode`]): other live nodes, users online
+    /// on them, and whether NATS is connected.
+    pub fn set_cluster(&self, nodes: usize, remote_users: usize, nats_connected: bool) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.cluster_nodes.set(count(nodes));
+        self.cluster_remote_users.set(count(remote_users));
+        self.cluster_nats_connected.set(i64::from(nats_connected));
     }
 
     /// The metrics in the Prometheus text format, after setting the scraped gauges from a
@@ -296,11 +340,24 @@ mod tests {
             "msngate_backend_sessions{backend=\"local\",state=\"connected\"} 2",
             "msngate_switchboard_sessions 3",
             "msngate_store_call_duration_seconds_count 1",
+            "msngate_cluster_nodes 0",
+            "msngate_cluster_messages_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         // A user gone since the last scrape is no longer counted.
         let text = m.encode(&[], 0);
         assert!(!text.contains("msngate_online_users{"), "{text}");
+        m.set_cluster(2, 7, true);
+        m.cluster_dropped.inc();
+        let text = m.encode(&[], 0);
+        for line in [
+            "msngate_cluster_nodes 2",
+            "msngate_cluster_remote_users 7",
+            "msngate_cluster_nats_connected 1",
+            "msngate_cluster_messages_dropped_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

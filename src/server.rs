@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::connection::{self, Ended, Peer, Role, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::http::ListenerStatus;
-use crate::hub::{Cookies, InProcess, Node};
+use crate::hub::cluster::{self, ClusterError};
+use crate::hub::{Cookies, Delivery, InProcess, Node};
 use crate::local::{LocalBackend, TruthLists};
 use crate::metrics::{self, Metrics, SlowClient};
 use crate::notification::NotificationSession;
@@ -60,6 +61,8 @@ pub enum StartError {
     },
     #[error("msncd: {0}")]
     Msncd(#[from] crate::msncd::ListenError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A started server.
@@ -148,26 +151,46 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (ns_addr, sb_addr) = (local(&ns), local(&sb));
     let ds_port = ds.as_ref().map(|l| local(l).port());
     let host = config.server.public_host.clone();
+    let notification_address = format!("{host}:{}", ns_addr.port());
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    // One node alone keeps everything in memory; a node of a cluster reaches the others'
+    // users over NATS.
+    let hub: Arc<dyn Delivery> = match config.cluster.joined() {
+        Some((url, node)) => {
+            let joined = cluster::start(
+                url,
+                node,
+                notification_address.clone(),
+                store.clone(),
+                metrics.cluster_dropped.clone(),
+                &tracker,
+                shutdown.clone(),
+            )
+            .await;
+            joined?
+        }
+        None => Arc::new(InProcess::default()),
+    };
     let services = Arc::new_cyclic(|services| Services {
-        hub: Arc::new(InProcess::default()),
+        hub,
         node: Node::new(
             Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
             &config.limits,
         ),
         store,
         challenge_key,
-        notification_address: format!("{host}:{}", ns_addr.port()),
+        notification_address,
         switchboard_address: format!("{host}:{}", sb_addr.port()),
         dispatch_address: ds_port
             .map(|port| format!("{host}:{port}"))
             .unwrap_or_default(),
-        tracker: TaskTracker::new(),
+        tracker,
         secret_key,
         backends: backends(services.clone()),
         metrics,
         config,
     });
-    let shutdown = CancellationToken::new();
     let limit = Arc::new(Semaphore::new(services.config.server.max_connections));
     let mut listeners = vec![(ns, Kind::Notification), (sb, Kind::Switchboard)];
     let dispatch_address = ds.as_ref().map(local);

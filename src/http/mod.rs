@@ -126,13 +126,17 @@ async fn health(State(http): State<Shared>) -> Response {
             .or_default() += 1;
     }
     let ok = problems.is_empty();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ok { "ok" } else { "unavailable" },
         "reasons": problems,
         "listeners": listeners,
         "database": database,
         "backend_sessions": sessions,
     });
+    // A node of a cluster that lost NATS still serves its own users: shown, not unhealthy.
+    if let Some(cluster) = http.services.hub.cluster_status() {
+        body["cluster"] = serde_json::json!(cluster);
+    }
     let code = if ok {
         StatusCode::OK
     } else {
@@ -158,6 +162,13 @@ async fn metrics(State(http): State<Shared>, headers: HeaderMap) -> Response {
             )
                 .into_response();
         }
+    }
+    if let Some(cluster) = http.services.hub.cluster_status() {
+        http.services.metrics.set_cluster(
+            cluster.nodes.len(),
+            cluster.remote_users,
+            cluster.nats_connected,
+        );
     }
     let accounts = http.services.hub.accounts();
     let sessions: Vec<(&str, &'static str)> = accounts

@@ -4,12 +4,13 @@
 //!
 //! Everything one session sends to another user (presence, `ADD 0 RL`, `RNG`, `OUT OTH`) and
 //! every lookup of who is online or where a switchboard session runs goes through
-//! [`Delivery`]. [`InProcess`] is its one implementation here: everything in this process's
-//! memory. Several nodes would implement it over a message bus.
+//! [`Delivery`]. [`InProcess`] implements it in this process's memory; [`cluster::Cluster`]
+//! wraps an `InProcess` and reaches the users of other nodes over NATS.
 //!
 //! Everything here is synchronous. Locks (DashMap shards, the cookie mutex) are held only for
 //! a map operation and never across an `.await`; sending to a [`Peer`] never waits.
 
+pub mod cluster;
 mod cookies;
 mod rate;
 pub mod switchboard;
@@ -25,7 +26,7 @@ pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, T
 
 use crate::backend::Account;
 use crate::connection::Peer;
-use crate::protocol::{FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
+use crate::protocol::{Dialect, FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
 use switchboard::SessionHandle;
 
 /// A logged-in notification session.
@@ -37,6 +38,18 @@ pub struct OnlineUser {
     pub name: FriendlyName,
     /// The account's backend session (local, or the network its account is linked to).
     pub backend: Arc<Account>,
+}
+
+/// A node's view of its cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    pub node: String,
+    /// Whether the connection to NATS is up.
+    pub nats_connected: bool,
+    /// The other live nodes, by name, with the users online on each (their last heartbeat).
+    pub nodes: std::collections::BTreeMap<String, usize>,
+    /// Users known to be online on the other nodes.
+    pub remote_users: usize,
 }
 
 /// How sessions reach other users and switchboard sessions, wherever those run.
@@ -72,6 +85,23 @@ pub trait Delivery: Send + Sync + 'static {
     /// A logged-in user's notification connection.
     fn peer(&self, handle: &UserHandle) -> Option<Peer>;
 
+    /// The dialect of a logged-in user's notification connection, wherever it is (a
+    /// switchboard connection of the user speaks it too).
+    fn dialect(&self, handle: &UserHandle) -> Option<Dialect> {
+        self.peer(handle).map(|p| p.dialect())
+    }
+
+    /// The notification server (`host:port`) the dispatch server refers `handle` to; `None`
+    /// for this node's own.
+    fn notification_address(&self, _handle: &UserHandle) -> Option<String> {
+        None
+    }
+
+    /// How this node sees its cluster (for `/health`); `None` for a server on its own.
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        None
+    }
+
     /// Sets a user's state, returning the previous one.
     fn set_status(&self, handle: &UserHandle, status: Status) -> Option<Status>;
 
@@ -84,6 +114,14 @@ pub trait Delivery: Send + Sync + 'static {
     /// presence: before it a client is still synchronizing, and the ILN burst of that first
     /// CHG gives it every state at once.
     fn send_presence(&self, watcher: &UserHandle, line: &SharedLine) -> bool;
+
+    /// [`Delivery::send_presence`] to many watchers at once (one state change's fan-out),
+    /// which a cluster sends in one message per node.
+    fn send_presence_to(&self, watchers: &mut dyn Iterator<Item = &UserHandle>, line: &SharedLine) {
+        for watcher in watchers {
+            self.send_presence(watcher, line);
+        }
+    }
 
     /// Registers a running switchboard session under an id no other session has; `false`
     /// when the id is taken.
@@ -105,6 +143,25 @@ pub trait Delivery: Send + Sync + 'static {
 pub struct InProcess {
     users: DashMap<UserHandle, OnlineUser>,
     switchboards: DashMap<u32, SessionHandle>,
+}
+
+impl InProcess {
+    /// A logged-in user's entry.
+    pub fn user(&self, handle: &UserHandle) -> Option<OnlineUser> {
+        self.users.get(handle).map(|u| u.clone())
+    }
+
+    /// Everyone logged in here.
+    pub fn snapshot(&self) -> Vec<(UserHandle, OnlineUser)> {
+        self.users
+            .iter()
+            .map(|u| (u.key().clone(), u.value().clone()))
+            .collect()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.len()
+    }
 }
 
 impl Delivery for InProcess {

@@ -160,34 +160,79 @@ impl ContactLists for TruthLists {
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
             backend_action(caller.account.session.open_chat(callee.as_str())).await?;
-            if services.hub.presence(&callee).is_none() {
-                return Err(ErrorCode::NotOnline);
-            }
-            let cookie = services
-                .node
-                .cookies
-                .issue(CookieGrant::Invite {
-                    handle: callee.clone(),
-                    session_id: session.id(),
-                })
-                .ok_or(ErrorCode::ServerBusy)?;
-            let ring = ServerCommand::Rng {
-                session_id: session.id(),
-                address: services.switchboard_address.clone(),
-                cookie,
-                caller: caller.handle.clone(),
-                caller_name: caller.name.clone(),
-            };
-            if !services.hub.send(&callee, &ring) {
-                return Err(ErrorCode::NotOnline);
-            }
-            out.push(ServerCommand::Cal {
-                trid: caller.trid,
-                session_id: session.id(),
-            });
-            Ok(())
+            ring(
+                services,
+                caller.trid,
+                caller.handle,
+                caller.name,
+                session,
+                callee,
+                out,
+            )
+            .await
         })
     }
+}
+
+/// Rings `callee` into `session` on behalf of `caller` and answers the caller with `CAL`.
+async fn ring(
+    services: &Services,
+    trid: TrId,
+    caller: &UserHandle,
+    caller_name: &FriendlyName,
+    session: &SessionHandle,
+    callee: UserHandle,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    if services.hub.presence(&callee).is_none() {
+        return Err(ErrorCode::NotOnline);
+    }
+    let cookie = services
+        .node
+        .cookies
+        .issue(CookieGrant::Invite {
+            handle: callee.clone(),
+            session_id: session.id(),
+        })
+        .ok_or(ErrorCode::ServerBusy)?;
+    let ring = ServerCommand::Rng {
+        session_id: session.id(),
+        address: services.switchboard_address.clone(),
+        cookie,
+        caller: caller.clone(),
+        caller_name: caller_name.clone(),
+    };
+    if !services.hub.send(&callee, &ring) {
+        return Err(ErrorCode::NotOnline);
+    }
+    out.push(ServerCommand::Cal {
+        trid,
+        session_id: session.id(),
+    });
+    Ok(())
+}
+
+/// `CAL` from someone whose notification session, and so backend session, is on another node
+/// of a cluster (they joined this node's switchboard session through a ring). A local account
+/// rings the callee as its own session would, after the same check (`LocalSession::open_chat`:
+/// the callee online, visible and not blocking the caller). A linked account's calls need its
+/// backend session, which is on its own node: refused (`217`).
+pub async fn call_from_elsewhere(
+    services: &Services,
+    trid: TrId,
+    caller: &UserHandle,
+    caller_name: &FriendlyName,
+    session: &SessionHandle,
+    callee: UserHandle,
+    out: &mut Replies,
+) -> Result<(), ErrorCode> {
+    if services.hub.presence(caller).is_none()
+        || services.store.backend_link(caller).await?.is_some()
+    {
+        return Err(ErrorCode::NotOnline);
+    }
+    super::reachable(services, caller, &callee).await?;
+    ring(services, trid, caller, caller_name, session, callee, out).await
 }
 
 /// After a change the local backend made in the store: the user's serial and, for a

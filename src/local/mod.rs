@@ -13,7 +13,7 @@
 mod lists;
 pub mod presence;
 
-pub use lists::TruthLists;
+pub use lists::{call_from_elsewhere, TruthLists};
 
 use std::sync::{Arc, Mutex, Weak};
 

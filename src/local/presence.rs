@@ -43,11 +43,11 @@ pub async fn announce(services: &Services, handle: &UserHandle, old: Status, new
     };
     // One line for every watcher, written once per dialect among them.
     let line = SharedLine::new(line_for(services, handle, new.is_visible()));
-    for (watcher, permission) in watchers {
-        if permission.allows() {
-            services.hub.send_presence(&watcher, &line);
-        }
-    }
+    let mut allowed = watchers
+        .iter()
+        .filter(|(_, permission)| permission.allows())
+        .map(|(watcher, _)| watcher);
+    services.hub.send_presence_to(&mut allowed, &line);
 }
 
 /// After a change to `owner`'s privacy settings, tells each affected watcher what it can see

@@ -13,6 +13,7 @@ use crate::chat;
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::switchboard::{Member, Participant, SessionHandle};
 use crate::hub::{CookieGrant, Verdict};
+use crate::local;
 use crate::protocol::{
     AckMode, ClientCommand, ErrorCode, FriendlyName, ServerCommand, SharedLine, TrId, UserHandle,
 };
@@ -80,8 +81,8 @@ impl SwitchboardConnection {
     /// The friendly name to show for a user: their live one, else the stored one. A user who
     /// is logged in also lends this connection the dialect of their notification connection.
     async fn name_of(&self, handle: &UserHandle) -> Option<FriendlyName> {
-        if let Some(peer) = self.services.hub.peer(handle) {
-            self.peer.set_dialect(peer.dialect());
+        if let Some(dialect) = self.services.hub.dialect(handle) {
+            self.peer.set_dialect(dialect);
         }
         if let Some((_, name)) = self.services.hub.presence(handle) {
             return Some(name);
@@ -300,7 +301,19 @@ impl SwitchboardConnection {
         let hub = &self.services.hub;
         // Calls go through the caller's lists: contacts on another network join through the
         // backend as remote participants; contacts who are MSN users of this server are rung.
-        let account = hub.backend(me).ok_or(ErrorCode::NotOnline)?;
+        let Some(account) = hub.backend(me) else {
+            // Logged in on another node of a cluster: no backend session here.
+            return local::call_from_elsewhere(
+                &self.services,
+                trid,
+                me,
+                my_name,
+                session,
+                callee,
+                out,
+            )
+            .await;
+        };
         let caller = Caller {
             trid,
             handle: me,

@@ -14,6 +14,7 @@
 pub mod browser;
 pub mod ejabberd;
 pub mod matrix;
+pub mod nats;
 pub mod netcut;
 pub mod process;
 pub mod prosody;

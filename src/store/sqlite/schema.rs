@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::Database;
 use crate::store::StoreError;
@@ -77,8 +77,13 @@ impl Database {
         Database::prepare(Connection::open_in_memory()?)
     }
 
-    fn prepare(conn: Connection) -> Result<Database, StoreError> {
+    fn prepare(mut conn: Connection) -> Result<Database, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every transaction takes the write lock when it begins, waiting for it like any lock.
+        // A deferred one that reads and then writes cannot wait: if another process (`msngate
+        // user`, another node of a cluster) wrote meanwhile, its write fails at once with
+        // SQLITE_BUSY. With one connection in the process this changes nothing.
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
         // An in-memory database answers "memory" and stays so; nothing to make durable there.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL makes a commit durable before the reply goes out, even across a power cut.
@@ -195,6 +200,38 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tables, 0);
+    }
+
+    /// Two processes on one file (here two connections on two threads), both making changes
+    /// that read before they write: every change succeeds, none fails with SQLITE_BUSY.
+    #[test]
+    fn two_writers_on_one_file_wait_for_each_other() {
+        use crate::protocol::{FriendlyName, ListKind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let name = FriendlyName::new("x").unwrap();
+        let users: Vec<UserHandle> = (0..40).map(|i| h(&format!("u{i}@example.com"))).collect();
+        let mut db = Database::open(&path).unwrap();
+        for u in &users {
+            db.create_account(u, &name, "pw").unwrap();
+        }
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let (path, users, name) = (path.clone(), users.clone(), name.clone());
+                std::thread::spawn(move || {
+                    let mut db = Database::open(&path).unwrap();
+                    for (i, owner) in users.iter().enumerate().filter(|(i, _)| i % 2 == w) {
+                        for contact in users.iter().skip(i + 1).take(10) {
+                            db.add_entry(owner, ListKind::Forward, contact, &name)
+                                .unwrap_or_else(|e| panic!("writer {w}: {e}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("no writer failed");
+        }
     }
 
     #[test]
