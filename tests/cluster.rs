@@ -1,11 +1,14 @@
-//! Three msngate nodes (separate processes sharing one SQLite database) joined over a private
-//! nats-server, seen from MSN clients: presence, list changes, one-to-one and three-party chat
-//! across nodes, one handle logging in on two nodes, and dispatch referring handles to live
-//! nodes before and after a node is killed.
+//! Three msngate nodes (separate processes sharing one database: an SQLite file, or PostgreSQL
+//! from tests/support/postgres.rs) joined over a private nats-server, seen from MSN clients:
+//! presence, list changes, one-to-one and three-party chat across nodes, one handle logging in
+//! on two nodes, and dispatch referring handles to live nodes before and after a node is
+//! killed, with nothing acknowledged lost.
 
 mod common;
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/process.rs"]
 mod process;
 
@@ -15,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Client, Line};
-use msngate::protocol::ServerCommand;
+use msngate::protocol::{FriendlyName, ServerCommand};
+use msngate::store::{PoolOptions, PostgresStore, PostgresUrl, Store};
 use nats::NatsServer;
 
 /// Longer than a node's silence limit (3 s) plus a heartbeat, with room for a loaded machine.
@@ -26,7 +30,8 @@ struct Node {
     name: String,
     config: PathBuf,
     log: PathBuf,
-    database: PathBuf,
+    /// A file path or a `postgres://` URL.
+    database: String,
     nats: String,
     key: PathBuf,
     ns: u16,
@@ -36,7 +41,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(dir: &Path, database: &Path, nats: &str, name: &str) -> Node {
+    fn new(dir: &Path, database: &str, nats: &str, name: &str) -> Node {
         Node {
             name: name.into(),
             config: dir.join(format!("{name}.toml")),
@@ -71,7 +76,7 @@ impl Node {
                  [cluster]\nnats = \"{}\"\nnode = \"{}\"\n",
                 self.ns,
                 self.ds,
-                self.database.display(),
+                self.database,
                 self.key.display(),
                 self.http,
                 self.nats,
@@ -201,10 +206,9 @@ fn handle(name: &str) -> String {
 }
 
 impl Cluster {
-    /// Starts the cluster with these accounts (password [`PASSWORD`]), returning once every
-    /// node knows the other two.
+    /// Starts the cluster on one SQLite file with these accounts (password [`PASSWORD`]),
+    /// returning once every node knows the other two.
     async fn start(accounts: &[&str]) -> Cluster {
-        let nats = NatsServer::start().await;
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("msngate.db");
         let owned: Vec<(String, String)> = accounts
@@ -216,9 +220,31 @@ impl Cluster {
             .map(|(h, n)| (h.as_str(), PASSWORD, n.as_str()))
             .collect();
         common::create_accounts(&database, &rows);
+        Cluster::start_on(dir, &database.display().to_string()).await
+    }
+
+    /// The same on a fresh PostgreSQL database.
+    async fn start_on_postgres(accounts: &[&str]) -> Cluster {
+        let url = postgres::Postgres::shared().await.create_database().await;
+        let location = PostgresUrl::new(&url).expect("a postgres:// URL");
+        let store = PostgresStore::connect(&location, PoolOptions::default())
+            .await
+            .expect("the test database opens");
+        for a in accounts {
+            let name = FriendlyName::new(a).unwrap();
+            store
+                .create_account(&handle(a).parse().unwrap(), &name, PASSWORD)
+                .await
+                .unwrap();
+        }
+        Cluster::start_on(tempfile::tempdir().unwrap(), &url).await
+    }
+
+    async fn start_on(dir: tempfile::TempDir, database: &str) -> Cluster {
+        let nats = NatsServer::start().await;
         let mut nodes: Vec<Node> = ["ns-1", "ns-2", "ns-3"]
             .iter()
-            .map(|name| Node::new(dir.path(), &database, &nats.url(), name))
+            .map(|name| Node::new(dir.path(), database, &nats.url(), name))
             .collect();
         for node in &mut nodes {
             node.start();
@@ -306,7 +332,19 @@ async fn add_contact(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_and_chats_cross_nodes() {
-    let cluster = Cluster::start(&["alice", "bob", "carol", "dave"]).await;
+    presence_lists_and_chats(Cluster::start(&["alice", "bob", "carol", "dave"]).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_presence_lists_and_chats_cross_nodes() {
+    if postgres::skipped() {
+        return;
+    }
+    let accounts = ["alice", "bob", "carol", "dave"];
+    presence_lists_and_chats(Cluster::start_on_postgres(&accounts).await).await;
+}
+
+async fn presence_lists_and_chats(cluster: Cluster) {
     let mut alice = cluster.online(0, "alice").await;
     let mut bob = cluster.online(1, "bob").await;
     let mut carol = cluster.online(2, "carol").await;
@@ -453,11 +491,25 @@ async fn a_login_on_another_node_ends_the_older_one() {
 async fn dispatch_refers_to_live_nodes_and_moves_a_dead_nodes_users() {
     let names: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::start(&refs).await;
+    a_node_dies(Cluster::start(&refs).await, &names).await;
+}
 
+/// The same on PostgreSQL, as a revival service runs it: the killed node's users find their
+/// lists as acknowledged when they come back on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_dead_nodes_users_come_back_elsewhere_with_their_lists() {
+    if postgres::skipped() {
+        return;
+    }
+    let names: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    a_node_dies(Cluster::start_on_postgres(&refs).await, &names).await;
+}
+
+async fn a_node_dies(mut cluster: Cluster, names: &[String]) {
     // Every node's dispatch refers a handle to the same node.
     let mut home = Vec::new();
-    for name in &names {
+    for name in names {
         let first = refer(cluster.nodes[0].ds_addr(), &handle(name)).await;
         for node in &cluster.nodes[1..] {
             assert_eq!(refer(node.ds_addr(), &handle(name)).await, first);
@@ -477,6 +529,18 @@ async fn dispatch_refers_to_live_nodes_and_moves_a_dead_nodes_users() {
     let mut user = cluster.online(home[gone], gone_name).await;
     let mut watching = cluster.online(home[watcher], watcher_name).await;
     add_contact(&mut watching, watcher_name, &mut user, gone_name).await;
+    // A change of the user's own, acknowledged by the node about to die.
+    let t = user
+        .cmd(
+            "ADD",
+            &format!("AL {} {watcher_name}", handle(watcher_name)),
+        )
+        .await;
+    user.wait_for(&format!(
+        "ADD {t} AL * {} {watcher_name}",
+        handle(watcher_name)
+    ))
+    .await;
 
     cluster.nodes[1].kill();
     watching
@@ -505,6 +569,15 @@ async fn dispatch_refers_to_live_nodes_and_moves_a_dead_nodes_users() {
         .wait_for(&format!("NLN NLN {} {gone_name}", handle(gone_name)))
         .await;
     back.expect_silence(100).await;
+    // Its lists are as the dead node acknowledged them.
+    for list in ["AL", "RL"] {
+        let t = back.cmd("LST", list).await;
+        back.expect(&format!(
+            "LST {t} {list} * 1 1 {} {watcher_name}",
+            handle(watcher_name)
+        ))
+        .await;
+    }
 
     // Handles of the live nodes stayed where they were.
     for (name, &node) in names.iter().zip(&home) {
