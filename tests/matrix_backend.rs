@@ -970,7 +970,11 @@ async fn a_message_failed_at_the_deadline_is_never_delivered_later() {
     let took = started.elapsed();
     let sent = sent.unwrap_or_else(|_| panic!("send_message still waiting after {took:?}"));
     assert!(sent.is_err(), "sent during the outage? {sent:?}");
-    assert!(took <= SEND_DEADLINE, "the failure took {took:?}");
+    // The deadline's own timer, plus a second for a busy machine to run the task.
+    assert!(
+        took <= SEND_DEADLINE + Duration::from_secs(1),
+        "the failure took {took:?}"
+    );
 
     proxy.restore();
     // (The Connected of the logon may still be buffered.)
