@@ -169,11 +169,24 @@ async fn begin(client: &mut Object, mode: Mode) -> Result<Tx<'_>, StoreError> {
 }
 
 /// Whether PostgreSQL aborted the transaction for a conflict with another, so that running it
-/// again may succeed.
+/// again may succeed. Besides serialization failures and deadlocks, PostgreSQL 15 sometimes
+/// aborts one of several transactions locking the same rows with the internal error "new
+/// multixact has more than one updating member" (seen once while 50 clients added contacts at
+/// once, docs/SCALING.md); the transaction is rolled back like any other, so it is retried too.
 fn retryable(error: &StoreError) -> bool {
-    matches!(error, StoreError::Postgres(e)
-        if e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
-            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
+    let StoreError::Postgres(e) = error else {
+        return false;
+    };
+    match e.code() {
+        Some(code) => {
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || (*code == SqlState::INTERNAL_ERROR
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message().contains("multixact")))
+        }
+        None => false,
+    }
 }
 
 /// A short, growing, random pause before trying a conflicting transaction again, so that
