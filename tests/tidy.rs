@@ -460,111 +460,8 @@ fn declared_modules(files: &[(String, String)]) -> BTreeSet<String> {
     modules
 }
 
-/// The top-level module a file under src/ belongs to, and its module depth (`src/a.rs` and
-/// `src/a/mod.rs` are `crate::a`, depth 1; `src/a/b.rs` is depth 2). `None` for the crate
-/// root and the binaries, which are not part of the layering.
-fn file_module(path: &str) -> Option<(String, usize)> {
-    let rest = path.strip_prefix("src/")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    if matches!(parts[0], "lib.rs" | "main.rs" | "bin") {
-        return None;
-    }
-    let top = parts[0].trim_end_matches(".rs").to_string();
-    let depth = if parts.last() == Some(&"mod.rs") {
-        parts.len() - 1
-    } else {
-        parts.len()
-    };
-    Some((top, depth))
-}
-
-/// Every use of one top-level module by another: `crate::x`, `crate::{x, y::z}`, and
-/// `super::` climbing out to the crate root (inline `mod` blocks counted).
-fn module_edges(files: &[(String, String)], modules: &BTreeSet<String>) -> Vec<Edge> {
-    let mut edges = Vec::new();
-    for (path, text) in files {
-        let Some((from, file_depth)) = file_module(path) else {
-            continue;
-        };
-        let tokens = tokenize(&strip(text));
-        let mut add = |to: &str, line: usize| {
-            if to != from && modules.contains(to) {
-                edges.push(Edge {
-                    from: from.clone(),
-                    to: to.to_string(),
-                    path: path.clone(),
-                    line,
-                });
-            }
-        };
-        // Brace depths at which inline `mod x {` blocks opened.
-        let mut inline_mods: Vec<usize> = Vec::new();
-        let mut braces = 0;
-        let mut i = 0;
-        while i < tokens.len() {
-            match &tokens[i].0 {
-                Token::Open => {
-                    braces += 1;
-                    let opens_mod = i >= 2
-                        && matches!(&tokens[i - 2].0, Token::Ident(m) if m == "mod")
-                        && matches!(tokens[i - 1].0, Token::Ident(_));
-                    if opens_mod {
-                        inline_mods.push(braces);
-                    }
-                }
-                Token::Close => {
-                    if inline_mods.last() == Some(&braces) {
-                        inline_mods.pop();
-                    }
-                    braces -= 1;
-                }
-                Token::Ident(word) if word == "crate" || word == "super" => {
-                    // How many `super::` climb, and whether that reaches the crate root.
-                    let mut j = i;
-                    let mut supers = 0;
-                    while matches!(&tokens[j].0, Token::Ident(w) if w == "super")
-                        && tokens.get(j + 1).is_some_and(|t| t.0 == Token::PathSep)
-                    {
-                        supers += 1;
-                        j += 2;
-                        if j >= tokens.len() {
-                            break;
-                        }
-                    }
-                    let at_root = if word == "crate" {
-                        if tokens.get(i + 1).is_some_and(|t| t.0 == Token::PathSep) {
-                            j = i + 2;
-                            true
-                        } else {
-                            false
-                        }
-                    } else {
-                        supers > 0 && supers == file_depth + inline_mods.len()
-                    };
-                    if at_root {
-                        match tokens.get(j) {
-                            Some((Token::Ident(m), line)) => add(m, *line),
-                            Some((Token::Open, _)) => {
-                                for (m, line) in group_items(&tokens, j) {
-                                    add(&m, line);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    i = j.max(i + 1);
-                    continue;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-    }
-    edges
-}
-
 /// The module path of a file under src/ (`src/a/b.rs` and `src/a/b/mod.rs` are `a::b`);
-/// `None` for the crate root and the binaries.
+/// `None` for the crate root and the binaries, which are not part of the layering.
 fn file_module_path(path: &str) -> Option<Vec<String>> {
     let rest = path.strip_prefix("src/")?.strip_suffix(".rs")?;
     let mut parts: Vec<String> = rest.split('/').map(str::to_string).collect();
@@ -575,6 +472,116 @@ fn file_module_path(path: &str) -> Option<Vec<String>> {
         parts.pop();
     }
     Some(parts)
+}
+
+/// Every path a file names from the crate root or through `super::` out of itself, resolved
+/// to segments from the crate root, each with its line: `crate::a::b::X`, `super::x` (from
+/// however deep, inline `mod` blocks counted), and a `{ ... }` group giving one path per item
+/// (its first segment). `super::` that stays inside the file's own inline modules is left out.
+fn crate_paths(module: &[String], text: &str) -> Vec<Vec<(String, usize)>> {
+    let tokens = tokenize(&strip(text));
+    let mut paths = Vec::new();
+    // Brace depths at which inline `mod x {` blocks opened.
+    let mut inline_mods: Vec<usize> = Vec::new();
+    let mut braces = 0;
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i].0 {
+            Token::Open => {
+                braces += 1;
+                if i >= 2
+                    && matches!(&tokens[i - 2].0, Token::Ident(m) if m == "mod")
+                    && matches!(tokens[i - 1].0, Token::Ident(_))
+                {
+                    inline_mods.push(braces);
+                }
+            }
+            Token::Close => {
+                if inline_mods.last() == Some(&braces) {
+                    inline_mods.pop();
+                }
+                braces -= 1;
+            }
+            Token::Ident(word) if word == "crate" || word == "super" => {
+                let mut j = i;
+                let base: Option<Vec<(String, usize)>> = if word == "crate" {
+                    // `crate::`, not `pub(crate)`.
+                    let path = tokens.get(i + 1).is_some_and(|t| t.0 == Token::PathSep);
+                    if path {
+                        j = i + 2;
+                    }
+                    path.then(Vec::new)
+                } else {
+                    let mut supers: usize = 0;
+                    while matches!(tokens.get(j), Some((Token::Ident(w), _)) if w == "super")
+                        && tokens.get(j + 1).is_some_and(|t| t.0 == Token::PathSep)
+                    {
+                        supers += 1;
+                        j += 2;
+                    }
+                    // `super` inside the file's own inline modules stays in the file.
+                    let climb = supers.saturating_sub(inline_mods.len());
+                    (supers > inline_mods.len() && climb <= module.len()).then(|| {
+                        let line = tokens[i].1;
+                        module[..module.len() - climb]
+                            .iter()
+                            .map(|m| (m.clone(), line))
+                            .collect()
+                    })
+                };
+                if let Some(mut path) = base {
+                    while let (Some((Token::Ident(m), line)), Some((Token::PathSep, _))) =
+                        (tokens.get(j), tokens.get(j + 1))
+                    {
+                        path.push((m.clone(), *line));
+                        j += 2;
+                    }
+                    match tokens.get(j) {
+                        Some((Token::Ident(m), line)) => {
+                            path.push((m.clone(), *line));
+                            paths.push(path);
+                        }
+                        Some((Token::Open, _)) => {
+                            for item in group_items(&tokens, j) {
+                                let mut p = path.clone();
+                                p.push(item);
+                                paths.push(p);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                i = j.max(i + 1);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    paths
+}
+
+/// Every use of one top-level module by another: `crate::x`, `crate::{x, y::z}`, and
+/// `super::` climbing out to the crate root (inline `mod` blocks counted).
+fn module_edges(files: &[(String, String)], modules: &BTreeSet<String>) -> Vec<Edge> {
+    let mut edges = Vec::new();
+    for (path, text) in files {
+        let Some(from) = file_module_path(path) else {
+            continue;
+        };
+        for target in crate_paths(&from, text) {
+            let (to, line) = &target[0];
+            if *to != from[0] && modules.contains(to) {
+                edges.push(Edge {
+                    from: from[0].clone(),
+                    to: to.clone(),
+                    path: path.clone(),
+                    line: *line,
+                });
+            }
+        }
+    }
+    edges
 }
 
 /// Every use of one module by a sibling below the top level (`crate::a::b::x`, `super::x`,
@@ -589,92 +596,25 @@ fn nested_module_edges(files: &[(String, String)]) -> Vec<Edge> {
         let Some(from) = file_module_path(path) else {
             continue;
         };
-        let tokens = tokenize(&strip(text));
-        let mut add = |target: Vec<String>, line: usize| {
-            let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+        for target in crate_paths(&from, text) {
+            let common = from
+                .iter()
+                .zip(&target)
+                .take_while(|(a, (b, _))| *a == b)
+                .count();
             // Top-level edges are module_cycles' job; a parent or child is not a sibling.
             if common == 0 || common >= from.len() || common >= target.len() {
-                return;
+                continue;
             }
-            let to = target[..=common].to_vec();
+            let to: Vec<String> = target[..=common].iter().map(|(m, _)| m.clone()).collect();
             if modules.contains(&to) {
                 edges.push(Edge {
                     from: from[..=common].join("::"),
                     to: to.join("::"),
                     path: path.clone(),
-                    line,
+                    line: target[common].1,
                 });
             }
-        };
-        let mut inline_mods: Vec<usize> = Vec::new();
-        let mut braces = 0;
-        let mut i = 0;
-        while i < tokens.len() {
-            match &tokens[i].0 {
-                Token::Open => {
-                    braces += 1;
-                    if i >= 2
-                        && matches!(&tokens[i - 2].0, Token::Ident(m) if m == "mod")
-                        && matches!(tokens[i - 1].0, Token::Ident(_))
-                    {
-                        inline_mods.push(braces);
-                    }
-                }
-                Token::Close => {
-                    if inline_mods.last() == Some(&braces) {
-                        inline_mods.pop();
-                    }
-                    braces -= 1;
-                }
-                Token::Ident(word) if word == "crate" || word == "super" => {
-                    let mut j = i;
-                    let base = if word == "crate" {
-                        j = i + 2;
-                        Some(Vec::new())
-                    } else {
-                        let mut supers: usize = 0;
-                        while matches!(tokens.get(j), Some((Token::Ident(w), _)) if w == "super")
-                            && tokens.get(j + 1).is_some_and(|t| t.0 == Token::PathSep)
-                        {
-                            supers += 1;
-                            j += 2;
-                        }
-                        // `super` inside the file's own inline modules stays in the file.
-                        let climb = supers.saturating_sub(inline_mods.len());
-                        (climb <= from.len()).then(|| from[..from.len() - climb].to_vec())
-                    };
-                    let crate_path =
-                        word != "crate" || tokens.get(i + 1).is_some_and(|t| t.0 == Token::PathSep);
-                    if let (Some(mut target), true) = (base, crate_path) {
-                        // The path's segments, then the first segment of each group item.
-                        while let (Some((Token::Ident(m), line)), Some((Token::PathSep, _))) =
-                            (tokens.get(j), tokens.get(j + 1))
-                        {
-                            target.push(m.clone());
-                            add(target.clone(), *line);
-                            j += 2;
-                        }
-                        match tokens.get(j) {
-                            Some((Token::Ident(m), line)) => {
-                                target.push(m.clone());
-                                add(target, *line);
-                            }
-                            Some((Token::Open, _)) => {
-                                for (m, line) in group_items(&tokens, j) {
-                                    let mut t = target.clone();
-                                    t.push(m);
-                                    add(t, line);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    i = j.max(i + 1);
-                    continue;
-                }
-                _ => {}
-            }
-            i += 1;
         }
     }
     edges
