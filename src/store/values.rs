@@ -2,7 +2,7 @@
 //! settings parsed with a `Corrupt` error, backend options as text, and group-name equality.
 
 use crate::protocol::{BlpSetting, FriendlyName, UserHandle};
-use crate::store::StoreError;
+use crate::store::{Group, StoreError};
 
 /// The name of group 0 until it is renamed. The official servers sent `~` for the default
 /// group, which gaim, Kopete and MSN 4.x show as "Other Contacts".
@@ -37,4 +37,11 @@ pub(super) fn decode_options(text: &str) -> Vec<(String, String)> {
 /// Group names compare without regard to case, as MSN's did.
 pub(super) fn same_name(a: &FriendlyName, b: &FriendlyName) -> bool {
     a.as_str().to_lowercase() == b.as_str().to_lowercase()
+}
+
+/// The id a new group gets: the lowest one no group has (group 0 always exists).
+pub(super) fn lowest_free_id(existing: &[Group]) -> u32 {
+    (1..)
+        .find(|id| existing.iter().all(|g| g.id != *id))
+        .unwrap_or(u32::MAX)
 }

@@ -8,7 +8,7 @@ use super::rows::{
     account, bump_serial, execute, exists, parse_handle, parse_name, permission, row, rows, Tx,
 };
 use crate::protocol::{FriendlyName, ListKind, PhoneKey, UserHandle, MAX_GROUPS};
-use crate::store::values::{same_name, DEFAULT_GROUP_NAME};
+use crate::store::values::{lowest_free_id, same_name, DEFAULT_GROUP_NAME};
 use crate::store::{Group, GroupChange, PhoneChange, StoreError};
 
 pub(super) async fn account_groups(
@@ -417,12 +417,6 @@ pub(super) async fn memberships_of(
 
 fn group_id(stored: i64) -> Result<u32, StoreError> {
     u32::try_from(stored).map_err(|_| StoreError::Corrupt(format!("group id {stored}")))
-}
-
-fn lowest_free_id(existing: &[Group]) -> u32 {
-    (1..)
-        .find(|id| existing.iter().all(|g| g.id != *id))
-        .unwrap_or(u32::MAX)
 }
 
 async fn insert_group(

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, Transaction};
 use super::rows::{account, bump_serial, parse_handle, parse_name, permission};
 use super::Database;
 use crate::protocol::{FriendlyName, ListKind, PhoneKey, UserHandle, MAX_GROUPS};
-use crate::store::values::{same_name, DEFAULT_GROUP_NAME};
+use crate::store::values::{lowest_free_id, same_name, DEFAULT_GROUP_NAME};
 use crate::store::{Group, GroupChange, PhoneChange, StoreError};
 
 impl Database {
@@ -40,9 +40,7 @@ impl Database {
         if existing.len() >= MAX_GROUPS {
             return Err(StoreError::TooManyGroups);
         }
-        let id = (1..)
-            .find(|id| existing.iter().all(|g| g.id != *id))
-            .unwrap_or(u32::MAX);
+        let id = lowest_free_id(&existing);
         tx.execute(
             "INSERT INTO contact_groups (owner, id, name) VALUES (?1, ?2, ?3)",
             params![owner.as_str(), id, name.as_str()],
@@ -172,9 +170,7 @@ impl Database {
                         continue;
                     }
                     None => {
-                        let id = (1..)
-                            .find(|id| existing.iter().all(|g| g.id != *id))
-                            .unwrap_or(u32::MAX);
+                        let id = lowest_free_id(&existing);
                         tx.execute(
                             "INSERT INTO contact_groups (owner, id, name) VALUES (?1, ?2, ?3)",
                             params![owner.as_str(), id, name.as_str()],
