@@ -85,6 +85,12 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// Whether the per-client limits (messages and commands per second) apply to a client at
+    /// `address`: loopback is exempt unless `limit_loopback`.
+    pub fn apply_to(&self, address: std::net::IpAddr) -> bool {
+        !address.is_loopback() || self.limit_loopback
+    }
+
     pub fn per_address(&self) -> (usize, bool) {
         (self.max_connections_per_address, self.limit_loopback)
     }

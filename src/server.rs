@@ -315,19 +315,19 @@ async fn accept_loop(
                 open.inc();
                 let ended = match kind {
                     Kind::Notification => {
-                        run_role(stream, &services2, shutdown2, |peer| {
+                        run_role(stream, address, &services2, shutdown2, |peer| {
                             NotificationSession::new(services2.clone(), peer, address.ip())
                         })
                         .await
                     }
                     Kind::Switchboard => {
-                        run_role(stream, &services2, shutdown2, |peer| {
+                        run_role(stream, address, &services2, shutdown2, |peer| {
                             SwitchboardConnection::new(services2.clone(), peer, address.ip())
                         })
                         .await
                     }
                     Kind::Dispatch => {
-                        run_role(stream, &services2, shutdown2, |_| {
+                        run_role(stream, address, &services2, shutdown2, |_| {
                             DispatchConnection::new(services2.clone())
                         })
                         .await
@@ -348,19 +348,19 @@ async fn accept_loop(
 
 async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
     stream: TcpStream,
+    address: SocketAddr,
     services: &Services,
     shutdown: CancellationToken,
     make_role: F,
 ) -> Ended {
     let s = &services.config.server;
     let limits = &services.config.limits;
-    let exempt = stream
-        .peer_addr()
-        .is_ok_and(|a| a.ip().is_loopback() && !limits.limit_loopback);
     let timeouts = Timeouts {
         login: Duration::from_secs(s.login_timeout_secs),
         write: Duration::from_secs(s.write_timeout_secs),
-        pace: (!exempt).then_some((limits.commands_per_second, limits.command_burst)),
+        pace: limits
+            .apply_to(address.ip())
+            .then_some((limits.commands_per_second, limits.command_burst)),
         keepalive: Duration::from_secs(s.keepalive_secs),
     };
     connection::serve(stream, timeouts, shutdown, make_role).await

@@ -59,8 +59,7 @@ impl SwitchboardConnection {
     /// is slowed and then refused (`713`), logged once per address and minute. Loopback is
     /// exempt unless `limit_loopback` (local load tests and msncd's scripts).
     async fn pace(&self, me: &UserHandle) -> Result<(), ErrorCode> {
-        let limits = &self.services.config.limits;
-        if self.address.is_loopback() && !limits.limit_loopback {
+        if !self.services.config.limits.apply_to(self.address) {
             return Ok(());
         }
         match self.services.node.messages.take(me) {
