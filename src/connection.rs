@@ -406,12 +406,8 @@ where
         }
         // One timer, boxed and only while needed: the login deadline until the login, and the
         // pace's pause. A logged-in idle connection holds none.
-        let wake_at = match (paused, role.logged_in()) {
-            (Some(until), true) => Some(until),
-            (Some(until), false) => Some(until.min(login_deadline)),
-            (None, false) => Some(login_deadline),
-            (None, true) => None,
-        };
+        let login = (!role.logged_in()).then_some(login_deadline);
+        let wake_at = [paused, login].into_iter().flatten().min();
         match (wake_at, timer.as_mut()) {
             (None, _) => timer = None,
             (Some(at), Some(t)) => t.as_mut().reset(at),
