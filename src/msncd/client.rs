@@ -182,6 +182,9 @@ impl MsnClient {
             .await
             .map_err(|_| ClientError::Timeout)?
             .map_err(|e| ClientError::Failed(format!("cannot reach the server: {e}")))?;
+        // A command written before the last one was acknowledged must not wait for the
+        // server's delayed ACK (Nagle's algorithm).
+        let _ = stream.set_nodelay(true);
         let (read, mut writer) = stream.into_split();
         let mut reader = LineReader::new(read);
 

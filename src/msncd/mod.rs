@@ -177,7 +177,11 @@ async fn accept_tcp(listener: TcpListener, context: Arc<Context>) {
             _ = context.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((stream, peer)) => spawn_connection(stream, peer.to_string(), &context),
+            Ok((stream, peer)) => {
+                // An event written right after a reply must not wait for the script's ACK.
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, peer.to_string(), &context)
+            }
             Err(e) => {
                 warn!(error = %e, "msncd accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -55,12 +55,20 @@ pub struct Prosody {
     child: Option<Child>,
     /// Byte offset of the log where the current run began: errors are looked for after it.
     log_start: u64,
+    /// Lines added to the generated configuration's global section.
+    extra_config: &'static str,
 }
 
 impl Prosody {
     /// Installs Prosody if needed and starts a fresh private instance, ready for connections.
     /// Panics (with the server's log) if it can't.
     pub async fn start() -> Prosody {
+        Self::start_with("").await
+    }
+
+    /// Like [`start`](Self::start), with `extra_config` (Lua) added to the global section of
+    /// the configuration, e.g. `network_settings = { nagle = false }`.
+    pub async fn start_with(extra_config: &'static str) -> Prosody {
         ensure_installed().await;
         trust_test_certificate();
         remove_abandoned_dirs(DIR_PREFIX);
@@ -75,6 +83,7 @@ impl Prosody {
             port: 0,
             child: None,
             log_start: 0,
+            extra_config,
         };
         // A port picked free can be taken by someone else before Prosody binds it: try again.
         let mut errors = Vec::new();
@@ -292,6 +301,7 @@ c2s_require_encryption = true
 c2s_stanza_size_limit = 1024 * 1024
 authentication = "internal_hashed"
 storage = "internal"
+{extra}
 
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "presence"; "message"; "iq";
@@ -327,6 +337,7 @@ Component "conference.localhost" "muc"
             },
             cert = s(cert),
             key = s(key),
+            extra = self.extra_config,
         )
     }
 }

@@ -29,7 +29,7 @@
 //! - Bodies are keyed by `xml:lang` (Prosody sends `en`): read them with `get_best_body_cloned`.
 //! - Over TLS 1.3 it authenticates with `SCRAM-*-PLUS` and `tls-exporter` channel binding
 //!   whenever the server offers `-PLUS`; ejabberd 23.01 offers it but knows only `tls-unique`,
-//!   and refuses the login. This client never uses channel binding ([`NoChannelBinding`]): it
+//!   and refuses the login. This client never uses channel binding ([`Connector`]): it
 //!   is not what the tests are about. (The bridge uses it when the server announces the type.)
 //! - After a lost connection it tries to resume the session (XEP-0198). ejabberd 23.01 refuses
 //!   a resumption it can't honour (after its restart) with a `<failed/>` that xmpp-parsers
@@ -50,8 +50,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sasl::common::ChannelBinding;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector};
+use tokio_xmpp::connect::starttls::starttls;
+use tokio_xmpp::connect::tls_common::TlsStream;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::blocking::{Block, Unblock};
@@ -70,7 +74,7 @@ use tokio_xmpp::parsers::roster::{Item as RosterItem, Roster, Subscription};
 use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
-use tokio_xmpp::xmlstream::{PendingFeaturesRecv, Timeouts};
+use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::{IqRequest, Stanza};
 
 /// Default limit for connecting and for each wait.
@@ -141,7 +145,7 @@ impl XmppClient {
         let dns = DnsConfig::addr(&format!("127.0.0.1:{port}"));
         let attempt = async {
             check_credentials(&jid, password, &dns).await?;
-            let connector = NoChannelBinding(StartTlsServerConnector::from(dns.clone()));
+            let connector = Connector(dns.clone());
             let mut stream = StanzaStream::new_c2s(
                 connector,
                 jid.clone().into(),
@@ -804,7 +808,7 @@ async fn check_credentials(
     dns: &DnsConfig,
 ) -> Result<(), ConnectError> {
     let other = |e: tokio_xmpp::Error| ConnectError::Other(e.to_string());
-    let connector = NoChannelBinding(StartTlsServerConnector::from(dns.clone()));
+    let connector = Connector(dns.clone());
     let (stream, binding) = connector
         .connect(&jid.clone().into(), ns::JABBER_CLIENT, Timeouts::tight())
         .await
@@ -824,13 +828,15 @@ async fn check_credentials(
     }
 }
 
-/// STARTTLS that tells the SASL layer there is no channel binding, so that SCRAM runs without
-/// `-PLUS` on every server (see the module notes).
+/// STARTTLS over TCP without Nagle's algorithm (an echo written right after an
+/// acknowledgement must not wait for the server's delayed ACK), and no channel binding told
+/// to the SASL layer, so that SCRAM runs without `-PLUS` on every server (see the module
+/// notes).
 #[derive(Clone, Debug)]
-struct NoChannelBinding(StartTlsServerConnector);
+struct Connector(DnsConfig);
 
-impl ServerConnector for NoChannelBinding {
-    type Stream = <StartTlsServerConnector as ServerConnector>::Stream;
+impl ServerConnector for Connector {
+    type Stream = BufStream<TlsStream<TcpStream>>;
 
     async fn connect(
         &self,
@@ -838,7 +844,17 @@ impl ServerConnector for NoChannelBinding {
         ns: &'static str,
         timeouts: Timeouts,
     ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
-        let (stream, _binding) = self.0.connect(jid, ns, timeouts).await?;
+        let tcp = self.0.resolve().await?;
+        tcp.set_nodelay(true)?;
+        let header = || StreamHeader {
+            to: Some(jid.domain().as_str().into()),
+            from: None,
+            id: None,
+        };
+        let plain = initiate_stream(BufStream::new(tcp), ns, header(), timeouts).await?;
+        let (_features, plain) = plain.recv_features().await?;
+        let (tls, _binding) = starttls(plain, jid.domain().as_str()).await?;
+        let stream = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
         Ok((stream, ChannelBinding::None))
     }
 }

@@ -16,16 +16,19 @@ use std::time::Duration;
 
 use msngate_bridge_api::{BackendEvent, ConnectionState, EventSender};
 use sasl::common::{ChannelBinding, Credentials};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_xmpp::connect::{
-    DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector,
-};
+use tokio_xmpp::connect::starttls::starttls;
+use tokio_xmpp::connect::tls_common::TlsStream;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
+use tokio_xmpp::error::ProtocolError;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::sasl_cb::Type as ChannelBindingType;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::stanzastream::Connection;
-use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
+use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 
 /// Where and how to connect an account.
 #[derive(Clone)]
@@ -69,14 +72,84 @@ pub async fn connect_once(target: &Target) -> Result<Connection, ConnectError> {
     };
     let attempt = async {
         if target.plaintext {
-            login_with(TcpServerConnector::from(dns), target).await
+            login_with(PlainTcp(dns), target).await
         } else {
-            login_with(StartTlsServerConnector::from(dns), target).await
+            login_with(StartTls(dns), target).await
         }
     };
     match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Other("connection attempt timed out".into())),
+    }
+}
+
+/// tokio-xmpp's two connectors (STARTTLS, and plain TCP where a link opted in), with Nagle's
+/// algorithm off. A chat stanza is one small write; with Nagle on, a write made while the
+/// server has not yet acknowledged the previous one waits for the server's delayed ACK, up to
+/// 40 ms on Linux: measured, that doubled a message's round trip through a quick server
+/// (docs/SCALING.md, "The price of the bridge").
+#[derive(Debug, Clone)]
+struct StartTls(DnsConfig);
+
+#[derive(Debug, Clone)]
+struct PlainTcp(DnsConfig);
+
+async fn tcp_without_nagle(dns: &DnsConfig) -> Result<BufStream<TcpStream>, tokio_xmpp::Error> {
+    let stream = dns.resolve().await?;
+    stream.set_nodelay(true)?;
+    Ok(BufStream::new(stream))
+}
+
+async fn open_stream<S: tokio_xmpp::connect::AsyncReadAndWrite>(
+    io: S,
+    jid: &Jid,
+    ns: &'static str,
+    timeouts: Timeouts,
+) -> Result<PendingFeaturesRecv<S>, tokio_xmpp::Error> {
+    let header = StreamHeader {
+        to: Some(Cow::Borrowed(jid.domain().as_str())),
+        from: None,
+        id: None,
+    };
+    Ok(initiate_stream(io, ns, header, timeouts).await?)
+}
+
+impl ServerConnector for PlainTcp {
+    type Stream = BufStream<TcpStream>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let io = tcp_without_nagle(&self.0).await?;
+        Ok((
+            open_stream(io, jid, ns, timeouts).await?,
+            ChannelBinding::None,
+        ))
+    }
+}
+
+impl ServerConnector for StartTls {
+    type Stream = BufStream<TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let (plain, _) = PlainTcp(self.0.clone()).connect(jid, ns, timeouts).await?;
+        let (features, plain) = plain.recv_features().await?;
+        if !features.can_starttls() {
+            return Err(tokio_xmpp::Error::Protocol(ProtocolError::NoTls));
+        }
+        let (tls, binding) = starttls(plain, jid.domain().as_str()).await?;
+        Ok((
+            open_stream(BufStream::new(tls), jid, ns, timeouts).await?,
+            binding,
+        ))
     }
 }
 

@@ -89,6 +89,7 @@ async fn switchboard_session(
         .await
         .map_err(|_| ClientError::Timeout)?
         .map_err(|_| ClientError::Disconnected)?;
+    let _ = stream.set_nodelay(true);
     let (read, mut writer) = stream.into_split();
     let mut reader = LineReader::new(read);
     let mut participants: BTreeSet<UserHandle> = BTreeSet::new();
