@@ -369,6 +369,131 @@ async fn a_database_lost_under_a_running_server_is_an_error_reply() {
     running.shutdown().await;
 }
 
+/// Sends a command and returns its answer (the line with its TrID), whatever else arrives.
+async fn ask(client: &mut Client, verb: &str, args: &str) -> common::Line {
+    let t = client.cmd(verb, args).await;
+    loop {
+        let line = client.recv().await;
+        if line.get(1) == t.to_string() {
+            return line;
+        }
+    }
+}
+
+/// Makes the test's database read-only for new transactions, or writable again, and ends its
+/// sessions so that the server's pool reconnects under the new setting: what a failover to a
+/// standby, or an operator's `default_transaction_read_only`, looks like to msngate.
+async fn set_read_only(pg: &Postgres, database: &str, read_only: bool) {
+    let setting = if read_only {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    pg.admin()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} {setting}; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+}
+
+/// A database that turns read-only under a running server: changes are refused with `501`
+/// and change nothing, while logins, presence and chat go on; once it is writable again,
+/// changes are accepted again, and nothing acknowledged was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let url = pg.create_database().await;
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::TestServer::config(dir.path());
+    config.storage.database = url.as_str().into();
+    config.storage.pool_wait_secs = 2;
+    let store = PostgresStore::connect(&url_of(&url), PoolOptions::default())
+        .await
+        .unwrap();
+    for handle in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        let name = FriendlyName::new(handle).unwrap();
+        store.create_account(&h(handle), &name, "pw").await.unwrap();
+    }
+    drop(store);
+    let running = msngate::server::start(config).await.expect("server starts");
+    let ns = running.notification_address;
+    let mut alice = Client::login(ns, "alice@example.com", "pw").await;
+    alice.come_online().await;
+    let added = ask(&mut alice, "ADD", "FL bob@example.com Bob").await;
+    assert_eq!(added.get(0), "ADD", "{}", added.text());
+    let serial = added.get(3).to_string();
+
+    set_read_only(pg, &database, true).await;
+    // Changes are refused, each with the database server's error.
+    for (verb, args) in [
+        ("ADD", "FL carol@example.com Carol"),
+        ("REA", "alice@example.com Alice%20B"),
+        ("BLP", "BL"),
+    ] {
+        let answer = ask(&mut alice, verb, args).await;
+        assert_eq!(answer.get(0), "501", "{verb} {args}: {}", answer.text());
+    }
+    // Logins, presence and chat go on.
+    let mut bob = Client::login(ns, "bob@example.com", "pw").await;
+    bob.come_online().await;
+    alice.wait_for("NLN NLN bob@example.com *").await;
+    let mut sb = alice.open_switchboard("alice@example.com").await;
+    let t = sb.cmd("CAL", "bob@example.com").await;
+    sb.wait_for(&format!("CAL {t} RINGING *")).await;
+    let rng = bob.wait_for("RNG * * CKI * alice@example.com *").await;
+    let (mut bob_sb, _) = Client::answer(&rng, "bob@example.com").await;
+    sb.wait_for("JOI bob@example.com *").await;
+    sb.msg(
+        "N",
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nstill here",
+    )
+    .await;
+    let msg = bob_sb.wait_for("MSG alice@example.com * *").await;
+    assert!(
+        msg.payload_text().ends_with("still here"),
+        "{}",
+        msg.payload_text()
+    );
+
+    set_read_only(pg, &database, false).await;
+    // Writable again: changes are accepted, and what was acknowledged before is there while
+    // nothing refused was applied.
+    let mut again = Client::login(ns, "alice@example.com", "pw").await;
+    let t = again.cmd("SYN", "0").await;
+    let syn = again.wait_for(&format!("SYN {t} *")).await;
+    assert_eq!(
+        syn.get(2),
+        serial,
+        "the serial of the last acknowledged change"
+    );
+    let mut forward = Vec::new();
+    loop {
+        let l = again.recv().await;
+        if l.get(0) == "LST" && l.get(1) == t.to_string() {
+            if l.get(2) == "FL" && l.get(4) != "0" {
+                forward.push(l.get(6).to_string());
+            }
+            if l.get(2) == "RL" && l.get(4) == l.get(5) {
+                break;
+            }
+        }
+    }
+    assert_eq!(forward, ["bob@example.com"]);
+    let added = ask(&mut again, "ADD", "FL carol@example.com Carol").await;
+    assert_eq!(added.get(0), "ADD", "{}", added.text());
+    assert!(added.get(3).parse::<u32>().unwrap() > serial.parse::<u32>().unwrap());
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_hands_pg_dump_the_password_in_its_environment_not_its_arguments() {
     if skipped() {
