@@ -81,9 +81,9 @@ impl Outbox {
             }
         }
         if state.lines.is_empty() {
-            if state.lines.capacity() > 16 {
-                state.lines = VecDeque::new();
-            }
+            // Released, not kept for the next line: most connections are idle most of the
+            // time, and an empty queue then holds no memory.
+            state.lines = VecDeque::new();
         } else {
             // More than one batch was waiting: come back for the rest.
             self.ready.notify_one();

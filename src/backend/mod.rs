@@ -12,7 +12,7 @@ pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use msngate_bridge_api::{
@@ -38,23 +38,32 @@ pub struct Account {
     /// The backend's name, for logs.
     pub backend: &'static str,
     pub capabilities: Capabilities,
-    /// Contacts' states as the backend reports them; absent means offline.
-    pub presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
-    /// Open switchboard sessions (their ids) by backend chat, to route incoming messages.
-    pub chats: Mutex<HashMap<ChatId, u32>>,
-    /// Contacts that are group chats.
-    pub groups: Mutex<HashSet<UserHandle>>,
     /// Cancelled when the login ends: the event pump stops, and with it its hold on the
     /// backend session.
     pub ended: CancellationToken,
+    /// What an account whose contacts live on another network keeps: made at its first use,
+    /// so that a local account, which never uses most of it, does not carry it (about 300
+    /// bytes of every idle session, docs/PERFORMANCE.md).
+    mirror: OnceLock<Box<Mirror>>,
+    /// The backend connection's state as its last event said (an index of `STATES`).
+    connection: AtomicU8,
+}
+
+/// The contacts' side of a bridged account, as its backend's events tell it.
+#[derive(Default)]
+pub struct Mirror {
+    /// Contacts' states as the backend reports them; absent means offline.
+    pub presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
+    /// Open switchboard sessions (their ids) by backend chat, to route incoming messages.
+    chats: Mutex<HashMap<ChatId, u32>>,
+    /// Contacts that are group chats.
+    groups: Mutex<HashSet<UserHandle>>,
     /// List changes the backend made while doing what the client asked.
     pub implied: implied::Implied,
     /// Contacts whose groups the client is changing through the backend, with the group
     /// changes the backend reported meanwhile: the event pump holds them here, and the
     /// client's command answers with them (so it does not see its own change twice).
     pub group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
-    /// The backend connection's state as its last event said (an index of `STATES`).
-    connection: AtomicU8,
 }
 
 /// The names of the backend connection states, as `/health`, `/metrics` and the page show them.
@@ -86,14 +95,21 @@ impl Account {
             session,
             backend,
             capabilities,
-            presence: Mutex::new(HashMap::new()),
-            chats: Mutex::new(HashMap::new()),
-            groups: Mutex::new(HashSet::new()),
             ended: CancellationToken::new(),
-            implied: implied::Implied::default(),
-            group_edits: Mutex::new(HashMap::new()),
+            mirror: OnceLock::new(),
             connection: AtomicU8::new(0),
         }
+    }
+
+    /// The contacts' side of the account, made now if this is its first use.
+    pub fn mirror(&self) -> &Mirror {
+        self.mirror.get_or_init(Box::default)
+    }
+
+    /// The contacts' side if anything made it yet: what reads find in an account without one
+    /// is nothing.
+    fn existing_mirror(&self) -> Option<&Mirror> {
+        self.mirror.get().map(|m| &**m)
     }
 
     /// The backend connection's state: `connected` from the logon (which succeeded), then as
@@ -117,23 +133,19 @@ impl Account {
 
     /// A contact's state if it is visible (not offline).
     pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
-        self.presence
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(contact)
-            .cloned()
+        lock(&self.existing_mirror()?.presence).get(contact).cloned()
     }
 
     pub fn register_chat(&self, chat: ChatId, session_id: u32) {
-        self.chats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(chat, session_id);
+        lock(&self.mirror().chats).insert(chat, session_id);
     }
 
     /// Forgets a chat's session, if it is still that one.
     pub fn unregister_chat(&self, chat: &ChatId, session_id: u32) {
-        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mirror) = self.existing_mirror() else {
+            return;
+        };
+        let mut chats = lock(&mirror.chats);
         if chats.get(chat) == Some(&session_id) {
             chats.remove(chat);
         }
@@ -141,15 +153,13 @@ impl Account {
 
     /// Whether a contact is a group chat.
     pub fn is_group(&self, contact: &UserHandle) -> bool {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(contact)
+        self.existing_mirror()
+            .is_some_and(|m| lock(&m.groups).contains(contact))
     }
 
     pub fn note_kind(&self, contact: &Contact) {
         if let Ok(handle) = contact.handle.parse::<UserHandle>() {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut groups = lock(&self.mirror().groups);
             if contact.kind == msngate_bridge_api::ContactKind::Group {
                 groups.insert(handle);
             } else {
@@ -160,21 +170,19 @@ impl Account {
 
     /// The id of the switchboard session a chat is open in, if any.
     pub fn chat_session(&self, chat: &ChatId) -> Option<u32> {
-        self.chats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(chat)
-            .copied()
+        lock(&self.existing_mirror()?.chats).get(chat).copied()
     }
 
     /// Whether a switchboard session has a chat of this account in it.
     pub fn in_session(&self, session_id: u32) -> bool {
-        self.chats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|id| *id == session_id)
+        self.existing_mirror()
+            .is_some_and(|m| lock(&m.chats).values().any(|id| *id == session_id))
     }
+}
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (the maps stay usable).
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn to_presence(status: Status) -> PresenceState {

@@ -80,7 +80,7 @@ impl Pump {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let account = self.account.clone();
         loop {
-            let busy = !self.waiting.is_empty() || !account.implied.is_empty();
+            let busy = !self.waiting.is_empty() || !account.mirror().implied.is_empty();
             let far = Instant::now() + Duration::from_secs(86_400);
             let event = match queue.pop_front() {
                 Some(e) => Some(e),
@@ -110,7 +110,7 @@ impl Pump {
                 }
                 self.waiting_bytes = 0;
             }
-            let due = account.implied.expired();
+            let due = account.mirror().implied.expired();
             if !due.is_empty() {
                 notify_changes(&self.services, &account, &self.peer, due, false);
             }
@@ -153,11 +153,7 @@ impl Pump {
     /// offline, once. They come back as the backend reports them after reconnecting.
     async fn all_offline(&self) {
         let gone: Vec<UserHandle> = {
-            let mut presence = self
-                .account
-                .presence
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut presence = crate::backend::lock(&self.account.mirror().presence);
             presence.drain().map(|(h, _)| h).collect()
         };
         info!(handle = %self.account.handle, contacts = gone.len(), "backend still disconnected; contacts shown offline");
@@ -363,7 +359,7 @@ async fn presence(
         .or(stored_name.clone())
         .unwrap_or_else(|| FriendlyName::from_handle(&contact));
     let changed = {
-        let mut presence = account.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let mut presence = crate::backend::lock(&account.mirror().presence);
         let before = presence.get(&contact).map(|(s, _)| *s);
         if status.is_visible() {
             presence.insert(contact.clone(), (status, display.clone()));
@@ -400,7 +396,7 @@ fn notify_changes(
 ) {
     let ready = client_ready(services, account, peer);
     for c in changes {
-        if hold && account.implied.hold(&c) {
+        if hold && account.mirror().implied.hold(&c) {
             continue;
         }
         if !c.added {
@@ -441,7 +437,7 @@ async fn mirror(
     what: &str,
     change: impl Future<Output = Result<Vec<MirrorChange>, StoreError>>,
 ) {
-    let _turn = account.implied.turn().await;
+    let _turn = account.mirror().implied.turn().await;
     match change.await {
         Ok(changes) => notify_changes(services, account, peer, changes, true),
         Err(e) => warn!(error = %e, "cannot store {what}"),
