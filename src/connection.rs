@@ -299,12 +299,16 @@ pub enum Ended {
 const KEEPALIVE_PROBES: u32 = 4;
 
 /// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
-pub async fn serve<R, F>(
+///
+/// The setup is done here and the future returned is an `async` block using what it made in
+/// place: an `async fn` would keep its arguments in the task twice for the connection's
+/// whole life, beside the locals made from them (docs/PERFORMANCE.md).
+pub fn serve<R, F>(
     stream: TcpStream,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     make_role: F,
-) -> Ended
+) -> impl Future<Output = Ended> + use<R, F>
 where
     R: Role,
     F: FnOnce(Peer) -> R,
@@ -335,148 +339,150 @@ where
         outbox: outbox.clone(),
     };
     let login_deadline = tokio::time::Instant::now() + timeouts.login;
-    let writing = Writing {
-        timeout: timeouts.write,
-        kick: &kick,
-        timed_out: Default::default(),
-    };
-
+    let write_timeout = timeouts.write;
     let mut pace = timeouts.pace.and_then(Pace::new);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    // Which of reading and writing goes first when both are ready, alternately.
-    let mut read_first = false;
-    // Set while the pace holds commands back: until then nothing more is handled or read.
-    let mut paused: Option<tokio::time::Instant> = None;
-
-    let end: &str = 'conn: loop {
-        // Handle every complete frame already read, answering them in one write.
-        loop {
-            if let Some(until) = pace
-                .as_mut()
-                .and_then(|p| p.wait(tokio::time::Instant::now()))
-            {
-                paused = Some(until);
-                break;
-            }
-            let frame = match protocol::decode(&mut input) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    if let FrameError::BadPayloadLength { trid: Some(trid) } = e {
-                        // The payload's end is unknown, so the stream can't continue; the
-                        // client is at least told which command was refused.
-                        replies.error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
-                    }
-                    let _ = writing.write(&mut writer, &replies.buf).await;
-                    break 'conn framing_end(&e);
-                }
-            };
-            if let Some(p) = pace.as_mut() {
-                p.take();
-            }
-            debug!(">> {}", protocol::loggable_line(&frame.line));
-            // Boxed: the handler's future is large and lives only while a command is handled, so
-            // an idle connection's task does not carry its space. Made in a statement of its
-            // own: a temporary in the `.await`'s statement would keep its space in the task.
-            let flow = match ClientCommand::parse(frame) {
-                Ok(command) => {
-                    let handling = Box::pin(role.handle(command, &mut replies));
-                    handling.await
-                }
-                Err(e) => {
-                    replies.error(e.code, e.trid.unwrap_or_default());
-                    Flow::Continue
-                }
-            };
-            if flow == Flow::Close {
-                let _ = writing.write(&mut writer, &replies.buf).await;
-                break 'conn "closed by the server";
-            }
-            if replies.buf.len() >= FLUSH_AT
-                && writing.flush(&mut writer, &mut replies.buf).await.is_err()
-            {
-                break 'conn "write failed";
-            }
-        }
-        if writing.flush(&mut writer, &mut replies.buf).await.is_err() {
-            break 'conn "write failed";
-        }
-        if input.is_empty() && input.capacity() > KEEP_BUFFER {
-            input = BytesMut::new();
-        }
-        // One timer, boxed and only while needed: the login deadline until the login, and the
-        // pace's pause. A logged-in idle connection holds none.
-        let login = (!role.logged_in()).then_some(login_deadline);
-        let wake_at = [paused, login].into_iter().flatten().min();
-        match (wake_at, timer.as_mut()) {
-            (None, _) => timer = None,
-            (Some(at), Some(t)) => t.as_mut().reset(at),
-            (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-        read_first = !read_first;
-        match wait(Waiting {
-            reader: &reader,
-            reading: paused.is_none(),
-            read_first,
-            outbox: &outbox,
+    async move {
+        let writing = Writing {
+            timeout: write_timeout,
             kick: &kick,
-            shutdown: &shutdown,
-            timer: timer.as_mut(),
-        })
-        .await
-        {
-            Wake::Readable(Err(_)) => break 'conn "read failed",
-            Wake::Readable(Ok(())) => match read_available(&reader, &mut input) {
-                Ok(0) => break 'conn "client closed the connection",
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break 'conn "read failed",
-            },
-            Wake::Outbox => {
-                // Write whatever is queued in one go.
-                let mut batch = BytesMut::new();
-                let closing = outbox.drain_into(&mut batch, FLUSH_AT);
-                if writing.write(&mut writer, &batch).await.is_err() {
+            timed_out: Default::default(),
+        };
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Which of reading and writing goes first when both are ready, alternately.
+        let mut read_first = false;
+        // Set while the pace holds commands back: until then nothing more is handled or read.
+        let mut paused: Option<tokio::time::Instant> = None;
+
+        let end: &str = 'conn: loop {
+            // Handle every complete frame already read, answering them in one write.
+            loop {
+                if let Some(until) = pace
+                    .as_mut()
+                    .and_then(|p| p.wait(tokio::time::Instant::now()))
+                {
+                    paused = Some(until);
+                    break;
+                }
+                let frame = match protocol::decode(&mut input) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        if let FrameError::BadPayloadLength { trid: Some(trid) } = e {
+                            // The payload's end is unknown, so the stream can't continue; the
+                            // client is at least told which command was refused.
+                            replies.error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
+                        }
+                        let _ = writing.write(&mut writer, &replies.buf).await;
+                        break 'conn framing_end(&e);
+                    }
+                };
+                if let Some(p) = pace.as_mut() {
+                    p.take();
+                }
+                debug!(">> {}", protocol::loggable_line(&frame.line));
+                // Boxed: the handler's future is large and lives only while a command is handled, so
+                // an idle connection's task does not carry its space. Made in a statement of its
+                // own: a temporary in the `.await`'s statement would keep its space in the task.
+                let flow = match ClientCommand::parse(frame) {
+                    Ok(command) => {
+                        let handling = Box::pin(role.handle(command, &mut replies));
+                        handling.await
+                    }
+                    Err(e) => {
+                        replies.error(e.code, e.trid.unwrap_or_default());
+                        Flow::Continue
+                    }
+                };
+                if flow == Flow::Close {
+                    let _ = writing.write(&mut writer, &replies.buf).await;
+                    break 'conn "closed by the server";
+                }
+                if replies.buf.len() >= FLUSH_AT
+                    && writing.flush(&mut writer, &mut replies.buf).await.is_err()
+                {
                     break 'conn "write failed";
                 }
-                if closing {
-                    break 'conn "closed after a final line";
+            }
+            if writing.flush(&mut writer, &mut replies.buf).await.is_err() {
+                break 'conn "write failed";
+            }
+            if input.is_empty() && input.capacity() > KEEP_BUFFER {
+                input = BytesMut::new();
+            }
+            // One timer, boxed and only while needed: the login deadline until the login, and the
+            // pace's pause. A logged-in idle connection holds none.
+            let login = (!role.logged_in()).then_some(login_deadline);
+            let wake_at = [paused, login].into_iter().flatten().min();
+            match (wake_at, timer.as_mut()) {
+                (None, _) => timer = None,
+                (Some(at), Some(t)) => t.as_mut().reset(at),
+                (Some(at), None) => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            read_first = !read_first;
+            match wait(Waiting {
+                reader: &reader,
+                reading: paused.is_none(),
+                read_first,
+                outbox: &outbox,
+                kick: &kick,
+                shutdown: &shutdown,
+                timer: timer.as_mut(),
+            })
+            .await
+            {
+                Wake::Readable(Err(_)) => break 'conn "read failed",
+                Wake::Readable(Ok(())) => match read_available(&reader, &mut input) {
+                    Ok(0) => break 'conn "client closed the connection",
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break 'conn "read failed",
+                },
+                Wake::Outbox => {
+                    // Write whatever is queued in one go.
+                    let mut batch = BytesMut::new();
+                    let closing = outbox.drain_into(&mut batch, FLUSH_AT);
+                    if writing.write(&mut writer, &batch).await.is_err() {
+                        break 'conn "write failed";
+                    }
+                    if closing {
+                        break 'conn "closed after a final line";
+                    }
+                }
+                Wake::Kicked => break 'conn "disconnected by the server",
+                Wake::Timer => {
+                    if !role.logged_in() && tokio::time::Instant::now() >= login_deadline {
+                        break 'conn "login timed out";
+                    }
+                    paused = None;
+                }
+                Wake::Shutdown => {
+                    // Encoded before the write, so the command is not kept in the task meanwhile.
+                    let last = role.shutdown_command().map(|last| {
+                        let mut buf = BytesMut::new();
+                        last.write_to(outbox.dialect(), &mut buf);
+                        buf
+                    });
+                    if let Some(buf) = last {
+                        let _ = writing.write(&mut writer, &buf).await;
+                    }
+                    break 'conn "server shutting down";
                 }
             }
-            Wake::Kicked => break 'conn "disconnected by the server",
-            Wake::Timer => {
-                if !role.logged_in() && tokio::time::Instant::now() >= login_deadline {
-                    break 'conn "login timed out";
-                }
-                paused = None;
-            }
-            Wake::Shutdown => {
-                // Encoded before the write, so the command is not kept in the task meanwhile.
-                let last = role.shutdown_command().map(|last| {
-                    let mut buf = BytesMut::new();
-                    last.write_to(outbox.dialect(), &mut buf);
-                    buf
-                });
-                if let Some(buf) = last {
-                    let _ = writing.write(&mut writer, &buf).await;
-                }
-                break 'conn "server shutting down";
-            }
-        }
-    };
-    info!(reason = end, "connection ended");
-    let ended = if outbox.lock().overflowed {
-        Ended::QueueFull
-    } else if writing.timed_out.load(Ordering::Relaxed) {
-        Ended::SlowWrite
-    } else {
-        Ended::Normally
-    };
-    outbox.close();
-    let closing = Box::pin(role.closed());
-    closing.await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-    ended
+        };
+        info!(reason = end, "connection ended");
+        let ended = if outbox.lock().overflowed {
+            Ended::QueueFull
+        } else if writing.timed_out.load(Ordering::Relaxed) {
+            Ended::SlowWrite
+        } else {
+            Ended::Normally
+        };
+        outbox.close();
+        let closing = Box::pin(role.closed());
+        closing.await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        ended
+    }
 }
 
 fn framing_end(error: &FrameError) -> &'static str {

@@ -346,13 +346,15 @@ async fn accept_loop(
     }
 }
 
-async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
+/// The connection's future, with its limits. Not an `async fn`: one would keep its arguments
+/// in every connection's task beside `serve`'s own copies of them (docs/PERFORMANCE.md).
+fn run_role<R: Role, F: FnOnce(Peer) -> R>(
     stream: TcpStream,
     address: SocketAddr,
     services: &Services,
     shutdown: CancellationToken,
     make_role: F,
-) -> Ended {
+) -> impl std::future::Future<Output = Ended> + use<R, F> {
     let s = &services.config.server;
     let limits = &services.config.limits;
     let timeouts = Timeouts {
@@ -363,5 +365,5 @@ async fn run_role<R: Role, F: FnOnce(Peer) -> R>(
             .then_some((limits.commands_per_second, limits.command_burst)),
         keepalive: Duration::from_secs(s.keepalive_secs),
     };
-    connection::serve(stream, timeouts, shutdown, make_role).await
+    connection::serve(stream, timeouts, shutdown, make_role)
 }

@@ -133,7 +133,9 @@ impl Account {
 
     /// A contact's state if it is visible (not offline).
     pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
-        lock(&self.existing_mirror()?.presence).get(contact).cloned()
+        lock(&self.existing_mirror()?.presence)
+            .get(contact)
+            .cloned()
     }
 
     pub fn register_chat(&self, chat: ChatId, session_id: u32) {
