@@ -157,6 +157,8 @@ impl Peer {
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
             self.kick.cancel();
+            // Wakes the connection if it is waiting: it then sees the kick.
+            self.outbox.ready.notify_one();
             return false;
         }
         state.bytes += bytes.len();
@@ -298,6 +300,17 @@ pub enum Ended {
 /// Unanswered keepalive probes before the connection is given up.
 const KEEPALIVE_PROBES: u32 = 4;
 
+/// Writes the reply buffer (`Writing::write`) and releases it: an idle connection should hold
+/// no buffer. A macro rather than an `async fn` around the write, whose future would be one
+/// more level kept in the connection's task.
+macro_rules! flush {
+    ($writing:expr, $writer:expr, $replies:expr) => {{
+        let written = $writing.write(&mut $writer, &$replies.buf).await;
+        $replies.buf = BytesMut::new();
+        written
+    }};
+}
+
 /// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
 ///
 /// The setup is done here and the future returned is an `async` block using what it made in
@@ -354,6 +367,9 @@ where
         let mut paused: Option<tokio::time::Instant> = None;
 
         let end: &str = 'conn: loop {
+            // Set when the input can't be framed: what was answered is written, then the
+            // connection ends.
+            let mut unframeable = None;
             // Handle every complete frame already read, answering them in one write.
             loop {
                 if let Some(until) = pace
@@ -372,8 +388,10 @@ where
                             // client is at least told which command was refused.
                             replies.error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
                         }
-                        let _ = writing.write(&mut writer, &replies.buf).await;
-                        break 'conn framing_end(&e);
+                        // Written after the match, which would keep the decoding's result in
+                        // the task during the write.
+                        unframeable = Some(framing_end(&e));
+                        break;
                     }
                 };
                 if let Some(p) = pace.as_mut() {
@@ -397,13 +415,15 @@ where
                     let _ = writing.write(&mut writer, &replies.buf).await;
                     break 'conn "closed by the server";
                 }
-                if replies.buf.len() >= FLUSH_AT
-                    && writing.flush(&mut writer, &mut replies.buf).await.is_err()
-                {
+                if replies.buf.len() >= FLUSH_AT && flush!(writing, writer, replies).is_err() {
                     break 'conn "write failed";
                 }
             }
-            if writing.flush(&mut writer, &mut replies.buf).await.is_err() {
+            if let Some(reason) = unframeable {
+                let _ = writing.write(&mut writer, &replies.buf).await;
+                break 'conn reason;
+            }
+            if flush!(writing, writer, replies).is_err() {
                 break 'conn "write failed";
             }
             if input.is_empty() && input.capacity() > KEEP_BUFFER {
@@ -438,10 +458,10 @@ where
                     Err(_) => break 'conn "read failed",
                 },
                 Wake::Outbox => {
-                    // Write whatever is queued in one go.
-                    let mut batch = BytesMut::new();
-                    let closing = outbox.drain_into(&mut batch, FLUSH_AT);
-                    if writing.write(&mut writer, &batch).await.is_err() {
+                    // Write whatever is queued in one go, through the reply buffer (empty
+                    // here) rather than a buffer of its own in the task.
+                    let closing = outbox.drain_into(&mut replies.buf, FLUSH_AT);
+                    if flush!(writing, writer, replies).is_err() {
                         break 'conn "write failed";
                     }
                     if closing {
@@ -457,14 +477,10 @@ where
                 }
                 Wake::Shutdown => {
                     // Encoded before the write, so the command is not kept in the task meanwhile.
-                    let last = role.shutdown_command().map(|last| {
-                        let mut buf = BytesMut::new();
-                        last.write_to(outbox.dialect(), &mut buf);
-                        buf
-                    });
-                    if let Some(buf) = last {
-                        let _ = writing.write(&mut writer, &buf).await;
+                    if let Some(command) = role.shutdown_command() {
+                        replies.push(command);
                     }
+                    let _ = writing.write(&mut writer, &replies.buf).await;
                     break 'conn "server shutting down";
                 }
             }
@@ -510,6 +526,7 @@ struct Waiting<'a> {
     reading: bool,
     read_first: bool,
     outbox: &'a Outbox,
+    /// Checked at every wake-up: [`Peer::push`] wakes the outbox's waiter after a kick.
     kick: &'a CancellationToken,
     shutdown: &'a CancellationToken,
     timer: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
@@ -519,47 +536,42 @@ struct Waiting<'a> {
 /// which keeps every branch's future twice in the connection's task while it waits: this
 /// holds three small futures and polls the socket's readiness directly, which is most of what
 /// an idle session's task costs (docs/PERFORMANCE.md).
-async fn wait(w: Waiting<'_>) -> Wake {
-    let Waiting {
-        reader,
-        reading,
-        read_first,
-        outbox,
-        kick,
-        shutdown,
-        mut timer,
-    } = w;
-    let notified = outbox.ready.notified();
-    let kicked = kick.cancelled();
-    let stopping = shutdown.cancelled();
-    tokio::pin!(notified, kicked, stopping);
-    std::future::poll_fn(|cx| {
-        if stopping.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Shutdown);
-        }
-        if kicked.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Kicked);
-        }
-        if let Some(t) = timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Timer);
+///
+/// An `async` block using `w` in place: an `async fn` would keep `w` twice while it waits.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
+    async move {
+        let notified = w.outbox.ready.notified();
+        let stopping = w.shutdown.cancelled();
+        tokio::pin!(notified, stopping);
+        std::future::poll_fn(|cx| {
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
             }
-        }
-        let read = |cx: &mut Context<'_>| match reading {
-            true => reader.as_ref().poll_read_ready(cx).map(Wake::Readable),
-            false => Poll::Pending,
-        };
-        if read_first {
-            if let Poll::Ready(wake) = read(cx) {
-                return Poll::Ready(wake);
+            if w.kick.is_cancelled() {
+                return Poll::Ready(Wake::Kicked);
             }
-        }
-        if notified.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Outbox);
-        }
-        read(cx)
-    })
-    .await
+            if let Some(t) = w.timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            let read = |cx: &mut Context<'_>| match w.reading {
+                true => w.reader.as_ref().poll_read_ready(cx).map(Wake::Readable),
+                false => Poll::Pending,
+            };
+            if w.read_first {
+                if let Poll::Ready(wake) = read(cx) {
+                    return Poll::Ready(wake);
+                }
+            }
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Outbox);
+            }
+            read(cx)
+        })
+        .await
+    }
 }
 
 /// Reads what the socket has into `input`. The read goes through a buffer on this function's
@@ -595,12 +607,5 @@ impl Writing<'_> {
             },
             _ = self.kick.cancelled() => Err(io::ErrorKind::ConnectionAborted.into()),
         }
-    }
-
-    async fn flush(&self, writer: &mut OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<()> {
-        let result = self.write(writer, buf).await;
-        // Released rather than kept: an idle connection should hold no reply buffer.
-        *buf = BytesMut::new();
-        result
     }
 }

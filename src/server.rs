@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::{Either, FutureExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -303,45 +304,54 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let (services2, shutdown2) = (services.clone(), shutdown.clone());
         let span = match kind {
             Kind::Notification => info_span!("ns", peer = %address, handle = tracing::field::Empty),
             Kind::Switchboard => info_span!("sb", peer = %address),
             Kind::Dispatch => info_span!("ds", peer = %address),
         };
+        // The connection's future is made here, so that the task holds it and not also the
+        // stream and address it was made from (docs/PERFORMANCE.md, idle sessions).
+        let (s, ip) = (services.clone(), address.ip());
+        let serving = match kind {
+            Kind::Notification => Either::Left(run_role(
+                stream,
+                address,
+                &services,
+                shutdown.clone(),
+                move |peer| NotificationSession::new(s, peer, ip),
+            )),
+            Kind::Switchboard => Either::Right(Either::Left(run_role(
+                stream,
+                address,
+                &services,
+                shutdown.clone(),
+                move |peer| SwitchboardConnection::new(s, peer, ip),
+            ))),
+            Kind::Dispatch => Either::Right(Either::Right(run_role(
+                stream,
+                address,
+                &services,
+                shutdown.clone(),
+                move |_| DispatchConnection::new(s),
+            ))),
+        };
+        let open = services.metrics.connections(kind.metrics_role()).clone();
+        open.inc();
+        let services2 = services.clone();
+        // A combinator rather than an `async` block: awaiting the future would move it into
+        // the block's state beside the block's own copy of it.
         services.tracker.spawn(
-            async move {
-                let open = services2.metrics.connections(kind.metrics_role()).clone();
-                open.inc();
-                let ended = match kind {
-                    Kind::Notification => {
-                        run_role(stream, address, &services2, shutdown2, |peer| {
-                            NotificationSession::new(services2.clone(), peer, address.ip())
-                        })
-                        .await
+            serving
+                .map(move |ended| {
+                    open.dec();
+                    match ended {
+                        Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
+                        Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
+                        Ended::Normally => {}
                     }
-                    Kind::Switchboard => {
-                        run_role(stream, address, &services2, shutdown2, |peer| {
-                            SwitchboardConnection::new(services2.clone(), peer, address.ip())
-                        })
-                        .await
-                    }
-                    Kind::Dispatch => {
-                        run_role(stream, address, &services2, shutdown2, |_| {
-                            DispatchConnection::new(services2.clone())
-                        })
-                        .await
-                    }
-                };
-                open.dec();
-                match ended {
-                    Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
-                    Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
-                    Ended::Normally => {}
-                }
-                drop((permit, slot));
-            }
-            .instrument(span),
+                    drop((permit, slot));
+                })
+                .instrument(span),
         );
     }
 }
