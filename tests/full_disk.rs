@@ -98,17 +98,6 @@ impl Drop for Server {
     }
 }
 
-/// Sends a command and returns its answer (the line with its TrID).
-async fn ask(client: &mut Client, verb: &str, args: &str) -> common::Line {
-    let t = client.cmd(verb, args).await;
-    loop {
-        let line = client.recv().await;
-        if line.get(1) == t.to_string() {
-            return line;
-        }
-    }
-}
-
 /// The FL and AL handles a fresh login's SYN shows.
 async fn lists_after_login(ns: SocketAddr, handle: &str) -> (Vec<String>, Vec<String>) {
     let mut c = Client::login(ns, handle, "pw").await;
@@ -156,7 +145,7 @@ async fn changes_are_refused_while(
     let mut alice = Client::login(ns, ALICE, "pw").await;
     alice.go_online("NLN").await;
     for list in ["FL", "AL"] {
-        let answer = ask(&mut alice, "ADD", &format!("{list} {BOB} Bob")).await;
+        let answer = alice.ask("ADD", &format!("{list} {BOB} Bob")).await;
         assert!(
             matches(&answer, &format!("ADD * {list} * {BOB} Bob")),
             "{}",
@@ -173,7 +162,7 @@ async fn changes_are_refused_while(
         ("BLP", "BL".to_string()),
         ("GTC", "N".to_string()),
     ] {
-        let answer = ask(&mut alice, verb, &args).await;
+        let answer = alice.ask(verb, &args).await;
         assert_eq!(
             answer.get(0),
             "501",
@@ -186,7 +175,7 @@ async fn changes_are_refused_while(
     let mut bob = Client::login(ns, BOB, "pw").await;
     bob.go_online("NLN").await;
     for list in ["FL", "AL"] {
-        let answer = ask(&mut bob, "ADD", &format!("{list} {ALICE} Alice")).await;
+        let answer = bob.ask("ADD", &format!("{list} {ALICE} Alice")).await;
         assert_eq!(answer.get(0), "501", "{}", answer.text());
     }
     alice.wait_for(&format!("NLN NLN {BOB} *")).await;
@@ -205,7 +194,7 @@ async fn changes_are_refused_while(
 
     // With room again, changes are accepted again.
     writable(server);
-    let answer = ask(&mut alice, "ADD", &format!("FL {CAROL} Carol")).await;
+    let answer = alice.ask("ADD", &format!("FL {CAROL} Carol")).await;
     assert!(
         matches(&answer, &format!("ADD * FL * {CAROL} Carol")),
         "{}",

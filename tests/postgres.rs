@@ -369,17 +369,6 @@ async fn a_database_lost_under_a_running_server_is_an_error_reply() {
     running.shutdown().await;
 }
 
-/// Sends a command and returns its answer (the line with its TrID), whatever else arrives.
-async fn ask(client: &mut Client, verb: &str, args: &str) -> common::Line {
-    let t = client.cmd(verb, args).await;
-    loop {
-        let line = client.recv().await;
-        if line.get(1) == t.to_string() {
-            return line;
-        }
-    }
-}
-
 /// Makes the test's database read-only for new transactions, or writable again, and ends its
 /// sessions so that the server's pool reconnects under the new setting: what a failover to a
 /// standby, or an operator's `default_transaction_read_only`, looks like to msngate.
@@ -428,7 +417,7 @@ async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
     let ns = running.notification_address;
     let mut alice = Client::login(ns, "alice@example.com", "pw").await;
     alice.come_online().await;
-    let added = ask(&mut alice, "ADD", "FL bob@example.com Bob").await;
+    let added = alice.ask("ADD", "FL bob@example.com Bob").await;
     assert_eq!(added.get(0), "ADD", "{}", added.text());
     let serial = added.get(3).to_string();
 
@@ -439,7 +428,7 @@ async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
         ("REA", "alice@example.com Alice%20B"),
         ("BLP", "BL"),
     ] {
-        let answer = ask(&mut alice, verb, args).await;
+        let answer = alice.ask(verb, args).await;
         assert_eq!(answer.get(0), "501", "{verb} {args}: {}", answer.text());
     }
     // Logins, presence and chat go on.
@@ -488,7 +477,7 @@ async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
         }
     }
     assert_eq!(forward, ["bob@example.com"]);
-    let added = ask(&mut again, "ADD", "FL carol@example.com Carol").await;
+    let added = again.ask("ADD", "FL carol@example.com Carol").await;
     assert_eq!(added.get(0), "ADD", "{}", added.text());
     assert!(added.get(3).parse::<u32>().unwrap() > serial.parse::<u32>().unwrap());
     running.shutdown().await;

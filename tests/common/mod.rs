@@ -312,6 +312,18 @@ impl Client {
         trid
     }
 
+    /// Sends a command and returns its answer (the line with its TrID), whatever else arrives
+    /// meanwhile.
+    pub async fn ask(&mut self, verb: &str, args: &str) -> Line {
+        let t = self.cmd(verb, args).await.to_string();
+        loop {
+            let line = self.recv().await;
+            if line.get(1) == t {
+                return line;
+            }
+        }
+    }
+
     /// Sends a switchboard MSG with a payload.
     pub async fn msg(&mut self, mode: &str, payload: &[u8]) -> u32 {
         let trid = self.next_trid();
