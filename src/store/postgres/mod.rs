@@ -189,6 +189,12 @@ fn retryable(error: &StoreError) -> bool {
     }
 }
 
+/// Whether PostgreSQL cancelled the statement: its `statement_timeout`, set to the operation's
+/// bound, fired before the client's own timer (or an operator cancelled it).
+fn cancelled_by_the_server(error: &StoreError) -> bool {
+    matches!(error, StoreError::Postgres(e) if e.code() == Some(&SqlState::QUERY_CANCELED))
+}
+
 /// A short, growing, random pause before trying a conflicting transaction again, so that
 /// those that conflicted don't meet again at once.
 async fn backoff(attempt: u32) {
@@ -226,6 +232,10 @@ macro_rules! transaction {
                 }
             };
             let result = match tokio::time::timeout(store.operation_timeout(), work).await {
+                // The server's own bound (`statement_timeout`, the same time) can end it first.
+                Ok(Err(e)) if $crate::store::postgres::cancelled_by_the_server(&e) => {
+                    Err(store.timed_out())
+                }
                 Ok(result) => result,
                 Err(_) => Err(store.timed_out()),
             };
