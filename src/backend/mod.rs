@@ -12,7 +12,7 @@ pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use msngate_bridge_api::{
@@ -53,7 +53,7 @@ pub struct Account {
 #[derive(Default)]
 pub struct Mirror {
     /// Contacts' states as the backend reports them; absent means offline.
-    pub presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
+    presence: Mutex<HashMap<UserHandle, (Status, FriendlyName)>>,
     /// Open switchboard sessions (their ids) by backend chat, to route incoming messages.
     chats: Mutex<HashMap<ChatId, u32>>,
     /// Contacts that are group chats.
@@ -63,7 +63,19 @@ pub struct Mirror {
     /// Contacts whose groups the client is changing through the backend, with the group
     /// changes the backend reported meanwhile: the event pump holds them here, and the
     /// client's command answers with them (so it does not see its own change twice).
-    pub group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
+    group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
+}
+
+impl Mirror {
+    /// Contacts' states as the backend reports them; absent means offline.
+    pub fn presence(&self) -> MutexGuard<'_, HashMap<UserHandle, (Status, FriendlyName)>> {
+        lock(&self.presence)
+    }
+
+    /// Contacts whose groups the client is changing, with the changes held for the answer.
+    pub fn group_edits(&self) -> MutexGuard<'_, HashMap<UserHandle, Vec<GroupChange>>> {
+        lock(&self.group_edits)
+    }
 }
 
 /// The names of the backend connection states, as `/health`, `/metrics` and the page show them.
@@ -133,9 +145,7 @@ impl Account {
 
     /// A contact's state if it is visible (not offline).
     pub fn contact_state(&self, contact: &UserHandle) -> Option<(Status, FriendlyName)> {
-        lock(&self.existing_mirror()?.presence)
-            .get(contact)
-            .cloned()
+        self.existing_mirror()?.presence().get(contact).cloned()
     }
 
     pub fn register_chat(&self, chat: ChatId, session_id: u32) {
@@ -183,7 +193,7 @@ impl Account {
 }
 
 /// A mutex's guard, also after a panic elsewhere poisoned it (the maps stay usable).
-pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

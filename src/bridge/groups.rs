@@ -74,7 +74,7 @@ pub(super) async fn mirror(
 /// client is changing are held for that command's answer.
 pub(super) fn notify(account: &Account, peer: &Peer, changes: Vec<GroupChange>) {
     let shown: Vec<GroupChange> = {
-        let mut edits = crate::backend::lock(&account.mirror().group_edits);
+        let mut edits = account.mirror().group_edits();
         changes
             .into_iter()
             .filter_map(
@@ -275,7 +275,7 @@ async fn edit(
     contact: &UserHandle,
     names: Vec<String>,
 ) -> Result<Vec<GroupChange>, ErrorCode> {
-    let edits = || crate::backend::lock(&account.mirror().group_edits);
+    let edits = || account.mirror().group_edits();
     edits().insert(contact.clone(), Vec::new());
     let result = async {
         let action = account.session.set_contact_groups(contact.as_str(), &names);

@@ -165,12 +165,13 @@ async fn add(
     } = command;
     let contact = contact.clone();
     let forward = list == ListKind::Forward;
-    account.mirror().implied.asked(&contact);
-    let turn = account.mirror().implied.turn().await;
+    let implied_changes = &account.mirror().implied;
+    implied_changes.asked(&contact);
+    let turn = implied_changes.turn().await;
     let (current, serial, _) = mirrored_lists(services, account, &contact).await?;
     // The backend made this change by itself, doing what the client asked just before (see
     // `implied`): the client's own ADD is that change.
-    let implied = current.contains(&list) && account.mirror().implied.take(&contact, list, true);
+    let implied = current.contains(&list) && implied_changes.take(&contact, list, true);
     drop(turn);
     let serial = if current.contains(&list) {
         if !implied {
@@ -186,7 +187,7 @@ async fn add(
             .add_contact(to_list(list), contact.as_str(), name.as_str());
         backend_action(action).await?;
         let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
-        account.mirror().implied.settled(&contact, list);
+        implied_changes.settled(&contact, list);
         serial
     };
     // An MSNP7 client's FL addition goes in the group it named (checked to exist before).
@@ -215,11 +216,12 @@ async fn remove(
         contact,
         ..
     } = command;
-    account.mirror().implied.asked(&contact);
-    let turn = account.mirror().implied.turn().await;
+    let implied_changes = &account.mirror().implied;
+    implied_changes.asked(&contact);
+    let turn = implied_changes.turn().await;
     let (current, serial, name) = mirrored_lists(services, account, &contact).await?;
     // As for ADD: a removal the backend made by itself just before.
-    let implied = !current.contains(&list) && account.mirror().implied.take(&contact, list, false);
+    let implied = !current.contains(&list) && implied_changes.take(&contact, list, false);
     drop(turn);
     let serial = if !current.contains(&list) {
         if !implied {
@@ -233,7 +235,7 @@ async fn remove(
         backend_action(action).await?;
         let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
         let serial = mirror_after(services, account, &contact, name, list, false).await?;
-        account.mirror().implied.settled(&contact, list);
+        implied_changes.settled(&contact, list);
         serial
     };
     out.push(ServerCommand::Rem {
@@ -258,7 +260,7 @@ async fn initial_states(
         .list(&account.handle, ListKind::Forward)
         .await?;
     let known: HashSet<UserHandle> = forward.into_iter().map(|e| e.handle).collect();
-    let presence = crate::backend::lock(&account.mirror().presence).clone();
+    let presence = account.mirror().presence().clone();
     for (handle, (status, name)) in presence {
         if known.contains(&handle) {
             out.push(ServerCommand::Iln {

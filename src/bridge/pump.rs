@@ -153,7 +153,7 @@ impl Pump {
     /// offline, once. They come back as the backend reports them after reconnecting.
     async fn all_offline(&self) {
         let gone: Vec<UserHandle> = {
-            let mut presence = crate::backend::lock(&self.account.mirror().presence);
+            let mut presence = self.account.mirror().presence();
             presence.drain().map(|(h, _)| h).collect()
         };
         info!(handle = %self.account.handle, contacts = gone.len(), "backend still disconnected; contacts shown offline");
@@ -359,7 +359,7 @@ async fn presence(
         .or(stored_name.clone())
         .unwrap_or_else(|| FriendlyName::from_handle(&contact));
     let changed = {
-        let mut presence = crate::backend::lock(&account.mirror().presence);
+        let mut presence = account.mirror().presence();
         let before = presence.get(&contact).map(|(s, _)| *s);
         if status.is_visible() {
             presence.insert(contact.clone(), (status, display.clone()));
