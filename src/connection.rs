@@ -534,8 +534,9 @@ struct Waiting<'a> {
 
 /// Waits for the first of the connection's events. Written out rather than with `select!`,
 /// which keeps every branch's future twice in the connection's task while it waits: this
-/// holds three small futures and polls the socket's readiness directly, which is most of what
-/// an idle session's task costs (docs/PERFORMANCE.md).
+/// holds two small futures (the outbox's and the shutdown's), checks the kick, and polls the
+/// socket's readiness directly, which is most of what an idle session's task costs
+/// (docs/PERFORMANCE.md).
 ///
 /// An `async` block using `w` in place: an `async fn` would keep `w` twice while it waits.
 #[allow(clippy::manual_async_fn)] // on purpose: see above

@@ -1,12 +1,12 @@
 //! Starting and stopping the server: listeners, the shared [`Services`], graceful shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::{Either, FutureExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,7 +15,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::backend::registry;
 use crate::bridge::MirroredLists;
 use crate::config::Config;
-use crate::connection::{self, Ended, Peer, Role, Timeouts};
+use crate::connection::{self, Ended, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::http::ListenerStatus;
 use crate::hub::cluster::{self, ClusterError};
@@ -312,26 +312,23 @@ async fn accept_loop(
         // The connection's future is made here, so that the task holds it and not also the
         // stream and address it was made from (docs/PERFORMANCE.md, idle sessions).
         let (s, ip) = (services.clone(), address.ip());
+        let (timeouts, stop) = (timeouts(&services.config, ip), shutdown.clone());
         let serving = match kind {
-            Kind::Notification => Either::Left(run_role(
+            Kind::Notification => {
+                Either::Left(connection::serve(stream, timeouts, stop, move |peer| {
+                    NotificationSession::new(s, peer, ip)
+                }))
+            }
+            Kind::Switchboard => Either::Right(Either::Left(connection::serve(
                 stream,
-                address,
-                &services,
-                shutdown.clone(),
-                move |peer| NotificationSession::new(s, peer, ip),
-            )),
-            Kind::Switchboard => Either::Right(Either::Left(run_role(
-                stream,
-                address,
-                &services,
-                shutdown.clone(),
+                timeouts,
+                stop,
                 move |peer| SwitchboardConnection::new(s, peer, ip),
             ))),
-            Kind::Dispatch => Either::Right(Either::Right(run_role(
+            Kind::Dispatch => Either::Right(Either::Right(connection::serve(
                 stream,
-                address,
-                &services,
-                shutdown.clone(),
+                timeouts,
+                stop,
                 move |_| DispatchConnection::new(s),
             ))),
         };
@@ -356,24 +353,15 @@ async fn accept_loop(
     }
 }
 
-/// The connection's future, with its limits. Not an `async fn`: one would keep its arguments
-/// in every connection's task beside `serve`'s own copies of them (docs/PERFORMANCE.md).
-fn run_role<R: Role, F: FnOnce(Peer) -> R>(
-    stream: TcpStream,
-    address: SocketAddr,
-    services: &Services,
-    shutdown: CancellationToken,
-    make_role: F,
-) -> impl std::future::Future<Output = Ended> + use<R, F> {
-    let s = &services.config.server;
-    let limits = &services.config.limits;
-    let timeouts = Timeouts {
+/// A client connection's limits, from the configuration and the client's address.
+fn timeouts(config: &Config, address: IpAddr) -> Timeouts {
+    let (s, limits) = (&config.server, &config.limits);
+    Timeouts {
         login: Duration::from_secs(s.login_timeout_secs),
         write: Duration::from_secs(s.write_timeout_secs),
         pace: limits
-            .apply_to(address.ip())
+            .apply_to(address)
             .then_some((limits.commands_per_second, limits.command_burst)),
         keepalive: Duration::from_secs(s.keepalive_secs),
-    };
-    connection::serve(stream, timeouts, shutdown, make_role)
+    }
 }
