@@ -20,7 +20,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::{Client, TestServer};
-use msngate::protocol::ServerCommand;
 
 const ALICE: &str = "alice@hotmail.com";
 const BOB: &str = "bob@localhost";
@@ -115,16 +114,7 @@ async fn conversation_with_bob(server: &TestServer) -> (Client, Client) {
     let xfr = alice
         .wait_for_within(&format!("XFR {t} SB * CKI *"), WAIT)
         .await;
-    let ServerCommand::XfrSb {
-        address, cookie, ..
-    } = xfr.command
-    else {
-        unreachable!("the pattern is XFR SB")
-    };
-    let mut sb = Client::connect_to(&address).await;
-    let t = sb.cmd("USR", &format!("{ALICE} {cookie}")).await;
-    sb.wait_for_within(&format!("USR {t} OK {ALICE} *"), WAIT)
-        .await;
+    let mut sb = Client::join_switchboard(&xfr, ALICE).await;
     let t = sb.cmd("CAL", BOB).await;
     sb.wait_for_within(&format!("CAL {t} RINGING *"), WAIT)
         .await;

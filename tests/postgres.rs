@@ -332,30 +332,40 @@ async fn no_operation_waits_on_the_database_without_bound() {
     assert!(store.rename(&a, &name).await.is_ok(), "usable again");
 }
 
+/// A server on a new database of `pg` holding `handles` (password `pw`), waiting at most
+/// `pool_wait_secs` for a connection: the server, the database's name, its directory.
+async fn server_on_postgres(
+    pg: &Postgres,
+    handles: &[&str],
+    pool_wait_secs: u64,
+) -> (msngate::server::Running, String, tempfile::TempDir) {
+    let url = pg.create_database().await;
+    let store = PostgresStore::connect(&url_of(&url), PoolOptions::default())
+        .await
+        .unwrap();
+    for handle in handles {
+        let name = FriendlyName::new(handle).unwrap();
+        store.create_account(&h(handle), &name, "pw").await.unwrap();
+    }
+    drop(store);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::TestServer::config(dir.path());
+    config.storage.database = url.as_str().into();
+    config.storage.pool_wait_secs = pool_wait_secs;
+    let running = msngate::server::start(config).await.expect("server starts");
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    (running, database, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_lost_under_a_running_server_is_an_error_reply() {
     if skipped() {
         return;
     }
     let pg = Postgres::shared().await;
-    let url = pg.create_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::TestServer::config(dir.path());
-    config.storage.database = url.as_str().into();
-    config.storage.pool_wait_secs = 1;
-    let store = PostgresStore::connect(&url_of(&url), PoolOptions::default())
-        .await
-        .unwrap();
-    let name = FriendlyName::new("Alice").unwrap();
-    store
-        .create_account(&h("alice@example.com"), &name, "pa")
-        .await
-        .unwrap();
-    drop(store);
-    let running = msngate::server::start(config).await.expect("server starts");
-    let mut alice = Client::login(running.notification_address, "alice@example.com", "pa").await;
+    let (running, database, _dir) = server_on_postgres(pg, &["alice@example.com"], 1).await;
+    let mut alice = Client::login(running.notification_address, "alice@example.com", "pw").await;
 
-    let database = url.rsplit('/').next().unwrap();
     pg.admin()
         .await
         .unwrap()
@@ -399,21 +409,8 @@ async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
         return;
     }
     let pg = Postgres::shared().await;
-    let url = pg.create_database().await;
-    let database = url.rsplit('/').next().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::TestServer::config(dir.path());
-    config.storage.database = url.as_str().into();
-    config.storage.pool_wait_secs = 2;
-    let store = PostgresStore::connect(&url_of(&url), PoolOptions::default())
-        .await
-        .unwrap();
-    for handle in ["alice@example.com", "bob@example.com", "carol@example.com"] {
-        let name = FriendlyName::new(handle).unwrap();
-        store.create_account(&h(handle), &name, "pw").await.unwrap();
-    }
-    drop(store);
-    let running = msngate::server::start(config).await.expect("server starts");
+    let handles = ["alice@example.com", "bob@example.com", "carol@example.com"];
+    let (running, database, _dir) = server_on_postgres(pg, &handles, 2).await;
     let ns = running.notification_address;
     let mut alice = Client::login(ns, "alice@example.com", "pw").await;
     alice.come_online().await;
@@ -457,25 +454,8 @@ async fn a_read_only_database_refuses_changes_and_keeps_logins_and_chat() {
     // Writable again: changes are accepted, and what was acknowledged before is there while
     // nothing refused was applied.
     let mut again = Client::login(ns, "alice@example.com", "pw").await;
-    let t = again.cmd("SYN", "0").await;
-    let syn = again.wait_for(&format!("SYN {t} *")).await;
-    assert_eq!(
-        syn.get(2),
-        serial,
-        "the serial of the last acknowledged change"
-    );
-    let mut forward = Vec::new();
-    loop {
-        let l = again.recv().await;
-        if l.get(0) == "LST" && l.get(1) == t.to_string() {
-            if l.get(2) == "FL" && l.get(4) != "0" {
-                forward.push(l.get(6).to_string());
-            }
-            if l.get(2) == "RL" && l.get(4) == l.get(5) {
-                break;
-            }
-        }
-    }
+    let (now, forward) = again.synchronize().await;
+    assert_eq!(now, serial, "the serial of the last acknowledged change");
     assert_eq!(forward, ["bob@example.com"]);
     let added = again.ask("ADD", "FL carol@example.com Carol").await;
     assert_eq!(added.get(0), "ADD", "{}", added.text());

@@ -603,24 +603,31 @@ impl Client {
         self.chg(state).await
     }
 
+    /// `SYN 0`, reading past whatever else arrives: the list serial the server answers with
+    /// and the FL handles.
+    pub async fn synchronize(&mut self) -> (String, Vec<String>) {
+        let t = self.cmd("SYN", "0").await.to_string();
+        let (mut serial, mut forward) = (String::new(), Vec::new());
+        loop {
+            let l = self.recv().await;
+            if l.get(1) != t {
+                continue;
+            }
+            match (l.get(0), l.get(2)) {
+                ("SYN", "0") => return ("0".into(), forward),
+                ("SYN", current) => serial = current.to_string(),
+                ("LST", "FL") if l.get(4) != "0" => forward.push(l.get(6).to_string()),
+                ("LST", "RL") if l.get(4) == l.get(5) => return (serial, forward),
+                _ => {}
+            }
+        }
+    }
+
     /// SYN then CHG NLN, like [`Client::go_online`] but without assuming what else arrives
     /// meanwhile (a bridged account's contacts change, ring and show presence as they please).
     /// Returns the FL handles of the SYN.
     pub async fn come_online(&mut self) -> Vec<String> {
-        let t = self.cmd("SYN", "0").await;
-        let mut forward = Vec::new();
-        loop {
-            let l = self.recv().await;
-            let ours = l.get(1) == t.to_string();
-            if ours && l.get(0) == "LST" && l.get(2) == "FL" && l.get(4) != "0" {
-                forward.push(l.get(6).to_string());
-            }
-            let last_list = ours && l.get(0) == "LST" && l.get(2) == "RL" && l.get(4) == l.get(5);
-            let unchanged = ours && l.get(0) == "SYN" && l.get(2) == "0";
-            if last_list || unchanged {
-                break;
-            }
-        }
+        let (_, forward) = self.synchronize().await;
         let t = self.cmd("CHG", "NLN").await;
         // The reply waits for the backend to take the state.
         self.wait_for_within(&format!("CHG {t} NLN"), Duration::from_secs(30))
@@ -647,16 +654,22 @@ impl Client {
     }
 
     /// Asks for a switchboard (XFR SB) and connects to it, returning the session connection.
+    /// The answer must be the next line.
     pub async fn open_switchboard(&mut self, handle: &str) -> Client {
         let t = self.cmd("XFR", "SB").await;
         let xfr = self.expect(&format!("XFR {t} SB * CKI *")).await;
+        Client::join_switchboard(&xfr, handle).await
+    }
+
+    /// Connects to the switchboard an `XFR SB` answer names, with its cookie.
+    pub async fn join_switchboard(xfr: &Line, handle: &str) -> Client {
         let ServerCommand::XfrSb {
             address, cookie, ..
-        } = xfr.command
+        } = &xfr.command
         else {
-            unreachable!("the pattern is XFR SB")
+            panic!("not an XFR SB: {}", xfr.text());
         };
-        let mut sb = Client::connect_to(&address).await;
+        let mut sb = Client::connect_to(address).await;
         sb.name = format!("{handle}/sb");
         let t = sb.cmd("USR", &format!("{handle} {cookie}")).await;
         sb.expect(&format!("USR {t} OK {handle} *")).await;
