@@ -4,7 +4,7 @@
 //! existing session (sent to the callee in `RNG`). The switchboard accepts each cookie once,
 //! from the handle it was issued to, before it expires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,10 +12,12 @@ use tokio::time::Instant;
 
 use crate::protocol::UserHandle;
 
-/// How many cookies may be outstanding before expired ones are swept on the next issue.
-const SWEEP_AT: usize = 4096;
-/// The most outstanding cookies in all; past that, new ones are refused.
+/// The most cookies issued and not yet expired, used or not; past that, new ones are refused
+/// until the oldest expire.
 const MAX_COOKIES: usize = 100_000;
+
+/// A cookie as the server keeps it: its 128 bits (clients see them as 32 hex digits).
+type Key = [u8; 16];
 
 /// What a cookie lets its holder do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,53 +31,79 @@ pub enum CookieGrant {
 /// The outstanding cookies.
 pub struct Cookies {
     lifetime: Duration,
-    issued: Mutex<HashMap<String, (CookieGrant, Instant)>>,
+    issued: Mutex<Issued>,
+}
+
+/// The cookies that can still be used, and every cookie issued within one lifetime in the
+/// order it was issued, which is the order they expire in: each issue drops the expired ones
+/// from the front, so issuing costs the same however many are outstanding.
+#[derive(Default)]
+struct Issued {
+    grants: HashMap<Key, CookieGrant>,
+    expiring: VecDeque<(Instant, Key)>,
+}
+
+impl Issued {
+    /// Drops the cookies that expired by `now`, used or not.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(&(expires, key)) = self.expiring.front() {
+            if expires > now {
+                break;
+            }
+            self.expiring.pop_front();
+            self.grants.remove(&key);
+        }
+    }
 }
 
 impl Cookies {
     pub fn new(lifetime: Duration) -> Cookies {
         Cookies {
             lifetime,
-            issued: Mutex::new(HashMap::new()),
+            issued: Mutex::new(Issued::default()),
         }
     }
 
-    /// Issues a cookie: 128 random bits in hex. `None` when too many are outstanding.
+    /// Issues a cookie: 128 random bits in hex. `None` when too many were issued within one
+    /// lifetime.
     pub fn issue(&self, grant: CookieGrant) -> Option<String> {
-        let cookie = hex::encode(rand::random::<[u8; 16]>());
+        let key: Key = rand::random();
         let now = Instant::now();
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        if issued.len() >= SWEEP_AT {
-            issued.retain(|_, (_, expires)| *expires > now);
-        }
-        if issued.len() >= MAX_COOKIES {
+        let mut issued = self.lock();
+        issued.sweep(now);
+        if issued.expiring.len() >= MAX_COOKIES {
             return None;
         }
-        issued.insert(cookie.clone(), (grant, now + self.lifetime));
-        Some(cookie)
+        issued.grants.insert(key, grant);
+        issued.expiring.push_back((now + self.lifetime, key));
+        Some(hex::encode(key))
     }
 
     /// Takes a cookie presented for `wanted` (a handle starting a session, or a handle joining
     /// a given session). It is used up only when it was issued for exactly that and has not
     /// expired, so a mistaken or hostile attempt can't spoil a cookie for its owner.
     pub fn redeem(&self, cookie: &str, wanted: &CookieGrant) -> bool {
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((grant, expires)) = issued.get(cookie) else {
-            return false;
-        };
-        if *expires <= Instant::now() {
-            issued.remove(cookie);
+        let mut key: Key = [0; 16];
+        if hex::decode_to_slice(cookie, &mut key).is_err() {
             return false;
         }
-        if grant != wanted {
+        let mut issued = self.lock();
+        issued.sweep(Instant::now());
+        if issued.grants.get(&key) != Some(wanted) {
             return false;
         }
-        issued.remove(cookie);
+        issued.grants.remove(&key);
         true
     }
 
     pub fn outstanding(&self) -> usize {
-        self.issued.lock().map(|m| m.len()).unwrap_or(0)
+        let mut issued = self.lock();
+        issued.sweep(Instant::now());
+        issued.grants.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Issued> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -132,6 +160,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(121)).await;
         assert!(!cookies.redeem(&c, &grant));
         assert_eq!(cookies.outstanding(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_cookies_within_a_lifetime_each_place_freed_when_it_expires() {
+        let cookies = Cookies::new(Duration::from_secs(120));
+        let grant = CookieGrant::NewSession {
+            handle: h("alice@x.com"),
+        };
+        let first = cookies.issue(grant.clone()).unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 1..MAX_COOKIES {
+            cookies.issue(grant.clone()).unwrap();
+        }
+        assert!(cookies.issue(grant.clone()).is_none());
+        // Using a cookie does not free its place before it would have expired.
+        assert!(cookies.redeem(&first, &grant));
+        assert!(cookies.issue(grant.clone()).is_none());
+        assert_eq!(cookies.outstanding(), MAX_COOKIES - 1);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let late = cookies.issue(grant.clone()).unwrap();
+        assert!(cookies.issue(grant.clone()).is_none());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(cookies.outstanding(), 1);
+        assert!(cookies.redeem(&late, &grant));
+        assert!(!cookies.redeem("not hex at all, but 32 long ....", &grant));
     }
 
     #[test]
