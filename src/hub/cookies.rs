@@ -12,9 +12,12 @@ use tokio::time::Instant;
 
 use crate::protocol::UserHandle;
 
-/// The most cookies issued and not yet expired, used or not; past that, new ones are refused
-/// until the oldest expire.
+/// The most outstanding cookies (issued, not used, not expired); past that, new ones are
+/// refused.
 const MAX_COOKIES: usize = 100_000;
+/// Used cookies wait in the expiry queue until their time; once they outnumber the outstanding
+/// ones by this many, the queue is compacted.
+const COMPACT_SLACK: usize = 1024;
 
 /// A cookie as the server keeps it: its 128 bits (clients see them as 32 hex digits).
 type Key = [u8; 16];
@@ -34,9 +37,11 @@ pub struct Cookies {
     issued: Mutex<Issued>,
 }
 
-/// The cookies that can still be used, and every cookie issued within one lifetime in the
-/// order it was issued, which is the order they expire in: each issue drops the expired ones
-/// from the front, so issuing costs the same however many are outstanding.
+/// The cookies that can still be used, and the cookies issued within one lifetime in the order
+/// they were issued, which is the order they expire in: each issue drops the expired ones from
+/// the front, so issuing costs the same however many are outstanding. The used ones among them
+/// are dropped in one pass once they outnumber the outstanding ones (by [`COMPACT_SLACK`]), so
+/// that pass, too, costs a constant per issue on average.
 #[derive(Default)]
 struct Issued {
     grants: HashMap<Key, CookieGrant>,
@@ -64,15 +69,18 @@ impl Cookies {
         }
     }
 
-    /// Issues a cookie: 128 random bits in hex. `None` when too many were issued within one
-    /// lifetime.
+    /// Issues a cookie: 128 random bits in hex. `None` when too many are outstanding.
     pub fn issue(&self, grant: CookieGrant) -> Option<String> {
         let key: Key = rand::random();
         let now = Instant::now();
         let mut issued = self.lock();
         issued.sweep(now);
-        if issued.expiring.len() >= MAX_COOKIES {
+        if issued.grants.len() >= MAX_COOKIES {
             return None;
+        }
+        let Issued { grants, expiring } = &mut *issued;
+        if expiring.len() > 2 * grants.len() + COMPACT_SLACK {
+            expiring.retain(|(_, key)| grants.contains_key(key));
         }
         issued.grants.insert(key, grant);
         issued.expiring.push_back((now + self.lifetime, key));
@@ -163,28 +171,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_most_max_cookies_within_a_lifetime_each_place_freed_when_it_expires() {
+    async fn at_most_max_cookies_outstanding_each_place_freed_when_used_or_expired() {
         let cookies = Cookies::new(Duration::from_secs(120));
         let grant = CookieGrant::NewSession {
             handle: h("alice@x.com"),
         };
         let first = cookies.issue(grant.clone()).unwrap();
-        tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 1..MAX_COOKIES {
             cookies.issue(grant.clone()).unwrap();
         }
         assert!(cookies.issue(grant.clone()).is_none());
-        // Using a cookie does not free its place before it would have expired.
+        // Using a cookie frees its place.
         assert!(cookies.redeem(&first, &grant));
+        let used = cookies.issue(grant.clone()).unwrap();
         assert!(cookies.issue(grant.clone()).is_none());
+        assert!(cookies.redeem(&used, &grant));
+        // Many used cookies waiting for their time don't change what is outstanding.
+        for _ in 0..3 * COMPACT_SLACK {
+            let c = cookies.issue(grant.clone()).unwrap();
+            assert!(cookies.redeem(&c, &grant));
+        }
         assert_eq!(cookies.outstanding(), MAX_COOKIES - 1);
-        tokio::time::advance(Duration::from_secs(61)).await;
+        // They expire 120 s after they were issued, and the queue empties with them.
+        tokio::time::advance(Duration::from_secs(121)).await;
+        assert_eq!(cookies.outstanding(), 0);
+        assert!(cookies.lock().expiring.is_empty());
         let late = cookies.issue(grant.clone()).unwrap();
-        assert!(cookies.issue(grant.clone()).is_none());
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(cookies.outstanding(), 1);
         assert!(cookies.redeem(&late, &grant));
         assert!(!cookies.redeem("not hex at all, but 32 long ....", &grant));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn used_cookies_do_not_pile_up_waiting_for_their_time() {
+        let cookies = Cookies::new(Duration::from_secs(120));
+        let grant = CookieGrant::NewSession {
+            handle: h("alice@x.com"),
+        };
+        for _ in 0..10 * COMPACT_SLACK {
+            let c = cookies.issue(grant.clone()).unwrap();
+            assert!(cookies.redeem(&c, &grant));
+        }
+        assert_eq!(cookies.outstanding(), 0);
+        assert!(cookies.lock().expiring.len() <= COMPACT_SLACK + 1);
     }
 
     #[test]
