@@ -15,6 +15,10 @@ use crate::protocol::UserHandle;
 /// The most outstanding cookies (issued, not used, not expired); past that, new ones are
 /// refused.
 const MAX_COOKIES: usize = 100_000;
+/// The most cookies for new sessions (`XFR SB`) one handle may hold unused: a client opens a
+/// session with each as soon as it has it, and one that asks for many and uses none can't use up
+/// the node's cookies for everyone else.
+const MAX_NEW_SESSIONS_PER_HANDLE: u32 = 64;
 /// Used cookies wait in the expiry queue until their time; once they outnumber the outstanding
 /// ones by this many, the queue is compacted.
 const COMPACT_SLACK: usize = 1024;
@@ -46,6 +50,8 @@ pub struct Cookies {
 struct Issued {
     grants: HashMap<Key, CookieGrant>,
     expiring: VecDeque<(Instant, Key)>,
+    /// How many of `grants` are for new sessions, per handle (handles with none left out).
+    new_sessions: HashMap<UserHandle, u32>,
 }
 
 impl Issued {
@@ -56,7 +62,20 @@ impl Issued {
                 break;
             }
             self.expiring.pop_front();
-            self.grants.remove(&key);
+            self.remove(&key);
+        }
+    }
+
+    /// Takes a cookie out of the outstanding ones.
+    fn remove(&mut self, key: &Key) {
+        let Some(CookieGrant::NewSession { handle }) = self.grants.remove(key) else {
+            return;
+        };
+        if let Some(count) = self.new_sessions.get_mut(&handle) {
+            *count -= 1;
+            if *count == 0 {
+                self.new_sessions.remove(&handle);
+            }
         }
     }
 }
@@ -69,7 +88,8 @@ impl Cookies {
         }
     }
 
-    /// Issues a cookie: 128 random bits in hex. `None` when too many are outstanding.
+    /// Issues a cookie: 128 random bits in hex. `None` when too many are outstanding, on the
+    /// node or, for new sessions, for the handle.
     pub fn issue(&self, grant: CookieGrant) -> Option<String> {
         let key: Key = rand::random();
         let now = Instant::now();
@@ -78,7 +98,16 @@ impl Cookies {
         if issued.grants.len() >= MAX_COOKIES {
             return None;
         }
-        let Issued { grants, expiring } = &mut *issued;
+        if let CookieGrant::NewSession { handle } = &grant {
+            let count = issued.new_sessions.entry(handle.clone()).or_default();
+            if *count >= MAX_NEW_SESSIONS_PER_HANDLE {
+                return None;
+            }
+            *count += 1;
+        }
+        let Issued {
+            grants, expiring, ..
+        } = &mut *issued;
         if expiring.len() > 2 * grants.len() + COMPACT_SLACK {
             expiring.retain(|(_, key)| grants.contains_key(key));
         }
@@ -100,7 +129,7 @@ impl Cookies {
         if issued.grants.get(&key) != Some(wanted) {
             return false;
         }
-        issued.grants.remove(&key);
+        issued.remove(&key);
         true
     }
 
@@ -173,8 +202,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn at_most_max_cookies_outstanding_each_place_freed_when_used_or_expired() {
         let cookies = Cookies::new(Duration::from_secs(120));
-        let grant = CookieGrant::NewSession {
+        let grant = CookieGrant::Invite {
             handle: h("alice@x.com"),
+            session_id: 1,
         };
         let first = cookies.issue(grant.clone()).unwrap();
         for _ in 1..MAX_COOKIES {
@@ -213,6 +243,37 @@ mod tests {
         }
         assert_eq!(cookies.outstanding(), 0);
         assert!(cookies.lock().expiring.len() <= COMPACT_SLACK + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_handle_holds_at_most_64_unused_cookies_for_new_sessions() {
+        let cookies = Cookies::new(Duration::from_secs(120));
+        let mallory = CookieGrant::NewSession {
+            handle: h("mallory@x.com"),
+        };
+        let first = cookies.issue(mallory.clone()).unwrap();
+        for _ in 1..MAX_NEW_SESSIONS_PER_HANDLE {
+            cookies.issue(mallory.clone()).unwrap();
+        }
+        assert!(cookies.issue(mallory.clone()).is_none());
+        // Others still get theirs, and invitations for the same handle are not counted.
+        let alice = CookieGrant::NewSession {
+            handle: h("alice@x.com"),
+        };
+        assert!(cookies.issue(alice).is_some());
+        let invited = CookieGrant::Invite {
+            handle: h("mallory@x.com"),
+            session_id: 9,
+        };
+        assert!(cookies.issue(invited).is_some());
+        // Using one frees its place; so does expiry.
+        assert!(cookies.redeem(&first, &mallory));
+        assert!(cookies.issue(mallory.clone()).is_some());
+        assert!(cookies.issue(mallory.clone()).is_none());
+        tokio::time::advance(Duration::from_secs(121)).await;
+        assert!(cookies.issue(mallory.clone()).is_some());
+        assert_eq!(cookies.outstanding(), 1);
+        assert_eq!(cookies.lock().new_sessions.len(), 1);
     }
 
     #[test]
