@@ -29,7 +29,7 @@ use crate::protocol::{
 };
 use crate::services::Services;
 use crate::services::{GroupCommand, ListCommand};
-use crate::store::{password, PasswordHash, StoreError};
+use crate::store::{password, Credentials};
 
 /// Failed logins allowed on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 5;
@@ -39,7 +39,9 @@ enum State {
     AwaitingVersion,
     AwaitingAuth {
         dialect: Dialect,
-        challenge: Option<(UserHandle, Option<PasswordHash>)>,
+        /// The handle of `USR I` and, for an account, what its login needs (boxed: this state
+        /// is part of every connection's task, and lasts only until `USR S`).
+        challenge: Option<(UserHandle, Option<Box<Credentials>>)>,
         failures: u32,
     },
     Online(Online),
@@ -229,14 +231,14 @@ impl NotificationSession {
         match stage {
             AuthStage::Initial(handle) => {
                 let stored = match self.services.store.credentials(&handle).await {
-                    Ok(c) => c.map(|c| c.password),
+                    Ok(c) => c.map(Box::new),
                     Err(e) => {
                         out.error(error_code(&e), trid);
                         return Flow::Continue;
                     }
                 };
                 let text = match &stored {
-                    Some(hash) => hash.salt.clone(),
+                    Some(credentials) => credentials.password.salt.clone(),
                     None => password::fake_challenge(&self.services.challenge_key, handle.as_str()),
                 };
                 *challenge = Some((handle, stored));
@@ -254,8 +256,10 @@ impl NotificationSession {
                         throttle.failed(self.address, &handle);
                         None
                     }
-                    Some((handle, Some(hash))) if password::verify_response(&hash, &response) => {
-                        Some(handle)
+                    Some((handle, Some(credentials)))
+                        if password::verify_response(&credentials.password, &response) =>
+                    {
+                        Some((handle, credentials))
                     }
                     Some((handle, _)) => {
                         throttle.failed(self.address, &handle);
@@ -263,7 +267,7 @@ impl NotificationSession {
                     }
                     None => None,
                 };
-                let Some(handle) = verified else {
+                let Some((handle, credentials)) = verified else {
                     self.services.metrics.failed_logons.inc();
                     *failures += 1;
                     out.error(ErrorCode::AuthenticationFailed, trid);
@@ -274,7 +278,7 @@ impl NotificationSession {
                     };
                 };
                 throttle.succeeded(self.address, &handle);
-                self.log_in(trid, dialect, handle, out).await
+                self.log_in(trid, dialect, handle, *credentials, out).await
             }
         }
     }
@@ -284,24 +288,12 @@ impl NotificationSession {
         trid: TrId,
         dialect: Dialect,
         handle: UserHandle,
+        credentials: Credentials,
         out: &mut Replies,
     ) -> Flow {
-        let store = &self.services.store;
-        let found = async {
-            Ok::<_, StoreError>((
-                store.account(&handle).await?,
-                store.backend_link(&handle).await?,
-            ))
-        }
-        .await;
-        let (account, link) = match found {
-            Ok(found) => found,
-            Err(e) => {
-                self.services.metrics.failed_logons.inc();
-                out.error(error_code(&e), trid);
-                return Flow::Continue;
-            }
-        };
+        // What the store said at `USR I`: the name and the backend mapping came with the
+        // password, so the login needs no further reads.
+        let Credentials { name, link, .. } = credentials;
         // The account's backend logs in first: a linked account whose password the other
         // network refuses fails the MSN logon too.
         let connected = match bridge::connect(&self.services, &handle, link).await {
@@ -317,7 +309,7 @@ impl NotificationSession {
         let previous = hub.log_in(
             handle.clone(),
             self.peer.clone(),
-            account.name.clone(),
+            name.clone(),
             connected.account.clone(),
         );
         if let Some(previous) = previous {
@@ -333,7 +325,7 @@ impl NotificationSession {
         out.push(ServerCommand::UsrOk {
             trid,
             handle: handle.clone(),
-            name: account.name,
+            name,
             verified: Some(true),
         });
         out.push(profile::message(dialect, &handle));

@@ -145,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
     ) -> StoreFuture<'_, Vec<(UserHandle, FriendlyName, Option<BackendLink>)>>;
 
-    /// What logging in needs; `None` for an unknown handle.
+    /// What logging in needs (password, name, backend mapping), in one call; `None` for an
+    /// unknown handle.
     fn credentials<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<Credentials>>;
 
     fn account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Account>;

@@ -57,11 +57,13 @@ pub struct PhoneChange {
     pub watchers: Vec<(UserHandle, u32)>,
 }
 
-/// What logging in needs to know about a handle.
+/// What logging in needs to know about a handle, read at once.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub password: PasswordHash,
     pub name: FriendlyName,
+    /// The account's backend mapping; `None` for a local account.
+    pub link: Option<BackendLink>,
 }
 
 /// A list change and its consequences for the other account.

@@ -231,17 +231,17 @@ pub(super) async fn credentials(
         &[&handle.as_str()],
     )
     .await?;
-    found
-        .map(|r| {
-            Ok(Credentials {
-                password: PasswordHash {
-                    salt: r.try_get(0)?,
-                    digest: r.try_get(1)?,
-                },
-                name: parse_name(r.try_get(2)?)?,
-            })
-        })
-        .transpose()
+    let Some(r) = found else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        password: PasswordHash {
+            salt: r.try_get(0)?,
+            digest: r.try_get(1)?,
+        },
+        name: parse_name(r.try_get(2)?)?,
+        link: backend_link(tx, handle).await?,
+    }))
 }
 
 pub(super) async fn set_gtc(

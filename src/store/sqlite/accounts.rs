@@ -201,6 +201,7 @@ impl Database {
             Ok(Credentials {
                 password: PasswordHash { salt, digest },
                 name: parse_name(&name)?,
+                link: backend_link(&self.conn, handle)?,
             })
         })
         .transpose()

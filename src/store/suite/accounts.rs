@@ -168,9 +168,15 @@ pub async fn backend_links<F: StoreFactory>(factory: &F) {
     let store = with_accounts(factory, &["b@x.com", "a@x.com"]).await;
     let (a, b) = (h("a@x.com"), h("b@x.com"));
     assert_eq!(store.backend_link(&a).await.unwrap(), None);
+    assert_eq!(store.credentials(&a).await.unwrap().unwrap().link, None);
     let link = xmpp_link("a@xmpp.example");
     store.link(&a, &link).await.unwrap();
     assert_eq!(store.backend_link(&a).await.unwrap(), Some(link.clone()));
+    // A login reads the link with the password.
+    assert_eq!(
+        store.credentials(&a).await.unwrap().unwrap().link,
+        Some(link.clone())
+    );
     assert!(
         !format!("{link:?}").contains("[1, 2, 3]"),
         "secret in Debug"
@@ -192,6 +198,7 @@ pub async fn backend_links<F: StoreFactory>(factory: &F) {
     assert_eq!(store.backend_link(&a).await.unwrap(), Some(other.clone()));
     assert_eq!(store.unlink(&a).await.unwrap(), other);
     assert_eq!(store.backend_link(&a).await.unwrap(), None);
+    assert_eq!(store.credentials(&a).await.unwrap().unwrap().link, None);
     assert_eq!(store.unlink(&a).await, Err(StoreError::NotLinked));
     let nobody = h("nobody@x.com");
     assert_eq!(
