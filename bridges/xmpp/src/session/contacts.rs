@@ -106,6 +106,17 @@ impl SessionTask {
         }
     }
 
+    /// After a list command changed what this session knows of `jid` by itself (approving,
+    /// revoking, blocking), tells the pump before the command's reply: an event the session
+    /// sent before the command, still on its way to the pump, must not be the last word on
+    /// the contact. A contact the session cannot show (a pre-approval of someone not on the
+    /// roster) is left to the command's own record.
+    async fn changed_by_command(&self, jid: &BareJid) {
+        if let Some(contact) = self.contact(jid) {
+            self.emit(BackendEvent::ContactChanged(contact)).await;
+        }
+    }
+
     pub(super) fn apply_roster_item(&mut self, item: Item) {
         if item.subscription == Subscription::Remove {
             self.roster.remove(&item.jid);
@@ -335,6 +346,7 @@ impl SessionTask {
                 }
                 self.send(Presence::new(PresenceType::Subscribed).with_to(jid.clone()))
                     .await;
+                self.changed_by_command(&jid).await;
                 let _ = reply.send(Ok(()));
             }
             List::Block => {
@@ -344,6 +356,7 @@ impl SessionTask {
                 self.blocked.insert(jid.clone());
                 self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid.clone()))
                     .await;
+                self.changed_by_command(&jid).await;
                 if self.blocking_supported {
                     let id = self.new_id();
                     let block = Block {
@@ -378,12 +391,14 @@ impl SessionTask {
                 if self.roster.contains_key(&jid) {
                     self.revoking.insert(jid.clone());
                 }
-                self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid))
+                self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid.clone()))
                     .await;
+                self.changed_by_command(&jid).await;
                 let _ = reply.send(Ok(()));
             }
             List::Block => {
                 self.blocked.remove(&jid);
+                self.changed_by_command(&jid).await;
                 if self.blocking_supported {
                     let id = self.new_id();
                     let unblock = Unblock {
