@@ -216,11 +216,7 @@ fn launch(disk: &Disk, db: &Path, config: &Path, ns: SocketAddr, handles: &[&str
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(ns).is_err() {
-        assert!(Instant::now() < deadline, "server did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(ns);
     child
 }
 

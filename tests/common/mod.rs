@@ -140,6 +140,18 @@ pub fn free_port() -> u16 {
 /// Writes `dir/msngate.toml` for a server run as a separate process: the notification and
 /// switchboard listeners on free loopback ports, the database `database`, the key file in
 /// `dir`. Returns the file and the notification port.
+/// Waits (up to 20 s) until a server accepts connections at `address`, polling it.
+pub fn wait_listening(address: impl std::net::ToSocketAddrs + Copy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn write_config(dir: &Path, database: &Path) -> (PathBuf, u16) {
     let ns = free_port();
     let config = dir.join("msngate.toml");
