@@ -99,11 +99,13 @@ impl Cookies {
             return None;
         }
         if let CookieGrant::NewSession { handle } = &grant {
-            let count = issued.new_sessions.entry(handle.clone()).or_default();
-            if *count >= MAX_NEW_SESSIONS_PER_HANDLE {
-                return None;
+            match issued.new_sessions.get_mut(handle) {
+                Some(count) if *count >= MAX_NEW_SESSIONS_PER_HANDLE => return None,
+                Some(count) => *count += 1,
+                None => {
+                    issued.new_sessions.insert(handle.clone(), 1);
+                }
             }
-            *count += 1;
         }
         let Issued {
             grants, expiring, ..
