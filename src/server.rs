@@ -131,6 +131,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )
     .await
     .map_err(store_error)?;
+    serve(config, store, metrics).await
+}
+
+/// Like [`start`], on a store opened by the caller instead of `storage.database`: the fuzz
+/// targets run a whole server on a store in memory.
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
+    serve(config, store, Arc::new(Metrics::new())).await
+}
+
+async fn serve(
+    config: Config,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) -> Result<Running, StartError> {
+    let database = config.storage.database.to_string();
+    let store_error = |source| StartError::Store {
+        path: database.clone(),
+        source,
+    };
     let challenge_key = store.server_secret().await.map_err(store_error)?;
     let secret_key = SecretKey::load(&config.secrets, false)?;
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,7 +27,6 @@ const STEP: Duration = Duration::from_secs(2);
 pub struct Harness {
     pub rt: Runtime,
     pub running: Running,
-    _dir: tempfile::TempDir,
 }
 
 /// The server, started once per fuzzing process, with the accounts `handles`.
@@ -38,38 +37,27 @@ pub fn harness(handles: &[&str]) -> &'static Harness {
             .enable_all()
             .build()
             .unwrap();
-        // On tmpfs where there is one: the store syncs every acknowledged change.
-        let dir = tempfile::Builder::new()
-            .prefix("msngate-fuzz")
-            .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
-                "/dev/shm"
-            } else {
-                "/tmp"
-            })
-            .unwrap();
         let mut config = Config::default();
         config.server.notification_listen = "127.0.0.1:0".parse().unwrap();
         config.server.switchboard_listen = "127.0.0.1:0".parse().unwrap();
         config.msncd.listen = Some("127.0.0.1:0".parse().unwrap());
-        config.storage.database = dir.path().join("msngate.db").into();
         // The fuzzer fails logins by the thousand; the throttle would hide the logged-in states.
         config.limits.login_failures_per_handle = u32::MAX;
         config.limits.login_failures_per_address = u32::MAX;
+        // The store in memory, as the targets are meant to run: the same SQL as on disk,
+        // without a file's locks and syncs.
         let running = rt.block_on(async {
-            let store = SqliteStore::open(&dir.path().join("msngate.db")).unwrap();
+            let store = SqliteStore::open_in_memory().unwrap();
             for handle in handles {
                 let handle: UserHandle = handle.parse().unwrap();
                 let name = FriendlyName::new(handle.as_str()).unwrap();
                 store.create_account(&handle, &name, PASSWORD).await.unwrap();
             }
-            drop(store);
-            server::start(config).await.expect("the server starts")
+            server::start_with_store(config, Arc::new(store))
+                .await
+                .expect("the server starts")
         });
-        Harness {
-            rt,
-            running,
-            _dir: dir,
-        }
+        Harness { rt, running }
     })
 }
 
