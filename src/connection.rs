@@ -22,7 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument, Span};
 
 use crate::protocol::{self, ClientCommand, Dialect, FrameError, ServerCommand, SharedLine};
 
@@ -231,6 +231,13 @@ pub trait Role: Send {
         replies: &mut Replies,
     ) -> impl Future<Output = Flow> + Send;
 
+    /// The span the connection's log lines go in: its address and, once known, its user.
+    /// Asked for at each command and at the connection's end, so a role need not keep one: a
+    /// notification connection, idle most of its life, makes it each time (a span kept by
+    /// each idle session was a sixth of the session's memory), while a switchboard
+    /// connection, busy relaying, keeps one and clones it (docs/PERFORMANCE.md).
+    fn span(&self) -> Span;
+
     /// The last line to send when the server shuts down.
     fn shutdown_command(&self) -> Option<ServerCommand> {
         None
@@ -390,20 +397,27 @@ where
                         }
                         // Written after the match, which would keep the decoding's result in
                         // the task during the write.
-                        unframeable = Some(framing_end(&e));
+                        unframeable = Some(role.span().in_scope(|| framing_end(&e)));
                         break;
                     }
                 };
                 if let Some(p) = pace.as_mut() {
                     p.take();
                 }
-                debug!(">> {}", protocol::loggable_line(&frame.line));
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    role.span()
+                        .in_scope(|| debug!(">> {}", protocol::loggable_line(&frame.line)));
+                }
                 // Boxed: the handler's future is large and lives only while a command is handled, so
                 // an idle connection's task does not carry its space. Made in a statement of its
                 // own: a temporary in the `.await`'s statement would keep its space in the task.
                 let flow = match ClientCommand::parse(frame) {
                     Ok(command) => {
-                        let handling = Box::pin(role.handle(command, &mut replies));
+                        // The span is made here and moved into the boxed future at once, so
+                        // the task keeps no room for it across the other awaits.
+                        let span = role.span();
+                        let handling =
+                            Box::pin(role.handle(command, &mut replies).instrument(span));
                         handling.await
                     }
                     Err(e) => {
@@ -485,7 +499,6 @@ where
                 }
             }
         };
-        info!(reason = end, "connection ended");
         let ended = if outbox.lock().overflowed {
             Ended::QueueFull
         } else if writing.timed_out.load(Ordering::Relaxed) {
@@ -494,7 +507,16 @@ where
             Ended::Normally
         };
         outbox.close();
-        let closing = Box::pin(role.closed());
+        let closing = {
+            let span = role.span();
+            span.in_scope(|| {
+                if ended == Ended::SlowWrite {
+                    warn!("client stalled on a write; disconnected it");
+                }
+                info!(reason = end, "connection ended");
+            });
+            Box::pin(role.closed().instrument(span))
+        };
         closing.await;
         let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
         ended
@@ -601,12 +623,89 @@ impl Writing<'_> {
             r = tokio::time::timeout(self.timeout, writer.write_all(bytes)) => match r {
                 Ok(result) => result,
                 Err(_) => {
+                    // Logged when the connection ends, in its span.
                     self.timed_out.store(true, Ordering::Relaxed);
-                    warn!("client stalled on a write; disconnecting it");
                     Err(io::ErrorKind::TimedOut.into())
                 }
             },
             _ = self.kick.cancelled() => Err(io::ErrorKind::ConnectionAborted.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: the server's write half, and the client's stream.
+    async fn pair() -> (OwnedWriteHalf, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_, writer) = server.into_split();
+        (writer, client)
+    }
+
+    fn writing(kick: &CancellationToken) -> Writing<'_> {
+        Writing {
+            timeout: Duration::from_millis(300),
+            kick,
+            timed_out: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_larger_than_the_socket_buffers_arrives_whole() {
+        let (mut writer, mut client) = pair().await;
+        let kick = CancellationToken::new();
+        let w = writing(&kick);
+        let bytes: Vec<u8> = (0..4 * 1024 * 1024).map(|i| i as u8).collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        w.write(&mut writer, &bytes).await.unwrap();
+        drop(writer);
+        assert_eq!(reading.await.unwrap(), bytes);
+        assert!(!w.timed_out.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_times_the_write_out() {
+        let (mut writer, _client) = pair().await;
+        let kick = CancellationToken::new();
+        let w = writing(&kick);
+        let bytes = vec![b'x'; 64 * 1024 * 1024];
+        let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
+            .await
+            .expect("the write's own timeout ends it")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(w.timed_out.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_kick_ends_a_blocked_write_before_its_timeout() {
+        let (mut writer, _client) = pair().await;
+        let kick = CancellationToken::new();
+        let mut w = writing(&kick);
+        w.timeout = Duration::from_secs(3600);
+        let bytes = vec![b'x'; 64 * 1024 * 1024];
+        let kicker = kick.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            kicker.cancel();
+        });
+        let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
+            .await
+            .expect("the kick ends the write")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(!w.timed_out.load(Ordering::Relaxed));
     }
 }

@@ -2,7 +2,10 @@
 //! server with `XFR TrID NS host:port` and closes (draft section 7.4). In a cluster the
 //! referral names the live node the handle hashes to (`Delivery::notification_address`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use tracing::{info_span, Span};
 
 use crate::connection::{Flow, Replies, Role};
 use crate::protocol::{AuthStage, ClientCommand, ErrorCode, ServerCommand};
@@ -11,17 +14,22 @@ use crate::services::Services;
 /// One dispatch connection.
 pub struct DispatchConnection {
     services: Arc<Services>,
+    address: SocketAddr,
 }
 
 impl DispatchConnection {
-    pub fn new(services: Arc<Services>) -> DispatchConnection {
-        DispatchConnection { services }
+    pub fn new(services: Arc<Services>, address: SocketAddr) -> DispatchConnection {
+        DispatchConnection { services, address }
     }
 }
 
 impl Role for DispatchConnection {
     fn logged_in(&self) -> bool {
         false
+    }
+
+    fn span(&self) -> Span {
+        info_span!("ds", peer = %self.address)
     }
 
     async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{error, info, warn};
 
 use crate::backend::registry;
 use crate::bridge::MirroredLists;
@@ -326,32 +326,27 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let span = match kind {
-            Kind::Notification => info_span!("ns", peer = %address, handle = tracing::field::Empty),
-            Kind::Switchboard => info_span!("sb", peer = %address),
-            Kind::Dispatch => info_span!("ds", peer = %address),
-        };
         // The connection's future is made here, so that the task holds it and not also the
         // stream and address it was made from (docs/PERFORMANCE.md, idle sessions).
-        let (s, ip) = (services.clone(), address.ip());
-        let (timeouts, stop) = (timeouts(&services.config, ip), shutdown.clone());
+        let s = services.clone();
+        let (timeouts, stop) = (timeouts(&services.config, address.ip()), shutdown.clone());
         let serving = match kind {
             Kind::Notification => {
                 Either::Left(connection::serve(stream, timeouts, stop, move |peer| {
-                    NotificationSession::new(s, peer, ip)
+                    NotificationSession::new(s, peer, address)
                 }))
             }
             Kind::Switchboard => Either::Right(Either::Left(connection::serve(
                 stream,
                 timeouts,
                 stop,
-                move |peer| SwitchboardConnection::new(s, peer, ip),
+                move |peer| SwitchboardConnection::new(s, peer, address),
             ))),
             Kind::Dispatch => Either::Right(Either::Right(connection::serve(
                 stream,
                 timeouts,
                 stop,
-                move |_| DispatchConnection::new(s),
+                move |_| DispatchConnection::new(s, address),
             ))),
         };
         let open = services.metrics.connections(kind.metrics_role()).clone();
@@ -359,19 +354,15 @@ async fn accept_loop(
         let services2 = services.clone();
         // A combinator rather than an `async` block: awaiting the future would move it into
         // the block's state beside the block's own copy of it.
-        services.tracker.spawn(
-            serving
-                .map(move |ended| {
-                    open.dec();
-                    match ended {
-                        Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
-                        Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
-                        Ended::Normally => {}
-                    }
-                    drop((permit, slot));
-                })
-                .instrument(span),
-        );
+        services.tracker.spawn(serving.map(move |ended| {
+            open.dec();
+            match ended {
+                Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
+                Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
+                Ended::Normally => {}
+            }
+            drop((permit, slot));
+        }));
     }
 }
 

@@ -215,6 +215,76 @@ async fn serve_stops_gracefully_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_name_the_connection_and_its_user() {
+    // The spans are made per command and at the end rather than kept per connection
+    // (docs/PERFORMANCE.md): what an operator reads must still say whose connection it was.
+    let s = setup();
+    assert!(run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"]
+    )
+    .status
+    .success());
+    let log = s.dir.path().join("stderr.log");
+    let mut child = msngate()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_listening(s.ns_port);
+    let ns = format!("127.0.0.1:{}", s.ns_port).parse().unwrap();
+    let mut alice = Client::login(ns, "alice@example.com", "pa").await;
+    let alice_addr = alice.local_addr();
+    let trid = alice.next_trid();
+    alice.send(&format!("CHG {trid} NLN")).await;
+    alice.expect(&format!("CHG {trid} NLN")).await;
+    // A switchboard connection with a cookie that was never issued.
+    let trid = alice.next_trid();
+    alice.send(&format!("XFR {trid} SB")).await;
+    let xfr = alice.expect(&format!("XFR {trid} SB * CKI *")).await;
+    let mut sb = Client::connect_to(xfr.get(3)).await;
+    let sb_addr = sb.local_addr();
+    sb.send("USR 1 alice@example.com 1234567.89.0").await;
+    sb.expect("911 1").await;
+    sb.send("OUT").await;
+    sb.expect_closed().await;
+    alice.send("OUT").await;
+    alice.expect_closed_after(&["OUT"]).await;
+    // A connection that never logs in and sends a line too long to frame.
+    let mut stranger = Client::connect(ns).await;
+    let stranger_addr = stranger.local_addr();
+    stranger.send_raw(&[b'X'; 64 * 1024]).await;
+    stranger.expect_closed().await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let has = |span: &str, message: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(span) && l.contains(message)),
+            "no line with `{span}` and `{message}` in:\n{text}"
+        )
+    };
+    has(
+        &format!("ns{{peer={alice_addr} handle=alice@example.com}}"),
+        "connection ended",
+    );
+    has(
+        &format!("sb{{peer={sb_addr}}}"),
+        "switchboard login with an invalid cookie",
+    );
+    has(&format!("sb{{peer={sb_addr}}}"), "connection ended");
+    has(
+        &format!("ns{{peer={stranger_addr}}}"),
+        "input can't be framed",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_nothing_it_acknowledged() {
     let s = setup();
     for h in ["alice@example.com", "bob@example.com"] {

@@ -16,10 +16,10 @@ use crate::backend::errors::store_error_code as error_code;
 use crate::bridge;
 use crate::hub::OnlineUser;
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tracing::{info, Span};
+use tracing::{info, info_span, Span};
 
 use crate::connection::{Flow, Peer, Replies, Role};
 use crate::hub::CookieGrant;
@@ -61,13 +61,13 @@ struct Online {
 pub struct NotificationSession {
     services: Arc<Services>,
     peer: Peer,
-    /// The client's address, for login throttling.
-    address: IpAddr,
+    /// The client's address: its IP for login throttling, all of it for the logs.
+    address: SocketAddr,
     state: State,
 }
 
 impl NotificationSession {
-    pub fn new(services: Arc<Services>, peer: Peer, address: IpAddr) -> NotificationSession {
+    pub fn new(services: Arc<Services>, peer: Peer, address: SocketAddr) -> NotificationSession {
         NotificationSession {
             services,
             peer,
@@ -80,6 +80,15 @@ impl NotificationSession {
 impl Role for NotificationSession {
     fn logged_in(&self) -> bool {
         matches!(self.state, State::Online(_))
+    }
+
+    fn span(&self) -> Span {
+        match &self.state {
+            State::Online(online) => {
+                info_span!("ns", peer = %self.address, handle = %online.handle)
+            }
+            _ => info_span!("ns", peer = %self.address),
+        }
     }
 
     async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
@@ -252,8 +261,8 @@ impl NotificationSession {
                 let throttle = &self.services.node.throttle;
                 let verified = match challenge.take() {
                     // A throttled handle is refused without looking at the password.
-                    Some((handle, _)) if throttle.blocked(self.address, &handle).is_some() => {
-                        throttle.failed(self.address, &handle);
+                    Some((handle, _)) if throttle.blocked(self.address.ip(), &handle).is_some() => {
+                        throttle.failed(self.address.ip(), &handle);
                         None
                     }
                     Some((handle, Some(credentials)))
@@ -262,7 +271,7 @@ impl NotificationSession {
                         Some((handle, credentials))
                     }
                     Some((handle, _)) => {
-                        throttle.failed(self.address, &handle);
+                        throttle.failed(self.address.ip(), &handle);
                         None
                     }
                     None => None,
@@ -277,7 +286,7 @@ impl NotificationSession {
                         Flow::Continue
                     };
                 };
-                throttle.succeeded(self.address, &handle);
+                throttle.succeeded(self.address.ip(), &handle);
                 self.log_in(trid, dialect, handle, *credentials, out).await
             }
         }
@@ -320,7 +329,6 @@ impl NotificationSession {
             end_login(previous).await;
         }
         bridge::start_events(&self.services, self.peer.clone(), connected);
-        Span::current().record("handle", handle.as_str());
         info!(%handle, "logged in");
         out.push(ServerCommand::UsrOk {
             trid,

@@ -4,10 +4,10 @@
 //! `XFR SB`) or joining one it was rung into (`ANS`, cookie from `RNG`). In a session it can
 //! `CAL` others in and send `MSG`s, which the session's task relays to everyone else.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Span};
 
 use crate::chat;
 use crate::connection::{Flow, Peer, Replies, Role};
@@ -32,26 +32,31 @@ enum State {
 pub struct SwitchboardConnection {
     services: Arc<Services>,
     peer: Peer,
-    /// The client's address, for rate-limited logging of bad cookies.
-    address: IpAddr,
+    /// The client's address: its IP for rate-limited logging of bad cookies and the limits,
+    /// all of it for the logs.
+    address: SocketAddr,
     state: State,
+    /// Made once: a switchboard connection is short-lived and busy relaying, and cloning a
+    /// span for each message costs far less than making one.
+    span: Span,
 }
 
 impl SwitchboardConnection {
-    pub fn new(services: Arc<Services>, peer: Peer, address: IpAddr) -> SwitchboardConnection {
+    pub fn new(services: Arc<Services>, peer: Peer, address: SocketAddr) -> SwitchboardConnection {
         SwitchboardConnection {
             services,
             peer,
             address,
             state: State::AwaitingAuth,
+            span: info_span!("sb", peer = %address, handle = tracing::field::Empty),
         }
     }
 
     /// Logs a refused cookie, once per address and minute (a sweep of guesses must not fill
     /// the disk), with how many were not logged before it.
     fn bad_cookie(&self, handle: &UserHandle, what: &str) {
-        if let Some(unlogged) = self.services.node.bad_cookies.should_log(self.address) {
-            warn!(address = %self.address, %handle, unlogged, "switchboard {what} with an invalid cookie");
+        if let Some(unlogged) = self.services.node.bad_cookies.should_log(self.address.ip()) {
+            warn!(address = %self.address.ip(), %handle, unlogged, "switchboard {what} with an invalid cookie");
         }
     }
 
@@ -59,7 +64,7 @@ impl SwitchboardConnection {
     /// is slowed and then refused (`713`), logged once per address and minute. Loopback is
     /// exempt unless `limit_loopback` (local load tests and msncd's scripts).
     async fn pace(&self, me: &UserHandle) -> Result<(), ErrorCode> {
-        if !self.services.config.limits.apply_to(self.address) {
+        if !self.services.config.limits.apply_to(self.address.ip()) {
             return Ok(());
         }
         match self.services.node.messages.take(me) {
@@ -69,8 +74,8 @@ impl SwitchboardConnection {
                 Ok(())
             }
             Verdict::Refuse => {
-                if let Some(unlogged) = self.services.node.floods.should_log(self.address) {
-                    warn!(address = %self.address, handle = %me, unlogged, "messages refused: the user sends faster than [limits] messages_per_second");
+                if let Some(unlogged) = self.services.node.floods.should_log(self.address.ip()) {
+                    warn!(address = %self.address.ip(), handle = %me, unlogged, "messages refused: the user sends faster than [limits] messages_per_second");
                 }
                 Err(ErrorCode::UserTooActive)
             }
@@ -98,6 +103,10 @@ impl SwitchboardConnection {
 impl Role for SwitchboardConnection {
     fn logged_in(&self) -> bool {
         matches!(self.state, State::InSession { .. })
+    }
+
+    fn span(&self) -> Span {
+        self.span.clone()
     }
 
     async fn handle(&mut self, command: ClientCommand, out: &mut Replies) -> Flow {
@@ -217,6 +226,7 @@ impl SwitchboardConnection {
             name: name.clone(),
             verified: None,
         });
+        self.span.record("handle", handle.as_str());
         self.state = State::InSession {
             me: handle,
             name,
@@ -275,6 +285,7 @@ impl SwitchboardConnection {
         }
         out.push(ServerCommand::AnsOk { trid });
         info!(%handle, session = session_id, "joined a switchboard session");
+        self.span.record("handle", handle.as_str());
         self.state = State::InSession {
             me: handle,
             name,

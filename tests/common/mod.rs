@@ -293,6 +293,13 @@ impl Client {
         }
     }
 
+    /// The client's own address, as the server sees it.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer
+            .local_addr()
+            .expect("a connected socket has an address")
+    }
+
     /// Connects to the address in an `XFR`/`RNG` reply (`host:port`).
     pub async fn connect_to(host_port: &str) -> Client {
         Client::connect(host_port.parse().expect("host:port")).await
