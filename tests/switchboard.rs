@@ -569,3 +569,39 @@ async fn a_session_holds_at_most_32_people() {
     }
     assert_eq!(guests.len(), 31);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_someone_over_and_over_cannot_use_up_the_nodes_cookies() {
+    // Each CAL mints a cookie for the callee. Found by fuzzing: a session that rang the same
+    // contact thousands of times filled the node's 100,000 cookies within their lifetime,
+    // and every user's XFR SB and CAL was then refused with 600.
+    let server = TestServer::start(&USERS).await;
+    let mut alice_ns = online(&server, "alice@example.com", "pa").await;
+    let mut bob_ns = online(&server, "bob@example.com", "pb").await;
+    let mut carol_ns = online(&server, "carol@example.com", "pc").await;
+    let mut alice = alice_ns.open_switchboard("alice@example.com").await;
+    let mut first_ring = None;
+    for _ in 0..64 {
+        let t = alice.cmd("CAL", "bob@example.com").await;
+        alice.expect(&format!("CAL {t} RINGING *")).await;
+        let rng = bob_ns.expect("RNG * * CKI * alice@example.com Alice").await;
+        first_ring.get_or_insert(rng);
+    }
+    // The 65th unanswered ring is refused, and Bob is not rung again.
+    let t = alice.cmd("CAL", "bob@example.com").await;
+    alice.expect(&format!("600 {t}")).await;
+    bob_ns.expect_silence(300).await;
+    // Anyone else still opens a switchboard and rings Bob.
+    let mut carol = carol_ns.open_switchboard("carol@example.com").await;
+    let t = carol.cmd("CAL", "bob@example.com").await;
+    carol.expect(&format!("CAL {t} RINGING *")).await;
+    bob_ns.expect("RNG * * CKI * carol@example.com Carol").await;
+    // Bob answering one of Alice's rings gives her one back.
+    let (_bob, _) = Client::answer(&first_ring.unwrap(), "bob@example.com").await;
+    alice.expect("JOI bob@example.com Bob").await;
+    let t = alice.cmd("CAL", "carol@example.com").await;
+    alice.expect(&format!("CAL {t} RINGING *")).await;
+    carol_ns
+        .expect("RNG * * CKI * alice@example.com Alice")
+        .await;
+}

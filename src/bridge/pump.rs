@@ -482,7 +482,8 @@ async fn deliver(
         handle: account.handle.clone(),
         session_id: session.id(),
     };
-    let Some(cookie) = services.node.cookies.issue(grant) else {
+    // Counted against the remote contact who started the chat.
+    let Some(cookie) = services.node.cookies.issue(grant, &handle) else {
         warn!(handle = %account.handle, "too many outstanding cookies; a message waits in its session unrung");
         return;
     };

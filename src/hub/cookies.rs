@@ -15,10 +15,11 @@ use crate::protocol::UserHandle;
 /// The most outstanding cookies (issued, not used, not expired); past that, new ones are
 /// refused.
 const MAX_COOKIES: usize = 100_000;
-/// The most cookies for new sessions (`XFR SB`) one handle may hold unused: a client opens a
-/// session with each as soon as it has it, and one that asks for many and uses none can't use up
-/// the node's cookies for everyone else.
-const MAX_NEW_SESSIONS_PER_HANDLE: u32 = 64;
+/// The most unused cookies one handle may have asked for, by `XFR SB` (its own, to open a
+/// session) or by `CAL` (the callee's, to join): a client opens a session with each cookie as
+/// soon as it has it, and a callee answers or not, so one user that asks for many, or rings
+/// the same contact over and over, can't use up the node's cookies for everyone else.
+const MAX_UNUSED_PER_ASKER: u32 = 64;
 /// Used cookies wait in the expiry queue until their time; once they outnumber the outstanding
 /// ones by this many, the queue is compacted.
 const COMPACT_SLACK: usize = 1024;
@@ -48,10 +49,16 @@ pub struct Cookies {
 /// that pass, too, costs a constant per issue on average.
 #[derive(Default)]
 struct Issued {
-    grants: HashMap<Key, CookieGrant>,
+    grants: HashMap<Key, Outstanding>,
     expiring: VecDeque<(Instant, Key)>,
-    /// How many of `grants` are for new sessions, per handle (handles with none left out).
-    new_sessions: HashMap<UserHandle, u32>,
+    /// How many of `grants` each handle asked for (handles with none left out).
+    asked: HashMap<UserHandle, u32>,
+}
+
+/// An outstanding cookie: what it grants, and who asked for it (who it is counted against).
+struct Outstanding {
+    grant: CookieGrant,
+    asker: UserHandle,
 }
 
 impl Issued {
@@ -68,13 +75,13 @@ impl Issued {
 
     /// Takes a cookie out of the outstanding ones.
     fn remove(&mut self, key: &Key) {
-        let Some(CookieGrant::NewSession { handle }) = self.grants.remove(key) else {
+        let Some(Outstanding { asker, .. }) = self.grants.remove(key) else {
             return;
         };
-        if let Some(count) = self.new_sessions.get_mut(&handle) {
+        if let Some(count) = self.asked.get_mut(&asker) {
             *count -= 1;
             if *count == 0 {
-                self.new_sessions.remove(&handle);
+                self.asked.remove(&asker);
             }
         }
     }
@@ -88,9 +95,10 @@ impl Cookies {
         }
     }
 
-    /// Issues a cookie: 128 random bits in hex. `None` when too many are outstanding, on the
-    /// node or, for new sessions, for the handle.
-    pub fn issue(&self, grant: CookieGrant) -> Option<String> {
+    /// Issues a cookie for `grant`, asked for by `asker` (the handle opening a session, or the
+    /// caller ringing someone in): 128 random bits in hex. `None` when too many are
+    /// outstanding, on the node or asked for by `asker`.
+    pub fn issue(&self, grant: CookieGrant, asker: &UserHandle) -> Option<String> {
         let key: Key = rand::random();
         let now = Instant::now();
         let mut issued = self.lock();
@@ -98,13 +106,11 @@ impl Cookies {
         if issued.grants.len() >= MAX_COOKIES {
             return None;
         }
-        if let CookieGrant::NewSession { handle } = &grant {
-            match issued.new_sessions.get_mut(handle) {
-                Some(count) if *count >= MAX_NEW_SESSIONS_PER_HANDLE => return None,
-                Some(count) => *count += 1,
-                None => {
-                    issued.new_sessions.insert(handle.clone(), 1);
-                }
+        match issued.asked.get_mut(asker) {
+            Some(count) if *count >= MAX_UNUSED_PER_ASKER => return None,
+            Some(count) => *count += 1,
+            None => {
+                issued.asked.insert(asker.clone(), 1);
             }
         }
         let Issued {
@@ -113,7 +119,8 @@ impl Cookies {
         if expiring.len() > 2 * grants.len() + COMPACT_SLACK {
             expiring.retain(|(_, key)| grants.contains_key(key));
         }
-        issued.grants.insert(key, grant);
+        let asker = asker.clone();
+        issued.grants.insert(key, Outstanding { grant, asker });
         issued.expiring.push_back((now + self.lifetime, key));
         Some(hex::encode(key))
     }
@@ -128,7 +135,7 @@ impl Cookies {
         }
         let mut issued = self.lock();
         issued.sweep(Instant::now());
-        if issued.grants.get(&key) != Some(wanted) {
+        if issued.grants.get(&key).map(|o| &o.grant) != Some(wanted) {
             return false;
         }
         issued.remove(&key);
@@ -161,7 +168,7 @@ mod tests {
         let grant = CookieGrant::NewSession {
             handle: alice.clone(),
         };
-        let c = cookies.issue(grant.clone()).unwrap();
+        let c = cookies.issue(grant.clone(), &alice).unwrap();
         assert_eq!(c.len(), 32);
         assert!(!cookies.redeem("wrong", &grant));
         // Someone else presenting it gets nothing and does not use it up.
@@ -185,7 +192,7 @@ mod tests {
             handle: alice.clone(),
             session_id: 7,
         };
-        let c = cookies.issue(invite.clone()).unwrap();
+        let c = cookies.issue(invite.clone(), &h("bob@x.com")).unwrap();
         assert!(!cookies.redeem(
             &c,
             &CookieGrant::Invite {
@@ -195,7 +202,7 @@ mod tests {
         ));
         assert!(cookies.redeem(&c, &invite));
 
-        let c = cookies.issue(grant.clone()).unwrap();
+        let c = cookies.issue(grant.clone(), &alice).unwrap();
         tokio::time::advance(Duration::from_secs(121)).await;
         assert!(!cookies.redeem(&c, &grant));
         assert_eq!(cookies.outstanding(), 0);
@@ -208,19 +215,22 @@ mod tests {
             handle: h("alice@x.com"),
             session_id: 1,
         };
-        let first = cookies.issue(grant.clone()).unwrap();
+        // Asked for by many callers, each within its own bound.
+        let mut callers = (0..).map(|i| h(&format!("caller{i}@x.com")));
+        let mut issue = || cookies.issue(grant.clone(), &callers.next().unwrap());
+        let first = issue().unwrap();
         for _ in 1..MAX_COOKIES {
-            cookies.issue(grant.clone()).unwrap();
+            issue().unwrap();
         }
-        assert!(cookies.issue(grant.clone()).is_none());
+        assert!(issue().is_none());
         // Using a cookie frees its place.
         assert!(cookies.redeem(&first, &grant));
-        let used = cookies.issue(grant.clone()).unwrap();
-        assert!(cookies.issue(grant.clone()).is_none());
+        let used = issue().unwrap();
+        assert!(issue().is_none());
         assert!(cookies.redeem(&used, &grant));
         // Many used cookies waiting for their time don't change what is outstanding.
         for _ in 0..3 * COMPACT_SLACK {
-            let c = cookies.issue(grant.clone()).unwrap();
+            let c = issue().unwrap();
             assert!(cookies.redeem(&c, &grant));
         }
         assert_eq!(cookies.outstanding(), MAX_COOKIES - 1);
@@ -228,7 +238,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(121)).await;
         assert_eq!(cookies.outstanding(), 0);
         assert!(cookies.lock().expiring.is_empty());
-        let late = cookies.issue(grant.clone()).unwrap();
+        assert!(cookies.lock().asked.is_empty());
+        let late = issue().unwrap();
         assert!(cookies.redeem(&late, &grant));
         assert!(!cookies.redeem("not hex at all, but 32 long ....", &grant));
     }
@@ -236,11 +247,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn used_cookies_do_not_pile_up_waiting_for_their_time() {
         let cookies = Cookies::new(Duration::from_secs(120));
+        let alice = h("alice@x.com");
         let grant = CookieGrant::NewSession {
-            handle: h("alice@x.com"),
+            handle: alice.clone(),
         };
         for _ in 0..10 * COMPACT_SLACK {
-            let c = cookies.issue(grant.clone()).unwrap();
+            let c = cookies.issue(grant.clone(), &alice).unwrap();
             assert!(cookies.redeem(&c, &grant));
         }
         assert_eq!(cookies.outstanding(), 0);
@@ -248,34 +260,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn one_handle_holds_at_most_64_unused_cookies_for_new_sessions() {
+    async fn one_handle_holds_at_most_64_unused_cookies_it_asked_for() {
         let cookies = Cookies::new(Duration::from_secs(120));
-        let mallory = CookieGrant::NewSession {
-            handle: h("mallory@x.com"),
+        let mallory = h("mallory@x.com");
+        let own = CookieGrant::NewSession {
+            handle: mallory.clone(),
         };
-        let first = cookies.issue(mallory.clone()).unwrap();
-        for _ in 1..MAX_NEW_SESSIONS_PER_HANDLE {
-            cookies.issue(mallory.clone()).unwrap();
-        }
-        assert!(cookies.issue(mallory.clone()).is_none());
-        // Others still get theirs, and invitations for the same handle are not counted.
-        let alice = CookieGrant::NewSession {
-            handle: h("alice@x.com"),
-        };
-        assert!(cookies.issue(alice).is_some());
-        let invited = CookieGrant::Invite {
-            handle: h("mallory@x.com"),
+        let first = cookies.issue(own.clone(), &mallory).unwrap();
+        // Ringing the same callee over and over counts against the caller too.
+        let ring = CookieGrant::Invite {
+            handle: h("bob@x.com"),
             session_id: 9,
         };
-        assert!(cookies.issue(invited).is_some());
-        // Using one frees its place; so does expiry.
-        assert!(cookies.redeem(&first, &mallory));
-        assert!(cookies.issue(mallory.clone()).is_some());
-        assert!(cookies.issue(mallory.clone()).is_none());
+        let rung = cookies.issue(ring.clone(), &mallory).unwrap();
+        for _ in 2..MAX_UNUSED_PER_ASKER {
+            cookies.issue(ring.clone(), &mallory).unwrap();
+        }
+        assert!(cookies.issue(own.clone(), &mallory).is_none());
+        assert!(cookies.issue(ring.clone(), &mallory).is_none());
+        // Others still get theirs, for themselves and to ring the same callee.
+        let alice = h("alice@x.com");
+        let alice_own = CookieGrant::NewSession {
+            handle: alice.clone(),
+        };
+        assert!(cookies.issue(alice_own, &alice).is_some());
+        assert!(cookies.issue(ring.clone(), &alice).is_some());
+        // Using one frees its place, whoever uses it; so does expiry.
+        assert!(cookies.redeem(&first, &own));
+        assert!(cookies.issue(own.clone(), &mallory).is_some());
+        assert!(cookies.issue(own.clone(), &mallory).is_none());
+        assert!(cookies.redeem(&rung, &ring));
+        assert!(cookies.issue(ring.clone(), &mallory).is_some());
+        assert!(cookies.issue(ring.clone(), &mallory).is_none());
         tokio::time::advance(Duration::from_secs(121)).await;
-        assert!(cookies.issue(mallory.clone()).is_some());
+        assert!(cookies.issue(own.clone(), &mallory).is_some());
         assert_eq!(cookies.outstanding(), 1);
-        assert_eq!(cookies.lock().new_sessions.len(), 1);
+        assert_eq!(cookies.lock().asked.len(), 1);
     }
 
     #[test]
@@ -284,8 +304,8 @@ mod tests {
         let grant = CookieGrant::NewSession {
             handle: h("a@x.com"),
         };
-        let a = cookies.issue(grant.clone()).unwrap();
-        let b = cookies.issue(grant).unwrap();
+        let a = cookies.issue(grant.clone(), &h("a@x.com")).unwrap();
+        let b = cookies.issue(grant, &h("a@x.com")).unwrap();
         assert_ne!(a, b);
     }
 }

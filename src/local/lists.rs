@@ -190,10 +190,13 @@ async fn ring(
     let cookie = services
         .node
         .cookies
-        .issue(CookieGrant::Invite {
-            handle: callee.clone(),
-            session_id: session.id(),
-        })
+        .issue(
+            CookieGrant::Invite {
+                handle: callee.clone(),
+                session_id: session.id(),
+            },
+            caller,
+        )
         .ok_or(ErrorCode::ServerBusy)?;
     let ring = ServerCommand::Rng {
         session_id: session.id(),

@@ -443,7 +443,7 @@ impl NotificationSession {
                 let cookie = services
                     .node
                     .cookies
-                    .issue(CookieGrant::NewSession { handle: me })
+                    .issue(CookieGrant::NewSession { handle: me.clone() }, &me)
                     .ok_or(ErrorCode::ServerBusy)?;
                 out.push(ServerCommand::XfrSb {
                     trid,
