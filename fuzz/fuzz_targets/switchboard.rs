@@ -51,7 +51,9 @@ async fn open_session(
     online.trid += 1;
     let t = online.trid;
     online.alice.send(&format!("XFR {t} SB")).await?;
-    let xfr = online.alice.until(&format!("XFR {t} SB ")).await?;
+    // Its answer, whatever it is: a refusal (`600` while her unanswered rings are at their
+    // bound) ends this input at once instead of after a wait for a line that won't come.
+    let xfr = online.alice.reply(t).await?;
     let fields: Vec<&str> = xfr.split(' ').collect();
     let address = fields.get(3)?.parse().ok()?;
     let cookie = fields.get(5)?;
