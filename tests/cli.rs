@@ -36,6 +36,17 @@ fn setup() -> Setup {
     }
 }
 
+/// [`setup`] with the account alice@example.com, password `pa`.
+fn setup_with_alice() -> Setup {
+    let s = setup();
+    let added = run(
+        &s.config,
+        &["user", "add", "alice@example.com", "--password", "pa"],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    s
+}
+
 fn run(config: &Path, args: &[&str]) -> Output {
     msngate()
         .arg("--config")
@@ -54,12 +65,16 @@ fn stderr(o: &Output) -> String {
 }
 
 fn serve(config: &Path) -> Child {
+    serve_logging_to(config, Stdio::null())
+}
+
+fn serve_logging_to(config: &Path, log: impl Into<Stdio>) -> Child {
     msngate()
         .arg("--config")
         .arg(config)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -185,13 +200,7 @@ fn bad_configuration_is_reported_with_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_gracefully_on_sigterm() {
-    let s = setup();
-    assert!(run(
-        &s.config,
-        &["user", "add", "alice@example.com", "--password", "pa"]
-    )
-    .status
-    .success());
+    let s = setup_with_alice();
     let mut child = serve(&s.config);
     wait_listening(s.ns_port);
     let mut alice = Client::login(
@@ -218,22 +227,9 @@ async fn serve_stops_gracefully_on_sigterm() {
 async fn log_lines_name_the_connection_and_its_user() {
     // The spans are made per command and at the end rather than kept per connection
     // (docs/PERFORMANCE.md): what an operator reads must still say whose connection it was.
-    let s = setup();
-    assert!(run(
-        &s.config,
-        &["user", "add", "alice@example.com", "--password", "pa"]
-    )
-    .status
-    .success());
+    let s = setup_with_alice();
     let log = s.dir.path().join("stderr.log");
-    let mut child = msngate()
-        .arg("--config")
-        .arg(&s.config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = serve_logging_to(&s.config, std::fs::File::create(&log).unwrap());
     wait_listening(s.ns_port);
     let ns = format!("127.0.0.1:{}", s.ns_port).parse().unwrap();
     let mut alice = Client::login(ns, "alice@example.com", "pa").await;
@@ -356,13 +352,7 @@ fn serve_runs_on_embedded_defaults_without_a_config_file() {
 #[cfg(feature = "xmpp")]
 #[test]
 fn linking_stores_backend_secrets_encrypted() {
-    let s = setup();
-    assert!(run(
-        &s.config,
-        &["user", "add", "alice@example.com", "--password", "pa"]
-    )
-    .status
-    .success());
+    let s = setup_with_alice();
     let secret = "xmpp-secret-Passw0rd";
     let out = run(
         &s.config,
@@ -480,13 +470,7 @@ fn linking_stores_backend_secrets_encrypted() {
 #[test]
 fn linking_to_a_backend_this_build_lacks_says_so() {
     use msngate::backend::registry::{networks, KNOWN_NETWORKS};
-    let s = setup();
-    assert!(run(
-        &s.config,
-        &["user", "add", "alice@example.com", "--password", "pa"]
-    )
-    .status
-    .success());
+    let s = setup_with_alice();
     let compiled: Vec<_> = networks().iter().map(|n| n.name()).collect();
     for backend in KNOWN_NETWORKS.iter().filter(|n| !compiled.contains(n)) {
         let out = run(
@@ -616,13 +600,7 @@ fn check_config_names_each_problem_once_and_masks_secrets() {
 
 #[test]
 fn backup_while_serving_restores_the_accounts() {
-    let s = setup();
-    assert!(run(
-        &s.config,
-        &["user", "add", "alice@example.com", "--password", "pa"]
-    )
-    .status
-    .success());
+    let s = setup_with_alice();
     let mut server = serve(&s.config);
     wait_listening(s.ns_port);
     let copy = s.dir.path().join("backup.db");
