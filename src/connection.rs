@@ -1,7 +1,7 @@
 //! One client connection: framing, the read/write loop, and the bounded outbound queue.
 //!
 //! Each connection is one task. Its loop waits on the socket, its outbound queue (lines other
-//! tasks send it: presence, rings, chat messages), a kick token and the server's shutdown token.
+//! tasks send it: presence, rings, chat messages), its kick and the server's shutdown token.
 //! A role (notification, switchboard, dispatch) decides what each command means; this module
 //! only moves bytes. Replies to the connection's own commands are written directly after each
 //! batch of commands; lines from other tasks go through the queue, which is bounded: a client
@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,6 +45,12 @@ static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
+    /// Set when the client is disconnected for not reading ([`Outbox::kick`]). A flag and a
+    /// wake-up in the outbox rather than a cancellation token of its own, which was one more
+    /// allocation for every session (docs/PERFORMANCE.md).
+    kicked: AtomicBool,
+    /// Wakes a write that is blocked when the kick comes.
+    kick_wakes: Notify,
     /// The connection's dialect ([`Dialect::index`]): what it is sent is written in it.
     dialect: AtomicU8,
 }
@@ -91,6 +97,18 @@ impl Outbox {
         state.closing && state.lines.is_empty()
     }
 
+    /// Disconnects the client: the connection sees it at its next wake-up, which this causes,
+    /// or in the write it is blocked in.
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::SeqCst);
+        self.kick_wakes.notify_one();
+        self.ready.notify_one();
+    }
+
+    fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::SeqCst)
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::from_index(self.dialect.load(Ordering::Relaxed).into()).unwrap_or(Dialect::Msnp2)
     }
@@ -103,12 +121,11 @@ impl Outbox {
     }
 }
 
-/// How other tasks reach a connection: its outbound queue and its kick switch. Cheap to clone.
+/// How other tasks reach a connection: its outbound queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Peer {
     id: u64,
     outbox: Arc<Outbox>,
-    kick: CancellationToken,
 }
 
 impl Peer {
@@ -156,9 +173,7 @@ impl Peer {
             state.overflowed = true;
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
-            self.kick.cancel();
-            // Wakes the connection if it is waiting: it then sees the kick.
-            self.outbox.ready.notify_one();
+            self.outbox.kick();
             return false;
         }
         state.bytes += bytes.len();
@@ -345,11 +360,9 @@ where
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     }
     let outbox = Arc::new(Outbox::default());
-    let kick = CancellationToken::new();
     let peer = Peer {
         id: NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed),
         outbox: outbox.clone(),
-        kick: kick.clone(),
     };
     let mut role = make_role(peer);
     let (reader, mut writer) = stream.into_split();
@@ -364,7 +377,7 @@ where
     async move {
         let writing = Writing {
             timeout: write_timeout,
-            kick: &kick,
+            outbox: &outbox,
             timed_out: Default::default(),
         };
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -458,7 +471,6 @@ where
                 reading: paused.is_none(),
                 read_first,
                 outbox: &outbox,
-                kick: &kick,
                 shutdown: &shutdown,
                 timer: timer.as_mut(),
             })
@@ -548,8 +560,6 @@ struct Waiting<'a> {
     reading: bool,
     read_first: bool,
     outbox: &'a Outbox,
-    /// Checked at every wake-up: [`Peer::push`] wakes the outbox's waiter after a kick.
-    kick: &'a CancellationToken,
     shutdown: &'a CancellationToken,
     timer: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
 }
@@ -571,7 +581,8 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Shutdown);
             }
-            if w.kick.is_cancelled() {
+            // Checked at every wake-up: a kick wakes the outbox's waiter.
+            if w.outbox.is_kicked() {
                 return Poll::Ready(Wake::Kicked);
             }
             if let Some(t) = w.timer.as_mut() {
@@ -608,7 +619,8 @@ fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<us
 
 struct Writing<'a> {
     timeout: Duration,
-    kick: &'a CancellationToken,
+    /// Its kick ends a blocked write.
+    outbox: &'a Outbox,
     /// A write has blocked past the timeout.
     timed_out: std::sync::atomic::AtomicBool,
 }
@@ -619,6 +631,9 @@ impl Writing<'_> {
         if bytes.is_empty() {
             return Ok(());
         }
+        if self.outbox.is_kicked() {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
         tokio::select! {
             r = tokio::time::timeout(self.timeout, writer.write_all(bytes)) => match r {
                 Ok(result) => result,
@@ -628,7 +643,8 @@ impl Writing<'_> {
                     Err(io::ErrorKind::TimedOut.into())
                 }
             },
-            _ = self.kick.cancelled() => Err(io::ErrorKind::ConnectionAborted.into()),
+            // A kick before this wait left its wake-up stored: it ends the write at once.
+            _ = self.outbox.kick_wakes.notified() => Err(io::ErrorKind::ConnectionAborted.into()),
         }
     }
 }
@@ -650,10 +666,10 @@ mod tests {
         (writer, client)
     }
 
-    fn writing(kick: &CancellationToken) -> Writing<'_> {
+    fn writing(outbox: &Outbox) -> Writing<'_> {
         Writing {
             timeout: Duration::from_millis(300),
-            kick,
+            outbox,
             timed_out: Default::default(),
         }
     }
@@ -661,8 +677,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_larger_than_the_socket_buffers_arrives_whole() {
         let (mut writer, mut client) = pair().await;
-        let kick = CancellationToken::new();
-        let w = writing(&kick);
+        let outbox = Outbox::default();
+        let w = writing(&outbox);
         let bytes: Vec<u8> = (0..4 * 1024 * 1024).map(|i| i as u8).collect();
         let reading = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -678,8 +694,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_does_not_read_times_the_write_out() {
         let (mut writer, _client) = pair().await;
-        let kick = CancellationToken::new();
-        let w = writing(&kick);
+        let outbox = Outbox::default();
+        let w = writing(&outbox);
         let bytes = vec![b'x'; 64 * 1024 * 1024];
         let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
             .await
@@ -690,16 +706,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_kick_nothing_more_is_written() {
+        let (mut writer, mut client) = pair().await;
+        let outbox = Outbox::default();
+        let w = writing(&outbox);
+        outbox.kick();
+        let err = w.write(&mut writer, b"OUT\r\n").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        drop(writer);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_kick_ends_a_blocked_write_before_its_timeout() {
         let (mut writer, _client) = pair().await;
-        let kick = CancellationToken::new();
-        let mut w = writing(&kick);
+        let outbox = Arc::new(Outbox::default());
+        let mut w = writing(&outbox);
         w.timeout = Duration::from_secs(3600);
         let bytes = vec![b'x'; 64 * 1024 * 1024];
-        let kicker = kick.clone();
+        let kicker = outbox.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            kicker.cancel();
+            kicker.kick();
         });
         let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
             .await

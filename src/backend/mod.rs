@@ -39,8 +39,9 @@ pub struct Account {
     pub backend: &'static str,
     pub capabilities: Capabilities,
     /// Cancelled when the login ends: the event pump stops, and with it its hold on the
-    /// backend session.
-    pub ended: CancellationToken,
+    /// backend session. Made by whichever comes first, the pump or the end (`Account::ended`):
+    /// a local account has no pump, and its idle session holds no token (docs/PERFORMANCE.md).
+    ended: OnceLock<CancellationToken>,
     /// What an account whose contacts live on another network keeps: made at its first use,
     /// so that a local account, which never uses most of it, does not carry it (about 300
     /// bytes of every idle session, docs/PERFORMANCE.md).
@@ -107,10 +108,15 @@ impl Account {
             session,
             backend,
             capabilities,
-            ended: CancellationToken::new(),
+            ended: OnceLock::new(),
             mirror: OnceLock::new(),
             connection: AtomicU8::new(0),
         }
+    }
+
+    /// Cancelled when the login ends (see the field).
+    pub fn ended(&self) -> &CancellationToken {
+        self.ended.get_or_init(CancellationToken::new)
     }
 
     /// The contacts' side of the account, made now if this is its first use.

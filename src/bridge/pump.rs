@@ -86,7 +86,7 @@ impl Pump {
                 Some(e) => Some(e),
                 None => tokio::select! {
                     biased;
-                    _ = account.ended.cancelled() => break,
+                    _ = account.ended().cancelled() => break,
                     e = events.recv() => match e {
                         Some(e) => Some(e),
                         None => break,

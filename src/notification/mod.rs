@@ -567,7 +567,7 @@ impl NotificationSession {
 
 /// What ends with a login: its backend session logs out, so contacts see the user go offline.
 async fn end_login(user: OnlineUser) {
-    user.backend.ended.cancel();
+    user.backend.ended().cancel();
     user.backend.session.logout().await;
 }
 
