@@ -45,9 +45,9 @@ static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
-    /// Set when the client is disconnected for not reading ([`Outbox::kick`]). A flag and a
-    /// wake-up in the outbox rather than a cancellation token of its own, which was one more
-    /// allocation for every session (docs/PERFORMANCE.md).
+    /// Set when the queue overflowed and the client is disconnected for not reading
+    /// ([`Outbox::kick`]). A flag and a wake-up in the outbox rather than a cancellation token
+    /// of its own, which was one more allocation for every session (docs/PERFORMANCE.md).
     kicked: AtomicBool,
     /// Wakes a write that is blocked when the kick comes.
     kick_wakes: Notify,
@@ -64,8 +64,6 @@ struct OutboxState {
     closing: bool,
     /// The connection is gone: nothing is accepted any more.
     closed: bool,
-    /// The queue overflowed and the client was kicked for it.
-    overflowed: bool,
 }
 
 impl Outbox {
@@ -170,7 +168,6 @@ impl Peer {
             return true;
         }
         if state.lines.len() >= OUTBOUND_QUEUE || state.bytes + bytes.len() > OUTBOUND_BYTES {
-            state.overflowed = true;
             drop(state);
             warn!(peer = self.id, "client is not reading; disconnecting it");
             self.outbox.kick();
@@ -511,7 +508,8 @@ where
                 }
             }
         };
-        let ended = if outbox.lock().overflowed {
+        // The only kick there is: the queue overflowed.
+        let ended = if outbox.is_kicked() {
             Ended::QueueFull
         } else if writing.timed_out.load(Ordering::Relaxed) {
             Ended::SlowWrite
