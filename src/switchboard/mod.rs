@@ -193,6 +193,13 @@ impl Role for SwitchboardConnection {
 }
 
 impl SwitchboardConnection {
+    /// The connection is in `session` as `me`, by `USR` or `ANS`; its log lines say so.
+    fn enter(&mut self, me: UserHandle, name: FriendlyName, session: SessionHandle) -> Flow {
+        self.span.record("handle", me.as_str());
+        self.state = State::InSession { me, name, session };
+        Flow::Continue
+    }
+
     /// `USR TrID handle cookie`: a cookie from XFR SB starts a new session.
     async fn start_session(
         &mut self,
@@ -226,13 +233,7 @@ impl SwitchboardConnection {
             name: name.clone(),
             verified: None,
         });
-        self.span.record("handle", handle.as_str());
-        self.state = State::InSession {
-            me: handle,
-            name,
-            session,
-        };
-        Flow::Continue
+        self.enter(handle, name, session)
     }
 
     /// `ANS TrID handle cookie session-id`: a cookie from RNG joins that session.
@@ -285,13 +286,7 @@ impl SwitchboardConnection {
         }
         out.push(ServerCommand::AnsOk { trid });
         info!(%handle, session = session_id, "joined a switchboard session");
-        self.span.record("handle", handle.as_str());
-        self.state = State::InSession {
-            me: handle,
-            name,
-            session,
-        };
-        Flow::Continue
+        self.enter(handle, name, session)
     }
 
     /// `CAL TrID handle`: rings someone into the session, if they can be reached and allow it.
