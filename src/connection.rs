@@ -34,8 +34,6 @@ pub const OUTBOUND_BYTES: usize = 256 * 1024;
 /// Replies are flushed once this many bytes have piled up, so pipelined requests for long
 /// lists can't grow the write buffer without bound.
 const FLUSH_AT: usize = 16 * 1024;
-/// A read buffer that grew for a long line or payload is released above this size once empty.
-const KEEP_BUFFER: usize = 4 * 1024;
 
 static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -324,7 +322,10 @@ const KEEPALIVE_PROBES: u32 = 4;
 /// more level kept in the connection's task.
 macro_rules! flush {
     ($writing:expr, $writer:expr, $replies:expr) => {{
-        let written = $writing.write(&mut $writer, &$replies.buf).await;
+        let written = match $replies.buf.is_empty() {
+            true => Ok(()),
+            false => $writing.write(&mut $writer, &$replies.buf).await,
+        };
         $replies.buf = BytesMut::new();
         written
     }};
@@ -369,14 +370,14 @@ where
         outbox: outbox.clone(),
     };
     let login_deadline = tokio::time::Instant::now() + timeouts.login;
-    let write_timeout = timeouts.write;
+    let writing = Writing {
+        timeout: timeouts.write,
+        outbox,
+        timed_out: Default::default(),
+    };
     let mut pace = timeouts.pace.and_then(Pace::new);
     async move {
-        let writing = Writing {
-            timeout: write_timeout,
-            outbox: &outbox,
-            timed_out: Default::default(),
-        };
+        let outbox = &*writing.outbox;
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         // Which of reading and writing goes first when both are ready, alternately.
         let mut read_first = false;
@@ -396,44 +397,53 @@ where
                     paused = Some(until);
                     break;
                 }
-                let frame = match protocol::decode(&mut input) {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(e) => {
-                        if let FrameError::BadPayloadLength { trid: Some(trid) } = e {
-                            // The payload's end is unknown, so the stream can't continue; the
-                            // client is at least told which command was refused.
-                            replies.error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
+                // The frame and the command are made and used up in this block, which has no
+                // `.await`: a local that lived across one would take its room in the task for
+                // good, even once moved out (docs/PERFORMANCE.md).
+                let handling = {
+                    let frame = match protocol::decode(&mut input) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(e) => {
+                            if let FrameError::BadPayloadLength { trid: Some(trid) } = e {
+                                // The payload's end is unknown, so the stream can't continue;
+                                // the client is at least told which command was refused.
+                                replies
+                                    .error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
+                            }
+                            unframeable = Some(role.span().in_scope(|| framing_end(&e)));
+                            break;
                         }
-                        // Written after the match, which would keep the decoding's result in
-                        // the task during the write.
-                        unframeable = Some(role.span().in_scope(|| framing_end(&e)));
-                        break;
+                    };
+                    if let Some(p) = pace.as_mut() {
+                        p.take();
+                    }
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        role.span()
+                            .in_scope(|| debug!(">> {}", protocol::loggable_line(&frame.line)));
+                    }
+                    match ClientCommand::parse(frame) {
+                        // Boxed: the handler's future is large and lives only while a command
+                        // is handled. The span is moved into it at once, so the task keeps no
+                        // room for it across the other awaits.
+                        Ok(command) => {
+                            let span = role.span();
+                            Some(Box::pin(
+                                role.handle(command, &mut replies).instrument(span),
+                            ))
+                        }
+                        Err(e) => {
+                            replies.error(e.code, e.trid.unwrap_or_default());
+                            None
+                        }
                     }
                 };
-                if let Some(p) = pace.as_mut() {
-                    p.take();
-                }
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    role.span()
-                        .in_scope(|| debug!(">> {}", protocol::loggable_line(&frame.line)));
-                }
-                // Boxed: the handler's future is large and lives only while a command is handled, so
-                // an idle connection's task does not carry its space. Made in a statement of its
-                // own: a temporary in the `.await`'s statement would keep its space in the task.
-                let flow = match ClientCommand::parse(frame) {
-                    Ok(command) => {
-                        // The span is made here and moved into the boxed future at once, so
-                        // the task keeps no room for it across the other awaits.
-                        let span = role.span();
-                        let handling =
-                            Box::pin(role.handle(command, &mut replies).instrument(span));
-                        handling.await
-                    }
-                    Err(e) => {
-                        replies.error(e.code, e.trid.unwrap_or_default());
-                        Flow::Continue
-                    }
+                // Moved whole into the match (`{ handling }`): a `None` left in the binding
+                // would be dropped only at the end of the loop's body, holding its borrows.
+                #[allow(clippy::blocks_in_conditions)]
+                let flow = match { handling } {
+                    Some(handling) => handling.await,
+                    None => Flow::Continue,
                 };
                 if flow == Flow::Close {
                     let _ = writing.write(&mut writer, &replies.buf).await;
@@ -450,7 +460,11 @@ where
             if flush!(writing, writer, replies).is_err() {
                 break 'conn "write failed";
             }
-            if input.is_empty() && input.capacity() > KEEP_BUFFER {
+            // Everything read was handled: the buffer goes, so an idle connection holds none
+            // (with the frames split off it, it is a shared buffer and its header, a few hundred
+            // bytes of every idle session). A busy connection allocates one per read instead,
+            // which costs far less than the read itself.
+            if input.is_empty() {
                 input = BytesMut::new();
             }
             // One timer, boxed and only while needed: the login deadline until the login, and the
@@ -467,14 +481,14 @@ where
                 reader: &reader,
                 reading: paused.is_none(),
                 read_first,
-                outbox: &outbox,
+                outbox,
                 shutdown: &shutdown,
                 timer: timer.as_mut(),
             })
             .await
             {
-                Wake::Readable(Err(_)) => break 'conn "read failed",
-                Wake::Readable(Ok(())) => match read_available(&reader, &mut input) {
+                Wake::ReadFailed => break 'conn "read failed",
+                Wake::Readable => match read_available(&reader, &mut input) {
                     Ok(0) => break 'conn "client closed the connection",
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -543,8 +557,12 @@ fn framing_end(error: &FrameError) -> &'static str {
 }
 
 /// What woke an idle connection.
+///
+/// One byte: it is matched across the writes of its arms, so it stays in the task.
+#[derive(Clone, Copy)]
 enum Wake {
-    Readable(io::Result<()>),
+    Readable,
+    ReadFailed,
     Outbox,
     Kicked,
     Timer,
@@ -575,7 +593,10 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
         let notified = w.outbox.ready.notified();
         let stopping = w.shutdown.cancelled();
         tokio::pin!(notified, stopping);
-        std::future::poll_fn(|cx| {
+        // Moved into the closure as three references: captured field by field, `w` would be
+        // one reference per field used.
+        let w = &mut w;
+        std::future::poll_fn(move |cx| {
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Shutdown);
             }
@@ -589,7 +610,10 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
                 }
             }
             let read = |cx: &mut Context<'_>| match w.reading {
-                true => w.reader.as_ref().poll_read_ready(cx).map(Wake::Readable),
+                true => w.reader.as_ref().poll_read_ready(cx).map(|r| match r {
+                    Ok(()) => Wake::Readable,
+                    Err(_) => Wake::ReadFailed,
+                }),
                 false => Poll::Pending,
             };
             if w.read_first {
@@ -615,17 +639,28 @@ fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<us
     Ok(n)
 }
 
-struct Writing<'a> {
+struct Writing {
     timeout: Duration,
-    /// Its kick ends a blocked write.
-    outbox: &'a Outbox,
+    /// The connection's queue. Its kick ends a blocked write.
+    outbox: Arc<Outbox>,
     /// A write has blocked past the timeout.
     timed_out: std::sync::atomic::AtomicBool,
 }
 
-impl Writing<'_> {
+impl Writing {
     /// Writes all of `bytes`, giving up when the client stalls past the timeout or is kicked.
-    async fn write(&self, writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+    ///
+    /// Boxed: the write, with its timer, lives only while bytes are in flight, so the
+    /// connection's task does not keep its room while the client is idle.
+    fn write<'a>(
+        &'a self,
+        writer: &'a mut OwnedWriteHalf,
+        bytes: &'a [u8],
+    ) -> Pin<Box<impl Future<Output = io::Result<()>> + Send + 'a>> {
+        Box::pin(self.write_unboxed(writer, bytes))
+    }
+
+    async fn write_unboxed(&self, writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -664,10 +699,10 @@ mod tests {
         (writer, client)
     }
 
-    fn writing(outbox: &Outbox) -> Writing<'_> {
+    fn writing(outbox: &Arc<Outbox>) -> Writing {
         Writing {
             timeout: Duration::from_millis(300),
-            outbox,
+            outbox: outbox.clone(),
             timed_out: Default::default(),
         }
     }
@@ -675,7 +710,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_larger_than_the_socket_buffers_arrives_whole() {
         let (mut writer, mut client) = pair().await;
-        let outbox = Outbox::default();
+        let outbox = Arc::new(Outbox::default());
         let w = writing(&outbox);
         let bytes: Vec<u8> = (0..4 * 1024 * 1024).map(|i| i as u8).collect();
         let reading = tokio::spawn(async move {
@@ -692,7 +727,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_does_not_read_times_the_write_out() {
         let (mut writer, _client) = pair().await;
-        let outbox = Outbox::default();
+        let outbox = Arc::new(Outbox::default());
         let w = writing(&outbox);
         let bytes = vec![b'x'; 64 * 1024 * 1024];
         let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
@@ -706,7 +741,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_kick_nothing_more_is_written() {
         let (mut writer, mut client) = pair().await;
-        let outbox = Outbox::default();
+        let outbox = Arc::new(Outbox::default());
         let w = writing(&outbox);
         outbox.kick();
         let err = w.write(&mut writer, b"OUT\r\n").await.unwrap_err();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::future::{Either, FutureExt};
+use futures_util::future::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use crate::connection::{self, Ended, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::http::ListenerStatus;
 use crate::hub::cluster::{self, ClusterError};
-use crate::hub::{Cookies, Delivery, InProcess, Node};
+use crate::hub::{Cookies, Delivery, InProcess, Node, OwnedAddressSlot};
 use crate::local::{LocalBackend, TruthLists};
 use crate::metrics::{self, Metrics, SlowClient};
 use crate::notification::NotificationSession;
@@ -327,41 +327,59 @@ async fn accept_loop(
             continue;
         };
         // The connection's future is made here, so that the task holds it and not also the
-        // stream and address it was made from (docs/PERFORMANCE.md, idle sessions).
+        // stream and address it was made from (docs/PERFORMANCE.md, idle sessions). Each kind
+        // is spawned as its own future type: one task type for all three would size every
+        // notification session's task by the largest of them.
         let s = services.clone();
         let (timeouts, stop) = (timeouts(&services.config, address.ip()), shutdown.clone());
-        let serving = match kind {
-            Kind::Notification => {
-                Either::Left(connection::serve(stream, timeouts, stop, move |peer| {
-                    NotificationSession::new(s, peer, address)
-                }))
-            }
-            Kind::Switchboard => Either::Right(Either::Left(connection::serve(
-                stream,
-                timeouts,
-                stop,
-                move |peer| SwitchboardConnection::new(s, peer, address),
-            ))),
-            Kind::Dispatch => Either::Right(Either::Right(connection::serve(
-                stream,
-                timeouts,
-                stop,
-                move |_| DispatchConnection::new(s, address),
-            ))),
+        let held = Held {
+            services: services.clone(),
+            kind,
+            _permit: permit,
+            _slot: slot,
         };
-        let open = services.metrics.connections(kind.metrics_role()).clone();
-        open.inc();
-        let services2 = services.clone();
+        match kind {
+            Kind::Notification => held.spawn(connection::serve(stream, timeouts, stop, {
+                move |peer| NotificationSession::new(s, peer, address)
+            })),
+            Kind::Switchboard => held.spawn(connection::serve(stream, timeouts, stop, {
+                move |peer| SwitchboardConnection::new(s, peer, address)
+            })),
+            Kind::Dispatch => held.spawn(connection::serve(stream, timeouts, stop, {
+                move |_| DispatchConnection::new(s, address)
+            })),
+        }
+    }
+}
+
+/// What a connection holds for its whole life besides its own future: its place under the
+/// connection limits, and the metrics it reports when it ends.
+struct Held {
+    services: Arc<Services>,
+    kind: Kind,
+    /// Held, not read: dropping them gives the places back.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: OwnedAddressSlot,
+}
+
+impl Held {
+    fn spawn(self, serving: impl std::future::Future<Output = Ended> + Send + 'static) {
+        let tracker = self.services.tracker.clone();
+        self.services
+            .metrics
+            .connections(self.kind.metrics_role())
+            .inc();
         // A combinator rather than an `async` block: awaiting the future would move it into
         // the block's state beside the block's own copy of it.
-        services.tracker.spawn(serving.map(move |ended| {
-            open.dec();
+        tracker.spawn(serving.map(move |ended| {
+            let metrics = &self.services.metrics;
+            metrics.connections(self.kind.metrics_role()).dec();
             match ended {
-                Ended::QueueFull => services2.metrics.slow_client(SlowClient::QueueFull),
-                Ended::SlowWrite => services2.metrics.slow_client(SlowClient::SlowWrite),
+                Ended::QueueFull => metrics.slow_client(SlowClient::QueueFull),
+                Ended::SlowWrite => metrics.slow_client(SlowClient::SlowWrite),
                 Ended::Normally => {}
             }
-            drop((permit, slot));
+            drop(self);
         }));
     }
 }
