@@ -17,14 +17,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument, Span};
 
 use crate::protocol::{self, ClientCommand, Dialect, FrameError, ServerCommand, SharedLine};
+
+mod writing;
+use writing::Writing;
 
 /// How many lines from other tasks may wait for one client before it counts as stalled.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -42,13 +45,17 @@ static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Default)]
 struct Outbox {
     state: Mutex<OutboxState>,
-    ready: Notify,
+    /// Set when lines were queued (or the connection should look at its queue again); taken
+    /// by the connection's wait.
+    ready: AtomicBool,
+    /// The connection's task, woken when `ready` is set and at a kick. The queue has one
+    /// reader, so one waker slot in the outbox does what a `Notify` did, without the waiter
+    /// a `Notified` future kept in every idle connection's task (docs/PERFORMANCE.md).
+    waker: AtomicWaker,
     /// Set when the queue overflowed and the client is disconnected for not reading
     /// ([`Outbox::kick`]). A flag and a wake-up in the outbox rather than a cancellation token
     /// of its own, which was one more allocation for every session (docs/PERFORMANCE.md).
     kicked: AtomicBool,
-    /// Wakes a write that is blocked when the kick comes.
-    kick_wakes: Notify,
     /// The connection's dialect ([`Dialect::index`]): what it is sent is written in it.
     dialect: AtomicU8,
 }
@@ -87,8 +94,9 @@ impl Outbox {
             // time, and an empty queue then holds no memory.
             state.lines = VecDeque::new();
         } else {
-            // More than one batch was waiting: come back for the rest.
-            self.ready.notify_one();
+            // More than one batch was waiting: come back for the rest (the connection's own
+            // task is here, so it needs no waking).
+            self.ready.store(true, Ordering::SeqCst);
         }
         state.closing && state.lines.is_empty()
     }
@@ -97,8 +105,24 @@ impl Outbox {
     /// or in the write it is blocked in.
     fn kick(&self) {
         self.kicked.store(true, Ordering::SeqCst);
-        self.kick_wakes.notify_one();
-        self.ready.notify_one();
+        self.waker.wake();
+    }
+
+    /// Tells the connection that its queue has something for it.
+    fn notify(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Whether the queue had something since the last call; if not, the task of `cx` is woken
+    /// when it does, or at a kick.
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flag is looked at: a line queued in between wakes the task.
+        self.waker.register(cx.waker());
+        match self.ready.swap(false, Ordering::SeqCst) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 
     fn is_kicked(&self) -> bool {
@@ -174,7 +198,7 @@ impl Peer {
         state.bytes += bytes.len();
         state.lines.push_back(bytes);
         drop(state);
-        self.outbox.ready.notify_one();
+        self.outbox.notify();
         true
     }
 
@@ -182,7 +206,7 @@ impl Peer {
     pub fn send_and_close(&self, command: &ServerCommand) {
         self.send_command(command);
         self.outbox.lock().closing = true;
-        self.outbox.ready.notify_one();
+        self.outbox.notify();
     }
 }
 
@@ -271,31 +295,34 @@ pub struct Timeouts {
 /// A connection's command pace: a token bucket of commands. A client pipelining faster than
 /// the pace is not refused; its commands wait, and so does reading more of them, so TCP's own
 /// flow control holds the flood in the client's socket rather than in the server.
+///
+/// In `f32`: part of every connection's task, where 8 bytes decide its size class
+/// (docs/PERFORMANCE.md); a bucket of at most a few thousand commands needs no more.
 #[derive(Debug)]
 struct Pace {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
+    per_second: f32,
+    burst: f32,
+    tokens: f32,
     at: tokio::time::Instant,
 }
 
 impl Pace {
     fn new((per_second, burst): (u32, u32)) -> Option<Pace> {
         (per_second > 0).then(|| Pace {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
+            per_second: per_second as f32,
+            burst: burst.max(1) as f32,
+            tokens: burst.max(1) as f32,
             at: tokio::time::Instant::now(),
         })
     }
 
     /// When the next command may be handled: `None` for now.
     fn wait(&mut self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
+        let refill = now.saturating_duration_since(self.at).as_secs_f32() * self.per_second;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.at = now;
         (self.tokens < 1.0)
-            .then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+            .then(|| now + Duration::from_secs_f32((1.0 - self.tokens) / self.per_second))
     }
 
     fn take(&mut self) {
@@ -590,10 +617,9 @@ struct Waiting<'a> {
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
     async move {
-        let notified = w.outbox.ready.notified();
         let stopping = w.shutdown.cancelled();
-        tokio::pin!(notified, stopping);
-        // Moved into the closure as three references: captured field by field, `w` would be
+        tokio::pin!(stopping);
+        // Moved into the closure as two references: captured field by field, `w` would be
         // one reference per field used.
         let w = &mut w;
         std::future::poll_fn(move |cx| {
@@ -621,7 +647,7 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
                     return Poll::Ready(wake);
                 }
             }
-            if notified.as_mut().poll(cx).is_ready() {
+            if w.outbox.poll_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Outbox);
             }
             read(cx)
@@ -637,138 +663,4 @@ fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<us
     let n = reader.try_read(&mut chunk)?;
     input.extend_from_slice(&chunk[..n]);
     Ok(n)
-}
-
-struct Writing {
-    timeout: Duration,
-    /// The connection's queue. Its kick ends a blocked write.
-    outbox: Arc<Outbox>,
-    /// A write has blocked past the timeout.
-    timed_out: std::sync::atomic::AtomicBool,
-}
-
-impl Writing {
-    /// Writes all of `bytes`, giving up when the client stalls past the timeout or is kicked.
-    ///
-    /// Boxed: the write, with its timer, lives only while bytes are in flight, so the
-    /// connection's task does not keep its room while the client is idle.
-    fn write<'a>(
-        &'a self,
-        writer: &'a mut OwnedWriteHalf,
-        bytes: &'a [u8],
-    ) -> Pin<Box<impl Future<Output = io::Result<()>> + Send + 'a>> {
-        Box::pin(self.write_unboxed(writer, bytes))
-    }
-
-    async fn write_unboxed(&self, writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        if self.outbox.is_kicked() {
-            return Err(io::ErrorKind::ConnectionAborted.into());
-        }
-        tokio::select! {
-            r = tokio::time::timeout(self.timeout, writer.write_all(bytes)) => match r {
-                Ok(result) => result,
-                Err(_) => {
-                    // Logged when the connection ends, in its span.
-                    self.timed_out.store(true, Ordering::Relaxed);
-                    Err(io::ErrorKind::TimedOut.into())
-                }
-            },
-            // A kick before this wait left its wake-up stored: it ends the write at once.
-            _ = self.outbox.kick_wakes.notified() => Err(io::ErrorKind::ConnectionAborted.into()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-
-    /// A connected pair: the server's write half, and the client's stream.
-    async fn pair() -> (OwnedWriteHalf, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_, writer) = server.into_split();
-        (writer, client)
-    }
-
-    fn writing(outbox: &Arc<Outbox>) -> Writing {
-        Writing {
-            timeout: Duration::from_millis(300),
-            outbox: outbox.clone(),
-            timed_out: Default::default(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_write_larger_than_the_socket_buffers_arrives_whole() {
-        let (mut writer, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::default());
-        let w = writing(&outbox);
-        let bytes: Vec<u8> = (0..4 * 1024 * 1024).map(|i| i as u8).collect();
-        let reading = tokio::spawn(async move {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        w.write(&mut writer, &bytes).await.unwrap();
-        drop(writer);
-        assert_eq!(reading.await.unwrap(), bytes);
-        assert!(!w.timed_out.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test]
-    async fn a_client_that_does_not_read_times_the_write_out() {
-        let (mut writer, _client) = pair().await;
-        let outbox = Arc::new(Outbox::default());
-        let w = writing(&outbox);
-        let bytes = vec![b'x'; 64 * 1024 * 1024];
-        let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
-            .await
-            .expect("the write's own timeout ends it")
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(w.timed_out.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test]
-    async fn after_a_kick_nothing_more_is_written() {
-        let (mut writer, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::default());
-        let w = writing(&outbox);
-        outbox.kick();
-        let err = w.write(&mut writer, b"OUT\r\n").await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-        drop(writer);
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert!(got.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_kick_ends_a_blocked_write_before_its_timeout() {
-        let (mut writer, _client) = pair().await;
-        let outbox = Arc::new(Outbox::default());
-        let mut w = writing(&outbox);
-        w.timeout = Duration::from_secs(3600);
-        let bytes = vec![b'x'; 64 * 1024 * 1024];
-        let kicker = outbox.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            kicker.kick();
-        });
-        let err = tokio::time::timeout(Duration::from_secs(10), w.write(&mut writer, &bytes))
-            .await
-            .expect("the kick ends the write")
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-        assert!(!w.timed_out.load(Ordering::Relaxed));
-    }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::future::FutureExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -19,7 +18,7 @@ use crate::connection::{self, Ended, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::http::ListenerStatus;
 use crate::hub::cluster::{self, ClusterError};
-use crate::hub::{Cookies, Delivery, InProcess, Node, OwnedAddressSlot};
+use crate::hub::{Cookies, Counted, Delivery, InProcess, Node, Refused};
 use crate::local::{LocalBackend, TruthLists};
 use crate::metrics::{self, Metrics, SlowClient};
 use crate::notification::NotificationSession;
@@ -199,6 +198,7 @@ async fn serve(
         hub,
         node: Node::new(
             Cookies::new(Duration::from_secs(config.server.cookie_lifetime_secs)),
+            config.server.max_connections,
             &config.limits,
         ),
         store,
@@ -214,7 +214,6 @@ async fn serve(
         metrics,
         config,
     });
-    let limit = Arc::new(Semaphore::new(services.config.server.max_connections));
     let mut listeners = vec![(ns, Kind::Notification), (sb, Kind::Switchboard)];
     let dispatch_address = ds.as_ref().map(local);
     if let Some(ds) = ds {
@@ -224,9 +223,9 @@ async fn serve(
     for (listener, kind) in listeners {
         let status = ListenerStatus::new(kind.role(), local(&listener));
         statuses.push(status.clone());
-        let (services, shutdown, limit) = (services.clone(), shutdown.clone(), limit.clone());
+        let (services, shutdown) = (services.clone(), shutdown.clone());
         services.tracker.clone().spawn(async move {
-            accept_loop(listener, kind, services, shutdown, limit).await;
+            accept_loop(listener, kind, services, shutdown).await;
             status.accepting.store(false, Ordering::Relaxed);
         });
     }
@@ -296,7 +295,6 @@ async fn accept_loop(
     kind: Kind,
     services: Arc<Services>,
     shutdown: CancellationToken,
-    limit: Arc<Semaphore>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -312,19 +310,22 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if let Some(unlogged) = services.node.refused_connections.should_log(address.ip()) {
-                warn!(%address, unlogged, "connection limit reached; closing the new connection");
+        let counted = match services.node.connections.open(address.ip()) {
+            Ok(counted) => counted,
+            Err(refused) => {
+                if let Some(unlogged) = services.node.refused_connections.should_log(address.ip()) {
+                    match refused {
+                        Refused::Full => {
+                            warn!(%address, unlogged, "connection limit reached; closing the new connection")
+                        }
+                        Refused::Address => {
+                            warn!(%address, unlogged, "too many connections from this address; closing the new one")
+                        }
+                    }
+                }
+                drop(stream);
+                continue;
             }
-            drop(stream);
-            continue;
-        };
-        let Some(slot) = services.node.addresses.open(address.ip()) else {
-            if let Some(unlogged) = services.node.refused_connections.should_log(address.ip()) {
-                warn!(%address, unlogged, "too many connections from this address; closing the new one");
-            }
-            drop(stream);
-            continue;
         };
         // The connection's future is made here, so that the task holds it and not also the
         // stream and address it was made from (docs/PERFORMANCE.md, idle sessions). Each kind
@@ -335,8 +336,7 @@ async fn accept_loop(
         let held = Held {
             services: services.clone(),
             kind,
-            _permit: permit,
-            _slot: slot,
+            counted,
         };
         match kind {
             Kind::Notification => held.spawn(connection::serve(stream, timeouts, stop, {
@@ -353,13 +353,18 @@ async fn accept_loop(
 }
 
 /// What a connection holds for its whole life besides its own future: its place under the
-/// connection limits, and the metrics it reports when it ends.
+/// connection limits, given back when it is dropped, and the metrics it reports when it ends.
+/// Part of every session's task: 32 bytes (docs/PERFORMANCE.md).
 struct Held {
     services: Arc<Services>,
     kind: Kind,
-    /// Held, not read: dropping them gives the places back.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    _slot: OwnedAddressSlot,
+    counted: Counted,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.services.node.connections.close(self.counted);
+    }
 }
 
 impl Held {

@@ -493,6 +493,36 @@ async fn connections_per_address_are_limited() {
     again.expect(&format!("VER {t} MSNP2")).await;
 }
 
+/// The node's connections in all are limited (here 3, over both listeners): the fourth is
+/// closed at once, whatever its address and its listener, and a closed connection gives its
+/// place back.
+#[tokio::test]
+async fn connections_in_all_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(dir.path());
+    config.server.max_connections = 3;
+    let server = TestServer::start_with(dir, config, &[]).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::connect(server.ns()).await;
+        let t = c.cmd("VER", "MSNP2 CVR0").await;
+        c.expect(&format!("VER {t} MSNP2")).await;
+        open.push(c);
+    }
+    // The third place goes to a switchboard connection: the limit is the node's. A command
+    // before its login is refused, and the connection stays.
+    let mut sb = Client::connect(server.sb()).await;
+    sb.send_raw(b"CAL 1 nobody@example.com\r\n").await;
+    sb.expect("302 1").await;
+    let mut fourth = Client::connect(server.ns()).await;
+    fourth.expect_closed().await;
+    drop(open.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut again = Client::connect(server.ns()).await;
+    let t = again.cmd("VER", "MSNP2 CVR0").await;
+    again.expect(&format!("VER {t} MSNP2")).await;
+}
+
 #[tokio::test]
 async fn an_account_linked_to_a_backend_this_build_lacks_is_refused_with_500() {
     use msngate::backend::registry::{networks, KNOWN_NETWORKS};

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 
 pub use cookies::{CookieGrant, Cookies};
 pub use rate::{MessageRate, Verdict, MAX_SLOWDOWN};
-pub use throttle::{AddressCounts, LogLimiter, LoginThrottle, OwnedAddressSlot, ThrottleLimits};
+pub use throttle::{ConnectionCounts, Counted, LogLimiter, LoginThrottle, Refused, ThrottleLimits};
 
 use crate::backend::Account;
 use crate::connection::Peer;
@@ -268,8 +268,8 @@ pub struct Node {
     pub throttle: LoginThrottle,
     /// Bad switchboard cookies are logged once per address and minute.
     pub bad_cookies: LogLimiter,
-    /// Open connections per client address.
-    pub addresses: Arc<AddressCounts>,
+    /// Open connections, in all and per client address.
+    pub connections: ConnectionCounts,
     /// Connections refused for a limit are logged once per address and minute.
     pub refused_connections: LogLimiter,
     /// Switchboard messages per user and second.
@@ -279,13 +279,17 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cookies: Cookies, limits: &crate::config::LimitsConfig) -> Node {
+    pub fn new(
+        cookies: Cookies,
+        max_connections: usize,
+        limits: &crate::config::LimitsConfig,
+    ) -> Node {
         let (per_address, count_loopback) = limits.per_address();
         Node {
             cookies,
             throttle: LoginThrottle::new(limits.throttle()),
             bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
-            addresses: Arc::new(AddressCounts::new(per_address, count_loopback)),
+            connections: ConnectionCounts::new(max_connections, per_address, count_loopback),
             refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
             messages: MessageRate::new(limits.messages_per_second, limits.message_burst),
             floods: LogLimiter::new(std::time::Duration::from_secs(60)),

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -168,18 +169,41 @@ impl LoginThrottle {
     }
 }
 
-/// Open connections per client address, against a limit. Loopback addresses (local load tests,
-/// msncd's own connections) are not counted unless the configuration says so.
-pub struct AddressCounts {
-    limit: usize,
+/// Open connections, in all and per client address, against their limits. Loopback addresses
+/// (local load tests, msncd's own connections) are not counted per address unless the
+/// configuration says so; they count in the total.
+pub struct ConnectionCounts {
+    total_limit: usize,
+    total: AtomicUsize,
+    per_address: usize,
     count_loopback: bool,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
-impl AddressCounts {
-    pub fn new(limit: usize, count_loopback: bool) -> AddressCounts {
-        AddressCounts {
-            limit,
+/// Why [`ConnectionCounts::open`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The node has `server.max_connections` open.
+    Full,
+    /// The client's address has `limits.max_connections_per_address` open.
+    Address,
+}
+
+/// A connection [`ConnectionCounts::open`] counted, to be given back with
+/// [`ConnectionCounts::close`]: the address when it was counted as well.
+///
+/// Copied into the connection's task rather than a guard holding the counts' `Arc`: every
+/// session's task carries it (docs/PERFORMANCE.md).
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a counted connection must be closed"]
+pub struct Counted(Option<IpAddr>);
+
+impl ConnectionCounts {
+    pub fn new(total_limit: usize, per_address: usize, count_loopback: bool) -> ConnectionCounts {
+        ConnectionCounts {
+            total_limit,
+            total: AtomicUsize::new(0),
+            per_address,
             count_loopback,
             open: Mutex::new(HashMap::new()),
         }
@@ -189,33 +213,35 @@ impl AddressCounts {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `address`; `None` when that address has its limit.
-    pub fn open(self: &std::sync::Arc<Self>, address: IpAddr) -> Option<OwnedAddressSlot> {
+    /// Counts a new connection from `address`, unless the node or that address has its limit.
+    pub fn open(&self, address: IpAddr) -> Result<Counted, Refused> {
+        let limit = self.total_limit;
+        self.total
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| Refused::Full)?;
         if address.is_loopback() && !self.count_loopback {
-            return Some(OwnedAddressSlot(None));
+            return Ok(Counted(None));
         }
         let mut open = self.lock();
         let count = open.entry(address).or_insert(0);
-        if *count >= self.limit {
-            return None;
+        if *count >= self.per_address {
+            if *count == 0 {
+                open.remove(&address);
+            }
+            drop(open);
+            self.total.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refused::Address);
         }
         *count += 1;
-        Some(OwnedAddressSlot(Some((self.clone(), address))))
+        Ok(Counted(Some(address)))
     }
 
-    /// How many connections from `address` are counted now.
-    pub fn open_from(&self, address: IpAddr) -> usize {
-        self.lock().get(&address).copied().unwrap_or(0)
-    }
-}
-
-/// A counted connection ([`AddressCounts::open`]); dropping it gives the place back.
-pub struct OwnedAddressSlot(Option<(std::sync::Arc<AddressCounts>, IpAddr)>);
-
-impl Drop for OwnedAddressSlot {
-    fn drop(&mut self) {
-        if let Some((counts, address)) = self.0.take() {
-            let mut open = counts.lock();
+    /// Gives back what [`ConnectionCounts::open`] counted.
+    pub fn close(&self, counted: Counted) {
+        if let Some(address) = counted.0 {
+            let mut open = self.lock();
             if let Some(count) = open.get_mut(&address) {
                 *count -= 1;
                 if *count == 0 {
@@ -223,6 +249,17 @@ impl Drop for OwnedAddressSlot {
                 }
             }
         }
+        self.total.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many connections from `address` are counted now.
+    pub fn open_from(&self, address: IpAddr) -> usize {
+        self.lock().get(&address).copied().unwrap_or(0)
+    }
+
+    /// How many connections are open in all.
+    pub fn open_in_all(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
     }
 }
 
@@ -329,18 +366,46 @@ mod tests {
 
     #[test]
     fn connections_per_address_are_limited_and_given_back_loopback_aside() {
-        let counts = std::sync::Arc::new(AddressCounts::new(2, false));
+        let counts = ConnectionCounts::new(100, 2, false);
         let a = ip("192.0.2.1");
         let first = counts.open(a).unwrap();
         let _second = counts.open(a).unwrap();
-        assert!(counts.open(a).is_none());
-        assert!(counts.open(ip("192.0.2.2")).is_some());
-        drop(first);
+        assert_eq!(counts.open(a).unwrap_err(), Refused::Address);
+        assert!(counts.open(ip("192.0.2.2")).is_ok());
+        counts.close(first);
         assert_eq!(counts.open_from(a), 1);
-        assert!(counts.open(a).is_some());
+        assert!(counts.open(a).is_ok());
         let local: Vec<_> = (0..10).map(|_| counts.open(ip("127.0.0.1"))).collect();
-        assert!(local.iter().all(Option::is_some));
+        assert!(local.iter().all(Result::is_ok));
         assert_eq!(counts.open_from(ip("127.0.0.1")), 0);
+        // Two from a, one from b, ten from loopback.
+        assert_eq!(counts.open_in_all(), 13);
+    }
+
+    #[test]
+    fn the_node_refuses_connections_past_its_total_and_takes_them_again_when_some_close() {
+        let counts = ConnectionCounts::new(3, 2, false);
+        let opened: Vec<_> = ["192.0.2.1", "192.0.2.2", "127.0.0.1"]
+            .iter()
+            .map(|a| counts.open(ip(a)).unwrap())
+            .collect();
+        assert_eq!(counts.open(ip("192.0.2.3")).unwrap_err(), Refused::Full);
+        assert_eq!(counts.open(ip("127.0.0.1")).unwrap_err(), Refused::Full);
+        // A refusal for the total counts nothing for the address.
+        assert_eq!(counts.open_from(ip("192.0.2.3")), 0);
+        counts.close(opened[0]);
+        assert_eq!(counts.open_from(ip("192.0.2.1")), 0);
+        assert!(counts.open(ip("192.0.2.3")).is_ok());
+        assert_eq!(counts.open_in_all(), 3);
+    }
+
+    #[test]
+    fn a_refusal_for_the_address_gives_its_place_in_the_total_back() {
+        let counts = ConnectionCounts::new(2, 1, false);
+        let _a = counts.open(ip("192.0.2.1")).unwrap();
+        assert_eq!(counts.open(ip("192.0.2.1")).unwrap_err(), Refused::Address);
+        assert_eq!(counts.open_in_all(), 1);
+        assert!(counts.open(ip("192.0.2.2")).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

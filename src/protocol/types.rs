@@ -40,8 +40,12 @@ impl fmt::Display for TrId {
 ///
 /// MSN treated handles case-insensitively, so `Alice@Example.com` and `alice@example.com` are
 /// the same account; the lower-case form is the one stored and sent.
+///
+/// Shared, not copied: a logged-in user's handle is held by the hub, the backend session and
+/// the connection, and is cloned into every line about the user, so a clone is a reference
+/// count rather than an allocation (docs/PERFORMANCE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserHandle(String);
+pub struct UserHandle(std::sync::Arc<str>);
 
 /// Why a string is not a valid user handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +90,12 @@ impl FromStr for UserHandle {
         if !local_ok || !domain_ok {
             return Err(HandleError::BadCharacter);
         }
-        Ok(UserHandle(s.to_ascii_lowercase()))
+        Ok(UserHandle(
+            match s.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => s.to_ascii_lowercase().into(),
+                false => s.into(),
+            },
+        ))
     }
 }
 
