@@ -19,7 +19,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument, Span};
@@ -390,7 +389,10 @@ where
         outbox: outbox.clone(),
     };
     let mut role = make_role(peer);
-    let (reader, mut writer) = stream.into_split();
+    // The stream stays whole in the task, read through `&` and written through `&mut` at
+    // different times: split into owned halves it would be one more allocation, an `Arc`
+    // shared by the two (docs/PERFORMANCE.md).
+    let mut stream = stream;
     let mut input = BytesMut::new();
     let mut replies = Replies {
         buf: BytesMut::new(),
@@ -404,7 +406,6 @@ where
     };
     let mut pace = timeouts.pace.and_then(Pace::new);
     async move {
-        let outbox = &*writing.outbox;
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         // Which of reading and writing goes first when both are ready, alternately.
         let mut read_first = false;
@@ -473,18 +474,18 @@ where
                     None => Flow::Continue,
                 };
                 if flow == Flow::Close {
-                    let _ = writing.write(&mut writer, &replies.buf).await;
+                    let _ = writing.write(&mut stream, &replies.buf).await;
                     break 'conn "closed by the server";
                 }
-                if replies.buf.len() >= FLUSH_AT && flush!(writing, writer, replies).is_err() {
+                if replies.buf.len() >= FLUSH_AT && flush!(writing, stream, replies).is_err() {
                     break 'conn "write failed";
                 }
             }
             if let Some(reason) = unframeable {
-                let _ = writing.write(&mut writer, &replies.buf).await;
+                let _ = writing.write(&mut stream, &replies.buf).await;
                 break 'conn reason;
             }
-            if flush!(writing, writer, replies).is_err() {
+            if flush!(writing, stream, replies).is_err() {
                 break 'conn "write failed";
             }
             // Everything read was handled: the buffer goes, so an idle connection holds none
@@ -505,17 +506,17 @@ where
             }
             read_first = !read_first;
             match wait(Waiting {
-                reader: &reader,
+                reader: &stream,
                 reading: paused.is_none(),
                 read_first,
-                outbox,
+                outbox: &writing.outbox,
                 shutdown: &shutdown,
                 timer: timer.as_mut(),
             })
             .await
             {
                 Wake::ReadFailed => break 'conn "read failed",
-                Wake::Readable => match read_available(&reader, &mut input) {
+                Wake::Readable => match read_available(&stream, &mut input) {
                     Ok(0) => break 'conn "client closed the connection",
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -524,8 +525,8 @@ where
                 Wake::Outbox => {
                     // Write whatever is queued in one go, through the reply buffer (empty
                     // here) rather than a buffer of its own in the task.
-                    let closing = outbox.drain_into(&mut replies.buf, FLUSH_AT);
-                    if flush!(writing, writer, replies).is_err() {
+                    let closing = writing.outbox.drain_into(&mut replies.buf, FLUSH_AT);
+                    if flush!(writing, stream, replies).is_err() {
                         break 'conn "write failed";
                     }
                     if closing {
@@ -544,20 +545,20 @@ where
                     if let Some(command) = role.shutdown_command() {
                         replies.push(command);
                     }
-                    let _ = writing.write(&mut writer, &replies.buf).await;
+                    let _ = writing.write(&mut stream, &replies.buf).await;
                     break 'conn "server shutting down";
                 }
             }
         };
         // The only kick there is: the queue overflowed.
-        let ended = if outbox.is_kicked() {
+        let ended = if writing.outbox.is_kicked() {
             Ended::QueueFull
         } else if writing.timed_out.load(Ordering::Relaxed) {
             Ended::SlowWrite
         } else {
             Ended::Normally
         };
-        outbox.close();
+        writing.outbox.close();
         let closing = {
             let span = role.span();
             span.in_scope(|| {
@@ -569,7 +570,7 @@ where
             Box::pin(role.closed().instrument(span))
         };
         closing.await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         ended
     }
 }
@@ -598,7 +599,7 @@ enum Wake {
 
 /// What an idle connection waits for.
 struct Waiting<'a> {
-    reader: &'a OwnedReadHalf,
+    reader: &'a TcpStream,
     /// False while the pace holds commands back.
     reading: bool,
     read_first: bool,
@@ -636,7 +637,7 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
                 }
             }
             let read = |cx: &mut Context<'_>| match w.reading {
-                true => w.reader.as_ref().poll_read_ready(cx).map(|r| match r {
+                true => w.reader.poll_read_ready(cx).map(|r| match r {
                     Ok(()) => Wake::Readable,
                     Err(_) => Wake::ReadFailed,
                 }),
@@ -658,7 +659,7 @@ fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
 
 /// Reads what the socket has into `input`. The read goes through a buffer on this function's
 /// stack so an idle connection keeps no heap buffer at all.
-fn read_available(reader: &OwnedReadHalf, input: &mut BytesMut) -> io::Result<usize> {
+fn read_available(reader: &TcpStream, input: &mut BytesMut) -> io::Result<usize> {
     let mut chunk = [0u8; 4096];
     let n = reader.try_read(&mut chunk)?;
     input.extend_from_slice(&chunk[..n]);

@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 
 use super::Outbox;
 
@@ -29,13 +29,13 @@ impl Writing {
     /// connection's task does not keep its room while the client is idle.
     pub(super) fn write<'a>(
         &'a self,
-        writer: &'a mut OwnedWriteHalf,
+        writer: &'a mut TcpStream,
         bytes: &'a [u8],
     ) -> Pin<Box<impl Future<Output = io::Result<()>> + Send + 'a>> {
         Box::pin(self.write_unboxed(writer, bytes))
     }
 
-    async fn write_unboxed(&self, writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+    async fn write_unboxed(&self, writer: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -68,17 +68,16 @@ impl Writing {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     /// A connected pair: the server's write half, and the client's stream.
-    async fn pair() -> (OwnedWriteHalf, TcpStream) {
+    async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_, writer) = server.into_split();
-        (writer, client)
+        (server, client)
     }
 
     fn writing(outbox: &Arc<Outbox>) -> Writing {
