@@ -76,6 +76,10 @@ pub struct Running {
     pub msncd: crate::msncd::Listening,
     pub services: Arc<Services>,
     shutdown: CancellationToken,
+    /// The cluster's tasks, which outlive the connections: what their last logouts queue for
+    /// NATS goes out before the node says goodbye.
+    cluster_tasks: TaskTracker,
+    leave: CancellationToken,
 }
 
 #[derive(Clone, Copy)]
@@ -176,6 +180,7 @@ async fn serve(
     let notification_address = format!("{host}:{}", ns_addr.port());
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
+    let (cluster_tasks, leave) = (TaskTracker::new(), CancellationToken::new());
     // One node alone keeps everything in memory; a node of a cluster reaches the others'
     // users over NATS.
     let hub: Arc<dyn Delivery> = match config.cluster.joined() {
@@ -186,8 +191,8 @@ async fn serve(
                 notification_address.clone(),
                 store.clone(),
                 metrics.cluster_dropped.clone(),
-                &tracker,
-                shutdown.clone(),
+                &cluster_tasks,
+                leave.clone(),
             )
             .await;
             joined?
@@ -251,6 +256,7 @@ async fn serve(
         Ok(m) => m,
         Err(e) => {
             shutdown.cancel();
+            leave.cancel();
             return Err(e.into());
         }
     };
@@ -262,12 +268,15 @@ async fn serve(
         msncd,
         services,
         shutdown,
+        cluster_tasks,
+        leave,
     })
 }
 
 impl Running {
     /// Stops accepting, sends `OUT SSD` to everyone, and waits (up to 10 s) for every
-    /// connection and session to finish.
+    /// connection and session to finish; then a cluster node publishes what their logouts
+    /// queued and says goodbye (up to 5 s more).
     pub async fn shutdown(self) {
         info!("shutting down");
         self.shutdown.cancel();
@@ -277,6 +286,14 @@ impl Running {
             .is_err()
         {
             warn!("some connections did not finish within 10 s");
+        }
+        self.leave.cancel();
+        self.cluster_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.cluster_tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("the cluster's tasks did not finish within 5 s");
         }
         info!("stopped");
     }

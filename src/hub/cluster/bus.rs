@@ -121,7 +121,9 @@ pub async fn start(
 }
 
 /// Publishes what the node queued, one message at a time within [`NATS_BOUND`]; while NATS is
-/// away, messages are dropped (and counted in the log) instead of piling up.
+/// away, messages are dropped (and counted in the log) instead of piling up. On `shutdown`
+/// (which comes after the connections ended) what is still queued goes out first, within
+/// [`NATS_BOUND`] in all, so the last logouts reach the other nodes before the goodbye.
 async fn publish_loop(
     client: async_nats::Client,
     cluster: Arc<Cluster>,
@@ -134,37 +136,18 @@ async fn publish_loop(
             m = queue.recv() => m,
             _ = shutdown.cancelled() => None,
         };
-        let Some(Outbound { subject, body }) = message else {
+        let Some(message) = message else {
             break;
         };
-        if client.connection_state() != State::Connected {
-            cluster.dropped.inc();
-            if let Some(unlogged) = lost.should_log() {
-                warn!(
-                    unlogged,
-                    "NATS is not connected; cluster messages are dropped"
-                );
-            }
-            continue;
+        publish(&client, &cluster, &lost, message).await;
+    }
+    let rest = async {
+        while let Ok(message) = queue.try_recv() {
+            publish(&client, &cluster, &lost, message).await;
         }
-        match tokio::time::timeout(NATS_BOUND, client.publish(subject, body)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                cluster.dropped.inc();
-                if let Some(unlogged) = lost.should_log() {
-                    warn!(error = %e, unlogged, "could not publish to NATS");
-                }
-            }
-            Err(_) => {
-                cluster.dropped.inc();
-                if let Some(unlogged) = lost.should_log() {
-                    warn!(
-                        unlogged,
-                        "publishing to NATS took too long; message dropped"
-                    );
-                }
-            }
-        }
+    };
+    if tokio::time::timeout(NATS_BOUND, rest).await.is_err() {
+        warn!("could not publish the last cluster messages in time");
     }
     // Leaving: the others drop this node now rather than after the silence limit.
     if client.connection_state() == State::Connected {
@@ -179,6 +162,43 @@ async fn publish_loop(
             };
             if tokio::time::timeout(NATS_BOUND, sent).await.is_err() {
                 warn!("could not say goodbye to the cluster in time");
+            }
+        }
+    }
+}
+
+/// Publishes one message within [`NATS_BOUND`], or drops it (counted, logged once a while).
+async fn publish(
+    client: &async_nats::Client,
+    cluster: &Cluster,
+    lost: &Quiet,
+    Outbound { subject, body }: Outbound,
+) {
+    if client.connection_state() != State::Connected {
+        cluster.dropped.inc();
+        if let Some(unlogged) = lost.should_log() {
+            warn!(
+                unlogged,
+                "NATS is not connected; cluster messages are dropped"
+            );
+        }
+        return;
+    }
+    match tokio::time::timeout(NATS_BOUND, client.publish(subject, body)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            cluster.dropped.inc();
+            if let Some(unlogged) = lost.should_log() {
+                warn!(error = %e, unlogged, "could not publish to NATS");
+            }
+        }
+        Err(_) => {
+            cluster.dropped.inc();
+            if let Some(unlogged) = lost.should_log() {
+                warn!(
+                    unlogged,
+                    "publishing to NATS took too long; message dropped"
+                );
             }
         }
     }
