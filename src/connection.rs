@@ -1,7 +1,8 @@
 //! One client connection: framing, the read/write loop, and the bounded outbound queue.
 //!
-//! Each connection is one task. Its loop waits on the socket, its outbound queue (lines other
-//! tasks send it: presence, rings, chat messages), its kick and the server's shutdown token.
+//! Each connection is one task. Its loop waits on the socket and its outbound queue (lines
+//! other tasks send it: presence, rings, chat messages), which also carries its kick and the
+//! server's shutdown ([`Live`]).
 //! A role (notification, switchboard, dispatch) decides what each command means; this module
 //! only moves bytes. Replies to the connection's own commands are written directly after each
 //! batch of commands; lines from other tasks go through the queue, which is bounded: a client
@@ -12,15 +13,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument, Span};
 
 use crate::protocol::{self, ClientCommand, Dialect, FrameError, ServerCommand, SharedLine};
@@ -55,6 +55,10 @@ struct Outbox {
     /// ([`Outbox::kick`]). A flag and a wake-up in the outbox rather than a cancellation token
     /// of its own, which was one more allocation for every session (docs/PERFORMANCE.md).
     kicked: AtomicBool,
+    /// Set when the server shuts down ([`Live::shut_down`]): the connection sends its last
+    /// line and closes. Told through the outbox, as the kick is, so an idle task keeps no
+    /// cancellation future of its own (docs/PERFORMANCE.md).
+    stopping: AtomicBool,
     /// The connection's dialect ([`Dialect::index`]): what it is sent is written in it.
     dialect: AtomicU8,
 }
@@ -113,19 +117,24 @@ impl Outbox {
         self.waker.wake();
     }
 
-    /// Whether the queue had something since the last call; if not, the task of `cx` is woken
-    /// when it does, or at a kick.
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        // Registered before the flag is looked at: a line queued in between wakes the task.
-        self.waker.register(cx.waker());
-        match self.ready.swap(false, Ordering::SeqCst) {
-            true => Poll::Ready(()),
-            false => Poll::Pending,
-        }
+    /// Tells the connection that the server is shutting down.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Whether the queue had something since the last call. The caller registered its waker
+    /// first, so a line queued in between wakes it.
+    fn take_ready(&self) -> bool {
+        self.ready.swap(false, Ordering::SeqCst)
     }
 
     fn is_kicked(&self) -> bool {
         self.kicked.load(Ordering::SeqCst)
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn dialect(&self) -> Dialect {
@@ -137,6 +146,48 @@ impl Outbox {
         state.closed = true;
         state.lines = VecDeque::new();
         state.bytes = 0;
+    }
+}
+
+/// The server's open connections, so that a shutdown reaches each through its outbox: the
+/// waker its task waits on anyway. A cancellation token's future in every task's wait was 72
+/// bytes of each idle session (docs/PERFORMANCE.md); an entry here is about 20.
+#[derive(Default)]
+pub struct Live {
+    stopping: AtomicBool,
+    /// By the outbox's address, which its allocation holds while the entry's `Weak` lives.
+    outboxes: DashMap<usize, Weak<Outbox>>,
+}
+
+impl Live {
+    fn key(outbox: &Arc<Outbox>) -> usize {
+        Arc::as_ptr(outbox) as usize
+    }
+
+    /// Enters a new connection; one that comes in while the server is stopping is told at once.
+    fn enter(&self, outbox: &Arc<Outbox>) {
+        self.outboxes
+            .insert(Self::key(outbox), Arc::downgrade(outbox));
+        // After the insert: a shutdown either finds the entry or was stored before it (its
+        // flag is set before it goes through the map's locks, which the insert took too).
+        if self.stopping.load(Ordering::SeqCst) {
+            outbox.stop();
+        }
+    }
+
+    fn leave(&self, outbox: &Arc<Outbox>) {
+        self.outboxes.remove(&Self::key(outbox));
+    }
+
+    /// Tells every connection the server is shutting down: each sends its role's last line
+    /// (`OUT SSD`) and closes. Those that open after this are told as they open.
+    pub fn shut_down(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for entry in self.outboxes.iter() {
+            if let Some(outbox) = entry.value().upgrade() {
+                outbox.stop();
+            }
+        }
     }
 }
 
@@ -365,7 +416,7 @@ macro_rules! flush {
 pub fn serve<R, F>(
     stream: TcpStream,
     timeouts: Timeouts,
-    shutdown: CancellationToken,
+    live: Arc<Live>,
     make_role: F,
 ) -> impl Future<Output = Ended> + use<R, F>
 where
@@ -384,6 +435,7 @@ where
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     }
     let outbox = Arc::new(Outbox::default());
+    live.enter(&outbox);
     let peer = Peer {
         id: NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed),
         outbox: outbox.clone(),
@@ -412,7 +464,7 @@ where
         // Set while the pace holds commands back: until then nothing more is handled or read.
         let mut paused: Option<tokio::time::Instant> = None;
 
-        let end: &str = 'conn: loop {
+        let end: End = 'conn: loop {
             // Set when the input can't be framed: what was answered is written, then the
             // connection ends.
             let mut unframeable = None;
@@ -439,7 +491,7 @@ where
                                 replies
                                     .error(protocol::ErrorCode::SyntaxError, protocol::TrId(trid));
                             }
-                            unframeable = Some(role.span().in_scope(|| framing_end(&e)));
+                            unframeable = Some(role.span().in_scope(|| End::framing(&e)));
                             break;
                         }
                     };
@@ -475,10 +527,10 @@ where
                 };
                 if flow == Flow::Close {
                     let _ = writing.write(&mut stream, &replies.buf).await;
-                    break 'conn "closed by the server";
+                    break 'conn End::ClosedByServer;
                 }
                 if replies.buf.len() >= FLUSH_AT && flush!(writing, stream, replies).is_err() {
-                    break 'conn "write failed";
+                    break 'conn End::WriteFailed;
                 }
             }
             if let Some(reason) = unframeable {
@@ -486,7 +538,7 @@ where
                 break 'conn reason;
             }
             if flush!(writing, stream, replies).is_err() {
-                break 'conn "write failed";
+                break 'conn End::WriteFailed;
             }
             // Everything read was handled: the buffer goes, so an idle connection holds none
             // (with the frames split off it, it is a shared buffer and its header, a few hundred
@@ -510,33 +562,32 @@ where
                 reading: paused.is_none(),
                 read_first,
                 outbox: &writing.outbox,
-                shutdown: &shutdown,
                 timer: timer.as_mut(),
             })
             .await
             {
-                Wake::ReadFailed => break 'conn "read failed",
+                Wake::ReadFailed => break 'conn End::ReadFailed,
                 Wake::Readable => match read_available(&stream, &mut input) {
-                    Ok(0) => break 'conn "client closed the connection",
+                    Ok(0) => break 'conn End::ClientClosed,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break 'conn "read failed",
+                    Err(_) => break 'conn End::ReadFailed,
                 },
                 Wake::Outbox => {
                     // Write whatever is queued in one go, through the reply buffer (empty
                     // here) rather than a buffer of its own in the task.
                     let closing = writing.outbox.drain_into(&mut replies.buf, FLUSH_AT);
                     if flush!(writing, stream, replies).is_err() {
-                        break 'conn "write failed";
+                        break 'conn End::WriteFailed;
                     }
                     if closing {
-                        break 'conn "closed after a final line";
+                        break 'conn End::FinalLine;
                     }
                 }
-                Wake::Kicked => break 'conn "disconnected by the server",
+                Wake::Kicked => break 'conn End::Kicked,
                 Wake::Timer => {
                     if !role.logged_in() && tokio::time::Instant::now() >= login_deadline {
-                        break 'conn "login timed out";
+                        break 'conn End::LoginTimedOut;
                     }
                     paused = None;
                 }
@@ -546,7 +597,7 @@ where
                         replies.push(command);
                     }
                     let _ = writing.write(&mut stream, &replies.buf).await;
-                    break 'conn "server shutting down";
+                    break 'conn End::Shutdown;
                 }
             }
         };
@@ -559,28 +610,68 @@ where
             Ended::Normally
         };
         writing.outbox.close();
+        live.leave(&writing.outbox);
         let closing = {
             let span = role.span();
             span.in_scope(|| {
                 if ended == Ended::SlowWrite {
                     warn!("client stalled on a write; disconnected it");
                 }
-                info!(reason = end, "connection ended");
+                info!(reason = end.reason(), "connection ended");
             });
             Box::pin(role.closed().instrument(span))
         };
         closing.await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        // What tokio's `shutdown()` does, without its future in the task: a TCP shutdown
+        // doesn't block.
+        let _ = stream
+            .into_std()
+            .and_then(|s| s.shutdown(std::net::Shutdown::Write));
         ended
     }
 }
 
-fn framing_end(error: &FrameError) -> &'static str {
-    warn!(%error, "closing the connection: input can't be framed");
-    match error {
-        FrameError::LineTooLong => "line too long",
-        FrameError::BadPayloadLength { .. } => "bad payload length",
-        FrameError::PayloadTooLong(_) => "payload too long",
+/// Why a connection ended, for its last log line. One byte where a `&str` was 16, in a
+/// task where a few bytes decide its size class (docs/PERFORMANCE.md).
+#[derive(Clone, Copy)]
+enum End {
+    ClosedByServer,
+    WriteFailed,
+    ReadFailed,
+    ClientClosed,
+    FinalLine,
+    Kicked,
+    LoginTimedOut,
+    Shutdown,
+    LineTooLong,
+    BadPayloadLength,
+    PayloadTooLong,
+}
+
+impl End {
+    fn framing(error: &FrameError) -> End {
+        warn!(%error, "closing the connection: input can't be framed");
+        match error {
+            FrameError::LineTooLong => End::LineTooLong,
+            FrameError::BadPayloadLength { .. } => End::BadPayloadLength,
+            FrameError::PayloadTooLong(_) => End::PayloadTooLong,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            End::ClosedByServer => "closed by the server",
+            End::WriteFailed => "write failed",
+            End::ReadFailed => "read failed",
+            End::ClientClosed => "client closed the connection",
+            End::FinalLine => "closed after a final line",
+            End::Kicked => "disconnected by the server",
+            End::LoginTimedOut => "login timed out",
+            End::Shutdown => "server shutting down",
+            End::LineTooLong => "line too long",
+            End::BadPayloadLength => "bad payload length",
+            End::PayloadTooLong => "payload too long",
+        }
     }
 }
 
@@ -604,57 +695,53 @@ struct Waiting<'a> {
     reading: bool,
     read_first: bool,
     outbox: &'a Outbox,
-    shutdown: &'a CancellationToken,
     timer: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Waiting<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        // Registered before the outbox's flags are looked at: a line queued, a kick or the
+        // shutdown in between wakes the task.
+        self.outbox.waker.register(cx.waker());
+        if self.outbox.is_stopping() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        if self.outbox.is_kicked() {
+            return Poll::Ready(Wake::Kicked);
+        }
+        if let Some(t) = self.timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+        }
+        if self.read_first {
+            if let Poll::Ready(wake) = self.poll_read(cx) {
+                return Poll::Ready(wake);
+            }
+        }
+        if self.outbox.take_ready() {
+            return Poll::Ready(Wake::Outbox);
+        }
+        self.poll_read(cx)
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if !self.reading {
+            return Poll::Pending;
+        }
+        self.reader.poll_read_ready(cx).map(|r| match r {
+            Ok(()) => Wake::Readable,
+            Err(_) => Wake::ReadFailed,
+        })
+    }
 }
 
 /// Waits for the first of the connection's events. Written out rather than with `select!`,
 /// which keeps every branch's future twice in the connection's task while it waits: this
-/// holds two small futures (the outbox's and the shutdown's), checks the kick, and polls the
-/// socket's readiness directly, which is most of what an idle session's task costs
-/// (docs/PERFORMANCE.md).
-///
-/// An `async` block using `w` in place: an `async fn` would keep `w` twice while it waits.
-#[allow(clippy::manual_async_fn)] // on purpose: see above
+/// holds only `w`, looks at the outbox's flags (queued lines, the kick, the shutdown) and
+/// polls the timer and the socket's readiness directly (docs/PERFORMANCE.md).
 fn wait(mut w: Waiting<'_>) -> impl Future<Output = Wake> + '_ {
-    async move {
-        let stopping = w.shutdown.cancelled();
-        tokio::pin!(stopping);
-        // Moved into the closure as two references: captured field by field, `w` would be
-        // one reference per field used.
-        let w = &mut w;
-        std::future::poll_fn(move |cx| {
-            if stopping.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Shutdown);
-            }
-            // Checked at every wake-up: a kick wakes the outbox's waiter.
-            if w.outbox.is_kicked() {
-                return Poll::Ready(Wake::Kicked);
-            }
-            if let Some(t) = w.timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-            }
-            let read = |cx: &mut Context<'_>| match w.reading {
-                true => w.reader.poll_read_ready(cx).map(|r| match r {
-                    Ok(()) => Wake::Readable,
-                    Err(_) => Wake::ReadFailed,
-                }),
-                false => Poll::Pending,
-            };
-            if w.read_first {
-                if let Poll::Ready(wake) = read(cx) {
-                    return Poll::Ready(wake);
-                }
-            }
-            if w.outbox.poll_ready(cx).is_ready() {
-                return Poll::Ready(Wake::Outbox);
-            }
-            read(cx)
-        })
-        .await
-    }
+    std::future::poll_fn(move |cx| w.poll(cx))
 }
 
 /// Reads what the socket has into `input`. The read goes through a buffer on this function's
@@ -664,4 +751,30 @@ fn read_available(reader: &TcpStream, input: &mut BytesMut) -> io::Result<usize>
     let n = reader.try_read(&mut chunk)?;
     input.extend_from_slice(&chunk[..n]);
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_reaches_every_open_connection_and_those_that_open_after() {
+        let live = Live::default();
+        let (a, b) = (Arc::new(Outbox::default()), Arc::new(Outbox::default()));
+        live.enter(&a);
+        live.enter(&b);
+        live.leave(&b);
+        assert_eq!(live.outboxes.len(), 1);
+        assert!(!a.is_stopping());
+
+        live.shut_down();
+        assert!(a.is_stopping());
+        assert!(!b.is_stopping(), "b had left");
+        let late = Arc::new(Outbox::default());
+        live.enter(&late);
+        assert!(
+            late.is_stopping(),
+            "a connection accepted during the shutdown"
+        );
+    }
 }

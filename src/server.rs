@@ -280,6 +280,7 @@ impl Running {
     pub async fn shutdown(self) {
         info!("shutting down");
         self.shutdown.cancel();
+        self.services.node.live.shut_down();
         self.services.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.services.tracker.wait())
             .await
@@ -349,20 +350,23 @@ async fn accept_loop(
         // is spawned as its own future type: one task type for all three would size every
         // notification session's task by the largest of them.
         let s = services.clone();
-        let (timeouts, stop) = (timeouts(&services.config, address.ip()), shutdown.clone());
+        let (timeouts, live) = (
+            timeouts(&services.config, address.ip()),
+            services.node.live.clone(),
+        );
         let held = Held {
             services: services.clone(),
             kind,
             counted,
         };
         match kind {
-            Kind::Notification => held.spawn(connection::serve(stream, timeouts, stop, {
+            Kind::Notification => held.spawn(connection::serve(stream, timeouts, live, {
                 move |peer| NotificationSession::new(s, peer, address)
             })),
-            Kind::Switchboard => held.spawn(connection::serve(stream, timeouts, stop, {
+            Kind::Switchboard => held.spawn(connection::serve(stream, timeouts, live, {
                 move |peer| SwitchboardConnection::new(s, peer, address)
             })),
-            Kind::Dispatch => held.spawn(connection::serve(stream, timeouts, stop, {
+            Kind::Dispatch => held.spawn(connection::serve(stream, timeouts, live, {
                 move |_| DispatchConnection::new(s, address)
             })),
         }

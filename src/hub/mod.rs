@@ -25,7 +25,7 @@ pub use rate::{MessageRate, Verdict, MAX_SLOWDOWN};
 pub use throttle::{ConnectionCounts, Counted, LogLimiter, LoginThrottle, Refused, ThrottleLimits};
 
 use crate::backend::Account;
-use crate::connection::Peer;
+use crate::connection::{Live, Peer};
 use crate::protocol::{Dialect, FriendlyName, ServerCommand, SharedLine, Status, UserHandle};
 use switchboard::SessionHandle;
 
@@ -270,6 +270,8 @@ pub struct Node {
     pub bad_cookies: LogLimiter,
     /// Open connections, in all and per client address.
     pub connections: ConnectionCounts,
+    /// The open connections' outboxes, which a shutdown goes through.
+    pub live: Arc<Live>,
     /// Connections refused for a limit are logged once per address and minute.
     pub refused_connections: LogLimiter,
     /// Switchboard messages per user and second.
@@ -290,6 +292,7 @@ impl Node {
             throttle: LoginThrottle::new(limits.throttle()),
             bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
             connections: ConnectionCounts::new(max_connections, per_address, count_loopback),
+            live: Arc::default(),
             refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
             messages: MessageRate::new(limits.messages_per_second, limits.message_burst),
             floods: LogLimiter::new(std::time::Duration::from_secs(60)),
