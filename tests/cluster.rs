@@ -665,15 +665,35 @@ async fn without_nats_each_node_serves_its_own_users_and_the_nodes_meet_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_normally_leaves_at_once() {
-    let cluster = Cluster::start(&["alice", "bob"]).await;
-    let mut alice = cluster.online(0, "alice").await;
+    // Several users on the stopped node, all watched from another: the watcher sees each go
+    // offline, however their logouts and the node's goodbye cross on the way.
+    let leaving = ["alice", "carol", "dave", "erin", "frank", "grace"];
+    let cluster = Cluster::start(&[&leaving[..], &["bob"]].concat()).await;
     let mut bob = cluster.online(1, "bob").await;
-    add_contact(&mut bob, "bob", &mut alice, "alice").await;
+    let mut clients = Vec::new();
+    for name in leaving {
+        let mut client = cluster.online(0, name).await;
+        add_contact(&mut bob, "bob", &mut client, name).await;
+        clients.push(client);
+    }
 
     let stopped = Instant::now();
     cluster.nodes[0].terminate();
-    alice.wait_for("OUT SSD").await;
-    bob.wait_for(&format!("FLN {}", handle("alice"))).await;
+    for client in &mut clients {
+        client.wait_for("OUT SSD").await;
+    }
+    let mut offline = Vec::new();
+    while offline.len() < leaving.len() {
+        let line = bob.wait_for("FLN *").await;
+        offline.push(line.get(1).to_string());
+    }
+    offline.sort();
+    let mut expected: Vec<String> = leaving.iter().map(|n| handle(n)).collect();
+    expected.sort();
+    assert_eq!(offline, expected, "each user of the stopped node, offline");
+    if let Ok(Some(line)) = bob.recv_within(Duration::from_millis(300)).await {
+        panic!("after the FLNs: {}", line.text());
+    }
     // The others dropped it on its goodbye, not after the silence limit (3 s).
     let probes: Vec<String> = (0..12).map(|i| handle(&format!("probe{i}"))).collect();
     for probe in &probes {
