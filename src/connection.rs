@@ -151,7 +151,9 @@ impl Outbox {
 
 /// The server's open connections, so that a shutdown reaches each through its outbox: the
 /// waker its task waits on anyway. A cancellation token's future in every task's wait was 72
-/// bytes of each idle session (docs/PERFORMANCE.md); an entry here is about 20.
+/// bytes of each idle session (docs/PERFORMANCE.md); an entry here is some 20 to 30. A
+/// connection leaves at its end; one whose task panicked would leave a `Weak` that no longer
+/// upgrades, which a shutdown skips.
 #[derive(Default)]
 pub struct Live {
     stopping: AtomicBool,
