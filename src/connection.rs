@@ -152,8 +152,9 @@ impl Outbox {
 /// The server's open connections, so that a shutdown reaches each through its outbox: the
 /// waker its task waits on anyway. A cancellation token's future in every task's wait was 72
 /// bytes of each idle session (docs/PERFORMANCE.md); an entry here is some 20 to 30. A
-/// connection leaves at its end; one whose task panicked would leave a `Weak` that no longer
-/// upgrades, which a shutdown skips.
+/// connection enters in [`serve`] and leaves with [`Live::leave`] when whatever holds its
+/// [`Entered`] is dropped (the server's `Held`, with its place under the connection limits),
+/// however its task ended.
 #[derive(Default)]
 pub struct Live {
     stopping: AtomicBool,
@@ -161,24 +162,26 @@ pub struct Live {
     outboxes: DashMap<usize, Weak<Outbox>>,
 }
 
-impl Live {
-    fn key(outbox: &Arc<Outbox>) -> usize {
-        Arc::as_ptr(outbox) as usize
-    }
+/// A connection's entry in [`Live`], to give back with [`Live::leave`].
+#[derive(Debug)]
+#[must_use = "an entered connection must leave"]
+pub struct Entered(usize);
 
+impl Live {
     /// Enters a new connection; one that comes in while the server is stopping is told at once.
-    fn enter(&self, outbox: &Arc<Outbox>) {
-        self.outboxes
-            .insert(Self::key(outbox), Arc::downgrade(outbox));
+    fn enter(&self, outbox: &Arc<Outbox>) -> Entered {
+        let key = Arc::as_ptr(outbox) as usize;
+        self.outboxes.insert(key, Arc::downgrade(outbox));
         // After the insert: a shutdown either finds the entry or was stored before it (its
         // flag is set before it goes through the map's locks, which the insert took too).
         if self.stopping.load(Ordering::SeqCst) {
             outbox.stop();
         }
+        Entered(key)
     }
 
-    fn leave(&self, outbox: &Arc<Outbox>) {
-        self.outboxes.remove(&Self::key(outbox));
+    pub fn leave(&self, entered: &Entered) {
+        self.outboxes.remove(&entered.0);
     }
 
     /// Tells every connection the server is shutting down: each sends its role's last line
@@ -410,7 +413,9 @@ macro_rules! flush {
     }};
 }
 
-/// Runs one connection to its end. `make_role` receives the connection's own [`Peer`].
+/// Runs one connection to its end. `make_role` receives the connection's own [`Peer`]. The
+/// connection is entered in `live` at once; the caller keeps the [`Entered`] for as long as
+/// the future lives, and leaves with it.
 ///
 /// The setup is done here and the future returned is an `async` block using what it made in
 /// place: an `async fn` would keep its arguments in the task twice for the connection's
@@ -418,9 +423,9 @@ macro_rules! flush {
 pub fn serve<R, F>(
     stream: TcpStream,
     timeouts: Timeouts,
-    live: Arc<Live>,
+    live: &Live,
     make_role: F,
-) -> impl Future<Output = Ended> + use<R, F>
+) -> (Entered, impl Future<Output = Ended> + use<R, F>)
 where
     R: Role,
     F: FnOnce(Peer) -> R,
@@ -437,7 +442,7 @@ where
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     }
     let outbox = Arc::new(Outbox::default());
-    live.enter(&outbox);
+    let entered = live.enter(&outbox);
     let peer = Peer {
         id: NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed),
         outbox: outbox.clone(),
@@ -459,7 +464,7 @@ where
         timed_out: Default::default(),
     };
     let mut pace = timeouts.pace.and_then(Pace::new);
-    async move {
+    let serving = async move {
         let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         // Which of reading and writing goes first when both are ready, alternately.
         let mut read_first = false;
@@ -612,7 +617,6 @@ where
             Ended::Normally
         };
         writing.outbox.close();
-        live.leave(&writing.outbox);
         let closing = {
             let span = role.span();
             span.in_scope(|| {
@@ -630,7 +634,8 @@ where
             .into_std()
             .and_then(|s| s.shutdown(std::net::Shutdown::Write));
         ended
-    }
+    };
+    (entered, serving)
 }
 
 /// Why a connection ended, for its last log line. One byte where a `&str` was 16, in a
@@ -763,9 +768,9 @@ mod tests {
     fn a_shutdown_reaches_every_open_connection_and_those_that_open_after() {
         let live = Live::default();
         let (a, b) = (Arc::new(Outbox::default()), Arc::new(Outbox::default()));
-        live.enter(&a);
-        live.enter(&b);
-        live.leave(&b);
+        let _a = live.enter(&a);
+        let b_entered = live.enter(&b);
+        live.leave(&b_entered);
         assert_eq!(live.outboxes.len(), 1);
         assert!(!a.is_stopping());
 
@@ -773,7 +778,7 @@ mod tests {
         assert!(a.is_stopping());
         assert!(!b.is_stopping(), "b had left");
         let late = Arc::new(Outbox::default());
-        live.enter(&late);
+        let _late = live.enter(&late);
         assert!(
             late.is_stopping(),
             "a connection accepted during the shutdown"

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::backend::registry;
 use crate::bridge::MirroredLists;
 use crate::config::Config;
-use crate::connection::{self, Ended, Timeouts};
+use crate::connection::{self, Ended, Entered, Timeouts};
 use crate::dispatch::DispatchConnection;
 use crate::http::ListenerStatus;
 use crate::hub::cluster::{self, ClusterError};
@@ -352,39 +352,53 @@ async fn accept_loop(
         let s = services.clone();
         let (timeouts, live) = (
             timeouts(&services.config, address.ip()),
-            services.node.live.clone(),
+            &services.node.live,
         );
-        let held = Held {
+        let held = |entered| Held {
             services: services.clone(),
             kind,
             counted,
+            entered,
         };
         match kind {
-            Kind::Notification => held.spawn(connection::serve(stream, timeouts, live, {
-                move |peer| NotificationSession::new(s, peer, address)
-            })),
-            Kind::Switchboard => held.spawn(connection::serve(stream, timeouts, live, {
-                move |peer| SwitchboardConnection::new(s, peer, address)
-            })),
-            Kind::Dispatch => held.spawn(connection::serve(stream, timeouts, live, {
-                move |_| DispatchConnection::new(s, address)
-            })),
+            Kind::Notification => {
+                let (entered, serving) = connection::serve(stream, timeouts, live, {
+                    move |peer| NotificationSession::new(s, peer, address)
+                });
+                held(entered).spawn(serving)
+            }
+            Kind::Switchboard => {
+                let (entered, serving) = connection::serve(stream, timeouts, live, {
+                    move |peer| SwitchboardConnection::new(s, peer, address)
+                });
+                held(entered).spawn(serving)
+            }
+            Kind::Dispatch => {
+                let (entered, serving) = connection::serve(stream, timeouts, live, {
+                    move |_| DispatchConnection::new(s, address)
+                });
+                held(entered).spawn(serving)
+            }
         }
     }
 }
 
 /// What a connection holds for its whole life besides its own future: its place under the
-/// connection limits, given back when it is dropped, and the metrics it reports when it ends.
-/// Part of every session's task: 32 bytes (docs/PERFORMANCE.md).
+/// connection limits and its entry among the open connections (`connection::Live`, which a
+/// shutdown goes through), both given back when it is dropped however the task ended, and the
+/// metrics it reports when it ends. Part of every session's task: 40 bytes
+/// (docs/PERFORMANCE.md).
 struct Held {
     services: Arc<Services>,
     kind: Kind,
     counted: Counted,
+    entered: Entered,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         self.services.node.connections.close(self.counted);
+        self.services.node.live.leave(&self.entered);
     }
 }
 

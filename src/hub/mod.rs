@@ -271,7 +271,7 @@ pub struct Node {
     /// Open connections, in all and per client address.
     pub connections: ConnectionCounts,
     /// The open connections' outboxes, which a shutdown goes through.
-    pub live: Arc<Live>,
+    pub live: Live,
     /// Connections refused for a limit are logged once per address and minute.
     pub refused_connections: LogLimiter,
     /// Switchboard messages per user and second.
@@ -292,7 +292,7 @@ impl Node {
             throttle: LoginThrottle::new(limits.throttle()),
             bad_cookies: LogLimiter::new(std::time::Duration::from_secs(60)),
             connections: ConnectionCounts::new(max_connections, per_address, count_loopback),
-            live: Arc::default(),
+            live: Live::default(),
             refused_connections: LogLimiter::new(std::time::Duration::from_secs(60)),
             messages: MessageRate::new(limits.messages_per_second, limits.message_burst),
             floods: LogLimiter::new(std::time::Duration::from_secs(60)),
