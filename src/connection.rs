@@ -630,9 +630,7 @@ where
         closing.await;
         // What tokio's `shutdown()` does, without its future in the task: a TCP shutdown
         // doesn't block.
-        let _ = stream
-            .into_std()
-            .and_then(|s| s.shutdown(std::net::Shutdown::Write));
+        let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
         ended
     };
     (entered, serving)

@@ -281,22 +281,21 @@ impl Running {
         info!("shutting down");
         self.shutdown.cancel();
         self.services.node.live.shut_down();
-        self.services.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.services.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("some connections did not finish within 10 s");
-        }
+        finish(&self.services.tracker, 10, "connections and sessions").await;
         self.leave.cancel();
-        self.cluster_tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.cluster_tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!("the cluster's tasks did not finish within 5 s");
-        }
+        finish(&self.cluster_tasks, 5, "the cluster's tasks").await;
         info!("stopped");
+    }
+}
+
+/// Waits up to `secs` for the tasks on `tracker` to end, saying so when they don't.
+async fn finish(tracker: &TaskTracker, secs: u64, what: &str) {
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(secs), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("{what} did not finish within {secs} s");
     }
 }
 
