@@ -3,7 +3,10 @@
 //! Each method is one transaction, committed before its future completes. Changes run
 //! `SERIALIZABLE`, so concurrent changes to one account (from several connections, or several
 //! servers) behave as SQLite's single writer: PostgreSQL aborts any that would interleave and
-//! the operation is retried from the start, a bounded number of times. Reads run
+//! the operation is retried from the start, a bounded number of times, on the connection it
+//! had. Within one server, changes to the same account first wait their turn in that
+//! account's lane ([`Lanes`]), so a popular account that many users add at once costs a
+//! queue, not a storm of aborted transactions. Reads run
 //! `REPEATABLE READ READ ONLY`: one snapshot, never aborted. Waiting for a connection is
 //! bounded (`PoolOptions::wait`), and so is each operation as a whole; either failing is
 //! `StoreError::Unavailable`, which the server answers with an MSN error like any database
@@ -18,6 +21,7 @@ mod rows;
 mod schema;
 mod store;
 
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
@@ -27,6 +31,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use self::rows::Tx;
 use super::{PoolOptions, PostgresUrl, StoreError};
+use crate::protocol::UserHandle;
 
 /// How many times an operation PostgreSQL aborted for a conflict is tried in all.
 const MAX_ATTEMPTS: u32 = 40;
@@ -42,6 +47,53 @@ pub struct PostgresStore {
     options: PoolOptions,
     /// Where each call's duration is recorded, when the server measures it.
     latency: Option<Histogram>,
+    lanes: Lanes,
+}
+
+/// Changes to one account from this server, one at a time: each change holds the lanes of
+/// the accounts whose rows it writes (at most two: a list change writes the owner's serial and
+/// the contact's) for its whole transaction, retries included.
+///
+/// Without them, every change to a popular account conflicted with each other one in flight:
+/// PostgreSQL let one commit and aborted the rest (`SERIALIZABLE`, one row: its serial), and
+/// with 1,000 users adding one contact at once some additions were still retrying, each retry
+/// queued again behind the pool, when the operation's time ran out. Synapse queues work on one
+/// room the same way in-process (its `Linearizer`) in front of its database's own checks.
+/// Changes from other servers of a cluster still meet in PostgreSQL and are retried there.
+///
+/// Accounts share lanes by a hash (a fixed number of mutexes, no map to grow or sweep): two
+/// accounts in one lane only wait for each other, briefly.
+struct Lanes {
+    lanes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// How many lanes: with the pool's 16 connections at once, two unrelated changes rarely share.
+const LANES: usize = 256;
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            lanes: (0..LANES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    /// Waits for the lanes of `accounts`, taken in one order so that two changes never hold
+    /// one each while waiting for the other's.
+    async fn enter(&self, accounts: &[&UserHandle]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut indices: Vec<usize> = accounts
+            .iter()
+            .map(|a| (self.hasher.hash_one(a.as_str()) % LANES as u64) as usize)
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut held = Vec::with_capacity(indices.len());
+        for i in indices {
+            held.push(self.lanes[i].lock().await);
+        }
+        held
+    }
 }
 
 /// What a transaction does.
@@ -94,6 +146,7 @@ impl PostgresStore {
             url: url.clone(),
             options,
             latency: None,
+            lanes: Lanes::new(),
         })
     }
 
@@ -203,16 +256,22 @@ async fn backoff(attempt: u32) {
 }
 
 /// Runs `$body` (a future using the transaction `$tx`) as one transaction of `$mode` on
-/// `$store`, retried after conflicts, within the operation's time; it gives a `StoreFuture`.
+/// `$store`, retried after conflicts on the same connection, within the operation's time; it
+/// gives a `StoreFuture`. A change names the accounts whose rows it writes, `[a, b]`, and waits
+/// for their [`Lanes`] first (within the operation's time too).
 macro_rules! transaction {
-    ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {
+        $crate::store::postgres::transaction!($store, $mode, [], |$tx| $body)
+    };
+    ($store:expr, $mode:expr, [$($account:expr),*], |$tx:ident| $body:expr) => {{
         let store: &PostgresStore = $store;
         Box::pin(async move {
             let started = std::time::Instant::now();
             let work = async {
+                let _lanes = store.lanes.enter(&[$($account),*]).await;
+                let mut client = store.client().await?;
                 let mut attempt = 1;
                 loop {
-                    let mut client = store.client().await?;
                     let $tx = $crate::store::postgres::begin(&mut client, $mode).await?;
                     let outcome = $body.await;
                     let outcome = match outcome {

@@ -30,7 +30,7 @@ impl Store for PostgresStore {
         handle: &'a UserHandle,
         password: &'a str,
     ) -> StoreFuture<'a, ()> {
-        transaction!(self, Mode::Write, |tx| accounts::set_password(
+        transaction!(self, Mode::Write, [handle], |tx| accounts::set_password(
             &tx, handle, password
         ))
     }
@@ -42,11 +42,15 @@ impl Store for PostgresStore {
     }
 
     fn link<'a>(&'a self, handle: &'a UserHandle, link: &'a BackendLink) -> StoreFuture<'a, ()> {
-        transaction!(self, Mode::Write, |tx| accounts::link(&tx, handle, link))
+        transaction!(self, Mode::Write, [handle], |tx| accounts::link(
+            &tx, handle, link
+        ))
     }
 
     fn unlink<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, BackendLink> {
-        transaction!(self, Mode::Write, |tx| accounts::unlink(&tx, handle))
+        transaction!(self, Mode::Write, [handle], |tx| accounts::unlink(
+            &tx, handle
+        ))
     }
 
     fn backend_link<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<BackendLink>> {
@@ -58,9 +62,12 @@ impl Store for PostgresStore {
         handle: &'a UserHandle,
         refused_at: Option<i64>,
     ) -> StoreFuture<'a, ()> {
-        transaction!(self, Mode::Write, |tx| accounts::set_link_refused(
-            &tx, handle, refused_at
-        ))
+        transaction!(
+            self,
+            Mode::Write,
+            [handle],
+            |tx| accounts::set_link_refused(&tx, handle, refused_at)
+        )
     }
 
     fn refused_links(&self) -> StoreFuture<'_, Vec<(UserHandle, i64)>> {
@@ -90,7 +97,9 @@ impl Store for PostgresStore {
         owner: &'a UserHandle,
         name: &'a FriendlyName,
     ) -> StoreFuture<'a, (u32, u32)> {
-        transaction!(self, Mode::Write, |tx| groups::add_group(&tx, owner, name))
+        transaction!(self, Mode::Write, [owner], |tx| groups::add_group(
+            &tx, owner, name
+        ))
     }
 
     fn mirror_groups<'a>(
@@ -98,7 +107,7 @@ impl Store for PostgresStore {
         owner: &'a UserHandle,
         contacts: &'a [(UserHandle, Vec<FriendlyName>)],
     ) -> StoreFuture<'a, Vec<GroupChange>> {
-        transaction!(self, Mode::Write, |tx| groups::mirror_groups(
+        transaction!(self, Mode::Write, [owner], |tx| groups::mirror_groups(
             &tx, owner, contacts
         ))
     }
@@ -109,13 +118,15 @@ impl Store for PostgresStore {
         id: u32,
         name: &'a FriendlyName,
     ) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| groups::rename_group(
+        transaction!(self, Mode::Write, [owner], |tx| groups::rename_group(
             &tx, owner, id, name
         ))
     }
 
     fn remove_group<'a>(&'a self, owner: &'a UserHandle, id: u32) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| groups::remove_group(&tx, owner, id))
+        transaction!(self, Mode::Write, [owner], |tx| groups::remove_group(
+            &tx, owner, id
+        ))
     }
 
     fn add_to_group<'a>(
@@ -125,7 +136,7 @@ impl Store for PostgresStore {
         id: u32,
         only: bool,
     ) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| groups::add_to_group(
+        transaction!(self, Mode::Write, [owner], |tx| groups::add_to_group(
             &tx, owner, contact, id, only
         ))
     }
@@ -136,7 +147,7 @@ impl Store for PostgresStore {
         contact: &'a UserHandle,
         id: u32,
     ) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| groups::remove_from_group(
+        transaction!(self, Mode::Write, [owner], |tx| groups::remove_from_group(
             &tx, owner, contact, id
         ))
     }
@@ -147,7 +158,7 @@ impl Store for PostgresStore {
         key: PhoneKey,
         value: Option<&'a FriendlyName>,
     ) -> StoreFuture<'a, PhoneChange> {
-        transaction!(self, Mode::Write, |tx| groups::set_phone(
+        transaction!(self, Mode::Write, [owner], |tx| groups::set_phone(
             &tx, owner, key, value
         ))
     }
@@ -172,7 +183,9 @@ impl Store for PostgresStore {
     }
 
     fn set_gtc<'a>(&'a self, handle: &'a UserHandle, gtc: GtcSetting) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| accounts::set_gtc(&tx, handle, gtc))
+        transaction!(self, Mode::Write, [handle], |tx| accounts::set_gtc(
+            &tx, handle, gtc
+        ))
     }
 
     fn set_blp<'a>(
@@ -180,7 +193,9 @@ impl Store for PostgresStore {
         handle: &'a UserHandle,
         blp: BlpSetting,
     ) -> StoreFuture<'a, BlpChange> {
-        transaction!(self, Mode::Write, |tx| accounts::set_blp(&tx, handle, blp))
+        transaction!(self, Mode::Write, [handle], |tx| accounts::set_blp(
+            &tx, handle, blp
+        ))
     }
 
     fn rename<'a>(
@@ -188,7 +203,9 @@ impl Store for PostgresStore {
         handle: &'a UserHandle,
         name: &'a FriendlyName,
     ) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| accounts::rename(&tx, handle, name))
+        transaction!(self, Mode::Write, [handle], |tx| accounts::rename(
+            &tx, handle, name
+        ))
     }
 
     fn rename_contact<'a>(
@@ -197,7 +214,7 @@ impl Store for PostgresStore {
         contact: &'a UserHandle,
         name: &'a FriendlyName,
     ) -> StoreFuture<'a, u32> {
-        transaction!(self, Mode::Write, |tx| lists::rename_contact(
+        transaction!(self, Mode::Write, [owner], |tx| lists::rename_contact(
             &tx, owner, contact, name
         ))
     }
@@ -209,7 +226,7 @@ impl Store for PostgresStore {
         contact: &'a UserHandle,
         name: &'a FriendlyName,
     ) -> StoreFuture<'a, ListChange> {
-        transaction!(self, Mode::Write, |tx| lists::add_entry(
+        transaction!(self, Mode::Write, [owner, contact], |tx| lists::add_entry(
             &tx, owner, kind, contact, name
         ))
     }
@@ -220,9 +237,9 @@ impl Store for PostgresStore {
         kind: ListKind,
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, ListChange> {
-        transaction!(self, Mode::Write, |tx| lists::remove_entry(
-            &tx, owner, kind, contact
-        ))
+        transaction!(self, Mode::Write, [owner, contact], |tx| {
+            lists::remove_entry(&tx, owner, kind, contact)
+        })
     }
 
     fn entry<'a>(
@@ -262,7 +279,7 @@ impl Store for PostgresStore {
         name: &'a FriendlyName,
         lists: &'a [ListKind],
     ) -> StoreFuture<'a, Vec<MirrorChange>> {
-        transaction!(self, Mode::Write, |tx| lists::mirror_contact(
+        transaction!(self, Mode::Write, [owner], |tx| lists::mirror_contact(
             &tx, owner, contact, name, lists
         ))
     }
@@ -272,7 +289,7 @@ impl Store for PostgresStore {
         owner: &'a UserHandle,
         contacts: &'a [(UserHandle, FriendlyName, Vec<ListKind>)],
     ) -> StoreFuture<'a, Vec<MirrorChange>> {
-        transaction!(self, Mode::Write, |tx| lists::mirror_all(
+        transaction!(self, Mode::Write, [owner], |tx| lists::mirror_all(
             &tx, owner, contacts
         ))
     }
@@ -295,7 +312,7 @@ impl Store for PostgresStore {
         add: &'a [ListKind],
         remove: &'a [ListKind],
     ) -> StoreFuture<'a, MirrorEdit> {
-        transaction!(self, Mode::Write, |tx| lists::mirror_edit(
+        transaction!(self, Mode::Write, [owner], |tx| lists::mirror_edit(
             &tx, owner, contact, name, add, remove
         ))
     }

@@ -56,6 +56,39 @@ pub async fn concurrent_changes_to_one_account_serialize<F: StoreFactory>(factor
     assert_eq!(serial_of(&store, &a).await, CHANGES);
 }
 
+/// Many users add one popular contact at the same moment (more of them than the pool has
+/// connections): every addition succeeds, and the contact's serial moves once for each.
+pub async fn many_add_one_contact_at_once<F: StoreFactory>(factory: &F) {
+    const FANS: usize = 1000;
+    let handles: Vec<String> = (0..FANS).map(|i| format!("fan{i}@x.com")).collect();
+    let mut accounts: Vec<&str> = handles.iter().map(String::as_str).collect();
+    accounts.push("star@x.com");
+    let store = with_accounts(factory, &accounts).await;
+    let star = h("star@x.com");
+    let fans: Vec<_> = handles.iter().map(|f| h(f)).collect();
+    let name = n("Star");
+    let additions = fans
+        .iter()
+        .map(|f| {
+            Box::pin(store.add_entry(f, FL, &star, &name))
+                as Boxed<'_, Result<ListChange, StoreError>>
+        })
+        .collect();
+    let mut serials: Vec<u32> = join_all(additions)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let change = r.unwrap_or_else(|e| panic!("fan{i}'s addition failed: {e}"));
+            change.reverse_serial.expect("the star's RL changed")
+        })
+        .collect();
+    serials.sort_unstable();
+    assert_eq!(serials, (1..=FANS as u32).collect::<Vec<_>>());
+    let (serial, reverse) = store.list(&star, RL).await.unwrap();
+    assert_eq!((serial, reverse.len()), (FANS as u32, FANS));
+}
+
 pub async fn concurrent_list_changes_keep_lists_consistent<F: StoreFactory>(factory: &F) {
     const CONTACTS: usize = 8;
     let handles: Vec<String> = (0..CONTACTS).map(|i| format!("c{i}@x.com")).collect();

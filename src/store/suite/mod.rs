@@ -88,6 +88,7 @@ macro_rules! store_suite {
             groups_and_phones_survive_reopening,
             concurrent_changes_to_one_account_serialize,
             concurrent_list_changes_keep_lists_consistent,
+            many_add_one_contact_at_once,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
