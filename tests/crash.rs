@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Client, Line};
+use tokio::sync::Notify;
 
 const CLIENTS: usize = 6;
 
@@ -184,9 +184,9 @@ async fn stored(ns: SocketAddr, me: usize) -> (u32, Own, BTreeSet<String>) {
 }
 
 /// Logs every client in, then runs their changes until the server dies; returns, per client,
-/// how many changes were acknowledged and the serial of the last acknowledgement. `acks`
-/// counts acknowledgements as they come, so the caller can time the kill from the first.
-async fn burst(ns: SocketAddr, acks: Arc<AtomicUsize>) -> Vec<(usize, u32)> {
+/// how many changes were acknowledged and the serial of the last acknowledgement.
+/// `acked_one` is told at each acknowledgement, so the caller can time the kill from the first.
+async fn burst(ns: SocketAddr, acked_one: Arc<Notify>) -> Vec<(usize, u32)> {
     // All logged in before the first change: a kill then always falls among changes,
     // never on a login.
     let mut clients = Vec::new();
@@ -195,7 +195,7 @@ async fn burst(ns: SocketAddr, acks: Arc<AtomicUsize>) -> Vec<(usize, u32)> {
     }
     let mut tasks = Vec::new();
     for (me, mut c) in clients.into_iter().enumerate() {
-        let acks = acks.clone();
+        let acked_one = acked_one.clone();
         tasks.push(tokio::spawn(async move {
             let mut own = Own::new(me);
             let (mut acked, mut serial) = (0, 0);
@@ -222,7 +222,7 @@ async fn burst(ns: SocketAddr, acks: Arc<AtomicUsize>) -> Vec<(usize, u32)> {
                     .get(if verb == "ADD" || verb == "REM" { 3 } else { 2 })
                     .parse()
                     .unwrap();
-                acks.fetch_add(1, Ordering::Relaxed);
+                acked_one.notify_one();
             }
             (acked, serial)
         }));
@@ -243,14 +243,10 @@ async fn a_kill_during_a_burst_of_changes_loses_nothing_acknowledged() {
         let mut server = Server::setup(dir.path());
         server.start();
         let ns = server.ns;
-        let acks = Arc::new(AtomicUsize::new(0));
-        let clients = tokio::spawn(burst(ns, acks.clone()));
-        let first = async {
-            while acks.load(Ordering::Relaxed) == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), first)
+        let acked_one = Arc::new(Notify::new());
+        let clients = tokio::spawn(burst(ns, acked_one.clone()));
+        // `notify_one` keeps its permit until this waits, so the first is never missed.
+        tokio::time::timeout(Duration::from_secs(30), acked_one.notified())
             .await
             .unwrap_or_else(|_| panic!("round {round}: no change acknowledged within 30 s"));
         tokio::time::sleep(Duration::from_millis(after_ms)).await;
