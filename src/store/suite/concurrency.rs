@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use super::{h, n, serial_of, with_accounts, StoreFactory, AL, BL, FL, RL};
+use crate::protocol::UserHandle;
 use crate::store::{ListChange, Store, StoreError};
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -31,6 +32,21 @@ async fn join_all<'a, T>(futures: Vec<Boxed<'a, T>>) -> Vec<T> {
     })
     .await;
     done.into_iter().map(|v| v.expect("finished")).collect()
+}
+
+/// A store with the account `one` and `many` others, `{prefix}0@x.com` and up; gives their
+/// handles.
+async fn one_and_many<F: StoreFactory>(
+    factory: &F,
+    one: &str,
+    prefix: &str,
+    many: usize,
+) -> (F::Store, UserHandle, Vec<UserHandle>) {
+    let handles: Vec<String> = (0..many).map(|i| format!("{prefix}{i}@x.com")).collect();
+    let mut accounts: Vec<&str> = handles.iter().map(String::as_str).collect();
+    accounts.push(one);
+    let store = with_accounts(factory, &accounts).await;
+    (store, h(one), handles.iter().map(|c| h(c)).collect())
 }
 
 pub async fn concurrent_changes_to_one_account_serialize<F: StoreFactory>(factory: &F) {
@@ -60,12 +76,7 @@ pub async fn concurrent_changes_to_one_account_serialize<F: StoreFactory>(factor
 /// connections): every addition succeeds, and the contact's serial moves once for each.
 pub async fn many_add_one_contact_at_once<F: StoreFactory>(factory: &F) {
     const FANS: usize = 1000;
-    let handles: Vec<String> = (0..FANS).map(|i| format!("fan{i}@x.com")).collect();
-    let mut accounts: Vec<&str> = handles.iter().map(String::as_str).collect();
-    accounts.push("star@x.com");
-    let store = with_accounts(factory, &accounts).await;
-    let star = h("star@x.com");
-    let fans: Vec<_> = handles.iter().map(|f| h(f)).collect();
+    let (store, star, fans) = one_and_many(factory, "star@x.com", "fan", FANS).await;
     let name = n("Star");
     let additions = fans
         .iter()
@@ -91,12 +102,7 @@ pub async fn many_add_one_contact_at_once<F: StoreFactory>(factory: &F) {
 
 pub async fn concurrent_list_changes_keep_lists_consistent<F: StoreFactory>(factory: &F) {
     const CONTACTS: usize = 8;
-    let handles: Vec<String> = (0..CONTACTS).map(|i| format!("c{i}@x.com")).collect();
-    let mut accounts: Vec<&str> = handles.iter().map(String::as_str).collect();
-    accounts.push("a@x.com");
-    let store = with_accounts(factory, &accounts).await;
-    let a = h("a@x.com");
-    let contacts: Vec<_> = handles.iter().map(|c| h(c)).collect();
+    let (store, a, contacts) = one_and_many(factory, "a@x.com", "c", CONTACTS).await;
     let name = n("Someone");
     // A adds everyone while everyone adds A: both sides change A's lists and serial.
     let mut changes: Vec<Boxed<'_, Result<ListChange, StoreError>>> = Vec::new();
