@@ -332,6 +332,48 @@ async fn no_operation_waits_on_the_database_without_bound() {
     assert!(store.rename(&a, &name).await.is_ok(), "usable again");
 }
 
+/// Connections the database ended (a restart, a failover, an operator's
+/// `pg_terminate_backend`) are found dead when an operation first uses them, before anything
+/// was done on them: the operation goes on with a new connection instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_database_ended_are_replaced_not_failed() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let database = pg.create_database().await;
+    let url = url_of(&database);
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let options = PoolOptions {
+        size: 4,
+        wait: Duration::from_secs(2),
+    };
+    let store = PostgresStore::connect(&url, options).await.unwrap();
+    let a = h("a@x.com");
+    store
+        .create_account(&a, &FriendlyName::new("A").unwrap(), "pw")
+        .await
+        .unwrap();
+    let admin = pg.admin().await.unwrap();
+    for round in 0..10 {
+        // Four at once, so that the pool holds four connections.
+        let reads = futures_util::future::join_all((0..4).map(|_| store.credentials(&a))).await;
+        assert!(reads.iter().all(Result::is_ok), "round {round}: {reads:?}");
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+        let renamed = FriendlyName::new(&format!("A{round}")).unwrap();
+        let (read, write) = tokio::join!(store.credentials(&a), store.rename(&a, &renamed));
+        assert!(read.is_ok(), "round {round}: a read failed: {read:?}");
+        assert!(write.is_ok(), "round {round}: a change failed: {write:?}");
+        assert_eq!(store.account(&a).await.unwrap().name, renamed);
+    }
+}
+
 /// A server on a new database of `pg` holding `handles` (password `pw`), waiting at most
 /// `pool_wait_secs` for a connection: the server, the database's name, its directory.
 async fn server_on_postgres(

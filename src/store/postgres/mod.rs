@@ -7,7 +7,10 @@
 //! had. Within one server, changes to the same account first wait their turn in that
 //! account's lane ([`Lanes`]), so a popular account that many users add at once costs a
 //! queue, not a storm of aborted transactions. Reads run
-//! `REPEATABLE READ READ ONLY`: one snapshot, never aborted. Waiting for a connection is
+//! `REPEATABLE READ READ ONLY`: one snapshot, never aborted. A pooled connection the database
+//! ended while it sat idle (a restart, a failover, `pg_terminate_backend`) fails on its first
+//! statement, before anything was done on it; the operation then takes a new connection
+//! instead of failing. Waiting for a connection is
 //! bounded (`PoolOptions::wait`), and so is each operation as a whole; either failing is
 //! `StoreError::Unavailable`, which the server answers with an MSN error like any database
 //! failure. Connections are plain TCP (or a Unix socket): keep the database on loopback or a
@@ -242,6 +245,21 @@ fn retryable(error: &StoreError) -> bool {
     }
 }
 
+/// Whether the connection was ended by the database (an administrator's
+/// `pg_terminate_backend`, a restart, a crash) or is closed: PostgreSQL tells a session it
+/// ends when it next reads from it, so a connection idle in the pool learns only on its use.
+fn ended(error: &StoreError) -> bool {
+    let StoreError::Postgres(e) = error else {
+        return false;
+    };
+    e.is_closed()
+        || e.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || code.code().starts_with("08")
+        })
+}
+
 /// Whether PostgreSQL cancelled the statement: its `statement_timeout`, set to the operation's
 /// bound, fired before the client's own timer (or an operator cancelled it).
 fn cancelled_by_the_server(error: &StoreError) -> bool {
@@ -256,8 +274,8 @@ async fn backoff(attempt: u32) {
 }
 
 /// Runs `$body` (a future using the transaction `$tx`) as one transaction of `$mode` on
-/// `$store`, retried after conflicts on the same connection, within the operation's time; it
-/// gives a `StoreFuture`. A change names the accounts whose rows it writes, `[a, b]`, and waits
+/// `$store`, retried after conflicts on the same connection (and on a new one if the database
+/// had ended that one before it began), within the operation's time; it gives a `StoreFuture`. A change names the accounts whose rows it writes, `[a, b]`, and waits
 /// for their [`Lanes`] first (within the operation's time too).
 macro_rules! transaction {
     ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {
@@ -271,23 +289,40 @@ macro_rules! transaction {
                 let _lanes = store.lanes.enter(&[$($account),*]).await;
                 let mut client = store.client().await?;
                 let mut attempt = 1;
+                let mut replaced = 0;
                 loop {
-                    let $tx = $crate::store::postgres::begin(&mut client, $mode).await?;
-                    let outcome = $body.await;
-                    let outcome = match outcome {
-                        Ok(value) => $tx.commit().await.map(|()| value).map_err(StoreError::from),
-                        Err(e) => Err(e),
-                    };
-                    match outcome {
-                        Err(e)
-                            if $crate::store::postgres::retryable(&e)
-                                && attempt < $crate::store::postgres::MAX_ATTEMPTS =>
-                        {
-                            attempt += 1;
-                            $crate::store::postgres::backoff(attempt).await;
+                    let failed = match $crate::store::postgres::begin(&mut client, $mode).await {
+                        Ok($tx) => {
+                            let outcome = match $body.await {
+                                Ok(value) => {
+                                    $tx.commit().await.map(|()| value).map_err(StoreError::from)
+                                }
+                                Err(e) => Err(e),
+                            };
+                            match outcome {
+                                Err(e)
+                                    if $crate::store::postgres::retryable(&e)
+                                        && attempt < $crate::store::postgres::MAX_ATTEMPTS =>
+                                {
+                                    attempt += 1;
+                                    $crate::store::postgres::backoff(attempt).await;
+                                    continue;
+                                }
+                                outcome => break outcome,
+                            }
                         }
-                        outcome => break outcome,
+                        Err(e) => e,
+                    };
+                    // Ended by the database while idle in the pool: nothing was done on it, so
+                    // a new connection does the operation. The pool holds at most one such
+                    // per connection.
+                    if $crate::store::postgres::ended(&failed) && replaced <= store.options.size {
+                        replaced += 1;
+                        drop(deadpool_postgres::Object::take(client));
+                        client = store.client().await?;
+                        continue;
                     }
+                    break Err(failed);
                 }
             };
             let result = match tokio::time::timeout(store.operation_timeout(), work).await {
