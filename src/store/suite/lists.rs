@@ -356,21 +356,47 @@ pub async fn list_changes_report_privacy_of_watchers<F: StoreFactory>(factory: &
 }
 
 pub async fn forward_contacts_and_watchers<F: StoreFactory>(factory: &F) {
-    let store = with_accounts(factory, &["a@x.com", "b@x.com", "c@x.com"]).await;
-    let (a, b, c) = (h("a@x.com"), h("b@x.com"), h("c@x.com"));
+    let handles = ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "e@x.com"];
+    let store = with_accounts(factory, &handles).await;
+    let [a, b, c, d, e] = handles.map(h);
+    // d is on a's AL before d watches a; e is on it without watching.
+    store.add_entry(&a, AL, &d, &n("D")).await.unwrap();
     store.add_entry(&b, FL, &a, &n("A")).await.unwrap();
     store.add_entry(&c, FL, &a, &n("A")).await.unwrap();
+    store.add_entry(&d, FL, &a, &n("A")).await.unwrap();
     store.add_entry(&a, BL, &b, &n("B")).await.unwrap();
     store.set_blp(&a, BlpSetting::BlockAll).await.unwrap();
     store.add_entry(&a, AL, &c, &n("C")).await.unwrap();
-    let watchers: Vec<_> = store
-        .watchers(&a)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(w, p)| (w, p.allows()))
-        .collect();
-    assert_eq!(watchers, vec![(b.clone(), false), (c.clone(), true)]);
+    store.add_entry(&a, AL, &e, &n("E")).await.unwrap();
+    let allowed = Permission {
+        blp: BlpSetting::BlockAll,
+        in_allow_list: true,
+        in_block_list: false,
+    };
+    let blocked = Permission {
+        in_allow_list: false,
+        in_block_list: true,
+        ..allowed
+    };
+    // In the order they came to watch a, each as a's settings treat them.
+    assert_eq!(
+        store.watchers(&a).await.unwrap(),
+        vec![
+            (b.clone(), blocked),
+            (c.clone(), allowed),
+            (d.clone(), allowed)
+        ]
+    );
+    assert_eq!(
+        store
+            .watchers(&a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(w, p)| (w, p.allows()))
+            .collect::<Vec<_>>(),
+        vec![(b.clone(), false), (c.clone(), true), (d.clone(), true)]
+    );
     assert_eq!(
         store.forward_contacts(&c).await.unwrap(),
         vec![(a.clone(), true)]
