@@ -111,7 +111,10 @@ impl Node {
                     );
                     break;
                 }
-                if std::net::TcpStream::connect(self.ns_addr()).is_ok() {
+                // Its own word that every listener is bound: a port taken meanwhile by
+                // another process would accept a connection too, while this node exits.
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if log.contains("msngate is listening") {
                     self.child = Some(child);
                     return;
                 }

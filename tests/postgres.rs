@@ -332,6 +332,15 @@ async fn no_operation_waits_on_the_database_without_bound() {
     assert!(store.rename(&a, &name).await.is_ok(), "usable again");
 }
 
+/// The statement that ends every session on `database` but its own, as an operator or a
+/// failover does.
+fn end_sessions(database: &str) -> String {
+    format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+}
+
 /// Connections the database ended (a restart, a failover, an operator's
 /// `pg_terminate_backend`) are found dead when an operation first uses them, before anything
 /// was done on them: the operation goes on with a new connection instead of failing.
@@ -359,13 +368,7 @@ async fn connections_the_database_ended_are_replaced_not_failed() {
         // Four at once, so that the pool holds four connections.
         let reads = futures_util::future::join_all((0..4).map(|_| store.credentials(&a))).await;
         assert!(reads.iter().all(Result::is_ok), "round {round}: {reads:?}");
-        admin
-            .batch_execute(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-            ))
-            .await
-            .unwrap();
+        admin.batch_execute(&end_sessions(&name)).await.unwrap();
         let renamed = FriendlyName::new(&format!("A{round}")).unwrap();
         let (read, write) = tokio::join!(store.credentials(&a), store.rename(&a, &renamed));
         assert!(read.is_ok(), "round {round}: a read failed: {read:?}");
@@ -434,9 +437,8 @@ async fn set_read_only(pg: &Postgres, database: &str, read_only: bool) {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "ALTER DATABASE {database} {setting}; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            "ALTER DATABASE {database} {setting}; {}",
+            end_sessions(database)
         ))
         .await
         .unwrap();
