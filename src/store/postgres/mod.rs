@@ -273,10 +273,63 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(rand::random_range(1..=most.max(1)))).await;
 }
 
+/// Where an operation's transaction failed.
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    /// At `BEGIN`: nothing was done on the connection.
+    Begin,
+    /// In the operation's statements or at `COMMIT`.
+    Work,
+}
+
+/// What an operation does after a failure.
+enum Next {
+    /// Runs again on the same connection.
+    Again,
+    /// Runs again on a new connection, the pool's having been ended by the database.
+    OnNewConnection,
+    GiveUp,
+}
+
+/// An operation's tries so far, and the rule for the next.
+struct Tries {
+    attempt: u32,
+    replaced: usize,
+    /// How many connections the pool holds, so how many ended ones it can hand out.
+    pool: usize,
+}
+
+impl Tries {
+    fn new(pool: usize) -> Tries {
+        Tries {
+            attempt: 1,
+            replaced: 0,
+            pool,
+        }
+    }
+
+    /// After `error` at `stage`: a connection the database had ended before the transaction
+    /// began is replaced (nothing was done on it, and the pool holds at most one such per
+    /// connection); a conflict is run again after a pause, a bounded number of times; anything
+    /// else is the operation's error.
+    async fn after(&mut self, error: &StoreError, stage: Stage) -> Next {
+        if stage == Stage::Begin && ended(error) && self.replaced <= self.pool {
+            self.replaced += 1;
+            return Next::OnNewConnection;
+        }
+        if retryable(error) && self.attempt < MAX_ATTEMPTS {
+            self.attempt += 1;
+            backoff(self.attempt).await;
+            return Next::Again;
+        }
+        Next::GiveUp
+    }
+}
+
 /// Runs `$body` (a future using the transaction `$tx`) as one transaction of `$mode` on
-/// `$store`, retried after conflicts on the same connection (and on a new one if the database
-/// had ended that one before it began), within the operation's time; it gives a `StoreFuture`. A change names the accounts whose rows it writes, `[a, b]`, and waits
-/// for their [`Lanes`] first (within the operation's time too).
+/// `$store`, tried again as [`Tries`] says, within the operation's time; it gives a
+/// `StoreFuture`. A change names the accounts whose rows it writes, `[a, b]`, and waits for
+/// their [`Lanes`] first (within the operation's time too).
 macro_rules! transaction {
     ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {
         $crate::store::postgres::transaction!($store, $mode, [], |$tx| $body)
@@ -288,41 +341,28 @@ macro_rules! transaction {
             let work = async {
                 let _lanes = store.lanes.enter(&[$($account),*]).await;
                 let mut client = store.client().await?;
-                let mut attempt = 1;
-                let mut replaced = 0;
+                let mut tries = $crate::store::postgres::Tries::new(store.options.size);
                 loop {
-                    let failed = match $crate::store::postgres::begin(&mut client, $mode).await {
-                        Ok($tx) => {
-                            let outcome = match $body.await {
-                                Ok(value) => {
-                                    $tx.commit().await.map(|()| value).map_err(StoreError::from)
-                                }
-                                Err(e) => Err(e),
-                            };
-                            match outcome {
-                                Err(e)
-                                    if $crate::store::postgres::retryable(&e)
-                                        && attempt < $crate::store::postgres::MAX_ATTEMPTS =>
-                                {
-                                    attempt += 1;
-                                    $crate::store::postgres::backoff(attempt).await;
-                                    continue;
-                                }
-                                outcome => break outcome,
-                            }
+                    use $crate::store::postgres::{Next, Stage};
+                    let (failed, stage) =
+                        match $crate::store::postgres::begin(&mut client, $mode).await {
+                            Err(e) => (e, Stage::Begin),
+                            Ok($tx) => match $body.await {
+                                Ok(value) => match $tx.commit().await {
+                                    Ok(()) => break Ok(value),
+                                    Err(e) => (StoreError::from(e), Stage::Work),
+                                },
+                                Err(e) => (e, Stage::Work),
+                            },
+                        };
+                    match tries.after(&failed, stage).await {
+                        Next::Again => {}
+                        Next::OnNewConnection => {
+                            drop(deadpool_postgres::Object::take(client));
+                            client = store.client().await?;
                         }
-                        Err(e) => e,
-                    };
-                    // Ended by the database while idle in the pool: nothing was done on it, so
-                    // a new connection does the operation. The pool holds at most one such
-                    // per connection.
-                    if $crate::store::postgres::ended(&failed) && replaced <= store.options.size {
-                        replaced += 1;
-                        drop(deadpool_postgres::Object::take(client));
-                        client = store.client().await?;
-                        continue;
+                        Next::GiveUp => break Err(failed),
                     }
-                    break Err(failed);
                 }
             };
             let result = match tokio::time::timeout(store.operation_timeout(), work).await {

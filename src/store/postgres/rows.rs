@@ -111,13 +111,14 @@ pub(super) async fn watchers(
     for row in &found {
         let contact: &str = row.try_get(1)?;
         match row.try_get(0)? {
-            "AL" => allowed.insert(contact),
-            "BL" => blocked.insert(contact),
-            _ => {
-                reverse.push(contact);
-                true
+            "AL" => {
+                allowed.insert(contact);
             }
-        };
+            "BL" => {
+                blocked.insert(contact);
+            }
+            _ => reverse.push(contact),
+        }
     }
     reverse
         .into_iter()
