@@ -185,17 +185,16 @@ impl Database {
     pub fn credentials(&self, handle: &UserHandle) -> Result<Option<Credentials>, StoreError> {
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT salt, password_md5, friendly_name FROM accounts WHERE handle = ?1",
-                [handle.as_str()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([handle.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .optional()?;
         row.map(|(salt, digest, name)| {
             Ok(Credentials {
@@ -294,17 +293,16 @@ pub(super) fn backend_link(
     handle: &UserHandle,
 ) -> Result<Option<BackendLink>, StoreError> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT backend, account, secret, options FROM backend_links WHERE handle = ?1",
-            [handle.as_str()],
-            |r| {
-                Ok(BackendLink {
-                    backend: r.get(0)?,
-                    account: r.get(1)?,
-                    sealed_secret: r.get(2)?,
-                    options: decode_options(&r.get::<_, String>(3)?),
-                })
-            },
-        )
+        )?
+        .query_row([handle.as_str()], |r| {
+            Ok(BackendLink {
+                backend: r.get(0)?,
+                account: r.get(1)?,
+                sealed_secret: r.get(2)?,
+                options: decode_options(&r.get::<_, String>(3)?),
+            })
+        })
         .optional()?)
 }

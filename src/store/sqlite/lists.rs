@@ -15,13 +15,13 @@ use crate::store::{
 };
 
 impl Database {
-    /// The settings and all four lists, read in one transaction so they match the serial.
-    pub fn snapshot(&mut self, handle: &UserHandle) -> Result<Snapshot, StoreError> {
-        let tx = self.conn.transaction()?;
-        let account = account(&tx, handle)?;
+    /// The settings and all four lists; read within [`Database::read`], so they match the
+    /// serial.
+    pub fn snapshot(&self, handle: &UserHandle) -> Result<Snapshot, StoreError> {
+        let account = account(&self.conn, handle)?;
         let mut lists = Vec::with_capacity(4);
         for kind in ListKind::SYNC_ORDER {
-            lists.push((kind, entries(&tx, handle, kind)?));
+            lists.push((kind, entries(&self.conn, handle, kind)?));
         }
         let forward: Vec<UserHandle> = lists
             .iter()
@@ -31,25 +31,22 @@ impl Database {
         let snapshot = Snapshot {
             account,
             lists,
-            groups: groups::groups(&tx, handle)?,
-            memberships: groups::memberships(&tx, handle)?,
-            phones: groups::phones(&tx, handle)?,
-            contact_phones: groups::contact_phones(&tx, handle, &forward)?,
+            groups: groups::groups(&self.conn, handle)?,
+            memberships: groups::memberships(&self.conn, handle)?,
+            phones: groups::phones(&self.conn, handle)?,
+            contact_phones: groups::contact_phones(&self.conn, handle, &forward)?,
         };
-        tx.commit()?;
         Ok(snapshot)
     }
 
-    /// One list and the serial it belongs to.
+    /// One list and the serial it belongs to (read within [`Database::read`]).
     pub fn list(
-        &mut self,
+        &self,
         handle: &UserHandle,
         kind: ListKind,
     ) -> Result<(u32, Vec<Entry>), StoreError> {
-        let tx = self.conn.transaction()?;
-        let serial = account(&tx, handle)?.serial;
-        let list = entries(&tx, handle, kind)?;
-        tx.commit()?;
+        let serial = account(&self.conn, handle)?.serial;
+        let list = entries(&self.conn, handle, kind)?;
         Ok((serial, list))
     }
 
@@ -400,11 +397,9 @@ fn count_entries(
     owner: &UserHandle,
     kind: ListKind,
 ) -> Result<usize, StoreError> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM list_entries WHERE owner = ?1 AND list = ?2",
-        params![owner.as_str(), list_code(kind)],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM list_entries WHERE owner = ?1 AND list = ?2")?
+        .query_row(params![owner.as_str(), list_code(kind)], |r| r.get(0))?;
     Ok(n as usize)
 }
 

@@ -1,13 +1,19 @@
-//! The SQLite implementation of [`Store`]: one database connection on a dedicated thread.
+//! The SQLite implementation of [`Store`]: one writing connection on a dedicated thread, and
+//! reading connections used by the thread that reads.
 //!
-//! Async callers send the thread jobs over a bounded channel and await the answer, so no
-//! database work ever runs on a tokio worker thread. Each job is one method of [`Database`],
-//! one transaction committed with `synchronous=FULL` (WAL journal) before the answer goes back.
+//! Every change, and every read that could take long (a scan of all accounts), is a job for
+//! the store thread: async callers send it over a bounded channel and await the answer, so
+//! no write (with its `fsync`) runs on a tokio worker thread. Each job is one method of
+//! [`Database`], one transaction committed with `synchronous=FULL` (WAL journal) before the
+//! answer goes back. The reads of one account's rows run where they are asked, on a reading
+//! connection of a database file ([`readers`]), in one read transaction each; in memory
+//! (tests, fuzzing) there is one connection and they go to the thread too.
 
 mod accounts;
 mod groups;
 mod lists;
 mod maintenance;
+mod readers;
 mod rows;
 mod schema;
 
@@ -19,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use prometheus_client::metrics::histogram::Histogram;
+use readers::Readers;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,7 +36,8 @@ use super::{
 };
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 
-/// The database of one msngate instance; only the store thread touches it.
+/// A connection to the database of one msngate instance: the store thread's, or a reading
+/// one ([`readers`]).
 struct Database {
     conn: Connection,
 }
@@ -45,6 +53,8 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     /// Where each call's duration is recorded, when the server measures it.
     latency: Option<Histogram>,
+    /// The reading connections of a database file; `None` in memory.
+    readers: Option<Readers>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -71,6 +81,7 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(SqliteStore {
+            readers: path.clone().map(Readers::new),
             path,
             latency: None,
             jobs: Some(jobs),
@@ -104,16 +115,42 @@ impl SqliteStore {
             let started = self.latency.as_ref().map(|_| Instant::now());
             jobs.send(job).await.map_err(|_| StoreError::Closed)?;
             let result = rx.await.map_err(|_| StoreError::Closed)?;
-            if let (Some(histogram), Some(started)) = (&self.latency, started) {
-                histogram.observe(started.elapsed().as_secs_f64());
-            }
+            self.observe(started);
             result
         })
+    }
+
+    /// Runs the read `f` in one read transaction when the future is first polled: there, on a
+    /// reading connection when one is free, else on the store thread.
+    fn read<R, F>(&self, f: F) -> StoreFuture<'_, R>
+    where
+        R: Send + 'static,
+        F: Fn(&mut Database) -> Result<R, StoreError> + Send + 'static,
+    {
+        Box::pin(async move {
+            if let Some(readers) = &self.readers {
+                let started = self.latency.as_ref().map(|_| Instant::now());
+                if let Some(result) = readers.read(&f) {
+                    self.observe(started);
+                    return result;
+                }
+            }
+            self.call(move |db| db.read(f)).await
+        })
+    }
+
+    fn observe(&self, started: Option<Instant>) {
+        if let (Some(histogram), Some(started)) = (&self.latency, started) {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        // The reading connections close first, so that the store thread's, the last, folds
+        // the WAL back into the database file.
+        self.readers = None;
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -164,7 +201,7 @@ impl Store for SqliteStore {
 
     fn backend_link<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<BackendLink>> {
         let handle = handle.clone();
-        self.call(move |db| db.backend_link(&handle))
+        self.read(move |db| db.backend_link(&handle))
     }
 
     fn set_link_refused<'a>(
@@ -188,17 +225,17 @@ impl Store for SqliteStore {
 
     fn credentials<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<Credentials>> {
         let handle = handle.clone();
-        self.call(move |db| db.credentials(&handle))
+        self.read(move |db| db.credentials(&handle))
     }
 
     fn account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Account> {
         let handle = handle.clone();
-        self.call(move |db| db.account(&handle))
+        self.read(move |db| db.account(&handle))
     }
 
     fn groups<'a>(&'a self, owner: &'a UserHandle) -> StoreFuture<'a, Vec<Group>> {
         let owner = owner.clone();
-        self.call(move |db| db.groups(&owner))
+        self.read(move |db| db.groups(&owner))
     }
 
     fn add_group<'a>(
@@ -270,12 +307,12 @@ impl Store for SqliteStore {
         owner: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(PhoneKey, FriendlyName)>> {
         let owner = owner.clone();
-        self.call(move |db| db.phones(&owner))
+        self.read(move |db| db.phones(&owner))
     }
 
     fn snapshot<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Snapshot> {
         let handle = handle.clone();
-        self.call(move |db| db.snapshot(&handle))
+        self.read(move |db| db.snapshot(&handle))
     }
 
     fn list<'a>(
@@ -284,7 +321,7 @@ impl Store for SqliteStore {
         kind: ListKind,
     ) -> StoreFuture<'a, (u32, Vec<Entry>)> {
         let handle = handle.clone();
-        self.call(move |db| db.list(&handle, kind))
+        self.read(move |db| db.list(&handle, kind))
     }
 
     fn set_gtc<'a>(&'a self, handle: &'a UserHandle, gtc: GtcSetting) -> StoreFuture<'a, u32> {
@@ -348,7 +385,7 @@ impl Store for SqliteStore {
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, Option<Entry>> {
         let (owner, contact) = (owner.clone(), contact.clone());
-        self.call(move |db| db.entry(&owner, kind, &contact))
+        self.read(move |db| db.entry(&owner, kind, &contact))
     }
 
     fn lists_of<'a>(
@@ -357,7 +394,7 @@ impl Store for SqliteStore {
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<ListKind>> {
         let (owner, contact) = (owner.clone(), contact.clone());
-        self.call(move |db| db.lists_of(&owner, &contact))
+        self.read(move |db| db.lists_of(&owner, &contact))
     }
 
     fn is_on_list<'a>(
@@ -367,7 +404,7 @@ impl Store for SqliteStore {
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, bool> {
         let (owner, contact) = (owner.clone(), contact.clone());
-        self.call(move |db| db.is_on_list(&owner, kind, &contact))
+        self.read(move |db| db.is_on_list(&owner, kind, &contact))
     }
 
     fn mirror_contact<'a>(
@@ -397,8 +434,8 @@ impl Store for SqliteStore {
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, MirrorState> {
         let (owner, contact) = (owner.clone(), contact.clone());
-        // One job on the store thread: nothing else runs between these reads.
-        self.call(move |db| {
+        // One read transaction: no change comes between these reads.
+        self.read(move |db| {
             Ok(MirrorState {
                 lists: db.lists_of(&owner, &contact)?,
                 serial: db.account(&owner)?.serial,
@@ -429,7 +466,7 @@ impl Store for SqliteStore {
         other: &'a UserHandle,
     ) -> StoreFuture<'a, Permission> {
         let (owner, other) = (owner.clone(), other.clone());
-        self.call(move |db| db.permission(&owner, &other))
+        self.read(move |db| db.permission(&owner, &other))
     }
 
     fn forward_contacts<'a>(
@@ -437,7 +474,7 @@ impl Store for SqliteStore {
         handle: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(UserHandle, bool)>> {
         let handle = handle.clone();
-        self.call(move |db| db.forward_contacts(&handle))
+        self.read(move |db| db.forward_contacts(&handle))
     }
 
     fn watchers<'a>(
@@ -445,7 +482,7 @@ impl Store for SqliteStore {
         handle: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(UserHandle, Permission)>> {
         let handle = handle.clone();
-        self.call(move |db| db.watchers(&handle))
+        self.read(move |db| db.watchers(&handle))
     }
 
     fn find<'a>(

@@ -77,6 +77,40 @@ impl Database {
         Database::prepare(Connection::open_in_memory()?)
     }
 
+    /// A second connection to a database file the store thread has opened (and brought to
+    /// the current schema), for reads only: `query_only` refuses any write, and it never
+    /// waits for a lock (a busy database answers at once, and the read goes to the store
+    /// thread instead).
+    pub fn open_reader(path: &Path) -> Result<Database, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(Database { conn })
+    }
+
+    /// Runs `f` in one read transaction, so that its queries see one state of the database
+    /// (deferred: it takes no write lock, and in WAL mode waits for no writer).
+    pub fn read<R>(
+        &mut self,
+        f: impl FnOnce(&mut Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        // Prepared once per connection, like every statement of a logon.
+        self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+        let result = f(self);
+        // Nothing to commit either way; ending the transaction lets go of its snapshot.
+        let ended = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut commit| commit.execute([]));
+        if ended.is_err() && !self.conn.is_autocommit() {
+            // Never leave the connection inside the transaction: the next BEGIN would fail.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let value = result?;
+        ended?;
+        Ok(value)
+    }
+
     fn prepare(mut conn: Connection) -> Result<Database, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Every transaction takes the write lock when it begins, waiting for it like any lock.
