@@ -63,20 +63,22 @@ fn serve() -> Served {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", ns)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_listener(ns, "the server");
     Served {
         _dir: dir,
         config,
         ns,
         ds,
         child,
+    }
+}
+
+/// Waits until something accepts on the loopback `port`; `what` started it.
+fn wait_for_listener(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -242,4 +244,34 @@ fn self_contained_mode_starts_the_server_and_reads_its_memory() {
     check_chat(&f);
     // The temporary directory is removed after a successful run.
     assert_eq!(std::fs::read_dir(Path::new(tmp)).unwrap().count(), 0);
+}
+
+/// `floor` serves a logon's lines with fixed answers, and `logon` runs against it: the floor
+/// under the logon's server CPU is measured the way msngate's is.
+#[test]
+fn the_logon_floor_answers_the_load_tools_logons() {
+    let port = free_port();
+    let mut floor = Command::new(LOAD)
+        .args(["floor", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_listener(port, "the floor");
+    let pid = floor.id().to_string();
+    let address = format!("127.0.0.1:{port}");
+    let args = [
+        "--ns",
+        &address,
+        "--server-pid",
+        &pid,
+        "--quick",
+        "logon",
+        "--contacts",
+        "0",
+    ];
+    let f = Fields(load(&args, "logon"));
+    let _ = floor.kill();
+    let _ = floor.wait();
+    check_logon(&f);
 }

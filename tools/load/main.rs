@@ -34,6 +34,7 @@ mod accounts;
 mod chat;
 mod client;
 mod fanout;
+mod floor;
 mod idle;
 mod logon;
 mod relay;
@@ -161,6 +162,14 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
     },
+    /// Not a load: serves fixed answers to a logon's lines, keeping nothing, until killed; the
+    /// floor under `logon`'s server CPU (run `logon --contacts 0` against it with --ns and
+    /// --server-pid).
+    Floor {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:18630")]
+        listen: SocketAddr,
+    },
     /// Presence fan-out: account 0 changes state, watchers 1..=N (each with account 0 on its
     /// FL) read the NLN; time to the last and the median watcher, per round.
     Fanout {
@@ -232,6 +241,7 @@ impl Shape {
                 rounds: pick(rounds, 5, 3),
                 concurrency: pick(concurrency, 100, 4),
             }),
+            Scenario::Floor { .. } => unreachable!("main serves the floor before any load"),
         }
     }
 
@@ -274,6 +284,9 @@ impl Shape {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Floor { listen } = cli.scenario {
+        return Ok(floor::serve(listen)?);
+    }
     let shape = Shape::of(cli.scenario, cli.quick);
     shape.check()?;
     let fd_limit = raise_fd_limit();
