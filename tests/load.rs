@@ -5,21 +5,15 @@
 //! every watcher.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+mod common;
+
+use common::free_port;
 
 const MSNGATE: &str = env!("CARGO_BIN_EXE_msngate");
 const LOAD: &str = env!("CARGO_BIN_EXE_msngate-load");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `msngate serve` on free loopback ports, with a dispatch listener and MSNP6 challenges.
 struct Served {
@@ -63,22 +57,13 @@ fn serve() -> Served {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_listener(ns, "the server");
+    common::wait_listening(("127.0.0.1", ns));
     Served {
         _dir: dir,
         config,
         ns,
         ds,
         child,
-    }
-}
-
-/// Waits until something accepts on the loopback `port`; `what` started it.
-fn wait_for_listener(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -257,7 +242,7 @@ fn the_logon_floor_answers_the_load_tools_logons() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_listener(port, "the floor");
+    common::wait_listening(("127.0.0.1", port));
     let pid = floor.id().to_string();
     let address = format!("127.0.0.1:{port}");
     let args = [

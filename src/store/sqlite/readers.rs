@@ -24,15 +24,24 @@ pub(super) const MAX_READERS: usize = 8;
 /// The reading connections of one database file, opened when first needed and kept.
 pub(super) struct Readers {
     path: PathBuf,
-    /// The connections not in use, and how many there are in all.
-    pool: Mutex<(Vec<Database>, usize)>,
+    pool: Mutex<Pool>,
+}
+
+struct Pool {
+    /// The connections not in use.
+    idle: Vec<Database>,
+    /// How many there are in all, in use or not.
+    open: usize,
 }
 
 impl Readers {
     pub(super) fn new(path: PathBuf) -> Readers {
         Readers {
             path,
-            pool: Mutex::new((Vec::new(), 0)),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
         }
     }
 
@@ -59,19 +68,19 @@ impl Readers {
     fn take(&self) -> Option<Database> {
         {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(db) = pool.0.pop() {
+            if let Some(db) = pool.idle.pop() {
                 return Some(db);
             }
-            if pool.1 >= MAX_READERS {
+            if pool.open >= MAX_READERS {
                 return None;
             }
-            pool.1 += 1;
+            pool.open += 1;
         }
         match Database::open_reader(&self.path) {
             Ok(db) => Some(db),
             Err(e) => {
                 tracing::warn!("cannot open a reading connection to the database: {e}");
-                self.pool.lock().unwrap_or_else(|e| e.into_inner()).1 -= 1;
+                self.pool.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
                 None
             }
         }
@@ -81,9 +90,9 @@ impl Readers {
     fn give_back(&self, db: Database) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if db.conn.is_autocommit() {
-            pool.0.push(db);
+            pool.idle.push(db);
         } else {
-            pool.1 -= 1;
+            pool.open -= 1;
         }
     }
 }
