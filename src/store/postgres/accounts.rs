@@ -1,7 +1,9 @@
 //! Accounts, their settings and their backend links.
 
+use tokio_postgres::Row;
+
 use super::rows::{
-    account, bump_serial, execute, parse_handle, parse_name, row, rows, watchers, Tx,
+    account, bump_serial, execute, parse_handle, parse_name, row, rows, watchers, Db, Tx,
 };
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, UserHandle};
 use crate::store::password::PasswordHash;
@@ -144,7 +146,7 @@ pub(super) async fn unlink(tx: &Tx<'_>, handle: &UserHandle) -> Result<BackendLi
 }
 
 pub(super) async fn backend_link(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     handle: &UserHandle,
 ) -> Result<Option<BackendLink>, StoreError> {
     let found = row(
@@ -153,16 +155,24 @@ pub(super) async fn backend_link(
         &[&handle.as_str()],
     )
     .await?;
-    found
-        .map(|r| {
-            Ok(BackendLink {
-                backend: r.try_get(0)?,
-                account: r.try_get(1)?,
-                sealed_secret: r.try_get(2)?,
-                options: decode_options(r.try_get(3)?),
-            })
-        })
-        .transpose()
+    match found {
+        Some(r) => link_at(&r, 0),
+        None => Ok(None),
+    }
+}
+
+/// The link in a row's columns `first..first + 4` (backend, account, secret, options), from
+/// a `LEFT JOIN` of `backend_links`: none when the backend is NULL.
+fn link_at(r: &Row, first: usize) -> Result<Option<BackendLink>, StoreError> {
+    let Some(backend) = r.try_get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(BackendLink {
+        backend,
+        account: r.try_get(first + 1)?,
+        sealed_secret: r.try_get(first + 2)?,
+        options: decode_options(r.try_get(first + 3)?),
+    }))
 }
 
 pub(super) async fn set_link_refused(
@@ -179,7 +189,7 @@ pub(super) async fn set_link_refused(
     Ok(())
 }
 
-pub(super) async fn refused_links(tx: &Tx<'_>) -> Result<Vec<(UserHandle, i64)>, StoreError> {
+pub(super) async fn refused_links(tx: &impl Db) -> Result<Vec<(UserHandle, i64)>, StoreError> {
     rows(
         tx,
         "SELECT handle, refused_at FROM backend_links WHERE refused_at IS NOT NULL ORDER BY handle",
@@ -192,7 +202,7 @@ pub(super) async fn refused_links(tx: &Tx<'_>) -> Result<Vec<(UserHandle, i64)>,
 }
 
 pub(super) async fn accounts_with_links(
-    tx: &Tx<'_>,
+    tx: &impl Db,
 ) -> Result<Vec<(UserHandle, FriendlyName, Option<BackendLink>)>, StoreError> {
     rows(
         tx,
@@ -203,31 +213,24 @@ pub(super) async fn accounts_with_links(
     .await?
     .iter()
     .map(|r| {
-        let link = match r.try_get::<_, Option<String>>(2)? {
-            Some(backend) => Some(BackendLink {
-                backend,
-                account: r.try_get(3)?,
-                sealed_secret: r.try_get(4)?,
-                options: decode_options(r.try_get(5)?),
-            }),
-            None => None,
-        };
         Ok((
             parse_handle(r.try_get(0)?)?,
             parse_name(r.try_get(1)?)?,
-            link,
+            link_at(r, 2)?,
         ))
     })
     .collect()
 }
 
+/// What a logon checks: the password, the name, and the link (one statement).
 pub(super) async fn credentials(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     handle: &UserHandle,
 ) -> Result<Option<Credentials>, StoreError> {
     let found = row(
         tx,
-        "SELECT salt, password_md5, friendly_name FROM accounts WHERE handle = $1",
+        "SELECT a.salt, a.password_md5, a.friendly_name, l.backend, l.account, l.secret, l.options
+         FROM accounts a LEFT JOIN backend_links l ON l.handle = a.handle WHERE a.handle = $1",
         &[&handle.as_str()],
     )
     .await?;
@@ -240,7 +243,7 @@ pub(super) async fn credentials(
             digest: r.try_get(1)?,
         },
         name: parse_name(r.try_get(2)?)?,
-        link: backend_link(tx, handle).await?,
+        link: link_at(&r, 3)?,
     }))
 }
 
@@ -302,7 +305,7 @@ pub(super) async fn rename(
 /// Accounts whose handle or friendly name contains `text` (case-insensitive, as SQLite's
 /// `LIKE` for ASCII), at most `limit` of them.
 pub(super) async fn find(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     text: &str,
     limit: usize,
 ) -> Result<Vec<(UserHandle, FriendlyName)>, StoreError> {

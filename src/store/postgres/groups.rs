@@ -15,8 +15,7 @@ pub(super) async fn account_groups(
     tx: &Tx<'_>,
     owner: &UserHandle,
 ) -> Result<Vec<Group>, StoreError> {
-    account(tx, owner).await?;
-    groups(tx, owner).await
+    Ok(tokio::try_join!(account(tx, owner), groups(tx, owner))?.1)
 }
 
 /// Creates a group under the lowest free id; returns the new serial and the id.
@@ -284,8 +283,7 @@ pub(super) async fn account_phones(
     tx: &Tx<'_>,
     owner: &UserHandle,
 ) -> Result<Vec<(PhoneKey, FriendlyName)>, StoreError> {
-    account(tx, owner).await?;
-    phones(tx, owner).await
+    Ok(tokio::try_join!(account(tx, owner), phones(tx, owner))?.1)
 }
 
 /// An account's groups, group 0 first.

@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 
+use futures_util::future::try_join_all;
+
 use super::accounts::backend_link;
 use super::groups;
 use super::rows::{
     account, bump_serial, execute, has_entry, parse_blp, parse_handle, parse_name, permission, row,
-    rows, Tx,
+    rows, Db, Tx,
 };
 use crate::protocol::{FriendlyName, ListKind, UserHandle};
 use crate::store::{
@@ -14,20 +16,26 @@ use crate::store::{
     MAX_LIST_ENTRIES,
 };
 
-/// The settings and all four lists, read in one transaction so they match the serial.
+/// The settings and all four lists, read in one transaction so they match the serial; its
+/// statements go to the database together.
 pub(super) async fn snapshot(tx: &Tx<'_>, handle: &UserHandle) -> Result<Snapshot, StoreError> {
-    let account = account(tx, handle).await?;
-    let mut lists = Vec::with_capacity(4);
-    for kind in ListKind::SYNC_ORDER {
-        lists.push((kind, entries(tx, handle, kind).await?));
-    }
+    let lists = ListKind::SYNC_ORDER
+        .map(|kind| async move { Ok::<_, StoreError>((kind, entries(tx, handle, kind).await?)) });
+    let (account, lists, groups, memberships, phones, contact_phones) = tokio::try_join!(
+        account(tx, handle),
+        try_join_all(lists),
+        groups::groups(tx, handle),
+        groups::memberships(tx, handle),
+        groups::phones(tx, handle),
+        groups::contact_phones(tx, handle),
+    )?;
     Ok(Snapshot {
         account,
         lists,
-        groups: groups::groups(tx, handle).await?,
-        memberships: groups::memberships(tx, handle).await?,
-        phones: groups::phones(tx, handle).await?,
-        contact_phones: groups::contact_phones(tx, handle).await?,
+        groups,
+        memberships,
+        phones,
+        contact_phones,
     })
 }
 
@@ -36,8 +44,8 @@ pub(super) async fn list(
     handle: &UserHandle,
     kind: ListKind,
 ) -> Result<(u32, Vec<Entry>), StoreError> {
-    let serial = account(tx, handle).await?.serial;
-    Ok((serial, entries(tx, handle, kind).await?))
+    let (account, entries) = tokio::try_join!(account(tx, handle), entries(tx, handle, kind))?;
+    Ok((account.serial, entries))
 }
 
 pub(super) async fn rename_contact(
@@ -70,21 +78,31 @@ pub(super) async fn add_entry(
     if kind == ListKind::Reverse {
         return Err(StoreError::ReverseListIsServerOnly);
     }
-    let owner_account = account(tx, owner).await?;
-    account(tx, contact).await?;
+    // The checks' statements go to the database together; their answers are judged in order.
+    let (owner_account, _, link, there, in_opposite, count) = tokio::try_join!(
+        account(tx, owner),
+        account(tx, contact),
+        backend_link(tx, contact),
+        has_entry(tx, owner, kind, contact),
+        async {
+            match kind.opposite() {
+                Some(opposite) => has_entry(tx, owner, opposite, contact).await,
+                None => Ok(false),
+            }
+        },
+        count_entries(tx, owner, kind),
+    )?;
     // A bridged account's contacts are its backend's; it can't be put on local lists.
-    if contact != owner && backend_link(tx, contact).await?.is_some() {
+    if contact != owner && link.is_some() {
         return Err(StoreError::NoSuchAccount);
     }
-    if has_entry(tx, owner, kind, contact).await? {
+    if there {
         return Err(StoreError::AlreadyThere);
     }
-    if let Some(opposite) = kind.opposite() {
-        if has_entry(tx, owner, opposite, contact).await? {
-            return Err(StoreError::InOppositeList);
-        }
+    if in_opposite {
+        return Err(StoreError::InOppositeList);
     }
-    if count_entries(tx, owner, kind).await? >= MAX_LIST_ENTRIES {
+    if count >= MAX_LIST_ENTRIES {
         return Err(StoreError::ListFull);
     }
     let before = privacy_before(tx, owner, kind, contact).await?;
@@ -141,7 +159,7 @@ pub(super) async fn remove_entry(
 }
 
 pub(super) async fn entry(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     owner: &UserHandle,
     kind: ListKind,
     contact: &UserHandle,
@@ -168,13 +186,12 @@ pub(super) async fn lists_of(
     owner: &UserHandle,
     contact: &UserHandle,
 ) -> Result<Vec<ListKind>, StoreError> {
-    let mut lists = Vec::new();
-    for kind in ListKind::SYNC_ORDER {
-        if has_entry(tx, owner, kind, contact).await? {
-            lists.push(kind);
-        }
-    }
-    Ok(lists)
+    let on = try_join_all(ListKind::SYNC_ORDER.map(|kind| has_entry(tx, owner, kind, contact)));
+    Ok(ListKind::SYNC_ORDER
+        .into_iter()
+        .zip(on.await?)
+        .filter_map(|(kind, on)| on.then_some(kind))
+        .collect())
 }
 
 pub(super) async fn mirror_state(
@@ -182,13 +199,17 @@ pub(super) async fn mirror_state(
     owner: &UserHandle,
     contact: &UserHandle,
 ) -> Result<MirrorState, StoreError> {
+    let (lists, account, entry, groups) = tokio::try_join!(
+        lists_of(tx, owner, contact),
+        account(tx, owner),
+        entry(tx, owner, ListKind::Forward, contact),
+        groups::memberships_of(tx, owner, contact),
+    )?;
     Ok(MirrorState {
-        lists: lists_of(tx, owner, contact).await?,
-        serial: account(tx, owner).await?.serial,
-        name: entry(tx, owner, ListKind::Forward, contact)
-            .await?
-            .map(|e| e.name),
-        groups: groups::memberships_of(tx, owner, contact).await?,
+        lists,
+        serial: account.serial,
+        name: entry.map(|e| e.name),
+        groups,
     })
 }
 
@@ -256,7 +277,7 @@ pub(super) async fn mirror_edit(
 
 /// The contacts on `handle`'s FL, each with whether that contact lets `handle` see it.
 pub(super) async fn forward_contacts(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     handle: &UserHandle,
 ) -> Result<Vec<(UserHandle, bool)>, StoreError> {
     rows(

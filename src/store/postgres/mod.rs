@@ -7,7 +7,11 @@
 //! had. Within one server, changes to the same account first wait their turn in that
 //! account's lane ([`Lanes`]), so a popular account that many users add at once costs a
 //! queue, not a storm of aborted transactions. Reads run
-//! `REPEATABLE READ READ ONLY`: one snapshot, never aborted. A pooled connection the database
+//! `REPEATABLE READ READ ONLY`: one snapshot, never aborted; a read that is one statement runs
+//! alone, its own snapshot, without `BEGIN` and `COMMIT`. A read's statements that don't
+//! depend on each other are sent together (tokio-postgres pipelines the requests of futures
+//! polled at once), so a logon's four reads cost six round trips to the database, not 22.
+//! A pooled connection the database
 //! ended while it sat idle (a restart, a failover, `pg_terminate_backend`) fails on its first
 //! statement, before anything was done on it; the operation then takes a new connection
 //! instead of failing. Waiting for a connection is
@@ -229,6 +233,10 @@ async fn begin(client: &mut Object, mode: Mode) -> Result<Tx<'_>, StoreError> {
 /// aborts one of several transactions locking the same rows with the internal error "new
 /// multixact has more than one updating member" (seen once while 50 clients added contacts at
 /// once, docs/SCALING.md); the transaction is rolled back like any other, so it is retried too.
+/// Statements sent together answer "current transaction is aborted" after one of them failed,
+/// and the one that reports first may be such a follower: that is tried again too (it is rolled
+/// back, and only reads are sent together), and a lasting error shows on another try or when
+/// the tries run out.
 fn retryable(error: &StoreError) -> bool {
     let StoreError::Postgres(e) = error else {
         return false;
@@ -237,6 +245,7 @@ fn retryable(error: &StoreError) -> bool {
         Some(code) => {
             *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::IN_FAILED_SQL_TRANSACTION
                 || (*code == SqlState::INTERNAL_ERROR
                     && e.as_db_error()
                         .is_some_and(|d| d.message().contains("multixact")))
@@ -276,8 +285,9 @@ async fn backoff(attempt: u32) {
 /// Where an operation's transaction failed.
 #[derive(Clone, Copy, PartialEq)]
 enum Stage {
-    /// At `BEGIN`: nothing was done on the connection.
-    Begin,
+    /// At its first statement (`BEGIN`, or a read's one statement): nothing was done on the
+    /// connection before it.
+    Start,
     /// In the operation's statements or at `COMMIT`.
     Work,
 }
@@ -308,12 +318,12 @@ impl Tries {
         }
     }
 
-    /// After `error` at `stage`: a connection the database had ended before the transaction
-    /// began is replaced (nothing was done on it, and the pool holds at most one such per
-    /// connection); a conflict is run again after a pause, a bounded number of times; anything
-    /// else is the operation's error.
+    /// After `error` at `stage`: a connection the database had ended before the operation's
+    /// first statement is replaced (nothing was done on it, and the pool holds at most one
+    /// such per connection); a conflict is run again after a pause, a bounded number of times;
+    /// anything else is the operation's error.
     async fn after(&mut self, error: &StoreError, stage: Stage) -> Next {
-        if stage == Stage::Begin && ended(error) && self.replaced <= self.pool {
+        if stage == Stage::Start && ended(error) && self.replaced <= self.pool {
             self.replaced += 1;
             return Next::OnNewConnection;
         }
@@ -334,7 +344,46 @@ macro_rules! transaction {
     ($store:expr, $mode:expr, |$tx:ident| $body:expr) => {
         $crate::store::postgres::transaction!($store, $mode, [], |$tx| $body)
     };
-    ($store:expr, $mode:expr, [$($account:expr),*], |$tx:ident| $body:expr) => {{
+    ($store:expr, $mode:expr, [$($account:expr),*], |$tx:ident| $body:expr) => {
+        $crate::store::postgres::operation!($store, [$($account),*], |client| {
+            use $crate::store::postgres::Stage;
+            match $crate::store::postgres::begin(client, $mode).await {
+                Err(e) => Err((e, Stage::Start)),
+                Ok($tx) => match $body.await {
+                    Ok(value) => match $tx.commit().await {
+                        Ok(()) => Ok(value),
+                        Err(e) => Err((StoreError::from(e), Stage::Work)),
+                    },
+                    Err(e) => Err((e, Stage::Work)),
+                },
+            }
+        })
+    };
+}
+use transaction;
+
+/// Runs `$body`, a read of one statement on the pooled connection `$client`, without a
+/// transaction: one statement sees one snapshot of the database, as a `REPEATABLE READ`
+/// transaction would, and spares the round trips of `BEGIN` and `COMMIT`. It is tried again
+/// and bounded as a transaction is.
+macro_rules! statement {
+    ($store:expr, |$client:ident| $body:expr) => {
+        $crate::store::postgres::operation!($store, [], |client| {
+            let $client = &*client;
+            $body
+                .await
+                .map_err(|e| (e, $crate::store::postgres::Stage::Start))
+        })
+    };
+}
+use statement;
+
+/// The frame of every operation: the accounts' [`Lanes`], a pooled connection, `$attempt` (an
+/// expression using the connection `$client`, giving the value or the error and where it
+/// failed) tried again as [`Tries`] says, all within the operation's time; it gives a
+/// `StoreFuture`.
+macro_rules! operation {
+    ($store:expr, [$($account:expr),*], |$client:ident| $attempt:expr) => {{
         let store: &PostgresStore = $store;
         Box::pin(async move {
             let started = std::time::Instant::now();
@@ -343,18 +392,14 @@ macro_rules! transaction {
                 let mut client = store.client().await?;
                 let mut tries = $crate::store::postgres::Tries::new(store.options.size);
                 loop {
-                    use $crate::store::postgres::{Next, Stage};
-                    let (failed, stage) =
-                        match $crate::store::postgres::begin(&mut client, $mode).await {
-                            Err(e) => (e, Stage::Begin),
-                            Ok($tx) => match $body.await {
-                                Ok(value) => match $tx.commit().await {
-                                    Ok(()) => break Ok(value),
-                                    Err(e) => (StoreError::from(e), Stage::Work),
-                                },
-                                Err(e) => (e, Stage::Work),
-                            },
-                        };
+                    use $crate::store::postgres::Next;
+                    let (failed, stage) = {
+                        let $client = &mut client;
+                        match $attempt {
+                            Ok(value) => break Ok(value),
+                            Err(failed) => failed,
+                        }
+                    };
                     match tries.after(&failed, stage).await {
                         Next::Again => {}
                         Next::OnNewConnection => {
@@ -378,4 +423,4 @@ macro_rules! transaction {
         })
     }};
 }
-use transaction;
+use operation;

@@ -1,5 +1,8 @@
-//! Statements run with a transaction, and the row-level helpers that accounts, lists and
-//! groups all use: reading an account, the serial, and who may see whom.
+//! Statements, run in a transaction or alone, and the row-level helpers that accounts, lists
+//! and groups all use: reading an account, the serial, and who may see whom.
+//!
+//! The helpers take any [`Db`]: a transaction, or a pooled connection for a read that is one
+//! statement (its own snapshot, without the two round trips of `BEGIN` and `COMMIT`).
 
 use std::collections::HashSet;
 
@@ -14,12 +17,15 @@ use crate::store::{Account, Permission, StoreError};
 /// The transaction every operation runs in.
 pub(super) type Tx<'a> = Transaction<'a>;
 
+/// Where statements run: a transaction, or a pooled connection (one statement, one snapshot).
+pub(super) use deadpool_postgres::GenericClient as Db;
+
 /// Parameters of a statement.
 pub(super) type Params<'p> = [&'p (dyn ToSql + Sync)];
 
 /// All rows of a statement (prepared once per connection and kept).
 pub(super) async fn rows(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Vec<Row>, StoreError> {
@@ -29,7 +35,7 @@ pub(super) async fn rows(
 
 /// The row of a statement, if any.
 pub(super) async fn row(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Option<Row>, StoreError> {
@@ -39,7 +45,7 @@ pub(super) async fn row(
 
 /// How many rows a statement changed.
 pub(super) async fn execute(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<u64, StoreError> {
@@ -49,14 +55,14 @@ pub(super) async fn execute(
 
 /// Whether a statement finds a row.
 pub(super) async fn exists(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<bool, StoreError> {
     Ok(row(tx, sql, params).await?.is_some())
 }
 
-pub(super) async fn account(tx: &Tx<'_>, handle: &UserHandle) -> Result<Account, StoreError> {
+pub(super) async fn account(tx: &impl Db, handle: &UserHandle) -> Result<Account, StoreError> {
     let row = row(
         tx,
         "SELECT friendly_name, gtc, blp, serial FROM accounts WHERE handle = $1",
@@ -90,27 +96,31 @@ pub(super) async fn bump_serial(tx: &Tx<'_>, handle: &str) -> Result<u32, StoreE
 
 /// Who watches `handle` (its RL, in the order they came) and how its settings treat each.
 ///
-/// One scan of the owner's RL, AL and BL, matched here. The statement is prepared once per
-/// connection, and after five runs PostgreSQL plans it generically, for any owner; a generic
-/// plan of an `EXISTS` per list and watcher probed the index twice per watcher: 24.7 ms for
-/// 5,000 watchers where this scan takes 5.2 ms (docs/SCALING.md).
+/// One statement: the owner's BLP and one scan of its RL, AL and BL, matched here (a row of
+/// NULLs when the lists are empty, none when there is no such account). It is prepared once
+/// per connection, and after five runs PostgreSQL plans it generically, for any owner; a
+/// generic plan of an `EXISTS` per list and watcher probed the index twice per watcher: 24.7 ms
+/// for 5,000 watchers where this scan takes 5.2 ms (docs/SCALING.md).
 pub(super) async fn watchers(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     handle: &UserHandle,
 ) -> Result<Vec<(UserHandle, Permission)>, StoreError> {
-    let blp = account(tx, handle).await?.blp;
     let found = rows(
         tx,
-        "SELECT list, contact FROM list_entries
-         WHERE owner = $1 AND list IN ('RL', 'AL', 'BL') ORDER BY id",
+        "SELECT a.blp, e.list, e.contact FROM accounts a
+         LEFT JOIN list_entries e ON e.owner = a.handle AND e.list IN ('RL', 'AL', 'BL')
+         WHERE a.handle = $1 ORDER BY e.id",
         &[&handle.as_str()],
     )
     .await?;
+    let blp = parse_blp(found.first().ok_or(StoreError::NoSuchAccount)?.try_get(0)?)?;
     let mut reverse = Vec::new();
     let (mut allowed, mut blocked) = (HashSet::new(), HashSet::new());
     for row in &found {
-        let contact: &str = row.try_get(1)?;
-        match row.try_get(0)? {
+        let Some(contact) = row.try_get::<_, Option<&str>>(2)? else {
+            continue;
+        };
+        match row.try_get(1)? {
             "AL" => {
                 allowed.insert(contact);
             }
@@ -135,21 +145,27 @@ pub(super) async fn watchers(
         .collect()
 }
 
+/// How `owner`'s settings treat `other`: its BLP, and whether `other` is on its AL and BL.
+/// The three statements go to the database together, one round trip.
 pub(super) async fn permission(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     owner: &UserHandle,
     other: &UserHandle,
 ) -> Result<Permission, StoreError> {
-    let blp = account(tx, owner).await?.blp;
+    let (settings, in_allow_list, in_block_list) = tokio::try_join!(
+        account(tx, owner),
+        has_entry(tx, owner, ListKind::Allow, other),
+        has_entry(tx, owner, ListKind::Block, other),
+    )?;
     Ok(Permission {
-        blp,
-        in_allow_list: has_entry(tx, owner, ListKind::Allow, other).await?,
-        in_block_list: has_entry(tx, owner, ListKind::Block, other).await?,
+        blp: settings.blp,
+        in_allow_list,
+        in_block_list,
     })
 }
 
 pub(super) async fn has_entry(
-    tx: &Tx<'_>,
+    tx: &impl Db,
     owner: &UserHandle,
     kind: ListKind,
     contact: &UserHandle,

@@ -1,7 +1,7 @@
 //! [`Store`] for [`PostgresStore`]: each method one transaction of the functions in
-//! accounts, lists and groups.
+//! accounts, lists and groups, or, for a read of one statement, that statement alone.
 
-use super::{accounts, groups, lists, rows, transaction, Mode, PostgresStore};
+use super::{accounts, groups, lists, rows, statement, transaction, Mode, PostgresStore};
 use crate::protocol::{BlpSetting, FriendlyName, GtcSetting, ListKind, PhoneKey, UserHandle};
 use crate::store::{
     Account, BackendLink, BlpChange, Credentials, Entry, Group, GroupChange, ListChange,
@@ -54,7 +54,7 @@ impl Store for PostgresStore {
     }
 
     fn backend_link<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<BackendLink>> {
-        transaction!(self, Mode::Read, |tx| accounts::backend_link(&tx, handle))
+        statement!(self, |client| accounts::backend_link(client, handle))
     }
 
     fn set_link_refused<'a>(
@@ -71,21 +71,21 @@ impl Store for PostgresStore {
     }
 
     fn refused_links(&self) -> StoreFuture<'_, Vec<(UserHandle, i64)>> {
-        transaction!(self, Mode::Read, |tx| accounts::refused_links(&tx))
+        statement!(self, |client| accounts::refused_links(client))
     }
 
     fn accounts_with_links(
         &self,
     ) -> StoreFuture<'_, Vec<(UserHandle, FriendlyName, Option<BackendLink>)>> {
-        transaction!(self, Mode::Read, |tx| accounts::accounts_with_links(&tx))
+        statement!(self, |client| accounts::accounts_with_links(client))
     }
 
     fn credentials<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Option<Credentials>> {
-        transaction!(self, Mode::Read, |tx| accounts::credentials(&tx, handle))
+        statement!(self, |client| accounts::credentials(client, handle))
     }
 
     fn account<'a>(&'a self, handle: &'a UserHandle) -> StoreFuture<'a, Account> {
-        transaction!(self, Mode::Read, |tx| rows::account(&tx, handle))
+        statement!(self, |client| rows::account(client, handle))
     }
 
     fn groups<'a>(&'a self, owner: &'a UserHandle) -> StoreFuture<'a, Vec<Group>> {
@@ -248,9 +248,7 @@ impl Store for PostgresStore {
         kind: ListKind,
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, Option<Entry>> {
-        transaction!(self, Mode::Read, |tx| lists::entry(
-            &tx, owner, kind, contact
-        ))
+        statement!(self, |client| lists::entry(client, owner, kind, contact))
     }
 
     fn lists_of<'a>(
@@ -267,9 +265,7 @@ impl Store for PostgresStore {
         kind: ListKind,
         contact: &'a UserHandle,
     ) -> StoreFuture<'a, bool> {
-        transaction!(self, Mode::Read, |tx| rows::has_entry(
-            &tx, owner, kind, contact
-        ))
+        statement!(self, |client| rows::has_entry(client, owner, kind, contact))
     }
 
     fn mirror_contact<'a>(
@@ -329,14 +325,14 @@ impl Store for PostgresStore {
         &'a self,
         handle: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(UserHandle, bool)>> {
-        transaction!(self, Mode::Read, |tx| lists::forward_contacts(&tx, handle))
+        statement!(self, |client| lists::forward_contacts(client, handle))
     }
 
     fn watchers<'a>(
         &'a self,
         handle: &'a UserHandle,
     ) -> StoreFuture<'a, Vec<(UserHandle, Permission)>> {
-        transaction!(self, Mode::Read, |tx| rows::watchers(&tx, handle))
+        statement!(self, |client| rows::watchers(client, handle))
     }
 
     fn find<'a>(
@@ -344,6 +340,6 @@ impl Store for PostgresStore {
         text: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<(UserHandle, FriendlyName)>> {
-        transaction!(self, Mode::Read, |tx| accounts::find(&tx, text, limit))
+        statement!(self, |client| accounts::find(client, text, limit))
     }
 }
