@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Client;
-use msngate::protocol::{FriendlyName, UserHandle};
+use msngate::protocol::{FriendlyName, ListKind, UserHandle};
 use msngate::store::{DatabaseCheck, PoolOptions, PostgresStore, PostgresUrl, Store, StoreError};
 use support::postgres::{skipped, Postgres, PASSWORD, USER};
 
@@ -374,6 +374,63 @@ async fn connections_the_database_ended_are_replaced_not_failed() {
         assert!(read.is_ok(), "round {round}: a read failed: {read:?}");
         assert!(write.is_ok(), "round {round}: a change failed: {write:?}");
         assert_eq!(store.account(&a).await.unwrap().name, renamed);
+    }
+}
+
+/// A read's statements go to the database together; when one fails, PostgreSQL answers each
+/// one after it "current transaction is aborted". The error reported is the one that
+/// happened: here the account's row, the first statement of each of these reads, may not be
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_statement_among_those_sent_together_is_the_error_reported() {
+    if skipped() {
+        return;
+    }
+    let pg = Postgres::shared().await;
+    let database = pg.create_database().await;
+    let options = PoolOptions {
+        size: 2,
+        wait: Duration::from_secs(2),
+    };
+    let store = PostgresStore::connect(&url_of(&database), options)
+        .await
+        .unwrap();
+    let (a, b) = (h("a@x.com"), h("b@x.com"));
+    for handle in [&a, &b] {
+        store
+            .create_account(handle, &FriendlyName::new("X").unwrap(), "pw")
+            .await
+            .unwrap();
+    }
+    store.snapshot(&a).await.unwrap();
+    let (owner, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    owner
+        .batch_execute(&format!("REVOKE SELECT ON accounts FROM {USER}"))
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let failures = [
+            store.snapshot(&a).await.map(|_| ()),
+            store.list(&a, ListKind::Forward).await.map(|_| ()),
+            store.permission(&a, &b).await.map(|_| ()),
+            store.mirror_state(&a, &b).await.map(|_| ()),
+            store
+                .add_entry(&a, ListKind::Allow, &b, &FriendlyName::new("B").unwrap())
+                .await
+                .map(|_| ()),
+        ];
+        for failed in failures {
+            let text = failed
+                .expect_err("the account's row cannot be read")
+                .to_string();
+            assert!(
+                text.contains("permission denied for table accounts"),
+                "round {round}: {text}"
+            );
+        }
     }
 }
 

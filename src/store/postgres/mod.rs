@@ -233,10 +233,6 @@ async fn begin(client: &mut Object, mode: Mode) -> Result<Tx<'_>, StoreError> {
 /// aborts one of several transactions locking the same rows with the internal error "new
 /// multixact has more than one updating member" (seen once while 50 clients added contacts at
 /// once, docs/SCALING.md); the transaction is rolled back like any other, so it is retried too.
-/// Statements sent together answer "current transaction is aborted" after one of them failed,
-/// and the one that reports first may be such a follower: that is tried again too (it is rolled
-/// back, and only reads are sent together), and a lasting error shows on another try or when
-/// the tries run out.
 fn retryable(error: &StoreError) -> bool {
     let StoreError::Postgres(e) = error else {
         return false;
@@ -245,7 +241,6 @@ fn retryable(error: &StoreError) -> bool {
         Some(code) => {
             *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::IN_FAILED_SQL_TRANSACTION
                 || (*code == SqlState::INTERNAL_ERROR
                     && e.as_db_error()
                         .is_some_and(|d| d.message().contains("multixact")))

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -29,8 +30,8 @@ pub(super) async fn rows(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Vec<Row>, StoreError> {
-    let statement = tx.prepare_cached(sql).await?;
-    Ok(tx.query(&statement, params).await?)
+    let statement = answer(tx.prepare_cached(sql).await).await?;
+    answer(tx.query(&statement, params).await).await
 }
 
 /// The row of a statement, if any.
@@ -39,8 +40,8 @@ pub(super) async fn row(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Option<Row>, StoreError> {
-    let statement = tx.prepare_cached(sql).await?;
-    Ok(tx.query_opt(&statement, params).await?)
+    let statement = answer(tx.prepare_cached(sql).await).await?;
+    answer(tx.query_opt(&statement, params).await).await
 }
 
 /// How many rows a statement changed.
@@ -49,8 +50,24 @@ pub(super) async fn execute(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<u64, StoreError> {
-    let statement = tx.prepare_cached(sql).await?;
-    Ok(tx.execute(&statement, params).await?)
+    let statement = answer(tx.prepare_cached(sql).await).await?;
+    answer(tx.execute(&statement, params).await).await
+}
+
+/// The database's answer to one request. When statements go together (`tokio::try_join!`)
+/// and one fails, PostgreSQL answers each one after it in the transaction "current transaction
+/// is aborted", and `try_join!` would end with whichever answer it looks at first. Such an
+/// answer never completes here: the statement that failed is one of the same join (every error
+/// before the join ended the operation), and its error ends the join. A statement alone, or the
+/// last of a sequence, never gets this answer. Were that reasoning wrong, the operation's time
+/// bound still ends the wait.
+async fn answer<T>(result: Result<T, tokio_postgres::Error>) -> Result<T, StoreError> {
+    match result {
+        Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+            std::future::pending().await
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Whether a statement finds a row.
