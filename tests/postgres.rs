@@ -126,10 +126,7 @@ async fn every_command_works_on_postgresql_and_never_shows_the_password() {
             ok(&config, &["user", "list"]),
             "alice@example.com\txmpp:alice@xmpp.example\talice@example.com\n"
         );
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = session(&url).await;
         let sealed: Vec<u8> = client
             .query_one("SELECT secret FROM backend_links", &[])
             .await
@@ -266,10 +263,7 @@ async fn schema_versions_are_kept_and_a_newer_one_is_refused() {
             accounts: 1
         }
     );
-    let (client, connection) = tokio_postgres::connect(&pg_url(&url), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = session(&pg_url(&url)).await;
     client
         .batch_execute("UPDATE schema_version SET version = 99")
         .await
@@ -282,6 +276,16 @@ async fn schema_versions_are_kept_and_a_newer_one_is_refused() {
         PostgresStore::check(&url, options).await,
         Err(StoreError::NewerSchema(99))
     ));
+}
+
+/// A session of the test's own on the database at `url` (with its password), beside the
+/// store's: to look at rows, or to change what the store meets.
+async fn session(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 /// The URL with its password, for a test's own connection.
@@ -305,10 +309,7 @@ async fn no_operation_waits_on_the_database_without_bound() {
     let name = FriendlyName::new("A").unwrap();
     store.create_account(&a, &name, "pw").await.unwrap();
     // Another session holds the account's row.
-    let (mut client, connection) = tokio_postgres::connect(&pg_url(&url), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut client = session(&pg_url(&url)).await;
     let holder = client.transaction().await.unwrap();
     holder
         .execute(
@@ -403,10 +404,7 @@ async fn a_failed_statement_among_those_sent_together_is_the_error_reported() {
             .unwrap();
     }
     store.snapshot(&a).await.unwrap();
-    let (owner, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let owner = session(&database).await;
     owner
         .batch_execute(&format!("REVOKE SELECT ON accounts FROM {USER}"))
         .await
