@@ -18,6 +18,7 @@ use std::time::Duration;
 use msngate_bridge_api::{
     BackendError, Capabilities, ChatId, ConnectionState, Contact, List, PresenceState,
 };
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -30,6 +31,8 @@ use registry::Session;
 pub const ACTION_TIMEOUT: Duration = msngate_bridge_api::ACTION_BOUND;
 /// How long a CHG waits for the backend to take the new state (it only queues it).
 const PRESENCE_WAIT: Duration = Duration::from_secs(1);
+/// How long a list command waits for the event pump to catch up (see [`Account::caught_up`]).
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// A logged-in user's backend session, whatever the backend.
 pub struct Account {
@@ -65,6 +68,10 @@ pub struct Mirror {
     /// changes the backend reported meanwhile: the event pump holds them here, and the
     /// client's command answers with them (so it does not see its own change twice).
     group_edits: Mutex<HashMap<UserHandle, Vec<GroupChange>>>,
+    /// List commands waiting for the event pump to apply what the backend sent before it
+    /// answered them (see [`Account::caught_up`]), and the pump's bell.
+    catch_up: Mutex<Vec<oneshot::Sender<()>>>,
+    catch_up_asked: Notify,
 }
 
 impl Mirror {
@@ -76,6 +83,16 @@ impl Mirror {
     /// Contacts whose groups the client is changing, with the changes held for the answer.
     pub fn group_edits(&self) -> MutexGuard<'_, HashMap<UserHandle, Vec<GroupChange>>> {
         lock(&self.group_edits)
+    }
+
+    /// For the event pump: rung when a command waits in [`Account::caught_up`].
+    pub async fn catch_up_asked(&self) {
+        self.catch_up_asked.notified().await
+    }
+
+    /// For the event pump: the commands waiting in [`Account::caught_up`] since it last looked.
+    pub fn take_catch_up(&self) -> Vec<oneshot::Sender<()>> {
+        std::mem::take(&mut *lock(&self.catch_up))
     }
 }
 
@@ -117,6 +134,26 @@ impl Account {
     /// Cancelled when the login ends (see the field).
     pub fn ended(&self) -> &CancellationToken {
         self.ended.get_or_init(CancellationToken::new)
+    }
+
+    /// Waits until the event pump has applied every event the backend sent before now, for a
+    /// list command between the backend's answer and its own store write. An older report
+    /// still on its way (the contact as it was before the command) would otherwise be applied
+    /// after that write and undo it until the backend's next report: XMPP's roster pushes
+    /// race an `ADD AL` that follows an `ADD FL` at once. Bounded by [`CATCH_UP`]; past it, or
+    /// with no pump, the command goes on (the backend's next report is then the last word).
+    pub async fn caught_up(&self) {
+        let (told, heard) = oneshot::channel();
+        let mirror = self.mirror();
+        lock(&mirror.catch_up).push(told);
+        mirror.catch_up_asked.notify_one();
+        tokio::select! {
+            _ = heard => {}
+            _ = self.ended().cancelled() => {}
+            _ = tokio::time::sleep(CATCH_UP) => {
+                warn!(handle = %self.handle, backend = self.backend, "the backend's earlier events are still being applied; the list command goes on");
+            }
+        }
     }
 
     /// The contacts' side of the account, made now if this is its first use.

@@ -280,6 +280,7 @@ async fn edit(
     let result = async {
         let action = account.session.set_contact_groups(contact.as_str(), &names);
         backend_action(action).await?;
+        account.caught_up().await;
         let wanted: Vec<FriendlyName> = names.iter().filter_map(|n| group_name(n)).collect();
         let entries = [(contact.clone(), wanted)];
         Ok::<_, ErrorCode>(

@@ -186,6 +186,7 @@ async fn add(
             .session
             .add_contact(to_list(list), contact.as_str(), name.as_str());
         backend_action(action).await?;
+        account.caught_up().await;
         let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
         implied_changes.settled(&contact, list);
         serial
@@ -233,6 +234,7 @@ async fn remove(
             .session
             .remove_contact(to_list(list), contact.as_str());
         backend_action(action).await?;
+        account.caught_up().await;
         let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
         let serial = mirror_after(services, account, &contact, name, list, false).await?;
         implied_changes.settled(&contact, list);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msngate_bridge_api::{BackendEvent, ChatId, ConnectionState};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -79,6 +79,9 @@ impl Pump {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let account = self.account.clone();
+        // List commands waiting for the events sent before the backend answered them: how
+        // many of those are still to be applied, and whom to tell then.
+        let mut catching_up: Vec<(usize, oneshot::Sender<()>)> = Vec::new();
         loop {
             let busy = !self.waiting.is_empty() || !account.mirror().implied.is_empty();
             let far = Instant::now() + Duration::from_secs(86_400);
@@ -87,6 +90,17 @@ impl Pump {
                 None => tokio::select! {
                     biased;
                     _ = account.ended().cancelled() => break,
+                    _ = account.mirror().catch_up_asked() => {
+                        // Every event sent before the command asked is applied or still queued.
+                        let behind = events.len();
+                        for told in account.mirror().take_catch_up() {
+                            match behind {
+                                0 => drop(told.send(())),
+                                n => catching_up.push((n, told)),
+                            }
+                        }
+                        None
+                    }
                     e = events.recv() => match e {
                         Some(e) => Some(e),
                         None => break,
@@ -114,6 +128,7 @@ impl Pump {
             if !due.is_empty() {
                 notify_changes(&self.services, &account, &self.peer, due, false);
             }
+            let applied = event.is_some();
             match event {
                 Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
                     self.hold(e)
@@ -121,10 +136,20 @@ impl Pump {
                 Some(e) => self.apply(e).await,
                 None => {}
             }
+            if applied {
+                for (behind, told) in std::mem::take(&mut catching_up) {
+                    match behind - 1 {
+                        0 => drop(told.send(())),
+                        n => catching_up.push((n, told)),
+                    }
+                }
+            }
             if status.is_none() {
                 break;
             }
         }
+        // Commands still waiting go on (their answers are dropped with the login).
+        drop(account.mirror().take_catch_up());
         if !self.waiting.is_empty() {
             warn!(handle = %account.handle, count = self.waiting.len(), "logged out before coming online; messages from contacts not shown");
         }

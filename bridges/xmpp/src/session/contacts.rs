@@ -33,17 +33,17 @@ impl SessionTask {
         }
         let entry = self.roster.get(jid);
         let mut lists = Vec::new();
-        if let Some(e) = entry {
-            if matches!(e.subscription, Subscription::To | Subscription::Both)
-                || e.asking
-                || self.adding.contains(jid)
-            {
-                lists.push(List::Forward);
-            }
-            if matches!(e.subscription, Subscription::From | Subscription::Both) {
-                lists.push(List::Allow);
-                lists.push(List::Reverse);
-            }
+        let subscription = entry.map(|e| &e.subscription);
+        let asking = entry.is_some_and(|e| e.asking);
+        if matches!(subscription, Some(Subscription::To | Subscription::Both))
+            || asking
+            || self.adding.contains_key(jid)
+        {
+            lists.push(List::Forward);
+        }
+        if matches!(subscription, Some(Subscription::From | Subscription::Both)) {
+            lists.push(List::Allow);
+            lists.push(List::Reverse);
         }
         if self.approving.contains(jid) {
             for list in [List::Allow, List::Reverse] {
@@ -68,6 +68,7 @@ impl SessionTask {
         }
         let name = entry
             .and_then(|e| e.name.clone())
+            .or_else(|| self.adding.get(jid).cloned())
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| handle.clone());
         Some(Contact {
@@ -115,6 +116,12 @@ impl SessionTask {
         if let Some(contact) = self.contact(jid) {
             self.emit(BackendEvent::ContactChanged(contact)).await;
         }
+    }
+
+    /// Whether `jid` is on the roster, or about to be: Prosody answers a roster set before it
+    /// pushes the item, so a command that follows an `ADD FL` at once can arrive first.
+    fn on_roster(&self, jid: &BareJid) -> bool {
+        self.roster.contains_key(jid) || self.adding.contains_key(jid)
     }
 
     pub(super) fn apply_roster_item(&mut self, item: Item) {
@@ -331,17 +338,18 @@ impl SessionTask {
     ) {
         match list {
             List::Forward => {
-                self.adding.insert(jid.clone());
+                self.adding.insert(jid.clone(), name.clone());
                 self.roster_set(jid.clone(), Some(name), Subscription::None, vec![], reply)
                     .await;
                 self.send(Presence::new(PresenceType::Subscribe).with_to(jid))
                     .await;
             }
             List::Allow => {
-                // Approves a pending request, or pre-approves a future one.
-                self.requests.remove(&jid);
+                // Approves a pending request, or pre-approves a future one. The server
+                // shows an approved request as a roster item; until then the approval counts.
+                let requested = self.requests.remove(&jid);
                 self.revoking.remove(&jid);
-                if self.roster.contains_key(&jid) {
+                if requested || self.on_roster(&jid) {
                     self.approving.insert(jid.clone());
                 }
                 self.send(Presence::new(PresenceType::Subscribed).with_to(jid.clone()))
@@ -388,7 +396,7 @@ impl SessionTask {
             }
             List::Allow => {
                 self.approving.remove(&jid);
-                if self.roster.contains_key(&jid) {
+                if self.on_roster(&jid) {
                     self.revoking.insert(jid.clone());
                 }
                 self.send(Presence::new(PresenceType::Unsubscribed).with_to(jid.clone()))

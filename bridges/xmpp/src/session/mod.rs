@@ -149,8 +149,9 @@ pub struct SessionTask {
     /// intent counts meanwhile, so lists don't flap while the server catches up.
     approving: HashSet<BareJid>,
     revoking: HashSet<BareJid>,
-    /// Contacts the user added whose subscription request the server has not shown yet.
-    adding: HashSet<BareJid>,
+    /// Contacts the user added whose subscription request the server has not shown yet, with
+    /// the name the user gave (the server may answer the roster set before it pushes the item).
+    adding: HashMap<BareJid, String>,
     rooms: BTreeMap<BareJid, Room>,
     resources: HashMap<BareJid, BTreeMap<String, (i8, PresenceState)>>,
     /// The state last reported to the core for each contact it was told is available (it
@@ -206,7 +207,7 @@ impl SessionTask {
             blocking_supported: true,
             approving: HashSet::new(),
             revoking: HashSet::new(),
-            adding: HashSet::new(),
+            adding: HashMap::new(),
             rooms: BTreeMap::new(),
             resources: HashMap::new(),
             reported: HashMap::new(),
