@@ -85,12 +85,12 @@ impl Mirror {
         lock(&self.group_edits)
     }
 
-    /// For the event pump: rung when a command waits in [`Account::caught_up`].
+    /// For the event pump: rung when a command waits in [`backend_change`].
     pub async fn catch_up_asked(&self) {
         self.catch_up_asked.notified().await
     }
 
-    /// For the event pump: the commands waiting in [`Account::caught_up`] since it last looked.
+    /// For the event pump: the commands waiting in [`backend_change`] since it last looked.
     pub fn take_catch_up(&self) -> Vec<oneshot::Sender<()>> {
         std::mem::take(&mut *lock(&self.catch_up))
     }
@@ -136,13 +136,10 @@ impl Account {
         self.ended.get_or_init(CancellationToken::new)
     }
 
-    /// Waits until the event pump has applied every event the backend sent before now, for a
-    /// list command between the backend's answer and its own store write. An older report
-    /// still on its way (the contact as it was before the command) would otherwise be applied
-    /// after that write and undo it until the backend's next report: XMPP's roster pushes
-    /// race an `ADD AL` that follows an `ADD FL` at once. Bounded by [`CATCH_UP`]; past it, or
-    /// with no pump, the command goes on (the backend's next report is then the last word).
-    pub async fn caught_up(&self) {
+    /// Waits until the event pump has applied every event the backend sent before now (see
+    /// [`backend_change`]). Bounded by [`CATCH_UP`]; past it, or with no pump, the command
+    /// goes on (the backend's next report is then the last word).
+    async fn caught_up(&self) {
         let (told, heard) = oneshot::channel();
         let mirror = self.mirror();
         lock(&mirror.catch_up).push(told);
@@ -295,6 +292,21 @@ pub async fn backend_action<T>(
         Ok(Err(e)) => Err(error_code(&e)),
         Err(_) => Err(ErrorCode::ServerUnavailable),
     }
+}
+
+/// A change to the user's lists or groups on the backend, within [`ACTION_TIMEOUT`] as any
+/// [`backend_action`], then [`Account::caught_up`]: the command writes its change to the store
+/// only after the event pump applied every event the backend sent before answering. An older
+/// report still on its way (the contact as it was before the command) would otherwise be
+/// applied after that write and undo it until the backend's next report: XMPP's roster pushes
+/// of an `ADD FL` race an `ADD AL` sent at once.
+pub async fn backend_change(
+    account: &Account,
+    change: impl std::future::Future<Output = Result<(), BackendError>>,
+) -> Result<(), ErrorCode> {
+    backend_action(change).await?;
+    account.caught_up().await;
+    Ok(())
 }
 
 /// Hands the user's new state and name to the backend. It only queues them, so this waits

@@ -9,7 +9,7 @@
 use msngate_bridge_api::Contact;
 use tracing::warn;
 
-use crate::backend::{backend_action, Account};
+use crate::backend::{backend_change, Account};
 use crate::connection::{Peer, Replies};
 use crate::protocol::{
     Dialect, ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle,
@@ -279,8 +279,7 @@ async fn edit(
     edits().insert(contact.clone(), Vec::new());
     let result = async {
         let action = account.session.set_contact_groups(contact.as_str(), &names);
-        backend_action(action).await?;
-        account.caught_up().await;
+        backend_change(account, action).await?;
         let wanted: Vec<FriendlyName> = names.iter().filter_map(|n| group_name(n)).collect();
         let entries = [(contact.clone(), wanted)];
         Ok::<_, ErrorCode>(

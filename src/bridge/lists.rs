@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::{contact_entry, EVENT_QUEUE, LOGON_BUDGET};
 use crate::backend::registry::BoxFuture;
-use crate::backend::{backend_action, to_list, Account};
+use crate::backend::{backend_action, backend_change, to_list, Account};
 use crate::connection::Replies;
 use crate::hub::switchboard::{Member, Participant, Remote, SessionHandle};
 use crate::protocol::{ErrorCode, FriendlyName, ListKind, ServerCommand, TrId, UserHandle};
@@ -185,8 +185,7 @@ async fn add(
         let action = account
             .session
             .add_contact(to_list(list), contact.as_str(), name.as_str());
-        backend_action(action).await?;
-        account.caught_up().await;
+        backend_change(account, action).await?;
         let serial = mirror_after(services, account, &contact, name.clone(), list, true).await?;
         implied_changes.settled(&contact, list);
         serial
@@ -233,8 +232,7 @@ async fn remove(
         let action = account
             .session
             .remove_contact(to_list(list), contact.as_str());
-        backend_action(action).await?;
-        account.caught_up().await;
+        backend_change(account, action).await?;
         let name = name.unwrap_or_else(|| FriendlyName::from_handle(&contact));
         let serial = mirror_after(services, account, &contact, name, list, false).await?;
         implied_changes.settled(&contact, list);

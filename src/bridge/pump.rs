@@ -65,6 +65,38 @@ struct Pump {
     down_until: Option<Instant>,
 }
 
+/// List commands waiting in [`crate::backend::backend_change`] for the events queued when they asked.
+#[derive(Default)]
+struct CatchUp {
+    /// Events the pump has taken from the queue and applied (or held) so far.
+    taken: u64,
+    /// Each waiting command, with the count of `taken` at which it is told.
+    waiting: Vec<(u64, oneshot::Sender<()>)>,
+}
+
+impl CatchUp {
+    /// Commands that asked just now, while `queued` events wait: every event the backend sent
+    /// before it answered them is applied already or one of those.
+    fn asked(&mut self, queued: usize, commands: Vec<oneshot::Sender<()>>) {
+        let at = self.taken + queued as u64;
+        self.waiting
+            .extend(commands.into_iter().map(|told| (at, told)));
+        self.release();
+    }
+
+    /// Tells the commands whose events are all applied.
+    fn release(&mut self) {
+        let taken = self.taken;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(at, _)| *at <= taken);
+        self.waiting = waiting;
+        for (_, told) in due {
+            let _ = told.send(());
+        }
+    }
+}
+
 fn text_len(event: &BackendEvent) -> usize {
     match event {
         BackendEvent::Message { text, .. } => text.len(),
@@ -79,9 +111,7 @@ impl Pump {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let account = self.account.clone();
-        // List commands waiting for the events sent before the backend answered them: how
-        // many of those are still to be applied, and whom to tell then.
-        let mut catching_up: Vec<(usize, oneshot::Sender<()>)> = Vec::new();
+        let mut catch_up = CatchUp::default();
         loop {
             let busy = !self.waiting.is_empty() || !account.mirror().implied.is_empty();
             let far = Instant::now() + Duration::from_secs(86_400);
@@ -91,14 +121,7 @@ impl Pump {
                     biased;
                     _ = account.ended().cancelled() => break,
                     _ = account.mirror().catch_up_asked() => {
-                        // Every event sent before the command asked is applied or still queued.
-                        let behind = events.len();
-                        for told in account.mirror().take_catch_up() {
-                            match behind {
-                                0 => drop(told.send(())),
-                                n => catching_up.push((n, told)),
-                            }
-                        }
+                        catch_up.asked(events.len(), account.mirror().take_catch_up());
                         None
                     }
                     e = events.recv() => match e {
@@ -128,7 +151,9 @@ impl Pump {
             if !due.is_empty() {
                 notify_changes(&self.services, &account, &self.peer, due, false);
             }
-            let applied = event.is_some();
+            if event.is_some() {
+                catch_up.taken += 1;
+            }
             match event {
                 Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
                     self.hold(e)
@@ -136,14 +161,7 @@ impl Pump {
                 Some(e) => self.apply(e).await,
                 None => {}
             }
-            if applied {
-                for (behind, told) in std::mem::take(&mut catching_up) {
-                    match behind - 1 {
-                        0 => drop(told.send(())),
-                        n => catching_up.push((n, told)),
-                    }
-                }
-            }
+            catch_up.release();
             if status.is_none() {
                 break;
             }
@@ -526,4 +544,36 @@ fn chat_session(services: &Services, account: &Account, chat: &ChatId) -> Option
     account
         .chat_session(chat)
         .and_then(|id| services.hub.switchboard(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_told_once_the_events_queued_when_it_asked_are_applied() {
+        let mut catch_up = CatchUp::default();
+        let (told, mut first) = oneshot::channel();
+        catch_up.asked(2, vec![told]);
+        catch_up.taken += 1;
+        catch_up.release();
+        assert!(
+            first.try_recv().is_err(),
+            "told with one event still queued"
+        );
+        // Another command asks now, with the second event and a newer one queued.
+        let (told, mut second) = oneshot::channel();
+        catch_up.asked(2, vec![told]);
+        catch_up.taken += 1;
+        catch_up.release();
+        assert!(first.try_recv().is_ok());
+        assert!(second.try_recv().is_err(), "told before the newer event");
+        catch_up.taken += 1;
+        catch_up.release();
+        assert!(second.try_recv().is_ok());
+        // Nothing queued: told at once.
+        let (told, mut third) = oneshot::channel();
+        catch_up.asked(0, vec![told]);
+        assert!(third.try_recv().is_ok());
+    }
 }
