@@ -70,6 +70,11 @@ fn serve() -> Served {
 /// Runs `msngate-load ARGS`, asserts it succeeded, and returns the fields of its line that
 /// starts with `scenario:`.
 fn load(args: &[&str], scenario: &str) -> HashMap<String, String> {
+    fields(&run_load(args), scenario)
+}
+
+/// Runs `msngate-load ARGS`, asserts it succeeded, and returns what it printed.
+fn run_load(args: &[&str]) -> String {
     let out = Command::new(LOAD)
         .args(args)
         .env_remove("MSNGATE_LOAD_PASSWORD")
@@ -82,6 +87,11 @@ fn load(args: &[&str], scenario: &str) -> HashMap<String, String> {
         "msngate-load {args:?}: {}\n{stdout}\n{stderr}",
         out.status
     );
+    stdout.into_owned()
+}
+
+/// The fields of the line of `stdout` that starts with `scenario:`.
+fn fields(stdout: &str, scenario: &str) -> HashMap<String, String> {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{scenario}: ")))
@@ -229,6 +239,27 @@ fn self_contained_mode_starts_the_server_and_reads_its_memory() {
     check_chat(&f);
     // The temporary directory is removed after a successful run.
     assert_eq!(std::fs::read_dir(Path::new(tmp)).unwrap().count(), 0);
+}
+
+/// `--hold` keeps sessions online through a scenario, which runs as it does without them.
+#[test]
+fn held_sessions_stay_online_through_the_scenario() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().to_str().unwrap();
+    let args = [
+        "--server", MSNGATE, "--tmp", tmp, "--quick", "--hold", "30", "fanout",
+    ];
+    let stdout = run_load(&args);
+    let held = Fields(fields(&stdout, "hold"));
+    assert_eq!(held.get("sessions"), "30");
+    assert!(held.number("server_rss_kib") > 0.0);
+    check_fanout(&Fields(fields(&stdout, "fanout")));
+    // The held sessions are online before the scenario starts.
+    let (hold, fanout) = (
+        stdout.find("hold: ").unwrap(),
+        stdout.find("fanout: ").unwrap(),
+    );
+    assert!(hold < fanout, "{stdout}");
 }
 
 /// `floor` serves a logon's lines with fixed answers, and `logon` runs against it: the floor

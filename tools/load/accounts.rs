@@ -54,6 +54,18 @@ impl Plan {
             forward,
         }
     }
+
+    /// This plan and `n` more accounts after its own, each with the next `k` of those `n`
+    /// (wrapping) on its forward list: the sessions `--hold` keeps online.
+    pub fn and_ring(mut self, n: usize, k: usize) -> Plan {
+        let first = self.accounts;
+        let ring = Plan::ring(n, k);
+        self.accounts += ring.accounts;
+        let shifted = ring.forward.into_iter();
+        self.forward
+            .extend(shifted.map(|(owner, contact)| (first + owner, first + contact)));
+        self
+    }
 }
 
 /// How the accounts come to exist.
@@ -232,5 +244,13 @@ mod tests {
         // Never oneself, however many contacts are asked for.
         assert_eq!(Plan::ring(2, 5).forward, [(0, 1), (1, 0)]);
         assert!(Plan::ring(3, 0).forward.is_empty());
+    }
+
+    #[test]
+    fn a_second_ring_follows_the_first_and_stays_apart() {
+        let plan = Plan::ring(2, 1).and_ring(3, 1);
+        assert_eq!(plan.accounts, 5);
+        assert_eq!(plan.forward, [(0, 1), (1, 0), (2, 3), (3, 4), (4, 2)]);
+        assert_eq!(Plan::ring(2, 1).and_ring(0, 10).forward, [(0, 1), (1, 0)]);
     }
 }

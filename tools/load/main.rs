@@ -35,6 +35,7 @@ mod chat;
 mod client;
 mod fanout;
 mod floor;
+mod hold;
 mod idle;
 mod logon;
 mod relay;
@@ -108,6 +109,10 @@ struct Cli {
     /// Tiny sizes, only to show that the tool and the server work (CI); explicit sizes win.
     #[arg(long, global = true)]
     quick: bool,
+    /// Sessions held online and idle through the scenario (on the accounts after its own,
+    /// each with 10 of them on its forward list), to measure it with that many online.
+    #[arg(long, default_value_t = 0, global = true, value_name = "N")]
+    hold: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -258,6 +263,11 @@ impl Shape {
         }
     }
 
+    /// The accounts and entries of the scenario and of `hold` held sessions after them.
+    fn plan_holding(&self, hold: usize) -> Plan {
+        self.plan().and_ring(hold, hold::CONTACTS)
+    }
+
     /// Open files the tool needs (its sockets, and the in-process relay's for chat).
     fn files(&self) -> usize {
         64 + match self {
@@ -290,7 +300,7 @@ fn main() -> Result<()> {
     let shape = Shape::of(cli.scenario, cli.quick);
     shape.check()?;
     let fd_limit = raise_fd_limit();
-    let needed = shape.files();
+    let needed = shape.files() + cli.hold;
     if fd_limit < needed as libc::rlim_t {
         bail!("the open-file limit is {fd_limit}, the run needs about {needed}: raise `ulimit -n`");
     }
@@ -323,7 +333,8 @@ fn main() -> Result<()> {
             },
             _ => Provision::Existing,
         };
-        provision(&how, &accounts, &shape.plan(), Some(&entry), cli.dialect).await?;
+        let plan = shape.plan_holding(cli.hold);
+        provision(&how, &accounts, &plan, Some(&entry), cli.dialect).await?;
         let ctx = Ctx {
             entry,
             accounts,
@@ -358,7 +369,7 @@ fn self_contained(
         dir.display()
     );
     let db = dir.join("msngate.db");
-    let plan = shape.plan();
+    let plan = shape.plan_holding(cli.hold);
     let outcome = (|| {
         runtime.block_on(provision(
             &Provision::Database(db.clone()),
@@ -399,13 +410,16 @@ fn self_contained(
 
 async fn run(cli: &Cli, ctx: &Ctx, shape: Shape) -> Result<()> {
     let limit = Duration::from_secs(cli.time_limit);
+    let first_held = shape.plan().accounts;
     let scenario = async {
+        let held = hold::start(ctx, first_held, cli.hold).await?;
         match shape {
             Shape::Logon(s) => logon::run(ctx, s).await,
             Shape::Idle(s) => idle::run(ctx, s).await,
             Shape::Chat(s) => chat::run(ctx, s).await,
             Shape::Fanout(s) => fanout::run(ctx, s).await,
-        }
+        }?;
+        held.release()
     };
     tokio::time::timeout(limit, scenario)
         .await
