@@ -146,6 +146,10 @@ impl Postgres {
                 .arg(&dir)
                 .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+                // Its dynamic shared memory as files in the data directory, which goes with
+                // the directory: a server killed with its test process leaves nothing behind
+                // in /dev/shm (the default, `posix`, left 1–3 MiB there each time).
+                .args(["-c", "dynamic_shared_memory_type=mmap"])
                 .current_dir(&dir)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
