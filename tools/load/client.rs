@@ -3,6 +3,7 @@
 //! notification server or through a dispatch server's `XFR NS` referral.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -12,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use msngate::protocol::{decode, Dialect, ListItem, ListKind, ServerCommand, TrId, UserHandle};
+use msngate::protocol::{
+    decode, Dialect, ListItem, ListKind, ServerCommand, Status, TrId, UserHandle,
+};
 
 /// How long any single expected line may take before the run is abandoned.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -179,6 +182,34 @@ impl Conn {
                 ServerCommand::Error { code, .. } if code.code() == 215 => Ok(()),
                 other => bail!("ADD FL {handle}: {other}"),
             };
+        }
+    }
+
+    /// Stays online as an idle client does, with no time limit: reads everything, answers
+    /// `CHL`, and tells `presence` each contact's state an `ILN` or `NLN` gives, until it
+    /// answers `Break`. Fails when the server closes the connection or a read fails.
+    pub async fn stay_online(
+        mut self,
+        mut presence: impl FnMut(UserHandle, Status) -> ControlFlow<()>,
+    ) -> Result<()> {
+        loop {
+            match self.reader.next().await? {
+                None => bail!("the server closed the connection"),
+                Some(
+                    ServerCommand::Iln { handle, status, .. }
+                    | ServerCommand::Nln { handle, status, .. },
+                ) => {
+                    if presence(handle, status).is_break() {
+                        return Ok(());
+                    }
+                }
+                Some(ServerCommand::Chl { challenge }) => {
+                    self.trid += 1;
+                    let answer = qry(self.trid, &challenge);
+                    self.writer.write_all(answer.as_bytes()).await?;
+                }
+                Some(_) => {}
+            }
         }
     }
 

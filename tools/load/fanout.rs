@@ -3,16 +3,16 @@
 //! (`CHG`, alternately BSY and NLN) and the time until each watcher has read the `NLN` is
 //! taken: the last watcher's and the median watcher's, per round.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
-use tokio::io::AsyncWriteExt;
+use anyhow::{anyhow, Context, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use msngate::protocol::{ServerCommand, Status, UserHandle};
 
-use crate::client::{qry, Conn, READ_TIMEOUT};
+use crate::client::{Conn, READ_TIMEOUT};
 use crate::stats::{median, opt, percentile, Meter};
 use crate::target::Ctx;
 
@@ -119,27 +119,13 @@ async fn watch(
     user: UserHandle,
     tx: mpsc::UnboundedSender<Seen>,
 ) -> Result<()> {
-    let Conn {
-        mut reader,
-        mut writer,
-        mut trid,
-    } = conn;
-    loop {
-        match reader.next().await? {
-            None => bail!("watcher {w}: the server closed the connection"),
-            Some(
-                ServerCommand::Nln { status, handle, .. }
-                | ServerCommand::Iln { status, handle, .. },
-            ) if handle == user => {
-                if tx.send((w, status, Instant::now())).is_err() {
-                    return Ok(());
-                }
-            }
-            Some(ServerCommand::Chl { challenge }) => {
-                trid += 1;
-                writer.write_all(qry(trid, &challenge).as_bytes()).await?;
-            }
-            Some(_) => {}
+    conn.stay_online(|handle, status| {
+        if handle != user || tx.send((w, status, Instant::now())).is_ok() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
         }
-    }
+    })
+    .await
+    .with_context(|| format!("watcher {w}"))
 }

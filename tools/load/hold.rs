@@ -3,6 +3,7 @@
 //! sessions online"). They use the accounts after the scenario's own, each with the next
 //! [`CONTACTS`] of them on its forward list, as `idle`'s do.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,6 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tokio::task::JoinSet;
 
-use crate::idle::stay_online;
 use crate::target::Ctx;
 
 /// Forward-list entries of each held account.
@@ -43,7 +43,7 @@ pub async fn start(ctx: &Ctx, first: usize, n: usize) -> Result<Held> {
     for (conn, _) in conns {
         let closed = closed.clone();
         readers.spawn(async move {
-            stay_online(conn, |_| {}).await;
+            let _closed = conn.stay_online(|_, _| ControlFlow::Continue(())).await;
             closed.fetch_add(1, Ordering::Relaxed);
         });
     }

@@ -2,17 +2,14 @@
 //! memory per idle session when its pid is known.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-use msngate::protocol::{ServerCommand, UserHandle};
-
-use crate::client::{qry, Conn};
 use crate::stats::{opt, percentile, Meter};
 use crate::target::Ctx;
 
@@ -48,13 +45,15 @@ pub async fn run(ctx: &Ctx, shape: Idle) -> Result<()> {
         let (presence, distinct, closed) = (presence.clone(), distinct.clone(), closed.clone());
         readers.spawn(async move {
             let mut seen = HashSet::new();
-            stay_online(conn, |handle| {
-                presence.fetch_add(1, Ordering::Relaxed);
-                if seen.insert(handle) {
-                    distinct.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .await;
+            let _closed = conn
+                .stay_online(|handle, _| {
+                    presence.fetch_add(1, Ordering::Relaxed);
+                    if seen.insert(handle) {
+                        distinct.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ControlFlow::Continue(())
+                })
+                .await;
             closed.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -97,28 +96,4 @@ pub async fn run(ctx: &Ctx, shape: Idle) -> Result<()> {
     // The sessions stay connected until the server is stopped (or the tool exits).
     readers.detach_all();
     Ok(())
-}
-
-/// Keeps a session online as an idle client does: reads everything, answers `CHL`, and tells
-/// `presence` each contact an `ILN` or `NLN` names. Returns once the server closes it.
-pub async fn stay_online(conn: Conn, mut presence: impl FnMut(UserHandle)) {
-    // The write half stays in this task (for QRY answers), so the session stays open.
-    let Conn {
-        mut reader,
-        mut writer,
-        mut trid,
-    } = conn;
-    loop {
-        match reader.next().await {
-            Ok(None) | Err(_) => return,
-            Ok(Some(ServerCommand::Iln { handle, .. } | ServerCommand::Nln { handle, .. })) => {
-                presence(handle)
-            }
-            Ok(Some(ServerCommand::Chl { challenge })) => {
-                trid += 1;
-                let _ = writer.write_all(qry(trid, &challenge).as_bytes()).await;
-            }
-            Ok(Some(_)) => {}
-        }
-    }
 }
