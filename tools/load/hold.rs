@@ -43,7 +43,8 @@ pub async fn start(ctx: &Ctx, first: usize, n: usize) -> Result<Held> {
     for (conn, _) in conns {
         let closed = closed.clone();
         readers.spawn(async move {
-            let _closed = conn.stay_online(|_, _| ControlFlow::Continue(())).await;
+            // It returns only when the server closes the session (an error, not kept).
+            let _ = conn.stay_online(|_, _| ControlFlow::Continue(())).await;
             closed.fetch_add(1, Ordering::Relaxed);
         });
     }

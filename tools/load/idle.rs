@@ -45,7 +45,8 @@ pub async fn run(ctx: &Ctx, shape: Idle) -> Result<()> {
         let (presence, distinct, closed) = (presence.clone(), distinct.clone(), closed.clone());
         readers.spawn(async move {
             let mut seen = HashSet::new();
-            let _closed = conn
+            // It returns only when the server closes the session (an error, not kept).
+            let _ = conn
                 .stay_online(|handle, _| {
                     presence.fetch_add(1, Ordering::Relaxed);
                     if seen.insert(handle) {
