@@ -70,8 +70,10 @@ struct Pump {
 struct CatchUp {
     /// Events the pump has taken from the queue and applied (or held) so far.
     taken: u64,
-    /// Each waiting command, with the count of `taken` at which it is told.
-    waiting: Vec<(u64, oneshot::Sender<()>)>,
+    /// Each waiting command, with the count of `taken` at which it is told. In the order they
+    /// asked, which is also the order of those counts: `taken` plus the events queued is the
+    /// count of events the backend has sent, which only grows.
+    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 impl CatchUp {
@@ -84,15 +86,22 @@ impl CatchUp {
         self.release();
     }
 
+    /// One more event applied (or held).
+    fn took(&mut self) {
+        self.taken += 1;
+        self.release();
+    }
+
     /// Tells the commands whose events are all applied.
     fn release(&mut self) {
-        let taken = self.taken;
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|(at, _)| *at <= taken);
-        self.waiting = waiting;
-        for (_, told) in due {
-            let _ = told.send(());
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(at, _)| *at <= self.taken)
+        {
+            if let Some((_, told)) = self.waiting.pop_front() {
+                let _ = told.send(());
+            }
         }
     }
 }
@@ -151,17 +160,13 @@ impl Pump {
             if !due.is_empty() {
                 notify_changes(&self.services, &account, &self.peer, due, false);
             }
-            if event.is_some() {
-                catch_up.taken += 1;
-            }
-            match event {
-                Some(e @ BackendEvent::Message { .. }) if !online && status.is_some() => {
-                    self.hold(e)
+            if let Some(event) = event {
+                match event {
+                    e @ BackendEvent::Message { .. } if !online && status.is_some() => self.hold(e),
+                    e => self.apply(e).await,
                 }
-                Some(e) => self.apply(e).await,
-                None => {}
+                catch_up.took();
             }
-            catch_up.release();
             if status.is_none() {
                 break;
             }
@@ -555,8 +560,7 @@ mod tests {
         let mut catch_up = CatchUp::default();
         let (told, mut first) = oneshot::channel();
         catch_up.asked(2, vec![told]);
-        catch_up.taken += 1;
-        catch_up.release();
+        catch_up.took();
         assert!(
             first.try_recv().is_err(),
             "told with one event still queued"
@@ -564,12 +568,10 @@ mod tests {
         // Another command asks now, with the second event and a newer one queued.
         let (told, mut second) = oneshot::channel();
         catch_up.asked(2, vec![told]);
-        catch_up.taken += 1;
-        catch_up.release();
+        catch_up.took();
         assert!(first.try_recv().is_ok());
         assert!(second.try_recv().is_err(), "told before the newer event");
-        catch_up.taken += 1;
-        catch_up.release();
+        catch_up.took();
         assert!(second.try_recv().is_ok());
         // Nothing queued: told at once.
         let (told, mut third) = oneshot::channel();

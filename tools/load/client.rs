@@ -124,13 +124,19 @@ impl Conn {
         Ok(self.trid)
     }
 
-    /// The next line; a challenge (`CHL`, MSNP6 and later) is answered on the way.
+    /// The next line, within [`READ_TIMEOUT`]; a challenge is answered on the way.
     pub async fn recv(&mut self) -> Result<ServerCommand> {
-        let line = tokio::time::timeout(READ_TIMEOUT, self.reader.next())
+        tokio::time::timeout(READ_TIMEOUT, self.next_line())
             .await
             .map_err(|_| anyhow!("no line from the server within {READ_TIMEOUT:?}"))??
-            .ok_or_else(|| anyhow!("the server closed the connection"))?;
-        if let ServerCommand::Chl { challenge } = &line {
+            .ok_or_else(|| anyhow!("the server closed the connection"))
+    }
+
+    /// The next line, or `None` once the server closed the connection; a challenge (`CHL`,
+    /// MSNP6 and later) is answered on the way.
+    async fn next_line(&mut self) -> Result<Option<ServerCommand>> {
+        let line = self.reader.next().await?;
+        if let Some(ServerCommand::Chl { challenge }) = &line {
             self.trid += 1;
             let answer = qry(self.trid, challenge);
             self.writer.write_all(answer.as_bytes()).await?;
@@ -193,7 +199,7 @@ impl Conn {
         mut presence: impl FnMut(UserHandle, Status) -> ControlFlow<()>,
     ) -> Result<()> {
         loop {
-            match self.reader.next().await? {
+            match self.next_line().await? {
                 None => bail!("the server closed the connection"),
                 Some(
                     ServerCommand::Iln { handle, status, .. }
@@ -202,11 +208,6 @@ impl Conn {
                     if presence(handle, status).is_break() {
                         return Ok(());
                     }
-                }
-                Some(ServerCommand::Chl { challenge }) => {
-                    self.trid += 1;
-                    let answer = qry(self.trid, &challenge);
-                    self.writer.write_all(answer.as_bytes()).await?;
                 }
                 Some(_) => {}
             }

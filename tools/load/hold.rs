@@ -28,21 +28,20 @@ pub struct Held {
 
 /// Accounts `first..first + n` log on and stay online; prints a `hold:` line.
 pub async fn start(ctx: &Ctx, first: usize, n: usize) -> Result<Held> {
-    let closed = Arc::new(AtomicUsize::new(0));
-    let mut readers = JoinSet::new();
+    let mut held = Held {
+        sessions: n,
+        readers: JoinSet::new(),
+        closed: Arc::default(),
+    };
     if n == 0 {
-        return Ok(Held {
-            sessions: 0,
-            readers,
-            closed,
-        });
+        return Ok(held);
     }
     let started = Instant::now();
     let conns = ctx.log_in_all(first..first + n, CONCURRENCY).await?;
     let online_s = started.elapsed().as_secs_f64();
     for (conn, _) in conns {
-        let closed = closed.clone();
-        readers.spawn(async move {
+        let closed = held.closed.clone();
+        held.readers.spawn(async move {
             // It returns only when the server closes the session (an error, not kept).
             let _ = conn.stay_online(|_, _| ControlFlow::Continue(())).await;
             closed.fetch_add(1, Ordering::Relaxed);
@@ -53,11 +52,7 @@ pub async fn start(ctx: &Ctx, first: usize, n: usize) -> Result<Held> {
         None => "na".to_owned(),
     };
     println!("hold: sessions={n} contacts={CONTACTS} online_s={online_s:.2} server_rss_kib={rss}");
-    Ok(Held {
-        sessions: n,
-        readers,
-        closed,
-    })
+    Ok(held)
 }
 
 impl Held {
